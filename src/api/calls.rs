@@ -1,0 +1,75 @@
+//! `/v1/calls`: the call history, newest first, with filters and cursor paging.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router, response::IntoResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::model::Outcome;
+use crate::model::validate::FieldError;
+use crate::store::CallFilter;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/calls", get(list))
+        .route("/calls/{id}", get(read))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    webhook_id: Option<String>,
+    tool: Option<String>,
+    outcome: Option<String>,
+    source: Option<String>,
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(o) = &q.outcome
+        && o != "failed"
+        && Outcome::parse(o).is_none()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown outcome filter '{o}'"
+        )));
+    }
+    if let Some(src) = &q.source
+        && !["invoke", "test", "chat", "mcp"].contains(&src.as_str())
+    {
+        return Err(ApiError::InvalidDefinition(vec![FieldError::new(
+            "source",
+            "one of invoke, test, chat, mcp",
+        )]));
+    }
+    s.recorder.sync().await;
+    let filter = CallFilter {
+        webhook_id: q.webhook_id,
+        tool: q.tool,
+        outcome: q.outcome,
+        source: q.source,
+        limit: q.limit.unwrap_or(50).clamp(1, 500),
+        before: q.before,
+    };
+    let items = s.store.list_calls(&filter)?;
+    let next = if items.len() == filter.limit {
+        items.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_before": next })))
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.recorder.sync().await;
+    Ok(Json(s.store.get_call(&id)?))
+}

@@ -1,0 +1,84 @@
+//! The HTTP surface: one file per resource, merged here under admin auth and the body limit.
+
+mod calls;
+mod secrets;
+mod system;
+mod tools;
+mod webhooks;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// `q` query parameter shared by list routes.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Search {
+    pub q: Option<String>,
+}
+
+/// Case-insensitive substring match of `q` in any of `fields`.
+pub(crate) fn search_matches(q: &Option<String>, fields: &[&str]) -> bool {
+    match q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        None => true,
+        Some(q) => {
+            let q = q.to_lowercase();
+            fields.iter().any(|f| f.to_lowercase().contains(&q))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_admin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.config.admin_token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// Every route, with auth on `/v1/*`, the body limit and enveloped 404/405 answers.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(secrets::routes())
+        .merge(webhooks::routes())
+        .merge(tools::routes())
+        .merge(calls::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .merge(system::routes())
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes,
+        ))
+        .layer(middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+async fn trace_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), duration_ms = start.elapsed().as_millis() as u64, "request");
+    resp
+}

@@ -1,0 +1,192 @@
+//! `/v1/tools`: what models see. Compiled schemas, unlink, and invoke by name.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router, response::IntoResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::webhooks::CallBody;
+use super::{Search, search_matches};
+use crate::AppState;
+use crate::call::{self, CallRequest, CallResult};
+use crate::error::{ApiError, ApiJson};
+use crate::model::validate::validate_tool;
+use crate::model::{Outcome, Source, ToolSpec};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/tools", get(list).post(create))
+        .route("/tools/openai", get(openai))
+        .route("/tools/{id}", get(read).put(update).delete(remove))
+        .route("/tools/{id}/unlink", post(unlink))
+        .route("/tools/{id}/schema", get(schema))
+        .route("/tools/{id}/invoke", post(invoke))
+}
+
+fn check(spec: &ToolSpec) -> Result<(), ApiError> {
+    let errs = validate_tool(spec);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidDefinition(errs))
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    ApiJson(spec): ApiJson<ToolSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&spec)?;
+    let t = s.store.create_tool(spec).await?;
+    s.catalog.refresh_tool(s.store.as_ref(), &t.id, None)?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<Search>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut items: Vec<_> = s
+        .store
+        .list_tools()?
+        .into_iter()
+        .filter(|t| {
+            search_matches(
+                &q.q,
+                &[&t.spec.name, t.spec.description.as_deref().unwrap_or("")],
+            )
+        })
+        .collect();
+    items.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.store.get_tool(&id)?))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(spec): ApiJson<ToolSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&spec)?;
+    let old = s.store.get_tool(&id)?;
+    let t = s.store.update_tool(&id, spec).await?;
+    s.catalog
+        .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
+    Ok(Json(t))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let old = s.store.get_tool(&id)?;
+    s.store.delete_tool(&id).await?;
+    s.catalog
+        .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unlink(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let old = s.store.get_tool(&id)?;
+    let spec = ToolSpec {
+        webhook_id: None,
+        ..old.spec.clone()
+    };
+    let t = s.store.update_tool(&id, spec).await?;
+    s.catalog
+        .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
+    Ok(Json(t))
+}
+
+#[derive(Deserialize)]
+struct SchemaQuery {
+    #[serde(default)]
+    strict: bool,
+}
+
+fn not_linked(name: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "not_linked",
+        message: format!("tool '{name}' is not linked to a webhook, so it is offered to no model"),
+    }
+}
+
+async fn schema(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SchemaQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tool = s.store.get_tool(&id)?;
+    let snap = s.catalog.snapshot();
+    let compiled = snap
+        .tools
+        .get(&tool.spec.name)
+        .filter(|c| c.tool.id == id)
+        .ok_or_else(|| not_linked(&tool.spec.name))?;
+    Ok(Json(if q.strict {
+        compiled.strict_definition.clone()
+    } else {
+        compiled.definition.clone()
+    }))
+}
+
+async fn openai(State(s): State<AppState>) -> impl IntoResponse {
+    Json(s.catalog.snapshot().openai().as_ref().clone())
+}
+
+/// Shape a call result: 200 with the result, or 422 `invalid_arguments` when refused for its arguments.
+pub(super) fn call_response(result: CallResult) -> Result<Response, ApiError> {
+    if result.outcome == Outcome::InvalidArguments {
+        return Err(ApiError::InvalidArguments {
+            message: "the arguments are invalid; nothing was sent".into(),
+            details: result.details,
+            call_id: result.call_id,
+        });
+    }
+    Ok(Json(result).into_response())
+}
+
+async fn invoke(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<CallBody>,
+) -> Result<Response, ApiError> {
+    let snap = s.catalog.snapshot();
+    let compiled = match snap.tools.get(&name) {
+        Some(c) => c.clone(),
+        None => {
+            let tool = s
+                .store
+                .get_tool_by_name(&name)
+                .or_else(|_| s.store.get_tool(&name))?;
+            match snap.tools.get(&tool.spec.name) {
+                Some(c) => c.clone(),
+                None => return Err(not_linked(&tool.spec.name)),
+            }
+        }
+    };
+    let result = call::invoke(
+        &s,
+        CallRequest {
+            tool: Some(&compiled.tool.spec.name),
+            hook: compiled.hook.clone(),
+            arguments: &body.arguments,
+            context: &body.context,
+            source: Source::Invoke,
+        },
+    )
+    .await;
+    call_response(result)
+}

@@ -1,0 +1,127 @@
+//! `/v1/webhooks`: registered API calls. Edits apply in place to linked tools on their next call.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router, response::IntoResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Search, search_matches};
+use crate::AppState;
+use crate::call::{self, CallRequest};
+use crate::error::{ApiError, ApiJson};
+use crate::model::validate::validate_webhook;
+use crate::model::{Source, WebhookSpec};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/webhooks", get(list).post(create))
+        .route("/webhooks/{id}", get(read).put(update).delete(remove))
+        .route("/webhooks/{id}/test", post(test))
+}
+
+fn check(s: &AppState, spec: &WebhookSpec) -> Result<(), ApiError> {
+    let store = s.store.clone();
+    let errs = validate_webhook(spec, &|name| store.secret_exists(name));
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidDefinition(errs))
+    }
+}
+
+fn refresh(s: &AppState, id: &str) -> Result<(), ApiError> {
+    s.catalog
+        .refresh_webhook(s.store.as_ref(), id)
+        .map_err(ApiError::from)
+}
+
+async fn create(
+    State(s): State<AppState>,
+    ApiJson(spec): ApiJson<WebhookSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&s, &spec)?;
+    let w = s.store.create_webhook(spec, true).await?;
+    refresh(&s, &w.id)?;
+    Ok((StatusCode::CREATED, Json(w)))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<Search>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut items: Vec<Value> = s
+        .store
+        .list_webhooks()?
+        .into_iter()
+        .filter(|w| search_matches(&q.q, &[&w.spec.name, &w.spec.url, &w.spec.description]))
+        .map(|w| json!({"id": w.id, "name": w.spec.name, "url": w.spec.url, "method": w.spec.method, "created_at": w.created_at}))
+        .collect();
+    items.sort_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()));
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.store.get_webhook(&id)?))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(spec): ApiJson<WebhookSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.store.get_webhook(&id)?;
+    check(&s, &spec)?;
+    let w = s.store.update_webhook(&id, spec, true).await?;
+    refresh(&s, &id)?;
+    Ok(Json(w))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.store.delete_webhook(&id).await?;
+    refresh(&s, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of test and invoke calls.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CallBody {
+    #[serde(default)]
+    pub arguments: Value,
+    #[serde(default)]
+    pub context: Value,
+}
+
+async fn test(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CallBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let hook = s
+        .catalog
+        .snapshot()
+        .webhooks
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound("webhook not found".into()))?;
+    let result = call::invoke(
+        &s,
+        CallRequest {
+            tool: None,
+            hook,
+            arguments: &body.arguments,
+            context: &body.context,
+            source: Source::Test,
+        },
+    )
+    .await;
+    super::tools::call_response(result)
+}

@@ -1,0 +1,196 @@
+//! Step 1 of a call: parse the model's arguments, coerce unambiguous scalars, validate.
+//! A refusal here means nothing is sent.
+
+use serde_json::{Map, Number, Value};
+
+use crate::catalog::CompiledWebhook;
+use crate::model::DataType;
+use crate::model::validate::FieldError;
+
+/// Arguments as an object: models send either an object or a JSON string holding one.
+pub fn parse_arguments(raw: &Value) -> Result<Map<String, Value>, FieldError> {
+    match raw {
+        Value::Null => Ok(Map::new()),
+        Value::Object(m) => Ok(m.clone()),
+        Value::String(s) if s.trim().is_empty() => Ok(Map::new()),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(FieldError::new(
+                "arguments",
+                "arguments must be a JSON object of named values",
+            )),
+            Err(e) => Err(FieldError::new(
+                "arguments",
+                format!(
+                    "arguments are not valid JSON ({e}); send a JSON object such as {{\"name\": \"value\"}}"
+                ),
+            )),
+        },
+        _ => Err(FieldError::new(
+            "arguments",
+            "arguments must be a JSON object of named values",
+        )),
+    }
+}
+
+/// Coerce a value to `dt` when that is unambiguous (`"42"`→42, `"true"`→true, 1001→`"1001"`).
+pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
+    match (dt, v) {
+        (DataType::String, Value::String(_)) => Ok(v.clone()),
+        (DataType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (DataType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (DataType::Integer, Value::Number(n)) => {
+            if n.is_i64() || n.is_u64() {
+                Ok(v.clone())
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        Ok(Value::Number(Number::from(f as i64)))
+                    }
+                    _ => Err("expected an integer".into()),
+                }
+            }
+        }
+        (DataType::Integer, Value::String(s)) => {
+            let t = s.trim();
+            if let Ok(i) = t.parse::<i64>() {
+                Ok(Value::Number(i.into()))
+            } else if let Ok(u) = t.parse::<u64>() {
+                Ok(Value::Number(u.into()))
+            } else {
+                Err("expected an integer".into())
+            }
+        }
+        (DataType::Number, Value::Number(_)) => Ok(v.clone()),
+        (DataType::Number, Value::String(s)) => {
+            let t = s.trim();
+            if let Ok(i) = t.parse::<i64>() {
+                return Ok(Value::Number(i.into()));
+            }
+            match t
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(Number::from_f64)
+            {
+                Some(n) => Ok(Value::Number(n)),
+                None => Err("expected a number".into()),
+            }
+        }
+        (DataType::Boolean, Value::Bool(_)) => Ok(v.clone()),
+        (DataType::Boolean, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err("expected a boolean (true or false)".into()),
+        },
+        (dt, _) => Err(format!("expected {} {}", article(dt), dt.schema_type())),
+    }
+}
+
+fn article(dt: DataType) -> &'static str {
+    if dt == DataType::Integer { "an" } else { "a" }
+}
+
+/// Check and coerce arguments against a webhook's dynamic fields; every problem is reported.
+pub fn check_arguments(
+    hook: &CompiledWebhook,
+    mut args: Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let mut out = Map::new();
+    for f in &hook.dynamic {
+        match args.remove(&f.name) {
+            None | Some(Value::Null) => {
+                if f.required {
+                    errs.push(FieldError::new(f.name.clone(), "missing required value"));
+                }
+            }
+            Some(v) => match coerce(f.data_type, &v) {
+                Ok(c) => {
+                    out.insert(f.name.clone(), c);
+                }
+                Err(m) => errs.push(FieldError::new(f.name.clone(), m)),
+            },
+        }
+    }
+    let mut unknown: Vec<String> = args.into_iter().map(|(k, _)| k).collect();
+    unknown.sort();
+    for k in unknown {
+        let expected: Vec<&str> = hook.dynamic.iter().map(|f| f.name.as_str()).collect();
+        errs.push(FieldError::new(
+            k,
+            format!("unknown argument; expected one of: {}", expected.join(", ")),
+        ));
+    }
+    if errs.is_empty() {
+        let instance = Value::Object(out);
+        for e in hook.validator.iter_errors(&instance) {
+            let path = e.instance_path().to_string();
+            errs.push(FieldError::new(
+                path.trim_start_matches('/').replace('/', "."),
+                e.to_string(),
+            ));
+        }
+        if errs.is_empty()
+            && let Value::Object(m) = instance
+        {
+            return Ok(m);
+        }
+    }
+    Err(errs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn coercion_table() {
+        use DataType::*;
+        let ok = [
+            (String, json!("x"), json!("x")),
+            (String, json!(1001), json!("1001")),
+            (String, json!(true), json!("true")),
+            (Integer, json!(42), json!(42)),
+            (Integer, json!("42"), json!(42)),
+            (Integer, json!(" -7 "), json!(-7)),
+            (Integer, json!(42.0), json!(42)),
+            (Number, json!(1.5), json!(1.5)),
+            (Number, json!("1.5"), json!(1.5)),
+            (Number, json!("3"), json!(3)),
+            (Boolean, json!(true), json!(true)),
+            (Boolean, json!("TRUE"), json!(true)),
+            (Boolean, json!("false"), json!(false)),
+        ];
+        for (dt, input, want) in ok {
+            assert_eq!(coerce(dt, &input).unwrap(), want, "{dt:?} {input}");
+        }
+        let bad = [
+            (String, json!({"a": 1})),
+            (String, json!([1])),
+            (Integer, json!("4.5")),
+            (Integer, json!(4.5)),
+            (Integer, json!("abc")),
+            (Integer, json!(true)),
+            (Number, json!("NaN")),
+            (Number, json!("inf")),
+            (Number, json!("1e999")),
+            (Number, json!(false)),
+            (Boolean, json!("yes")),
+            (Boolean, json!(1)),
+        ];
+        for (dt, input) in bad {
+            assert!(coerce(dt, &input).is_err(), "{dt:?} {input} should fail");
+        }
+    }
+
+    #[test]
+    fn argument_strings() {
+        assert_eq!(parse_arguments(&json!("{\"a\":1}")).unwrap()["a"], json!(1));
+        assert!(parse_arguments(&json!("{\"a\":")).is_err());
+        assert!(parse_arguments(&json!("[1]")).is_err());
+        assert!(parse_arguments(&json!(5)).is_err());
+        assert!(parse_arguments(&json!(null)).unwrap().is_empty());
+    }
+}

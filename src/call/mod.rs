@@ -1,0 +1,268 @@
+//! THE pipeline every tool call takes, shared by the HTTP invoke route, the agent loop and MCP:
+//! args → resolve → render → send → result, then a redacted history record.
+
+pub mod args;
+pub mod policy;
+pub mod render;
+pub mod resolve;
+pub mod result;
+pub mod send;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::AppState;
+use crate::catalog::CompiledWebhook;
+use crate::history::Redactor;
+use crate::model::call::{RecordedRequest, RecordedResponse};
+use crate::model::ids::new_id;
+use crate::model::validate::FieldError;
+use crate::model::{CallRecord, Outcome, Source, now_rfc3339};
+use resolve::ResolveError;
+pub use result::CallResult;
+
+/// One call to make.
+pub struct CallRequest<'a> {
+    /// Tool name, when called through a tool.
+    pub tool: Option<&'a str>,
+    /// The webhook to call.
+    pub hook: Arc<CompiledWebhook>,
+    /// Arguments: an object or a JSON string.
+    pub arguments: &'a Value,
+    /// Values from the calling application.
+    pub context: &'a Value,
+    /// Who is calling.
+    pub source: Source,
+}
+
+struct Draft {
+    outcome: Outcome,
+    status: Option<u16>,
+    error: Option<String>,
+    arguments: Value,
+    request: Option<RecordedRequest>,
+    response: Option<RecordedResponse>,
+    response_value: Value,
+    content: String,
+    details: Vec<FieldError>,
+    attempts: u32,
+    redactor: Redactor,
+}
+
+impl Draft {
+    fn refused(
+        outcome: Outcome,
+        content: String,
+        error: String,
+        details: Vec<FieldError>,
+        arguments: Value,
+    ) -> Self {
+        Draft {
+            outcome,
+            status: None,
+            error: Some(error),
+            arguments,
+            request: None,
+            response: None,
+            response_value: Value::Null,
+            content,
+            details,
+            attempts: 0,
+            redactor: Redactor::default(),
+        }
+    }
+}
+
+/// Run one tool call end to end. Failures are results (`ok: false`), never errors.
+pub async fn invoke(state: &AppState, req: CallRequest<'_>) -> CallResult {
+    let call_id = new_id("call");
+    let webhook_id = req.hook.webhook.id.clone();
+    let span = tracing::info_span!("tool_call", call_id = %call_id, tool = req.tool.unwrap_or(""),
+        webhook_id = %webhook_id, source = req.source.as_str(),
+        outcome = tracing::field::Empty, status = tracing::field::Empty, duration_ms = tracing::field::Empty);
+    let started_at = now_rfc3339();
+    let start = Instant::now();
+    let draft = run(state, &req).instrument(span.clone()).await;
+    let duration_ms = start.elapsed().as_millis() as u64;
+    span.record("outcome", draft.outcome.as_str());
+    if let Some(s) = draft.status {
+        span.record("status", s);
+    }
+    span.record("duration_ms", duration_ms);
+    span.in_scope(|| tracing::info!("tool call finished"));
+    state.metrics.observe(
+        req.tool.unwrap_or(""),
+        draft.outcome.as_str(),
+        start.elapsed().as_secs_f64(),
+    );
+
+    let r = &draft.redactor;
+    let content = r.text(&draft.content);
+    let response_value = r.value(&draft.response_value);
+    let record = CallRecord {
+        id: call_id.clone(),
+        tool: req.tool.map(str::to_string),
+        webhook_id,
+        source: req.source,
+        started_at,
+        duration_ms,
+        outcome: draft.outcome,
+        error: draft.error.as_deref().map(|e| r.text(e)),
+        arguments: r.value(&draft.arguments),
+        request: draft.request.map(|q| RecordedRequest {
+            method: q.method,
+            url: r.text(&q.url),
+            headers: r.headers(&q.headers),
+            body: r.value(&q.body),
+        }),
+        response: draft.response.map(|p| RecordedResponse {
+            status: p.status,
+            headers: r.headers(&p.headers),
+            body: r.value(&p.body),
+        }),
+        attempts: draft.attempts,
+    };
+    state.recorder.record(record).await;
+    CallResult {
+        call_id,
+        ok: draft.outcome == Outcome::Success,
+        outcome: draft.outcome,
+        status: draft.status,
+        duration_ms,
+        response: response_value,
+        content,
+        details: draft.details,
+    }
+}
+
+async fn run(state: &AppState, req: &CallRequest<'_>) -> Draft {
+    let hook = &req.hook;
+    let spec = &hook.webhook.spec;
+    let raw_args = req.arguments.clone();
+    let args = match args::parse_arguments(req.arguments)
+        .map_err(|e| vec![e])
+        .and_then(|a| args::check_arguments(hook, a))
+    {
+        Ok(a) => a,
+        Err(details) => {
+            return Draft::refused(
+                Outcome::InvalidArguments,
+                result::refusal_content(&details),
+                "invalid arguments".into(),
+                details,
+                raw_args,
+            );
+        }
+    };
+    let arguments = Value::Object(args.clone());
+    let resolved = match resolve::resolve(spec, &args, req.context, state.store.as_ref()) {
+        Ok(r) => r,
+        Err(ResolveError::MissingContext(path)) => {
+            let details = vec![FieldError::new(
+                format!("context.{path}"),
+                "missing context value supplied by the calling application",
+            )];
+            return Draft::refused(
+                Outcome::InvalidArguments,
+                format!(
+                    "The tool call was not made: the application did not supply the context value '{path}'. This is not something the model can fix."
+                ),
+                format!("missing context value '{path}'"),
+                details,
+                arguments,
+            );
+        }
+        Err(ResolveError::BadValue { field, message }) => {
+            let details = vec![FieldError::new(field.clone(), message.clone())];
+            return Draft::refused(
+                Outcome::InvalidArguments,
+                result::refusal_content(&details),
+                format!("{field}: {message}"),
+                details,
+                arguments,
+            );
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            return Draft::refused(
+                Outcome::ConfigError,
+                format!(
+                    "The tool call was not made: the tool is misconfigured ({msg}). Tell the user the action is unavailable right now."
+                ),
+                msg,
+                Vec::new(),
+                arguments,
+            );
+        }
+    };
+    let redactor = Redactor::new(&resolved.secrets);
+    let prepared = match render::render(spec, &resolved) {
+        Ok(p) => p,
+        Err(e) => {
+            let details = vec![FieldError::new(e.field.clone(), e.message.clone())];
+            let mut d = Draft::refused(
+                Outcome::InvalidArguments,
+                result::refusal_content(&details),
+                e.to_string(),
+                details,
+                arguments,
+            );
+            d.redactor = redactor;
+            return d;
+        }
+    };
+    let request = RecordedRequest {
+        method: prepared.method.as_str().to_string(),
+        url: prepared.url.to_string(),
+        headers: prepared.headers.clone(),
+        body: prepared.recorded_body.clone(),
+    };
+    let sent = state
+        .sender
+        .send(
+            &prepared,
+            Duration::from_millis(spec.timeout_ms),
+            spec.retry,
+        )
+        .await;
+    let limit = state.config.max_response_bytes;
+    let (response_value, full) = result::body_value(&sent.body, sent.body_truncated, limit);
+    let content = if sent.outcome == Outcome::Success {
+        result::success_content(
+            full.as_ref(),
+            &sent.body,
+            &spec.response_fields,
+            state.config.max_content_bytes,
+        )
+    } else {
+        result::failure_content(&sent, spec.timeout_ms)
+    };
+    let error = match sent.outcome {
+        Outcome::Success => None,
+        Outcome::HttpError => Some(format!(
+            "upstream answered HTTP {}",
+            sent.status.unwrap_or(0)
+        )),
+        _ => sent.error.clone(),
+    };
+    Draft {
+        outcome: sent.outcome,
+        status: sent.status,
+        error,
+        arguments,
+        request: Some(request),
+        response: sent.status.map(|status| RecordedResponse {
+            status,
+            headers: sent.headers.clone(),
+            body: response_value.clone(),
+        }),
+        response_value,
+        content,
+        details: Vec::new(),
+        attempts: sent.attempts,
+        redactor,
+    }
+}

@@ -1,0 +1,239 @@
+//! Step 3: turn resolved values into the exact HTTP request: path segments percent-encoded,
+//! query, headers, and a typed JSON (dotted names nest) or form body.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value};
+
+use super::resolve::{Resolved, scalar_text};
+use crate::model::validate::url_placeholders;
+use crate::model::{BodyEncoding, Method, WebhookSpec};
+
+/// Everything but RFC 3986 unreserved characters is encoded inside a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A request ready to send.
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    /// Method.
+    pub method: Method,
+    /// Full URL.
+    pub url: reqwest::Url,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes and content type.
+    pub body: Option<(Vec<u8>, &'static str)>,
+    /// The body as recorded in history (JSON, or the form text).
+    pub recorded_body: Value,
+}
+
+/// Why rendering failed (a value that cannot go where it must).
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RenderError {
+    /// Field name.
+    pub field: String,
+    /// Problem.
+    pub message: String,
+}
+
+fn segment(name: &str, v: &Value) -> Result<String, RenderError> {
+    let text = scalar_text(v);
+    if text.is_empty() || text == "." || text == ".." {
+        return Err(RenderError {
+            field: name.to_string(),
+            message: "a path segment cannot be empty, '.' or '..'".into(),
+        });
+    }
+    Ok(utf8_percent_encode(&text, SEGMENT).to_string())
+}
+
+fn insert_nested(root: &mut Map<String, Value>, dotted: &str, v: Value) {
+    let mut parts = dotted.split('.').peekable();
+    let mut cur = root;
+    while let Some(p) = parts.next() {
+        if parts.peek().is_none() {
+            cur.insert(p.to_string(), v);
+            return;
+        }
+        let next = cur
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !next.is_object() {
+            *next = Value::Object(Map::new());
+        }
+        match next {
+            Value::Object(m) => cur = m,
+            _ => return,
+        }
+    }
+}
+
+/// Render the request for `spec` from resolved values.
+pub fn render(spec: &WebhookSpec, r: &Resolved) -> Result<PreparedRequest, RenderError> {
+    let mut url = spec.url.clone();
+    let holes = url_placeholders(&spec.url);
+    let mut appended = Vec::new();
+    for (name, v) in &r.path {
+        let seg = segment(name, v)?;
+        if holes.contains(&name.as_str()) {
+            url = url.replace(&format!("{{{name}}}"), &seg);
+        } else {
+            appended.push(seg);
+        }
+    }
+    if !appended.is_empty() {
+        let after_authority = url.find("://").map(|i| i + 3).unwrap_or(0);
+        let split = url[after_authority..]
+            .find(['?', '#'])
+            .map(|i| i + after_authority)
+            .unwrap_or(url.len());
+        let (head, tail) = url.split_at(split);
+        let mut head = head.to_string();
+        for s in appended {
+            if !head.ends_with('/') {
+                head.push('/');
+            }
+            head.push_str(&s);
+        }
+        url = head + tail;
+    }
+    let mut url = reqwest::Url::parse(&url).map_err(|e| RenderError {
+        field: "url".into(),
+        message: format!("rendered URL is invalid: {e}"),
+    })?;
+    if !r.query.is_empty() {
+        let mut q = url.query_pairs_mut();
+        for (name, v) in &r.query {
+            q.append_pair(name, &scalar_text(v));
+        }
+    }
+    let mut headers = Vec::with_capacity(r.headers.len());
+    for (name, v) in &r.headers {
+        let text = scalar_text(v);
+        if reqwest::header::HeaderValue::from_str(&text).is_err() {
+            return Err(RenderError {
+                field: name.clone(),
+                message: "value cannot be sent in an HTTP header".into(),
+            });
+        }
+        headers.push((name.clone(), text));
+    }
+    let (body, recorded_body) = if r.body.is_empty() && spec.body.is_empty() {
+        (None, Value::Null)
+    } else {
+        match spec.body_encoding {
+            BodyEncoding::Json => {
+                let mut root = Map::new();
+                for (name, v) in &r.body {
+                    insert_nested(&mut root, name, v.clone());
+                }
+                let v = Value::Object(root);
+                (Some((v.to_string().into_bytes(), "application/json")), v)
+            }
+            BodyEncoding::Form => {
+                let pairs: Vec<(&str, String)> = r
+                    .body
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), scalar_text(v)))
+                    .collect();
+                let text = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+                (
+                    Some((
+                        text.clone().into_bytes(),
+                        "application/x-www-form-urlencoded",
+                    )),
+                    Value::String(text),
+                )
+            }
+        }
+    };
+    Ok(PreparedRequest {
+        method: spec.method,
+        url,
+        headers,
+        body,
+        recorded_body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(url: &str, method: &str) -> WebhookSpec {
+        serde_json::from_value(json!({"name": "t", "method": method, "url": url})).unwrap()
+    }
+
+    #[test]
+    fn path_segments() {
+        let s = spec("https://api.example/orders/{id}/items", "GET");
+        let r = Resolved {
+            path: vec![
+                ("id".into(), json!("a/b c é")),
+                ("extra".into(), json!(7)),
+                ("more".into(), json!("x?y")),
+            ],
+            ..Default::default()
+        };
+        let p = render(&s, &r).unwrap();
+        assert_eq!(
+            p.url.as_str(),
+            "https://api.example/orders/a%2Fb%20c%20%C3%A9/items/7/x%3Fy"
+        );
+    }
+
+    #[test]
+    fn appended_before_query_and_dot_segments_refused() {
+        let s = spec("https://api.example/v1?fmt=json", "GET");
+        let r = Resolved {
+            path: vec![("a".into(), json!("x"))],
+            query: vec![("q".into(), json!("1 2"))],
+            ..Default::default()
+        };
+        assert_eq!(
+            render(&s, &r).unwrap().url.as_str(),
+            "https://api.example/v1/x?fmt=json&q=1+2"
+        );
+        let r = Resolved {
+            path: vec![("a".into(), json!(".."))],
+            ..Default::default()
+        };
+        assert!(render(&s, &r).is_err());
+    }
+
+    #[test]
+    fn nested_json_body() {
+        let mut s = spec("https://api.example/t", "POST");
+        s.body =
+            serde_json::from_value(json!([{"name": "customer.email", "value_type": "dynamic"}]))
+                .unwrap();
+        let r = Resolved {
+            body: vec![
+                ("customer.email".into(), json!("a@b.c")),
+                ("customer.id".into(), json!(4)),
+                ("urgent".into(), json!(true)),
+            ],
+            ..Default::default()
+        };
+        let p = render(&s, &r).unwrap();
+        assert_eq!(
+            p.recorded_body,
+            json!({"customer": {"email": "a@b.c", "id": 4}, "urgent": true})
+        );
+    }
+
+    #[test]
+    fn header_injection_refused() {
+        let s = spec("https://api.example/t", "GET");
+        let r = Resolved {
+            headers: vec![("X-A".into(), json!("a\r\nInjected: 1"))],
+            ..Default::default()
+        };
+        assert!(render(&s, &r).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Step 5: classify and shape the answer: the call result for the caller, and `content`, the
+//! text handed back to the model (reduced to `response_fields`, compact, cut to size, said so).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::resolve::lookup_path;
+use super::send::Sent;
+use crate::model::Outcome;
+use crate::model::validate::FieldError;
+
+/// What a call returns to its caller (HTTP route, agent loop, MCP).
+#[derive(Debug, Clone, Serialize)]
+pub struct CallResult {
+    /// History record id.
+    pub call_id: String,
+    /// True only for success.
+    pub ok: bool,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Upstream HTTP status, if any.
+    pub status: Option<u16>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Parsed JSON body, else text (cut at the configured size).
+    pub response: Value,
+    /// Text for the model.
+    pub content: String,
+    /// Refusal details (invalid arguments).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+}
+
+/// Body as JSON if it parses, else as text; plus whether it had to be cut to `limit` bytes.
+pub fn body_value(body: &[u8], read_truncated: bool, limit: usize) -> (Value, Option<Value>) {
+    let full = if read_truncated {
+        None
+    } else {
+        serde_json::from_slice::<Value>(body).ok()
+    };
+    let shown = match &full {
+        Some(v) if body.len() <= limit => v.clone(),
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            Value::String(cut(&text, limit).0)
+        }
+    };
+    (shown, full)
+}
+
+/// Cut `s` to at most `max` bytes on a char boundary; returns the text and whether it was cut.
+pub fn cut(s: &str, max: usize) -> (String, bool) {
+    if s.len() <= max {
+        return (s.to_string(), false);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (s[..end].to_string(), true)
+}
+
+/// Keep only the listed dotted paths of a JSON value, nested as in the original.
+pub fn reduce(v: &Value, paths: &[String]) -> Value {
+    let mut out = Value::Object(Map::new());
+    for p in paths {
+        let Some(found) = lookup_path(v, p) else {
+            continue;
+        };
+        let mut cur = &mut out;
+        let segs: Vec<&str> = p.split('.').collect();
+        for (i, seg) in segs.iter().enumerate() {
+            let Value::Object(m) = cur else { break };
+            if i + 1 == segs.len() {
+                m.insert((*seg).to_string(), found.clone());
+                break;
+            }
+            cur = m
+                .entry((*seg).to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+    out
+}
+
+fn with_limit(text: String, max: usize) -> String {
+    let total = text.len();
+    match cut(&text, max) {
+        (t, false) => t,
+        (t, true) => format!(
+            "{t}\n[truncated: the response was {total} bytes; only the first {} are shown. Ask for something narrower if more is needed.]",
+            t.len()
+        ),
+    }
+}
+
+/// The model's text for a successful call.
+pub fn success_content(
+    full: Option<&Value>,
+    body: &[u8],
+    response_fields: &[String],
+    max: usize,
+) -> String {
+    let text = match full {
+        Some(v) if !response_fields.is_empty() => reduce(v, response_fields).to_string(),
+        Some(v) => v.to_string(),
+        None => String::from_utf8_lossy(body).to_string(),
+    };
+    if text.is_empty() {
+        return "The call succeeded (the response was empty).".into();
+    }
+    with_limit(text, max)
+}
+
+/// The model's text for a failed call: one plain sentence naming the status or the problem.
+pub fn failure_content(sent: &Sent, timeout_ms: u64) -> String {
+    match sent.outcome {
+        Outcome::HttpError => {
+            let status = sent.status.unwrap_or(0);
+            let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+            let body = String::from_utf8_lossy(&sent.body);
+            let snippet = cut(body.trim(), 300).0;
+            if snippet.is_empty() {
+                format!("The tool call failed: the API answered HTTP {status} {reason}.")
+            } else {
+                format!("The tool call failed: the API answered HTTP {status} {reason}: {snippet}")
+            }
+        }
+        Outcome::Timeout => format!("The tool call failed: the API did not answer within {timeout_ms} ms."),
+        Outcome::Blocked => "The tool call was refused: its destination is not allowed by the gateway's network policy.".into(),
+        _ => format!(
+            "The tool call failed: the API could not be reached ({}).",
+            sent.error.as_deref().unwrap_or("network error")
+        ),
+    }
+}
+
+/// The model's text for a refused call.
+pub fn refusal_content(details: &[FieldError]) -> String {
+    let list: Vec<String> = details
+        .iter()
+        .map(|d| format!("{}: {}", d.field, d.message))
+        .collect();
+    format!(
+        "The tool call was not made because its arguments are invalid: {}. Correct them and call again, or ask the user.",
+        list.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reduces_to_fields() {
+        let v = json!({"order": {"status": "shipped", "total": 5}, "items": [{"name": "a"}, {"name": "b"}], "x": 1});
+        assert_eq!(
+            reduce(
+                &v,
+                &["order.status".into(), "items.1.name".into(), "nope".into()]
+            ),
+            json!({"order": {"status": "shipped"}, "items": {"1": {"name": "b"}}})
+        );
+    }
+
+    #[test]
+    fn content_is_cut_and_says_so() {
+        let big = json!({"data": "x".repeat(1000)});
+        let c = success_content(Some(&big), b"", &[], 100);
+        assert!(c.len() < 300 && c.contains("[truncated"), "{c}");
+        assert_eq!(cut("héllo", 2).0, "h");
+    }
+}

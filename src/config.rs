@@ -1,0 +1,81 @@
+//! Settings for `serve`: flags, then `TOOLGATE_*` environment variables, then defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Everything `toolgate serve` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on. Without an admin token only loopback addresses are accepted.
+    #[arg(long, env = "TOOLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded store and master key.
+    #[arg(long, env = "TOOLGATE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Config-as-code tool definitions (*.toml), loaded at start.
+    #[arg(long, env = "TOOLGATE_TOOLS_DIR", default_value = "./tools")]
+    pub tools_dir: PathBuf,
+    /// Prompt files for agents.
+    #[arg(long, env = "TOOLGATE_PROMPTS_DIR", default_value = "./prompts")]
+    pub prompts_dir: PathBuf,
+    /// Bearer token required on every /v1 route.
+    #[arg(long, env = "TOOLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Destinations exempt from the network policy: host names, IPs or CIDRs, comma-separated.
+    #[arg(long, env = "TOOLGATE_ALLOW_HOSTS", value_delimiter = ',')]
+    pub allow_hosts: Vec<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "TOOLGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Upstream response size kept in call results and history.
+    #[arg(long, env = "TOOLGATE_MAX_RESPONSE_BYTES", default_value_t = 64 * 1024)]
+    pub max_response_bytes: usize,
+    /// Size of the text handed back to the model (`content`).
+    #[arg(long, env = "TOOLGATE_MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
+    pub max_content_bytes: usize,
+    /// History retention: most records kept (0 = unlimited).
+    #[arg(
+        long,
+        env = "TOOLGATE_HISTORY_MAX_RECORDS",
+        default_value_t = 1_000_000
+    )]
+    pub history_max_records: usize,
+    /// History retention: oldest record kept, in days (0 = unlimited).
+    #[arg(long, env = "TOOLGATE_HISTORY_MAX_AGE_DAYS", default_value_t = 30)]
+    pub history_max_age_days: u64,
+}
+
+impl ServeConfig {
+    /// Defaults for a data dir, as the CLI would produce with no flags (tests and embedding).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            tools_dir: PathBuf::from("./tools"),
+            prompts_dir: PathBuf::from("./prompts"),
+            admin_token: None,
+            allow_hosts: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_response_bytes: 64 * 1024,
+            max_content_bytes: 16 * 1024,
+            history_max_records: 1_000_000,
+            history_max_age_days: 30,
+        }
+    }
+
+    /// Refuse settings that would be unsafe: an unauthenticated admin API off loopback.
+    pub fn check(&self) -> Result<(), String> {
+        if self.admin_token.as_deref().is_some_and(str::is_empty) {
+            return Err("--admin-token must not be empty".into());
+        }
+        if self.admin_token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} without an admin token: set --admin-token / TOOLGATE_ADMIN_TOKEN, or listen on loopback",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! The API error: a stable snake_case code, an HTTP status, and the `{"error":{…}}` envelope.
+//! Every layer's error is converted here, once; internal causes are logged, never sent.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::model::validate::FieldError;
+use crate::store::StoreError;
+
+/// Everything an API route can answer with besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON or request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong admin token.
+    #[error("a valid admin token is required: send Authorization: Bearer <token>")]
+    Unauthorized,
+    /// No such entity or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// Route exists, method does not.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// Unique name already used.
+    #[error("the name '{0}' is already taken")]
+    NameTaken(String),
+    /// Delete guard.
+    #[error("{message}")]
+    InUse {
+        /// Sentence for a person.
+        message: String,
+        /// Dependants.
+        details: Vec<Value>,
+    },
+    /// A conflicting state other than in-use (e.g. calling an unlinked tool).
+    #[error("{message}")]
+    Conflict {
+        /// snake_case code.
+        code: &'static str,
+        /// Sentence for a person.
+        message: String,
+    },
+    /// Body over the limit.
+    #[error("the request body is larger than the configured limit")]
+    PayloadTooLarge,
+    /// Definition problems.
+    #[error("the definition is invalid")]
+    InvalidDefinition(Vec<FieldError>),
+    /// Tool arguments refused; nothing was sent.
+    #[error("{message}")]
+    InvalidArguments {
+        /// Sentence for a person.
+        message: String,
+        /// One entry per offending argument.
+        details: Vec<FieldError>,
+        /// The history record of the refused call.
+        call_id: String,
+    },
+    /// Something broke inside; the cause is logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::NameTaken(_) => "name_taken",
+            ApiError::InUse { .. } => "in_use",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::InvalidDefinition(_) => "invalid_definition",
+            ApiError::InvalidArguments { .. } => "invalid_arguments",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NameTaken(_) | ApiError::InUse { .. } | ApiError::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidDefinition(_) | ApiError::InvalidArguments { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            ApiError::InUse { details, .. } => Some(Value::Array(details.clone())),
+            ApiError::InvalidDefinition(d) => serde_json::to_value(d).ok(),
+            ApiError::InvalidArguments { details, .. } => serde_json::to_value(details).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let mut err = json!({"code": self.code(), "message": self.to_string()});
+        if let Some(d) = self.details() {
+            err["details"] = d;
+        }
+        if let ApiError::InvalidArguments { call_id, .. } = &self {
+            err["call_id"] = json!(call_id);
+        }
+        (self.status(), axum::Json(json!({ "error": err }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            StoreError::NameTaken(n) => ApiError::NameTaken(n),
+            StoreError::InUse { message, details } => ApiError::InUse { message, details },
+            StoreError::Invalid(d) => ApiError::InvalidDefinition(d),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Drop backtick-quoted values from serde messages so no submitted value is echoed back.
+fn scrub_serde_message(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '`' {
+            inside = !inside;
+            continue;
+        }
+        if !inside {
+            out.push(c);
+        }
+    }
+    out.replace("  ", " ").replace(" ,", ",")
+}
+
+/// JSON body extractor whose rejections use the error envelope:
+/// 413 over the limit, 400 for malformed JSON, 422 naming the field for wrong shapes.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest("could not read the request body".into())
+            }
+        })?;
+        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "malformed JSON: {}",
+                    scrub_serde_message(&e.to_string())
+                ))
+            })?
+        };
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::InvalidDefinition(vec![FieldError::new(
+                    if path == "." { String::new() } else { path },
+                    scrub_serde_message(&e.inner().to_string()),
+                )])
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub_serde_message;
+
+    #[test]
+    fn scrubs_values() {
+        assert_eq!(
+            scrub_serde_message("invalid type: string `hunter2`, expected u64"),
+            "invalid type: string, expected u64"
+        );
+    }
+}

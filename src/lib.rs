@@ -1,0 +1,148 @@
+//! toolgate: an AI-agent tool-calling gateway. Register each HTTP API call once as a webhook,
+//! link it to a tool, and let models call it safely through one validated, audited pipeline.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod call;
+pub mod catalog;
+pub mod config;
+pub mod demo_api;
+pub mod error;
+pub mod files;
+pub mod history;
+pub mod metrics;
+pub mod model;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::call::policy::NetworkPolicy;
+use crate::call::send::Sender;
+use crate::catalog::Catalog;
+use crate::config::ServeConfig;
+use crate::history::Recorder;
+use crate::metrics::Metrics;
+use crate::model::validate::is_identifier;
+use crate::store::{SledStore, Store, StoreError};
+
+/// Shared state of a running gateway: cheap to clone, made of Arcs.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings.
+    pub config: Arc<ServeConfig>,
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Compiled tools.
+    pub catalog: Arc<Catalog>,
+    /// Outbound HTTP.
+    pub sender: Arc<Sender>,
+    /// History writer.
+    pub recorder: Arc<Recorder>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad settings.
+    #[error("{0}")]
+    Config(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `tools/` has broken files; one `file: field: message` line each.
+    #[error("tools directory has errors:\n{}", .0.join("\n"))]
+    Files(Vec<String>),
+    /// Socket or file error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Prefix of environment variables that provide secret values at start.
+pub const SECRET_ENV_PREFIX: &str = "TOOLGATE_SECRET_";
+
+async fn apply_env_secrets(store: &dyn Store) -> Result<(), StartError> {
+    for (k, v) in std::env::vars() {
+        let Some(rest) = k.strip_prefix(SECRET_ENV_PREFIX) else {
+            continue;
+        };
+        let name = rest.to_ascii_lowercase();
+        if !is_identifier(&name) || v.is_empty() {
+            return Err(StartError::Config(format!(
+                "{k}: not a valid secret name or empty value"
+            )));
+        }
+        store.upsert_secret(&name, &v).await?;
+        tracing::info!(secret = %name, "secret set from environment");
+    }
+    Ok(())
+}
+
+/// Open the store, apply env secrets and `tools/`, compile the catalog, start the history writer.
+pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
+    let policy = NetworkPolicy::parse(&config.allow_hosts).map_err(StartError::Config)?;
+    let key_env = std::env::var(store::seal::MASTER_KEY_ENV).ok();
+    let key =
+        store::seal::load_or_create_key(&config.data_dir, key_env.as_deref()).or_else(|e| {
+            if matches!(e, StoreError::Io(_)) {
+                std::fs::create_dir_all(&config.data_dir)?;
+                store::seal::load_or_create_key(&config.data_dir, key_env.as_deref())
+            } else {
+                Err(e)
+            }
+        })?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir, &key)?);
+    apply_env_secrets(store.as_ref()).await?;
+    let files = files::load_dir(&config.tools_dir).map_err(StartError::Files)?;
+    files::apply(store.as_ref(), &files)
+        .await
+        .map_err(StartError::Files)?;
+    let catalog = Arc::new(Catalog::default());
+    catalog.load_all(store.as_ref())?;
+    let read_cap = config.max_response_bytes.max(4 * 1024 * 1024);
+    let sender = Arc::new(Sender::new(policy, read_cap).map_err(StartError::Config)?);
+    let max_age = config.history_max_age_days.saturating_mul(86_400);
+    let recorder = Arc::new(Recorder::start(
+        store.clone(),
+        4096,
+        config.history_max_records,
+        max_age,
+    ));
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        catalog,
+        sender,
+        recorder,
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// The HTTP application.
+pub fn app(state: AppState) -> Router {
+    api::router(state)
+}
+
+/// Serve on `listener` until `shutdown` resolves, then drain history and flush the store.
+pub async fn run(
+    config: ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let mut checked = config.clone();
+    checked.listen = listener.local_addr()?;
+    checked.check().map_err(StartError::Config)?;
+    let state = build_state(config).await?;
+    tracing::info!(listen = %checked.listen, tools = state.catalog.snapshot().tools.len(), "toolgate listening");
+    let router = app(state.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    state.recorder.close().await;
+    state.store.flush().await?;
+    Ok(())
+}

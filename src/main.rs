@@ -1,0 +1,118 @@
+//! The `toolgate` command: parses the CLI and hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use toolgate::config::ServeConfig;
+
+#[derive(Parser)]
+#[command(name = "toolgate", version, about = "AI-agent tool-calling gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (admin API, tool invocation, history).
+    Serve(ServeConfig),
+    /// Check a tools directory without starting a server; exits non-zero on any error.
+    Validate {
+        /// Directory of *.toml tool files.
+        dir: PathBuf,
+    },
+    /// Run the built-in demo API (orders, tickets, messages) that the example tools call.
+    DemoApi {
+        /// Address to listen on (loopback).
+        #[arg(long, env = "TOOLGATE_DEMO_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOOLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining history");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve(config) => {
+            if let Err(e) = config.check() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            let listener = match tokio::net::TcpListener::bind(config.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {}: {e}", config.listen);
+                    return ExitCode::from(2);
+                }
+            };
+            match toolgate::run(config, listener, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Validate { dir } => match toolgate::files::load_dir(&dir) {
+            Ok(files) => {
+                println!("{}: {} tool file(s) OK", dir.display(), files.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} error(s)", errors.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::DemoApi { listen } => {
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {listen}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            tracing::info!(%listen, "demo API listening");
+            match toolgate::demo_api::serve(listener).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

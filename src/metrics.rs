@@ -1,0 +1,111 @@
+//! Prometheus metrics: calls by tool and outcome, and a latency histogram per tool.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Hist {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// In-memory counters, rendered on `GET /metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    latency: Mutex<BTreeMap<String, Hist>>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Count one finished call.
+    pub fn observe(&self, tool: &str, outcome: &'static str, seconds: f64) {
+        if let Ok(mut c) = self.calls.lock() {
+            *c.entry((tool.to_string(), outcome)).or_default() += 1;
+        }
+        if let Ok(mut l) = self.latency.lock() {
+            let h = l.entry(tool.to_string()).or_default();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if seconds <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += seconds;
+            h.count += 1;
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP toolgate_calls_total Tool calls by tool and outcome.\n# TYPE toolgate_calls_total counter\n");
+        if let Ok(c) = self.calls.lock() {
+            for ((tool, outcome), n) in c.iter() {
+                let _ = writeln!(
+                    out,
+                    "toolgate_calls_total{{tool=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(tool)
+                );
+            }
+        }
+        out.push_str("# HELP toolgate_call_duration_seconds Tool call latency.\n# TYPE toolgate_call_duration_seconds histogram\n");
+        if let Ok(l) = self.latency.lock() {
+            for (tool, h) in l.iter() {
+                let t = escape(tool);
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "toolgate_call_duration_seconds_bucket{{tool=\"{t}\",le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "toolgate_call_duration_seconds_bucket{{tool=\"{t}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "toolgate_call_duration_seconds_sum{{tool=\"{t}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "toolgate_call_duration_seconds_count{{tool=\"{t}\"}} {}",
+                    h.count
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_buckets() {
+        let m = Metrics::default();
+        m.observe("lookup_order", "success", 0.02);
+        m.observe("lookup_order", "timeout", 0.3);
+        let text = m.render();
+        assert!(text.contains("toolgate_calls_total{tool=\"lookup_order\",outcome=\"success\"} 1"));
+        assert!(text.contains(
+            "toolgate_call_duration_seconds_bucket{tool=\"lookup_order\",le=\"0.025\"} 1"
+        ));
+        assert!(text.contains("toolgate_call_duration_seconds_count{tool=\"lookup_order\"} 2"));
+    }
+}

@@ -1,0 +1,78 @@
+//! One value of a webhook request: a header, query param, path param or body field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The JSON type a field's value has on the wire and in the model's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// Any text.
+    #[default]
+    String,
+    /// A finite JSON number.
+    Number,
+    /// A whole JSON number.
+    Integer,
+    /// `true` or `false`.
+    Boolean,
+}
+
+impl DataType {
+    /// The JSON Schema `type` keyword for this data type.
+    pub fn schema_type(self) -> &'static str {
+        match self {
+            DataType::String => "string",
+            DataType::Number => "number",
+            DataType::Integer => "integer",
+            DataType::Boolean => "boolean",
+        }
+    }
+}
+
+/// Where a field's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    /// Supplied by the model as an argument.
+    Dynamic,
+    /// A fixed value, possibly with `{{ secret.X }}` / `{{ context.X }}` placeholders.
+    Static,
+    /// The whole value of a stored secret.
+    Secret,
+    /// A dotted path into the per-call context supplied by the calling application.
+    Context,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A field definition exactly as the API accepts and returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    /// Header, parameter or (possibly dotted) body field name; for dynamic fields also the argument name.
+    pub name: String,
+    /// Shown to the model for dynamic fields.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Declared JSON type.
+    #[serde(default)]
+    pub data_type: DataType,
+    /// Where the value comes from.
+    pub value_type: ValueType,
+    /// Whether a dynamic value must be supplied (default true).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub required: bool,
+    /// Static value, or the context path for `context` fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// Secret name for `secret` fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}

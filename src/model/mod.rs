@@ -1,0 +1,23 @@
+//! Plain serde domain types: what toolgate stores and serves.
+//! Nothing here knows about HTTP or sled; validation of definitions lives in `validate`.
+
+pub mod call;
+pub mod field;
+pub mod ids;
+pub mod secret;
+pub mod tool;
+pub mod validate;
+pub mod webhook;
+
+pub use call::{CallRecord, Outcome, Source};
+pub use field::{DataType, Field, ValueType};
+pub use secret::SecretMeta;
+pub use tool::{Tool, ToolSpec};
+pub use webhook::{BodyEncoding, Method, RetryPolicy, Webhook, WebhookSpec};
+
+/// Current time as an RFC 3339 UTC string, the format of every timestamp toolgate emits.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}

@@ -1,0 +1,31 @@
+//! A tool: the name and description a model sees, linked to one webhook.
+
+use serde::{Deserialize, Serialize};
+
+/// A tool as submitted by a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// Function name shown to the model, `^[A-Za-z0-9_-]{1,64}$`, unique.
+    pub name: String,
+    /// Description for the model; the webhook's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The linked webhook; `None` means unlinked (offered to no model).
+    #[serde(default)]
+    pub webhook_id: Option<String>,
+}
+
+/// A stored tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Opaque id.
+    pub id: String,
+    /// The definition.
+    #[serde(flatten)]
+    pub spec: ToolSpec,
+    /// Creation time.
+    pub created_at: String,
+    /// Last edit time.
+    pub updated_at: String,
+}

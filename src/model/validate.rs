@@ -1,0 +1,437 @@
+//! Definition checks: every problem in a webhook or tool, each with its field path, at once.
+//! Runs at the edge (API and `tools/` files) so the call path can trust what it is given.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+
+use super::field::{DataType, Field, ValueType};
+use super::tool::ToolSpec;
+use super::webhook::{Method, WebhookSpec};
+
+/// One problem with a definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Path of the offending field, e.g. `path_params[0].name`.
+    pub field: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `^[A-Za-z_][A-Za-z0-9_]{0,63}$`: dynamic field names and secret names.
+pub fn is_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// `^[A-Za-z0-9_-]{1,64}$`: tool names (as OpenAI requires of function names).
+pub fn is_tool_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// A dotted path whose segments are non-empty `[A-Za-z0-9_-]+` (context paths, response fields).
+pub fn is_dotted_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        })
+}
+
+/// Placeholders `{{ secret.NAME }}` / `{{ context.PATH }}` in a static string, in order.
+/// Each entry is `(kind, name)` or a message saying why that placeholder is malformed.
+pub fn placeholders(s: &str) -> Vec<Result<(String, String), String>> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push(Err("unclosed '{{' placeholder".to_string()));
+            break;
+        };
+        let inner = after[..end].trim();
+        rest = &after[end + 2..];
+        let parsed = match inner.split_once('.') {
+            Some(("secret", name)) if is_identifier(name) => {
+                Ok(("secret".to_string(), name.to_string()))
+            }
+            Some(("context", path)) if is_dotted_path(path) => {
+                Ok(("context".to_string(), path.to_string()))
+            }
+            _ => Err(format!(
+                "placeholder '{{{{ {inner} }}}}' must be {{{{ secret.NAME }}}} or {{{{ context.PATH }}}}"
+            )),
+        };
+        out.push(parsed);
+    }
+    out
+}
+
+/// `{name}` placeholders in a URL template, in order.
+pub fn url_placeholders(url: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = url;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                out.push(&after[..end]);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push(after);
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn static_matches(data_type: DataType, v: &Value) -> bool {
+    match (data_type, v) {
+        (_, Value::String(s)) if s.contains("{{") => true,
+        (DataType::String, Value::String(_)) => true,
+        (DataType::Number, Value::Number(_)) => true,
+        (DataType::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (DataType::Boolean, Value::Bool(_)) => true,
+        _ => false,
+    }
+}
+
+/// Check one field; `list` is its list name, used for paths and list-specific rules.
+fn check_field(
+    list: &str,
+    i: usize,
+    f: &Field,
+    method: Method,
+    secret_exists: &dyn Fn(&str) -> bool,
+    errs: &mut Vec<FieldError>,
+) {
+    let at = |k: &str| format!("{list}[{i}].{k}");
+    if f.name.is_empty() {
+        errs.push(FieldError::new(at("name"), "name must not be empty"));
+    } else if f.value_type == ValueType::Dynamic {
+        let ok = if list == "body" {
+            f.name.split('.').all(is_identifier)
+        } else {
+            is_identifier(&f.name)
+        };
+        if !ok {
+            errs.push(FieldError::new(
+                at("name"),
+                "a dynamic field name must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$ (body names may be dotted)",
+            ));
+        }
+    } else if list == "body" && f.name.split('.').any(str::is_empty) {
+        errs.push(FieldError::new(
+            at("name"),
+            "dotted body names need non-empty segments",
+        ));
+    }
+    if list == "headers" && reqwest::header::HeaderName::from_bytes(f.name.as_bytes()).is_err() {
+        errs.push(FieldError::new(at("name"), "not a valid HTTP header name"));
+    }
+    if list == "body" && method == Method::Get {
+        errs.push(FieldError::new(
+            format!("body[{i}]"),
+            "a GET webhook cannot have a body",
+        ));
+    }
+    match f.value_type {
+        ValueType::Dynamic => {
+            if f.value.is_some() {
+                errs.push(FieldError::new(
+                    at("value"),
+                    "a dynamic field takes its value from the model; remove 'value'",
+                ));
+            }
+            if list == "path_params" && !f.required {
+                errs.push(FieldError::new(
+                    at("required"),
+                    "a dynamic path param must be required",
+                ));
+            }
+            if f.description.len() > 1024 {
+                errs.push(FieldError::new(
+                    at("description"),
+                    "description is longer than 1024 characters",
+                ));
+            }
+        }
+        ValueType::Static => match &f.value {
+            None | Some(Value::Null) => {
+                errs.push(FieldError::new(at("value"), "a static field needs a value"))
+            }
+            Some(Value::Array(_) | Value::Object(_)) => errs.push(FieldError::new(
+                at("value"),
+                "a static value must be a JSON scalar",
+            )),
+            Some(v) => {
+                if !static_matches(f.data_type, v) {
+                    errs.push(FieldError::new(
+                        at("value"),
+                        format!(
+                            "value does not match data_type '{}'",
+                            f.data_type.schema_type()
+                        ),
+                    ));
+                }
+                if let Value::String(s) = v {
+                    for p in placeholders(s) {
+                        match p {
+                            Err(m) => errs.push(FieldError::new(at("value"), m)),
+                            Ok((kind, name)) if kind == "secret" && !secret_exists(&name) => errs
+                                .push(FieldError::new(
+                                    at("value"),
+                                    format!("unknown secret '{name}'"),
+                                )),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            }
+        },
+        ValueType::Secret => match &f.secret {
+            None => errs.push(FieldError::new(
+                at("secret"),
+                "a secret field needs 'secret', the secret's name",
+            )),
+            Some(name) if !is_identifier(name) => errs.push(FieldError::new(
+                at("secret"),
+                "secret names match ^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+            )),
+            Some(name) if !secret_exists(name) => errs.push(FieldError::new(
+                at("secret"),
+                format!("unknown secret '{name}'"),
+            )),
+            Some(_) => {}
+        },
+        ValueType::Context => match &f.value {
+            Some(Value::String(p)) if is_dotted_path(p) => {}
+            _ => errs.push(FieldError::new(
+                at("value"),
+                "a context field needs 'value', a dotted path such as \"user.id\"",
+            )),
+        },
+    }
+    if f.value_type != ValueType::Secret && f.secret.is_some() {
+        errs.push(FieldError::new(
+            at("secret"),
+            "'secret' is only used with value_type \"secret\"",
+        ));
+    }
+}
+
+/// Every problem with a webhook definition. `secret_exists` answers whether a secret name is stored.
+pub fn validate_webhook(
+    spec: &WebhookSpec,
+    secret_exists: &dyn Fn(&str) -> bool,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if spec.name.trim().is_empty() {
+        errs.push(FieldError::new("name", "name must not be empty"));
+    } else if spec.name.len() > 200 {
+        errs.push(FieldError::new(
+            "name",
+            "name is longer than 200 characters",
+        ));
+    }
+    if spec.description.len() > 4096 {
+        errs.push(FieldError::new(
+            "description",
+            "description is longer than 4096 characters",
+        ));
+    }
+    if !(1..=120_000).contains(&spec.timeout_ms) {
+        errs.push(FieldError::new(
+            "timeout_ms",
+            "timeout_ms must be between 1 and 120000",
+        ));
+    }
+    if let Some(r) = spec.retry
+        && !(1..=4).contains(&r.max_attempts)
+    {
+        errs.push(FieldError::new(
+            "retry.max_attempts",
+            "max_attempts must be between 1 and 4",
+        ));
+    }
+    for (i, p) in spec.response_fields.iter().enumerate() {
+        if !is_dotted_path(p) {
+            errs.push(FieldError::new(
+                format!("response_fields[{i}]"),
+                "a response field is a dotted path such as \"order.status\"",
+            ));
+        }
+    }
+    check_url(spec, &mut errs);
+    let mut dynamic_names: HashMap<&str, String> = HashMap::new();
+    for (list, i, f) in spec.all_fields() {
+        check_field(list, i, f, spec.method, secret_exists, &mut errs);
+        if f.value_type == ValueType::Dynamic && !f.name.is_empty() {
+            if let Some(first) = dynamic_names.get(f.name.as_str()) {
+                errs.push(FieldError::new(
+                    format!("{list}[{i}].name"),
+                    format!("dynamic name '{}' is already used by {first}", f.name),
+                ));
+            } else {
+                dynamic_names.insert(&f.name, format!("{list}[{i}]"));
+            }
+        }
+    }
+    check_body_paths(spec, &mut errs);
+    errs
+}
+
+fn check_url(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {
+    let url = &spec.url;
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        errs.push(FieldError::new(
+            "url",
+            "url must be an absolute http:// or https:// URL",
+        ));
+        return;
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest[..authority_end].contains(['{', '}']) {
+        errs.push(FieldError::new(
+            "url",
+            "placeholders are only allowed in the path, not the host",
+        ));
+        return;
+    }
+    let holes = url_placeholders(url);
+    let mut filled = url.clone();
+    for h in &holes {
+        filled = filled.replacen(&format!("{{{h}}}"), "x", 1);
+    }
+    match reqwest::Url::parse(&filled) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+        _ => {
+            errs.push(FieldError::new("url", "url is not a valid absolute URL"));
+            return;
+        }
+    }
+    for h in holes {
+        if !spec.path_params.iter().any(|p| p.name == h) {
+            errs.push(FieldError::new(
+                "url",
+                format!("placeholder '{{{h}}}' has no matching path param"),
+            ));
+        }
+    }
+}
+
+fn check_body_paths(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {
+    let names: Vec<&str> = spec.body.iter().map(|f| f.name.as_str()).collect();
+    for (i, a) in names.iter().enumerate() {
+        for b in names.iter().skip(i + 1) {
+            if a == b || b.starts_with(&format!("{a}.")) || a.starts_with(&format!("{b}.")) {
+                errs.push(FieldError::new(
+                    format!("body[{i}].name"),
+                    format!("body names '{a}' and '{b}' collide"),
+                ));
+            }
+        }
+    }
+}
+
+/// Every problem with a tool definition (the webhook link is checked by the store).
+pub fn validate_tool(spec: &ToolSpec) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if !is_tool_name(&spec.name) {
+        errs.push(FieldError::new(
+            "name",
+            "tool names match ^[A-Za-z0-9_-]{1,64}$",
+        ));
+    }
+    if let Some(d) = &spec.description
+        && d.len() > 4096
+    {
+        errs.push(FieldError::new(
+            "description",
+            "description is longer than 4096 characters",
+        ));
+    }
+    errs
+}
+
+/// Every problem with a secret's name and value.
+pub fn validate_secret(name: Option<&str>, value: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if let Some(n) = name
+        && !is_identifier(n)
+    {
+        errs.push(FieldError::new(
+            "name",
+            "secret names match ^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        ));
+    }
+    if value.is_empty() {
+        errs.push(FieldError::new("value", "value must not be empty"));
+    } else if value.len() > 65_536 {
+        errs.push(FieldError::new("value", "value is longer than 64 KiB"));
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        for (s, ok) in [
+            ("a", true),
+            ("_x1", true),
+            ("1a", false),
+            ("a-b", false),
+            ("", false),
+        ] {
+            assert_eq!(is_identifier(s), ok, "{s}");
+        }
+        assert!(!is_identifier(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn placeholder_parsing() {
+        let p = placeholders("Bearer {{ secret.crm_token }} for {{context.user.id}}");
+        assert_eq!(
+            p,
+            vec![
+                Ok(("secret".into(), "crm_token".into())),
+                Ok(("context".into(), "user.id".into()))
+            ]
+        );
+        assert!(placeholders("{{ secret.x").iter().any(Result::is_err));
+        assert!(placeholders("{{ env.HOME }}").iter().any(Result::is_err));
+        assert!(placeholders("no placeholders").is_empty());
+    }
+
+    #[test]
+    fn url_holes() {
+        assert_eq!(url_placeholders("http://x/a/{b}/c/{d}"), vec!["b", "d"]);
+    }
+}

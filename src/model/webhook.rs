@@ -1,0 +1,170 @@
+//! A registered HTTP API call: method, URL template, timeout and its fields.
+
+use serde::{Deserialize, Serialize};
+
+use super::field::{Field, ValueType};
+
+/// HTTP methods a webhook may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET (no body).
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Method {
+    /// The method as reqwest wants it.
+    pub fn as_http(self) -> reqwest::Method {
+        match self {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        }
+    }
+
+    /// Upper-case method name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// How body fields are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    /// `application/json`, typed values, dotted names nest.
+    #[default]
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+}
+
+/// Optional retry policy for transient upstream failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total attempts, 1..=4.
+    pub max_attempts: u32,
+}
+
+fn default_timeout() -> u64 {
+    10_000
+}
+
+fn is_default_encoding(e: &BodyEncoding) -> bool {
+    *e == BodyEncoding::Json
+}
+
+/// A webhook definition as submitted by a user (API JSON or a `tools/` file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Human name.
+    pub name: String,
+    /// What the call does; the default tool description.
+    #[serde(default)]
+    pub description: String,
+    /// HTTP method.
+    pub method: Method,
+    /// Absolute http(s) URL, with `{path_param}` placeholders.
+    pub url: String,
+    /// Overall timeout in milliseconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Request headers.
+    #[serde(default)]
+    pub headers: Vec<Field>,
+    /// Query string parameters.
+    #[serde(default)]
+    pub query_params: Vec<Field>,
+    /// Path parameters.
+    #[serde(default)]
+    pub path_params: Vec<Field>,
+    /// Body fields.
+    #[serde(default)]
+    pub body: Vec<Field>,
+    /// Body encoding.
+    #[serde(default, skip_serializing_if = "is_default_encoding")]
+    pub body_encoding: BodyEncoding,
+    /// Dotted paths of the JSON response handed to the model (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_fields: Vec<String>,
+    /// Retry policy (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+impl WebhookSpec {
+    /// Every field with the list it belongs to, in a stable order.
+    pub fn all_fields(&self) -> impl Iterator<Item = (&'static str, usize, &Field)> {
+        let lists: [(&'static str, &Vec<Field>); 4] = [
+            ("headers", &self.headers),
+            ("query_params", &self.query_params),
+            ("path_params", &self.path_params),
+            ("body", &self.body),
+        ];
+        lists
+            .into_iter()
+            .flat_map(|(list, fields)| fields.iter().enumerate().map(move |(i, f)| (list, i, f)))
+    }
+
+    /// Names of all stored secrets this definition refers to (fields and placeholders).
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (_, _, f) in self.all_fields() {
+            match f.value_type {
+                ValueType::Secret => {
+                    if let Some(s) = &f.secret {
+                        names.push(s.clone());
+                    }
+                }
+                ValueType::Static => {
+                    if let Some(serde_json::Value::String(s)) = &f.value {
+                        for p in crate::model::validate::placeholders(s)
+                            .into_iter()
+                            .flatten()
+                        {
+                            if p.0 == "secret" {
+                                names.push(p.1.to_string());
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// A stored webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Opaque id.
+    pub id: String,
+    /// The definition.
+    #[serde(flatten)]
+    pub spec: WebhookSpec,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last edit time (RFC 3339).
+    pub updated_at: String,
+}

@@ -1,0 +1,142 @@
+//! Persistence behind a small trait of domain operations, so another backend (e.g. PostgreSQL)
+//! can replace the embedded sled store without touching the API or call layers.
+
+pub mod seal;
+pub mod sled_store;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+use crate::model::validate::FieldError;
+use crate::model::{CallRecord, SecretMeta, Tool, ToolSpec, Webhook, WebhookSpec};
+
+pub use sled_store::SledStore;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such entity.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A unique name is already used.
+    #[error("the name '{0}' is already taken")]
+    NameTaken(String),
+    /// Deleting would leave something dangling.
+    #[error("{message}")]
+    InUse {
+        /// Sentence for a person.
+        message: String,
+        /// What still depends on the entity.
+        details: Vec<Value>,
+    },
+    /// The definition refers to something missing.
+    #[error("invalid definition")]
+    Invalid(Vec<FieldError>),
+    /// The master key does not open the stored secrets.
+    #[error("the master key does not match the one this data dir was created with")]
+    WrongKey,
+    /// Stored data written by a newer toolgate.
+    #[error("data dir has schema version {0}, newer than this build understands")]
+    NewerSchema(u64),
+    /// sled failed.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// Encryption or decryption failed.
+    #[error("crypto error: {0}")]
+    Crypto(String),
+    /// File system error (master key).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A boxed future returned by store operations.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Filters for listing call history.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    /// Only calls of this webhook.
+    pub webhook_id: Option<String>,
+    /// Only calls of this tool name.
+    pub tool: Option<String>,
+    /// `success`, `failed` (anything else), or an outcome name.
+    pub outcome: Option<String>,
+    /// `invoke`, `test`, `chat` or `mcp`.
+    pub source: Option<String>,
+    /// Page size.
+    pub limit: usize,
+    /// Only calls older than this call id.
+    pub before: Option<String>,
+}
+
+/// Domain operations every backend provides. Writes resolve once they are durable.
+pub trait Store: Send + Sync + 'static {
+    /// Store a new secret; `NameTaken` if the name exists.
+    fn create_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
+    /// Create or replace a secret by name (used for `TOOLGATE_SECRET_*`).
+    fn upsert_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
+    /// All secrets' metadata.
+    fn list_secrets(&self) -> Result<Vec<SecretMeta>, StoreError>;
+    /// One secret's metadata.
+    fn get_secret(&self, id: &str) -> Result<SecretMeta, StoreError>;
+    /// Replace a secret's value.
+    fn update_secret<'a>(&'a self, id: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
+    /// Delete a secret unless a webhook references it.
+    fn delete_secret<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+    /// Decrypted value of the named secret, `None` if absent.
+    fn secret_value(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Whether a secret with this name exists.
+    fn secret_exists(&self, name: &str) -> bool;
+
+    /// Store a validated webhook. With `require_secrets`, every referenced secret must exist.
+    fn create_webhook<'a>(
+        &'a self,
+        spec: WebhookSpec,
+        require_secrets: bool,
+    ) -> StoreFuture<'a, Webhook>;
+    /// All webhooks.
+    fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+    /// One webhook.
+    fn get_webhook(&self, id: &str) -> Result<Webhook, StoreError>;
+    /// Replace a webhook's definition in place.
+    fn update_webhook<'a>(
+        &'a self,
+        id: &'a str,
+        spec: WebhookSpec,
+        require_secrets: bool,
+    ) -> StoreFuture<'a, Webhook>;
+    /// Delete a webhook unless a tool links to it.
+    fn delete_webhook<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Store a tool; its webhook, if any, must exist.
+    fn create_tool<'a>(&'a self, spec: ToolSpec) -> StoreFuture<'a, Tool>;
+    /// All tools.
+    fn list_tools(&self) -> Result<Vec<Tool>, StoreError>;
+    /// One tool by id.
+    fn get_tool(&self, id: &str) -> Result<Tool, StoreError>;
+    /// One tool by name.
+    fn get_tool_by_name(&self, name: &str) -> Result<Tool, StoreError>;
+    /// Replace a tool (rename, relink, unlink).
+    fn update_tool<'a>(&'a self, id: &'a str, spec: ToolSpec) -> StoreFuture<'a, Tool>;
+    /// Delete a tool.
+    fn delete_tool<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Append history records and apply retention (count, then age in seconds).
+    fn insert_calls<'a>(
+        &'a self,
+        records: &'a [CallRecord],
+        max_records: usize,
+        max_age_secs: u64,
+    ) -> StoreFuture<'a, ()>;
+    /// One call record.
+    fn get_call(&self, id: &str) -> Result<CallRecord, StoreError>;
+    /// Call records, newest first.
+    fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError>;
+    /// Make every acknowledged write durable.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+}
