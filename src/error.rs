@@ -142,6 +142,9 @@ impl From<StoreError> for ApiError {
 
 /// Drop backtick-quoted values from serde messages so no submitted value is echoed back.
 fn scrub_serde_message(msg: &str) -> String {
+    if !msg.starts_with("invalid") && !msg.contains("at line") {
+        return msg.to_string();
+    }
     let mut out = String::with_capacity(msg.len());
     let mut inside = false;
     for c in msg.chars() {
@@ -202,6 +205,10 @@ mod tests {
         assert_eq!(
             scrub_serde_message("invalid type: string `hunter2`, expected u64"),
             "invalid type: string, expected u64"
+        );
+        assert_eq!(
+            scrub_serde_message("unknown field `x`, expected `a`"),
+            "unknown field `x`, expected `a`"
         );
     }
 }

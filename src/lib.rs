@@ -66,7 +66,8 @@ pub enum StartError {
 pub const SECRET_ENV_PREFIX: &str = "TOOLGATE_SECRET_";
 
 async fn apply_env_secrets(store: &dyn Store) -> Result<(), StartError> {
-    for (k, v) in std::env::vars() {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    for (k, v) in vars {
         let Some(rest) = k.strip_prefix(SECRET_ENV_PREFIX) else {
             continue;
         };

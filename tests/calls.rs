@@ -1,0 +1,626 @@
+//! The call pipeline end to end: real gateway, real upstreams that record what they received.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, Upstream, get_hook};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn renders_method_path_query_headers_and_typed_body() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    s.secret("tok", "T0K-value").await;
+    s.secret("key", "K3Y").await;
+    let wid = s
+        .webhook(json!({"name": "Render", "method": "POST", "url": format!("{}/orders/{{id}}/items", up.base), "timeout_ms": 2000,
+            "path_params": [
+                {"name": "id", "description": "Order id", "value_type": "dynamic"},
+                {"name": "seg", "data_type": "integer", "value_type": "dynamic"},
+                {"name": "tail", "value_type": "static", "value": "tail end"}],
+            "query_params": [
+                {"name": "fmt", "value_type": "static", "value": "json"},
+                {"name": "q", "value_type": "dynamic"},
+                {"name": "page", "data_type": "integer", "value_type": "dynamic", "required": false}],
+            "headers": [
+                {"name": "Authorization", "value_type": "static", "value": "Bearer {{ secret.tok }}"},
+                {"name": "X-Key", "value_type": "secret", "secret": "key"},
+                {"name": "X-User", "value_type": "context", "value": "user.id"}],
+            "body": [
+                {"name": "customer.email", "value_type": "dynamic"},
+                {"name": "customer.vip", "data_type": "boolean", "value_type": "context", "value": "user.vip"},
+                {"name": "count", "data_type": "integer", "value_type": "dynamic"},
+                {"name": "urgent", "data_type": "boolean", "value_type": "dynamic"},
+                {"name": "price", "data_type": "number", "value_type": "dynamic"},
+                {"name": "ref", "value_type": "dynamic"},
+                {"name": "note", "value_type": "static", "value": "from {{ context.user.id }}"}]}))
+        .await;
+    s.tool("render", &wid).await;
+    let (st, v) = s
+        .invoke(
+            "render",
+            json!({"id": "a/b c é", "seg": "42", "q": "x&y=1", "customer.email": "ann@example.com",
+                   "count": "7", "urgent": "true", "price": "9.5", "ref": 1001}),
+            json!({"user": {"id": "u-9", "vip": true}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["outcome"], "success", "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(up.count(), 1);
+    let r = up.last();
+    assert_eq!(r.method, "POST");
+    assert_eq!(
+        r.uri,
+        "/orders/a%2Fb%20c%20%C3%A9/items/42/tail%20end?fmt=json&q=x%26y%3D1"
+    );
+    assert_eq!(r.header("authorization"), Some("Bearer T0K-value"));
+    assert_eq!(r.header("x-key"), Some("K3Y"));
+    assert_eq!(r.header("x-user"), Some("u-9"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.json(),
+        json!({"customer": {"email": "ann@example.com", "vip": true}, "count": 7, "urgent": true,
+               "price": 9.5, "ref": "1001", "note": "from u-9"})
+    );
+    // The call result carries the parsed response and the content for the model.
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["response"]["method"], "POST");
+    assert!(
+        v["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"method\":\"POST\"")
+    );
+    assert!(v["call_id"].as_str().unwrap().starts_with("call_"));
+}
+
+async fn typed_hook(s: &Server, up: &Upstream) {
+    let wid = s
+        .webhook(
+            json!({"name": "Typed", "method": "POST", "url": format!("{}/typed", up.base),
+            "body": [
+                {"name": "s", "value_type": "dynamic"},
+                {"name": "i", "data_type": "integer", "value_type": "dynamic"},
+                {"name": "n", "data_type": "number", "value_type": "dynamic", "required": false},
+                {"name": "b", "data_type": "boolean", "value_type": "dynamic", "required": false}],
+            "headers": [{"name": "X-Tenant", "value_type": "context", "value": "tenant.id"}]}),
+        )
+        .await;
+    s.tool("typed", &wid).await;
+}
+
+#[tokio::test]
+async fn coercion_table_and_refusals_send_nothing() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    typed_hook(&s, &up).await;
+    let ctx = json!({"tenant": {"id": "t1"}});
+    let good = [
+        (json!({"s": "x", "i": 1}), json!({"s": "x", "i": 1})),
+        (json!({"s": 1001, "i": "42"}), json!({"s": "1001", "i": 42})),
+        (
+            json!({"s": true, "i": 3.0, "n": "2.5", "b": "false"}),
+            json!({"s": "true", "i": 3, "n": 2.5, "b": false}),
+        ),
+        (
+            json!({"s": "x", "i": -1, "n": 7, "b": true}),
+            json!({"s": "x", "i": -1, "n": 7, "b": true}),
+        ),
+        (
+            json!("{\"s\": \"from string\", \"i\": \"5\"}"),
+            json!({"s": "from string", "i": 5}),
+        ),
+        (
+            json!({"s": "x", "i": 1, "n": null}),
+            json!({"s": "x", "i": 1}),
+        ),
+    ];
+    for (i, (args, sent)) in good.iter().enumerate() {
+        let (st, v) = s.invoke("typed", args.clone(), ctx.clone()).await;
+        assert_eq!(st, 200, "{args}: {v}");
+        assert_eq!(up.count(), i + 1);
+        assert_eq!(up.last().json(), *sent, "{args}");
+    }
+    let sent_before = up.count();
+    let bad = [
+        (json!({"i": 1}), "s"),
+        (json!({"s": "x"}), "i"),
+        (json!({"s": "x", "i": "4.5"}), "i"),
+        (json!({"s": "x", "i": true}), "i"),
+        (json!({"s": {"nested": 1}, "i": 1}), "s"),
+        (json!({"s": "x", "i": 1, "n": "lots"}), "n"),
+        (json!({"s": "x", "i": 1, "b": "yes"}), "b"),
+        (json!({"s": "x", "i": 1, "extra": 1}), "extra"),
+        (json!("{\"s\": "), "arguments"),
+        (json!([1, 2]), "arguments"),
+    ];
+    for (args, field) in bad {
+        let (st, v) = s.invoke("typed", args.clone(), ctx.clone()).await;
+        assert_eq!(st, 422, "{args}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_arguments");
+        let details = v["error"]["details"].as_array().unwrap();
+        assert!(
+            details.iter().any(|d| d["field"] == field),
+            "{args}: expected {field} in {v}"
+        );
+        assert!(v["error"]["call_id"].is_string());
+    }
+    // Missing context refuses too.
+    let (st, v) = s
+        .invoke("typed", json!({"s": "x", "i": 1}), json!({}))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["field"], "context.tenant.id");
+    assert_eq!(up.count(), sent_before, "a refused call sends nothing");
+    // Refusals are recorded.
+    let (_, calls) = s.get("/v1/calls?outcome=invalid_arguments").await;
+    assert_eq!(calls["items"].as_array().unwrap().len(), 11);
+    assert!(
+        calls["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["request"].is_null())
+    );
+}
+
+#[tokio::test]
+async fn slow_upstream_times_out_promptly() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let mut def = get_hook("Slow", &format!("{}/slow/3000", up.base));
+    def["timeout_ms"] = json!(300);
+    let wid = s.webhook(def).await;
+    s.tool("slow", &wid).await;
+    let start = Instant::now();
+    let (st, v) = s.invoke("slow", json!({}), json!({})).await;
+    let took = start.elapsed();
+    assert_eq!(st, 200);
+    assert_eq!(v["outcome"], "timeout", "{v}");
+    assert_eq!(v["ok"], false);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(v["content"].as_str().unwrap().contains("300 ms"), "{v}");
+}
+
+#[tokio::test]
+async fn http_errors_and_refused_connections_are_results() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    for code in [404, 500] {
+        let wid = s
+            .webhook(get_hook(
+                &format!("E{code}"),
+                &format!("{}/status/{code}", up.base),
+            ))
+            .await;
+        s.tool(&format!("e{code}"), &wid).await;
+        let (st, v) = s.invoke(&format!("e{code}"), json!({}), json!({})).await;
+        assert_eq!(st, 200);
+        assert_eq!(v["outcome"], "http_error", "{v}");
+        assert_eq!(v["status"], code);
+        let content = v["content"].as_str().unwrap();
+        assert!(
+            content.contains(&code.to_string()) && content.starts_with("The tool call failed"),
+            "{content}"
+        );
+    }
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let wid = s
+        .webhook(get_hook("Closed", &format!("http://127.0.0.1:{closed}/x")))
+        .await;
+    s.tool("closed", &wid).await;
+    let (st, v) = s.invoke("closed", json!({}), json!({})).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["outcome"], "network_error", "{v}");
+    assert!(
+        v["content"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn secret_rotation_and_webhook_edits_apply_on_the_next_call() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let sid = s.secret("rot", "first-value").await;
+    let mut def = get_hook("Rotating", &format!("{}/r", up.base));
+    def["headers"] = json!([{"name": "X-Key", "value_type": "secret", "secret": "rot"}]);
+    let wid = s.webhook(def.clone()).await;
+    s.tool("rotating", &wid).await;
+    s.invoke("rotating", json!({}), json!({})).await;
+    assert_eq!(up.last().header("x-key"), Some("first-value"));
+    s.put(
+        &format!("/v1/secrets/{sid}"),
+        json!({"value": "second-value"}),
+    )
+    .await;
+    s.invoke("rotating", json!({}), json!({})).await;
+    assert_eq!(up.last().header("x-key"), Some("second-value"));
+    def["headers"] = json!([{"name": "X-Other", "value_type": "static", "value": "edited"}]);
+    def["url"] = json!(format!("{}/edited", up.base));
+    let (st, _) = s.put(&format!("/v1/webhooks/{wid}"), def).await;
+    assert_eq!(st, 200);
+    s.invoke("rotating", json!({}), json!({})).await;
+    let r = up.last();
+    assert_eq!(r.uri, "/edited");
+    assert_eq!(r.header("x-other"), Some("edited"));
+    assert_eq!(r.header("x-key"), None);
+}
+
+#[tokio::test]
+async fn response_fields_size_cut_and_form_bodies() {
+    let s = Server::start_with(|c| c.max_content_bytes = 2000).await;
+    let up = Upstream::start().await;
+    let mut def = get_hook("Fields", &format!("{}/echo", up.base));
+    def["response_fields"] = json!(["method", "headers.x-a"]);
+    def["headers"] = json!([{"name": "X-A", "value_type": "static", "value": "kept"}]);
+    let wid = s.webhook(def).await;
+    s.tool("fields", &wid).await;
+    let (_, v) = s.invoke("fields", json!({}), json!({})).await;
+    let content: Value = serde_json::from_str(v["content"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        content,
+        json!({"method": "GET", "headers": {"x-a": "kept"}})
+    );
+    assert!(
+        v["response"]["uri"].is_string(),
+        "the result keeps the whole response"
+    );
+
+    let wid = s
+        .webhook(get_hook("Big", &format!("{}/big/100000", up.base)))
+        .await;
+    s.tool("big", &wid).await;
+    let (_, v) = s.invoke("big", json!({}), json!({})).await;
+    assert_eq!(v["outcome"], "success");
+    let content = v["content"].as_str().unwrap();
+    assert!(content.len() < 2300, "content is cut: {}", content.len());
+    assert!(
+        content.contains("[truncated: the response was"),
+        "and says so"
+    );
+    let resp = v["response"]
+        .as_str()
+        .expect("over 64 KiB the response is kept as cut text");
+    assert_eq!(resp.len(), 64 * 1024);
+
+    let wid = s
+        .webhook(json!({"name": "Form", "method": "POST", "url": format!("{}/form", up.base), "body_encoding": "form",
+            "body": [{"name": "a", "data_type": "integer", "value_type": "dynamic"}, {"name": "b", "value_type": "dynamic"}]}))
+        .await;
+    s.tool("form", &wid).await;
+    let (_, v) = s
+        .invoke("form", json!({"a": "1", "b": "x y&z"}), json!({}))
+        .await;
+    assert_eq!(v["outcome"], "success");
+    let r = up.last();
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(r.text(), "a=1&b=x+y%26z");
+}
+
+#[tokio::test]
+async fn retry_retries_transient_failures_only() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let mut def = get_hook("Flaky", &format!("{}/flaky/1", up.base));
+    def["retry"] = json!({"max_attempts": 3});
+    let wid = s.webhook(def).await;
+    s.tool("flaky", &wid).await;
+    let (_, v) = s.invoke("flaky", json!({}), json!({})).await;
+    assert_eq!(v["outcome"], "success", "{v}");
+    assert_eq!(up.count(), 2, "one 503, then success");
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(rec["attempts"], 2);
+
+    let up2 = Upstream::start().await;
+    let mut def = get_hook("Bad", &format!("{}/status/400", up2.base));
+    def["retry"] = json!({"max_attempts": 4});
+    let wid = s.webhook(def).await;
+    s.tool("bad", &wid).await;
+    let (_, v) = s.invoke("bad", json!({}), json!({})).await;
+    assert_eq!(v["outcome"], "http_error");
+    assert_eq!(up2.count(), 1, "a 400 is never retried");
+
+    let up3 = Upstream::start().await;
+    let wid = s
+        .webhook(get_hook("NoRetry", &format!("{}/flaky/1", up3.base)))
+        .await;
+    s.tool("noretry", &wid).await;
+    let (_, v) = s.invoke("noretry", json!({}), json!({})).await;
+    assert_eq!(v["status"], 503);
+    assert_eq!(up3.count(), 1, "no retry policy, no retry");
+}
+
+#[tokio::test]
+async fn secrets_are_redacted_even_when_echoed() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let secret = "pa ss/w+rd&=Zx91";
+    s.secret("pw", secret).await;
+    let mut def = get_hook("Echo", &format!("{}/echo", up.base));
+    def["method"] = json!("POST");
+    def["headers"] = json!([{"name": "Authorization", "value_type": "static", "value": "Basic {{ secret.pw }}"}]);
+    def["query_params"] = json!([{"name": "key", "value_type": "secret", "secret": "pw"}]);
+    def["body"] = json!([{"name": "password", "value_type": "secret", "secret": "pw"}]);
+    let wid = s.webhook(def).await;
+    s.tool("echo", &wid).await;
+    let (_, v) = s.invoke("echo", json!({}), json!({})).await;
+    assert_eq!(v["outcome"], "success", "{v}");
+    assert!(
+        up.last().text().contains(secret),
+        "the upstream got the real value"
+    );
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
+        .await;
+    for text in [v.to_string(), rec.to_string()] {
+        assert!(!text.contains("Zx91"), "secret leaked: {text}");
+        assert!(!text.contains("w%2Brd"), "encoded secret leaked: {text}");
+    }
+    assert!(
+        rec["request"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("key=[REDACTED]"),
+        "{rec}"
+    );
+    assert_eq!(rec["request"]["body"]["password"], "[REDACTED]");
+    assert!(rec["response"]["body"].to_string().contains("[REDACTED]"));
+}
+
+#[tokio::test]
+async fn network_policy_blocks_internal_destinations() {
+    let s = Server::start_with(|c| c.allow_hosts = vec![]).await;
+    let up = Upstream::start().await;
+    let p = up.port;
+    let urls = [
+        format!("http://127.0.0.1:{p}/x"),
+        format!("http://localhost:{p}/x"),
+        format!("http://[::1]:{p}/x"),
+        format!("http://[::ffff:127.0.0.1]:{p}/x"),
+        format!("http://2130706433:{p}/x"),
+        format!("http://0x7f000001:{p}/x"),
+        format!("http://127.1:{p}/x"),
+        format!("http://0.0.0.0:{p}/x"),
+    ];
+    for (i, u) in urls.iter().enumerate() {
+        let wid = s.webhook(get_hook(&format!("B{i}"), u)).await;
+        s.tool(&format!("b{i}"), &wid).await;
+        let (st, v) = s.invoke(&format!("b{i}"), json!({}), json!({})).await;
+        assert_eq!(st, 200);
+        assert_eq!(v["outcome"], "blocked", "{u}: {v}");
+        assert!(v["content"].as_str().unwrap().contains("network policy"));
+    }
+    assert_eq!(up.count(), 0, "no blocked request reached the upstream");
+}
+
+#[tokio::test]
+async fn redirects_to_internal_addresses_are_blocked() {
+    let s = Server::start().await; // allows 127.0.0.1 only
+    let up = Upstream::start().await;
+    for (i, target) in [
+        format!("http://127.0.0.2:{}/x", up.port),
+        format!("http://[::1]:{}/x", up.port),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let url = format!("{}/redirect?to={}", up.base, urlencode(target));
+        let wid = s.webhook(get_hook(&format!("R{i}"), &url)).await;
+        s.tool(&format!("r{i}"), &wid).await;
+        let (_, v) = s.invoke(&format!("r{i}"), json!({}), json!({})).await;
+        assert_eq!(v["outcome"], "blocked", "{target}: {v}");
+    }
+    assert_eq!(up.count(), 2, "only the allowed first hops arrived");
+    // An allowed redirect is followed.
+    let url = format!(
+        "{}/redirect?to={}",
+        up.base,
+        urlencode(&format!("{}/landed", up.base))
+    );
+    let wid = s.webhook(get_hook("Ok redirect", &url)).await;
+    s.tool("ok_redirect", &wid).await;
+    let (_, v) = s.invoke("ok_redirect", json!({}), json!({})).await;
+    assert_eq!(v["outcome"], "success", "{v}");
+    assert_eq!(up.last().uri, "/landed");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn history_filters_pages_and_survives_restart() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let ok = s.webhook(get_hook("Ok", &format!("{}/ok", up.base))).await;
+    let bad = s
+        .webhook(get_hook("Bad", &format!("{}/status/500", up.base)))
+        .await;
+    s.tool("ok", &ok).await;
+    s.tool("bad", &bad).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            s.invoke("ok", json!({}), json!({})).await.1["call_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    ids.push(
+        s.invoke("bad", json!({}), json!({})).await.1["call_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let (_, t) = s
+        .post(&format!("/v1/webhooks/{ok}/test"), json!({"arguments": {}}))
+        .await;
+    assert_eq!(t["outcome"], "success");
+    ids.push(t["call_id"].as_str().unwrap().to_string());
+
+    let count = |v: &Value| v["items"].as_array().unwrap().len();
+    let s = s.restart().await;
+    let (_, all) = s.get("/v1/calls").await;
+    assert_eq!(count(&all), 5);
+    let newest_first: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(newest_first, expected);
+    assert_eq!(count(&s.get("/v1/calls?tool=ok").await.1), 3);
+    assert_eq!(count(&s.get("/v1/calls?outcome=failed").await.1), 1);
+    assert_eq!(count(&s.get("/v1/calls?outcome=http_error").await.1), 1);
+    assert_eq!(count(&s.get("/v1/calls?outcome=success").await.1), 4);
+    assert_eq!(count(&s.get("/v1/calls?source=test").await.1), 1);
+    assert_eq!(
+        count(&s.get(&format!("/v1/calls?webhook_id={ok}")).await.1),
+        4
+    );
+    let (_, page1) = s.get("/v1/calls?limit=2").await;
+    assert_eq!(count(&page1), 2);
+    let next = page1["next_before"].as_str().unwrap();
+    let (_, page2) = s.get(&format!("/v1/calls?limit=2&before={next}")).await;
+    let (_, page3) = s
+        .get(&format!(
+            "/v1/calls?limit=2&before={}",
+            page2["next_before"].as_str().unwrap()
+        ))
+        .await;
+    let paged: Vec<&str> = [&page1, &page2, &page3]
+        .iter()
+        .flat_map(|p| {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        paged,
+        newest_first.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let (st, rec) = s.get(&format!("/v1/calls/{}", ids[3])).await;
+    assert_eq!(st, 200);
+    assert_eq!(rec["tool"], "bad");
+    assert_eq!(rec["response"]["status"], 500);
+    assert_eq!(rec["source"], "invoke");
+    assert_eq!(s.get("/v1/calls?outcome=nope").await.0, 400);
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("# TYPE toolgate_calls_total counter"));
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_tool_and_outcome() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let wid = s.webhook(get_hook("M", &format!("{}/m", up.base))).await;
+    s.tool("measured", &wid).await;
+    s.invoke("measured", json!({}), json!({})).await;
+    s.invoke("measured", json!({}), json!({})).await;
+    s.invoke("measured", json!({"nope": 1}), json!({})).await;
+    let m = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("toolgate_calls_total{tool=\"measured\",outcome=\"success\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("toolgate_calls_total{tool=\"measured\",outcome=\"invalid_arguments\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("toolgate_call_duration_seconds_count{tool=\"measured\"} 3"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn shipped_tools_compile_to_valid_schemas_matching_golden_files() {
+    let tools_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
+    let s = Server::start_with(|c| c.tools_dir = tools_dir).await;
+    let (st, v) = s.get("/v1/tools/openai").await;
+    assert_eq!(st, 200);
+    let tools = v["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 3);
+    let (_, list) = s.get("/v1/tools").await;
+    for t in list["items"].as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        for strict in [false, true] {
+            let (st, def) = s
+                .get(&format!("/v1/tools/{id}/schema?strict={strict}"))
+                .await;
+            assert_eq!(st, 200);
+            let params = &def["function"]["parameters"];
+            assert!(jsonschema::meta::is_valid(params), "{params}");
+            assert_eq!(params["additionalProperties"], false);
+            if strict {
+                assert_eq!(def["function"]["strict"], true);
+                let props: Vec<&String> =
+                    params["properties"].as_object().unwrap().keys().collect();
+                assert_eq!(params["required"].as_array().unwrap().len(), props.len());
+            }
+        }
+    }
+    let golden_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/openai_tools.json");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden_path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &golden_path,
+            serde_json::to_string_pretty(&v).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(&golden_path).expect("golden file")).unwrap();
+    assert_eq!(
+        v, golden,
+        "compiled schemas changed; rerun with UPDATE_GOLDEN=1 if intended"
+    );
+    // Loading is an idempotent upsert: a restart keeps the same ids.
+    let s = s.restart().await;
+    let (_, again) = s.get("/v1/tools").await;
+    assert_eq!(again, list);
+    // A tool whose secret is not set fails clearly, without sending anything.
+    let (st, r) = s
+        .invoke("send_notification", json!({"Message": "hello"}), json!({}))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(r["outcome"], "config_error", "{r}");
+    assert!(r["content"].as_str().unwrap().contains("notify_access_key"));
+}
