@@ -624,3 +624,29 @@ async fn shipped_tools_compile_to_valid_schemas_matching_golden_files() {
     assert_eq!(r["outcome"], "config_error", "{r}");
     assert!(r["content"].as_str().unwrap().contains("notify_access_key"));
 }
+
+#[tokio::test]
+async fn history_retention_keeps_the_newest_records() {
+    let s = Server::start_with(|c| c.history_max_records = 3).await;
+    let up = Upstream::start().await;
+    let wid = s.webhook(get_hook("Kept", &format!("{}/k", up.base))).await;
+    s.tool("kept", &wid).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            s.invoke("kept", json!({}), json!({})).await.1["call_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (_, v) = s.get("/v1/calls").await;
+    let got: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[5].as_str(), ids[4].as_str(), ids[3].as_str()]);
+    assert_eq!(s.get(&format!("/v1/calls/{}", ids[0])).await.0, 404);
+}

@@ -1,0 +1,338 @@
+//! The `toolgate` binary as a user runs it: start-up checks, `validate`, durability across
+//! `kill -9`, graceful shutdown draining history, env secrets, and logs that never hold a secret.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Upstream, client, eventually};
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_toolgate"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TOOLGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+fn spawn_serve(data: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Proc {
+    let port = free_port();
+    let mut c = bin();
+    c.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data)
+    .args(["--tools-dir"])
+    .arg(data.join("no-tools"))
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    Proc {
+        child: c.spawn().expect("spawn toolgate"),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_healthy(p: &Proc) {
+    let http = client();
+    let url = format!("{}/healthz", p.base);
+    eventually(20, || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
+fn stderr_of(mut p: Proc) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = p.child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    let _ = p.child.wait();
+    s
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("get");
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without an admin token"), "{err}");
+}
+
+#[test]
+fn validate_lists_every_error_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    w("a_syntax.toml", "[tool\nname = ");
+    w(
+        "b_fields.toml",
+        r#"
+[tool]
+name = "bad name"
+[webhook]
+name = "X"
+method = "GET"
+url = "ftp://example.com/{id}"
+timeout_ms = 0
+[[webhook.body]]
+name = "a"
+value_type = "dynamic"
+"#,
+    );
+    w(
+        "c_unknown.toml",
+        "[tool]\nname = \"ok\"\nsurprise = 1\n[webhook]\nname = \"X\"\nmethod = \"GET\"\nurl = \"https://a.example\"\n",
+    );
+    w(
+        "d_dup.toml",
+        "[tool]\nname = \"dup\"\n[webhook]\nname = \"X\"\nmethod = \"GET\"\nurl = \"https://a.example\"\n",
+    );
+    w(
+        "e_dup.toml",
+        "[tool]\nname = \"dup\"\n[webhook]\nname = \"X\"\nmethod = \"GET\"\nurl = \"https://a.example\"\n",
+    );
+    w("notes.txt", "ignored");
+    let out = bin().arg("validate").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "a_syntax.toml: toml:",
+        "b_fields.toml: webhook.url:",
+        "b_fields.toml: webhook.timeout_ms:",
+        "b_fields.toml: webhook.body[0]:",
+        "b_fields.toml: tool.name:",
+        "c_unknown.toml: tool.surprise:",
+        "e_dup.toml: tool.name: 'dup' is already defined",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // The shipped examples pass.
+    let ok = bin()
+        .arg("validate")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // And serve refuses to start on the broken directory, listing the errors.
+    let data = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--tools-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b_fields.toml: webhook.url:"));
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn_serve(dir.path(), &[], &[]);
+    wait_healthy(&p).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (st, v) = post(
+            &p.base,
+            "/v1/webhooks",
+            json!({"name": format!("K{i}"), "method": "GET", "url": "https://a.example/k"}),
+        )
+        .await;
+        assert_eq!(st, 201);
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (st, _) = post(&p.base, "/v1/secrets", json!({"name": "k9", "value": "v"})).await;
+    assert_eq!(st, 201);
+    let mut p = p;
+    p.child.kill().expect("SIGKILL"); // std sends SIGKILL on Unix
+    let _ = p.child.wait();
+    let p = spawn_serve(dir.path(), &[], &[]);
+    wait_healthy(&p).await;
+    for id in &ids {
+        assert_eq!(
+            get(&p.base, &format!("/v1/webhooks/{id}")).await.0,
+            200,
+            "{id} lost"
+        );
+    }
+    assert_eq!(
+        get(&p.base, "/v1/secrets").await.1["items"][0]["name"],
+        "k9"
+    );
+    let mut p = p;
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}
+
+#[tokio::test]
+async fn env_secrets_reach_upstream_never_logs_and_sigterm_drains_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let secret = "ENV-secret-7Hq2";
+    let envs = [
+        ("TOOLGATE_SECRET_API_TOKEN", secret),
+        ("TOOLGATE_LOG", "debug"),
+    ];
+    let p = spawn_serve(dir.path(), &["--allow-hosts", "127.0.0.1"], &envs);
+    wait_healthy(&p).await;
+    let (st, w) = post(&p.base, "/v1/webhooks", json!({"name": "Env", "method": "POST", "url": format!("{}/echo", up.base),
+        "headers": [{"name": "Authorization", "value_type": "static", "value": "Bearer {{ secret.api_token }}"}],
+        "query_params": [{"name": "k", "value_type": "secret", "secret": "api_token"}]}))
+    .await;
+    assert_eq!(st, 201, "{w}");
+    let (st, _) = post(
+        &p.base,
+        "/v1/tools",
+        json!({"name": "env_tool", "webhook_id": w["id"]}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, r) = post(
+        &p.base,
+        "/v1/tools/env_tool/invoke",
+        json!({"arguments": {}}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(r["outcome"], "success", "{r}");
+    assert_eq!(
+        up.last().header("authorization"),
+        Some(format!("Bearer {secret}").as_str())
+    );
+    let call_id = r["call_id"].as_str().unwrap().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let logs = stderr_of(p);
+    assert!(
+        logs.contains("tool call finished"),
+        "logs were captured:\n{logs}"
+    );
+    assert!(logs.contains("env_tool"));
+    assert!(
+        !logs.contains(secret) && !logs.contains("7Hq2"),
+        "secret in logs:\n{logs}"
+    );
+
+    // History written before the graceful stop is there after a restart (without the env secret).
+    let p = spawn_serve(dir.path(), &[], &[]);
+    wait_healthy(&p).await;
+    let (st, rec) = get(&p.base, &format!("/v1/calls/{call_id}")).await;
+    assert_eq!(st, 200);
+    assert!(!rec.to_string().contains("7Hq2"));
+    let mut p = p;
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}
+
+#[tokio::test]
+async fn a_different_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let key_b = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let p = spawn_serve(dir.path(), &[], &[("TOOLGATE_MASTER_KEY", key_a)]);
+    wait_healthy(&p).await;
+    assert!(
+        !dir.path().join("master.key").exists(),
+        "an env key is not written to disk"
+    );
+    let mut p = p;
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    let p = spawn_serve(dir.path(), &[], &[("TOOLGATE_MASTER_KEY", key_b)]);
+    let mut p = p;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.child.wait();
+        (s, p)
+    });
+    let (s, p) = tokio::time::timeout(Duration::from_secs(20), status)
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(!s.unwrap().success());
+    let err = stderr_of(p);
+    assert!(err.contains("master key"), "{err}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn generated_master_key_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn_serve(dir.path(), &[], &[]);
+    wait_healthy(&p).await;
+    let mode = std::fs::metadata(dir.path().join("master.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut p = p;
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}
