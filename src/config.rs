@@ -45,6 +45,28 @@ pub struct ServeConfig {
     /// History retention: oldest record kept, in days (0 = unlimited).
     #[arg(long, env = "TOOLGATE_HISTORY_MAX_AGE_DAYS", default_value_t = 30)]
     pub history_max_age_days: u64,
+    /// Base URL of the OpenAI-compatible model endpoint (OpenAI, vLLM, Ollama, llama.cpp…).
+    #[arg(
+        long,
+        env = "TOOLGATE_LLM_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub llm_base_url: String,
+    /// API key for the model endpoint.
+    #[arg(long, env = "TOOLGATE_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Model used by agents that name none.
+    #[arg(long, env = "TOOLGATE_LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    /// Timeout of one model request, in seconds.
+    #[arg(long, env = "TOOLGATE_LLM_TIMEOUT_SECS", default_value_t = 120)]
+    pub llm_timeout_secs: u64,
+    /// Retries of a model request on 429, 5xx or connection errors (jittered backoff).
+    #[arg(long, env = "TOOLGATE_LLM_MAX_RETRIES", default_value_t = 3)]
+    pub llm_max_retries: u32,
+    /// Tool calls of one model turn run at most this many at a time.
+    #[arg(long, env = "TOOLGATE_TOOL_CONCURRENCY", default_value_t = 4)]
+    pub tool_concurrency: usize,
 }
 
 impl ServeConfig {
@@ -62,6 +84,12 @@ impl ServeConfig {
             max_content_bytes: 16 * 1024,
             history_max_records: 1_000_000,
             history_max_age_days: 30,
+            llm_base_url: "https://api.openai.com/v1".into(),
+            llm_api_key: None,
+            llm_model: "gpt-4o-mini".into(),
+            llm_timeout_secs: 120,
+            llm_max_retries: 3,
+            tool_concurrency: 4,
         }
     }
 

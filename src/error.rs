@@ -61,6 +61,14 @@ pub enum ApiError {
         /// The history record of the refused call.
         call_id: String,
     },
+    /// The model endpoint failed (after retries) or answered nonsense.
+    #[error("{message}")]
+    BadGateway {
+        /// snake_case code (`llm_unavailable`, `llm_error`).
+        code: &'static str,
+        /// Sentence for a person.
+        message: String,
+    },
     /// Something broke inside; the cause is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -80,6 +88,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::InvalidDefinition(_) => "invalid_definition",
             ApiError::InvalidArguments { .. } => "invalid_arguments",
+            ApiError::BadGateway { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -98,6 +107,7 @@ impl ApiError {
             ApiError::InvalidDefinition(_) | ApiError::InvalidArguments { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -136,6 +146,19 @@ impl From<StoreError> for ApiError {
             StoreError::InUse { message, details } => ApiError::InUse { message, details },
             StoreError::Invalid(d) => ApiError::InvalidDefinition(d),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::agent::LlmError> for ApiError {
+    fn from(e: crate::agent::LlmError) -> Self {
+        let code = match e {
+            crate::agent::LlmError::Unavailable(_) => "llm_unavailable",
+            _ => "llm_error",
+        };
+        ApiError::BadGateway {
+            code,
+            message: e.to_string(),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! link it to a tool, and let models call it safely through one validated, audited pipeline.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod api;
 pub mod call;
 pub mod catalog;
+pub mod chat_cli;
 pub mod config;
 pub mod demo_api;
 pub mod error;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub recorder: Arc<Recorder>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The model endpoint.
+    pub llm: Arc<agent::Llm>,
 }
 
 /// Why the gateway could not start.
@@ -113,6 +117,14 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         config.history_max_records,
         max_age,
     ));
+    let llm = agent::Llm::new(
+        &config.llm_base_url,
+        config.llm_api_key.as_deref(),
+        &config.llm_model,
+        std::time::Duration::from_secs(config.llm_timeout_secs.max(1)),
+        config.llm_max_retries,
+    )
+    .map_err(StartError::Config)?;
     Ok(AppState {
         config: Arc::new(config),
         store,
@@ -120,6 +132,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         sender,
         recorder,
         metrics: Arc::new(Metrics::default()),
+        llm: Arc::new(llm),
     })
 }
 

@@ -18,10 +18,26 @@ struct Cli {
 enum Command {
     /// Run the gateway (admin API, tool invocation, history).
     Serve(ServeConfig),
-    /// Check a tools directory without starting a server; exits non-zero on any error.
+    /// Check tool and agent files without starting a server; exits non-zero on any error.
     Validate {
-        /// Directory of *.toml tool files.
-        dir: PathBuf,
+        /// Directories of *.toml files (e.g. tools/ prompts/).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Talk to an agent of a running gateway: reads lines from stdin, prints replies and tool calls.
+    Chat {
+        /// Agent name or id.
+        #[arg(long)]
+        agent: String,
+        /// Gateway base URL.
+        #[arg(long, env = "TOOLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Admin token of the gateway, if it has one.
+        #[arg(long, env = "TOOLGATE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Context object (JSON) sent with every turn.
+        #[arg(long, default_value = "{}")]
+        context: String,
     },
     /// Run the built-in demo API (orders, tickets, messages) that the example tools call.
     DemoApi {
@@ -84,9 +100,16 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Validate { dir } => match toolgate::files::load_dir(&dir) {
-            Ok(files) => {
-                println!("{}: {} tool file(s) OK", dir.display(), files.len());
+        Command::Validate { dirs } => match toolgate::files::load_dirs(
+            &dirs.iter().map(|d| d.as_path()).collect::<Vec<_>>(),
+            &|_| false,
+        ) {
+            Ok(loaded) => {
+                println!(
+                    "{} tool file(s) and {} agent file(s) OK",
+                    loaded.tools.len(),
+                    loaded.agents.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -94,6 +117,18 @@ async fn main() -> ExitCode {
                     eprintln!("{e}");
                 }
                 eprintln!("{} error(s)", errors.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Chat {
+            agent,
+            url,
+            admin_token,
+            context,
+        } => match toolgate::chat_cli::run(&url, &agent, admin_token.as_deref(), &context).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         },

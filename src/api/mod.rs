@@ -1,6 +1,8 @@
 //! The HTTP surface: one file per resource, merged here under admin auth and the body limit.
 
+mod agents;
 mod calls;
+mod openai;
 mod secrets;
 mod system;
 mod tools;
@@ -61,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(tools::routes())
         .merge(calls::routes())
+        .merge(agents::routes())
+        .merge(openai::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(system::routes())

@@ -1,6 +1,7 @@
 //! Plain serde domain types: what toolgate stores and serves.
 //! Nothing here knows about HTTP or sled; validation of definitions lives in `validate`.
 
+pub mod agent;
 pub mod call;
 pub mod field;
 pub mod ids;
@@ -9,6 +10,7 @@ pub mod tool;
 pub mod validate;
 pub mod webhook;
 
+pub use agent::{Agent, AgentSpec};
 pub use call::{CallRecord, Outcome, Source};
 pub use field::{DataType, Field, ValueType};
 pub use secret::SecretMeta;

@@ -10,7 +10,9 @@ use std::pin::Pin;
 use serde_json::Value;
 
 use crate::model::validate::FieldError;
-use crate::model::{CallRecord, SecretMeta, Tool, ToolSpec, Webhook, WebhookSpec};
+use crate::model::{
+    Agent, AgentSpec, CallRecord, SecretMeta, Tool, ToolSpec, Webhook, WebhookSpec,
+};
 
 pub use sled_store::SledStore;
 
@@ -125,6 +127,19 @@ pub trait Store: Send + Sync + 'static {
     fn update_tool<'a>(&'a self, id: &'a str, spec: ToolSpec) -> StoreFuture<'a, Tool>;
     /// Delete a tool.
     fn delete_tool<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Store a new agent; `NameTaken` if the name exists.
+    fn create_agent<'a>(&'a self, spec: AgentSpec) -> StoreFuture<'a, Agent>;
+    /// All agents.
+    fn list_agents(&self) -> Result<Vec<Agent>, StoreError>;
+    /// One agent by id.
+    fn get_agent(&self, id: &str) -> Result<Agent, StoreError>;
+    /// One agent by name.
+    fn get_agent_by_name(&self, name: &str) -> Result<Agent, StoreError>;
+    /// Replace an agent.
+    fn update_agent<'a>(&'a self, id: &'a str, spec: AgentSpec) -> StoreFuture<'a, Agent>;
+    /// Delete an agent.
+    fn delete_agent<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
 
     /// Append history records and apply retention (count, then age in seconds).
     fn insert_calls<'a>(

@@ -14,7 +14,8 @@ use super::{CallFilter, Store, StoreError, StoreFuture};
 use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
 use crate::model::{
-    CallRecord, Outcome, SecretMeta, Tool, ToolSpec, Webhook, WebhookSpec, now_rfc3339,
+    Agent, AgentSpec, CallRecord, Outcome, SecretMeta, Tool, ToolSpec, Webhook, WebhookSpec,
+    now_rfc3339,
 };
 
 /// Data layout version; bump with a migration when the layout changes.
@@ -41,6 +42,8 @@ pub struct SledStore {
     tool_names: sled::Tree,
     /// webhook id → newline-separated ids of the tools linked to it.
     links: sled::Tree,
+    agents: sled::Tree,
+    agent_names: sled::Tree,
     calls: sled::Tree,
     call_count: std::sync::atomic::AtomicUsize,
 }
@@ -113,6 +116,8 @@ impl SledStore {
             tools: t("tools")?,
             tool_names: t("tool_names")?,
             links: t("links")?,
+            agents: t("agents")?,
+            agent_names: t("agent_names")?,
             calls: t("calls")?,
             call_count: Default::default(),
             db,
@@ -297,6 +302,52 @@ impl SledStore {
                 Ok(tool)
             },
         );
+        res.map_err(tx_err)
+    }
+
+    fn put_agent(&self, id: Option<&str>, spec: AgentSpec) -> Result<Agent, StoreError> {
+        let now = now_rfc3339();
+        let res = (&self.agents, &self.agent_names).transaction(|(at, an)| {
+            let old: Option<Agent> = match id {
+                None => None,
+                Some(id) => match at.get(id.as_bytes())? {
+                    Some(raw) => Some(tx_decode(&raw)?),
+                    None => return abort(StoreError::NotFound("agent")),
+                },
+            };
+            if let Some(owner) = an.get(spec.name.as_bytes())?
+                && old
+                    .as_ref()
+                    .is_none_or(|o| owner.as_ref() != o.id.as_bytes())
+            {
+                return abort(StoreError::NameTaken(spec.name.clone()));
+            }
+            let agent = match &old {
+                None => Agent {
+                    id: new_id("ag"),
+                    spec: spec.clone(),
+                    created_at: now.clone(),
+                    updated_at: now.clone(),
+                },
+                Some(o) => {
+                    if o.spec.name != spec.name {
+                        an.remove(o.spec.name.as_bytes())?;
+                    }
+                    Agent {
+                        id: o.id.clone(),
+                        spec: spec.clone(),
+                        created_at: o.created_at.clone(),
+                        updated_at: now.clone(),
+                    }
+                }
+            };
+            an.insert(spec.name.as_bytes(), agent.id.as_bytes())?;
+            at.insert(
+                agent.id.as_bytes(),
+                encode(&agent).map_err(ConflictableTransactionError::Abort)?,
+            )?;
+            Ok(agent)
+        });
         res.map_err(tx_err)
     }
 
@@ -610,6 +661,60 @@ impl Store for SledStore {
                     if let Some(w) = &tool.spec.webhook_id {
                         list_remove(ln, w, id)?;
                     }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+            self.durable().await
+        })
+    }
+
+    fn create_agent<'a>(&'a self, spec: AgentSpec) -> StoreFuture<'a, Agent> {
+        Box::pin(async move {
+            let a = self.put_agent(None, spec)?;
+            self.durable().await?;
+            Ok(a)
+        })
+    }
+
+    fn list_agents(&self) -> Result<Vec<Agent>, StoreError> {
+        Self::all(&self.agents)
+    }
+
+    fn get_agent(&self, id: &str) -> Result<Agent, StoreError> {
+        decode(
+            &self
+                .agents
+                .get(id.as_bytes())?
+                .ok_or(StoreError::NotFound("agent"))?,
+        )
+    }
+
+    fn get_agent_by_name(&self, name: &str) -> Result<Agent, StoreError> {
+        let id = self
+            .agent_names
+            .get(name.as_bytes())?
+            .ok_or(StoreError::NotFound("agent"))?;
+        self.get_agent(&String::from_utf8_lossy(&id))
+    }
+
+    fn update_agent<'a>(&'a self, id: &'a str, spec: AgentSpec) -> StoreFuture<'a, Agent> {
+        Box::pin(async move {
+            let a = self.put_agent(Some(id), spec)?;
+            self.durable().await?;
+            Ok(a)
+        })
+    }
+
+    fn delete_agent<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            (&self.agents, &self.agent_names)
+                .transaction(|(at, an)| {
+                    let Some(raw) = at.get(id.as_bytes())? else {
+                        return abort(StoreError::NotFound("agent"));
+                    };
+                    let agent: Agent = tx_decode(&raw)?;
+                    at.remove(id.as_bytes())?;
+                    an.remove(agent.spec.name.as_bytes())?;
                     Ok(())
                 })
                 .map_err(tx_err)?;

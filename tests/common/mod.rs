@@ -416,3 +416,87 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A scripted OpenAI-compatible model server: answers `POST /v1/chat/completions` from a queue
+/// (then from a fallback) and records every request body.
+#[derive(Clone)]
+pub struct FakeLlm {
+    pub base: String,
+    requests: Arc<Mutex<Vec<Value>>>,
+    script: Arc<Mutex<std::collections::VecDeque<(u16, Value)>>>,
+    fallback: Arc<Mutex<Option<(u16, Value)>>>,
+}
+
+/// A realistic `chat.completion` around `message`.
+pub fn completion(message: Value, finish: &str) -> Value {
+    json!({"id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000u64, "model": "fake-model",
+           "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+           "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+}
+
+/// An assistant message asking for tool calls `(id, name, arguments)`; arguments sent as a JSON string.
+pub fn tool_calls(calls: &[(&str, &str, Value)]) -> Value {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}}))
+        .collect();
+    completion(
+        json!({"role": "assistant", "content": null, "tool_calls": calls}),
+        "tool_calls",
+    )
+}
+
+/// A plain assistant answer.
+pub fn reply(text: &str) -> Value {
+    completion(json!({"role": "assistant", "content": text}), "stop")
+}
+
+impl FakeLlm {
+    pub async fn start() -> FakeLlm {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind llm");
+        let port = listener.local_addr().expect("addr").port();
+        let fake = FakeLlm {
+            base: format!("http://127.0.0.1:{port}/v1"),
+            requests: Default::default(),
+            script: Default::default(),
+            fallback: Default::default(),
+        };
+        let f = fake.clone();
+        let app = Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move |body: Bytes| {
+                let f = f.clone();
+                async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    f.requests.lock().expect("lock").push(v);
+                    let next = f.script.lock().expect("lock").pop_front();
+                    let (status, body) = next
+                        .or_else(|| f.fallback.lock().expect("lock").clone())
+                        .unwrap_or((500, json!({"error": {"message": "script exhausted"}})));
+                    (
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        axum::Json(body),
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        fake
+    }
+
+    pub fn push(&self, status: u16, body: Value) {
+        self.script.lock().expect("lock").push_back((status, body));
+    }
+
+    pub fn always(&self, status: u16, body: Value) {
+        *self.fallback.lock().expect("lock") = Some((status, body));
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().expect("lock").clone()
+    }
+}

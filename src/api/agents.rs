@@ -1,0 +1,144 @@
+//! `/v1/agents`: stored agents and their conversation route.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router, response::IntoResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Search, search_matches};
+use crate::AppState;
+use crate::agent::{self, AgentRun};
+use crate::error::{ApiError, ApiJson};
+use crate::model::validate::validate_agent;
+use crate::model::{Agent, AgentSpec};
+use crate::store::StoreError;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/agents", get(list).post(create))
+        .route("/agents/{id}", get(read).put(update).delete(remove))
+        .route("/agents/{id}/chat", post(chat))
+}
+
+fn check(s: &AppState, spec: &AgentSpec) -> Result<(), ApiError> {
+    let store = s.store.clone();
+    let dir = s.config.prompts_dir.clone();
+    let errs = validate_agent(spec, &|t| store.get_tool_by_name(t).is_ok(), &|p| {
+        dir.join(p).is_file()
+    });
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidDefinition(errs))
+    }
+}
+
+/// An agent by id, or else by name.
+pub(super) fn find(s: &AppState, id_or_name: &str) -> Result<Agent, ApiError> {
+    match s.store.get_agent(id_or_name) {
+        Err(StoreError::NotFound(_)) => Ok(s.store.get_agent_by_name(id_or_name)?),
+        other => Ok(other?),
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    ApiJson(spec): ApiJson<AgentSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&s, &spec)?;
+    Ok((StatusCode::CREATED, Json(s.store.create_agent(spec).await?)))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<Search>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut items: Vec<Agent> = s
+        .store
+        .list_agents()?
+        .into_iter()
+        .filter(|a| search_matches(&q.q, &[&a.spec.name]))
+        .collect();
+    items.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(find(&s, &id)?))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(spec): ApiJson<AgentSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    let agent = find(&s, &id)?;
+    check(&s, &spec)?;
+    Ok(Json(s.store.update_agent(&agent.id, spec).await?))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let agent = find(&s, &id)?;
+    s.store.delete_agent(&agent.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatBody {
+    messages: Vec<Value>,
+    #[serde(default)]
+    context: Value,
+}
+
+/// Every message is an object with a known role.
+pub(super) fn check_messages(messages: &[Value]) -> Result<(), ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::BadRequest("messages must not be empty".into()));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if !["system", "developer", "user", "assistant", "tool"].contains(&role) {
+            return Err(ApiError::BadRequest(format!(
+                "messages[{i}] needs a role: system, developer, user, assistant or tool"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn prompt_error(message: String) -> ApiError {
+    ApiError::Conflict {
+        code: "prompt_unavailable",
+        message,
+    }
+}
+
+async fn chat(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChatBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_messages(&body.messages)?;
+    let agent = find(&s, &id)?;
+    let run = AgentRun::for_agent(&s, &agent).map_err(prompt_error)?;
+    let out = agent::run(&s, &run, body.messages, &body.context).await?;
+    let call_ids: Vec<&String> = out
+        .calls
+        .iter()
+        .filter_map(|c| c.call_id.as_ref())
+        .collect();
+    let mut resp = json!({"reply": out.reply, "messages": out.messages, "calls": call_ids, "tool_calls": out.calls});
+    if out.finish_reason == "max_steps" {
+        resp["stopped"] = json!("max_steps");
+    }
+    Ok(Json(resp))
+}

@@ -1,0 +1,44 @@
+//! An agent: a model, a system prompt (inline or a file in `prompts/`), its tools and a step limit.
+
+use serde::{Deserialize, Serialize};
+
+fn default_max_steps() -> u32 {
+    8
+}
+
+/// An agent as submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Unique name, `^[A-Za-z0-9_-]{1,64}$` (used in `model: "agent:<name>"`).
+    pub name: String,
+    /// Model id; the gateway's `--llm-model` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Inline system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// File name in the prompts directory, re-read on every conversation turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Tool names offered to the model.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Most model calls per conversation turn.
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+}
+
+/// A stored agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    /// Opaque id.
+    pub id: String,
+    /// The definition.
+    #[serde(flatten)]
+    pub spec: AgentSpec,
+    /// Creation time.
+    pub created_at: String,
+    /// Last edit time.
+    pub updated_at: String,
+}
