@@ -149,6 +149,7 @@ impl Snapshot {
 pub struct Catalog {
     snap: ArcSwap<Snapshot>,
     edit: Mutex<()>,
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Catalog {
@@ -156,11 +157,27 @@ impl Default for Catalog {
         Catalog {
             snap: ArcSwap::from_pointee(Snapshot::default()),
             edit: Mutex::new(()),
+            version: tokio::sync::watch::channel(0).0,
         }
     }
 }
 
 impl Catalog {
+    /// Watch for changes of what is offered (tools, webhooks, agents).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Tell watchers that what is offered changed.
+    pub fn notify_changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn publish(&self, snap: Snapshot) {
+        self.snap.store(Arc::new(snap));
+        self.notify_changed();
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snap.load_full()
@@ -193,7 +210,7 @@ impl Catalog {
                     .insert(t.spec.name.clone(), Arc::new(compile_tool(t, hook)));
             }
         }
-        self.snap.store(Arc::new(snap));
+        self.publish(snap);
         Ok(())
     }
 
@@ -219,11 +236,11 @@ impl Catalog {
             }
             Err(e) => return Err(e),
         }
-        self.snap.store(Arc::new(Snapshot {
+        self.publish(Snapshot {
             webhooks,
             tools,
             openai: OnceLock::new(),
-        }));
+        });
         Ok(())
     }
 
@@ -257,11 +274,11 @@ impl Catalog {
             Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        self.snap.store(Arc::new(Snapshot {
+        self.publish(Snapshot {
             webhooks,
             tools,
             openai: OnceLock::new(),
-        }));
+        });
         Ok(())
     }
 }

@@ -23,6 +23,9 @@ pub struct ServeConfig {
     /// Bearer token required on every /v1 route.
     #[arg(long, env = "TOOLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token required by MCP over HTTP (`/mcp`); the admin token when unset.
+    #[arg(long, env = "TOOLGATE_MCP_TOKEN", hide_env_values = true)]
+    pub mcp_token: Option<String>,
     /// Destinations exempt from the network policy: host names, IPs or CIDRs, comma-separated.
     #[arg(long, env = "TOOLGATE_ALLOW_HOSTS", value_delimiter = ',')]
     pub allow_hosts: Vec<String>,
@@ -78,6 +81,7 @@ impl ServeConfig {
             tools_dir: PathBuf::from("./tools"),
             prompts_dir: PathBuf::from("./prompts"),
             admin_token: None,
+            mcp_token: None,
             allow_hosts: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 64 * 1024,

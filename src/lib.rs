@@ -12,6 +12,7 @@ pub mod demo_api;
 pub mod error;
 pub mod files;
 pub mod history;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod store;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The model endpoint.
     pub llm: Arc<agent::Llm>,
+    /// Cancelled at shutdown, to end long-lived MCP streams.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Why the gateway could not start.
@@ -133,6 +136,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         recorder,
         metrics: Arc::new(Metrics::default()),
         llm: Arc::new(llm),
+        shutdown: tokio_util::sync::CancellationToken::new(),
     })
 }
 

@@ -39,6 +39,17 @@ enum Command {
         #[arg(long, default_value = "{}")]
         context: String,
     },
+    /// Serve MCP over stdin/stdout for desktop clients (opens the data dir itself: stop `serve` first, or use /mcp over HTTP).
+    Mcp {
+        /// Expose only this agent's tools.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Context object (JSON) used for every call of this session.
+        #[arg(long, env = "TOOLGATE_MCP_CONTEXT", default_value = "{}")]
+        context: String,
+        #[command(flatten)]
+        config: ServeConfig,
+    },
     /// Run the built-in demo API (orders, tickets, messages) that the example tools call.
     DemoApi {
         /// Address to listen on (loopback).
@@ -120,6 +131,36 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Mcp {
+            agent,
+            context,
+            config,
+        } => {
+            let context: serde_json::Value = match serde_json::from_str(&context) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => {
+                    eprintln!("error: --context must be a JSON object");
+                    return ExitCode::from(2);
+                }
+            };
+            let state = match toolgate::build_state(config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = toolgate::mcp::serve_stdio(state.clone(), agent, context).await;
+            state.recorder.close().await;
+            let _ = state.store.flush().await;
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Chat {
             agent,
             url,

@@ -48,7 +48,9 @@ async fn create(
     ApiJson(spec): ApiJson<AgentSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     check(&s, &spec)?;
-    Ok((StatusCode::CREATED, Json(s.store.create_agent(spec).await?)))
+    let agent = s.store.create_agent(spec).await?;
+    s.catalog.notify_changed();
+    Ok((StatusCode::CREATED, Json(agent)))
 }
 
 async fn list(
@@ -79,7 +81,9 @@ async fn update(
 ) -> Result<impl IntoResponse, ApiError> {
     let agent = find(&s, &id)?;
     check(&s, &spec)?;
-    Ok(Json(s.store.update_agent(&agent.id, spec).await?))
+    let agent = s.store.update_agent(&agent.id, spec).await?;
+    s.catalog.notify_changed();
+    Ok(Json(agent))
 }
 
 async fn remove(
@@ -88,6 +92,7 @@ async fn remove(
 ) -> Result<impl IntoResponse, ApiError> {
     let agent = find(&s, &id)?;
     s.store.delete_agent(&agent.id).await?;
+    s.catalog.notify_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(system::routes())
+        .merge(mcp_routes(&state))
         .nest("/v1", v1)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -76,6 +77,66 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+async fn require_mcp_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = state
+        .config
+        .mcp_token
+        .as_ref()
+        .or(state.config.admin_token.as_ref())
+    {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// MCP over streamable HTTP: `/mcp` (every linked tool) and `/mcp/agents/{name}` (that agent's).
+fn mcp_routes(state: &AppState) -> Router<AppState> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(state.shutdown.child_token())
+        .with_max_request_body_bytes(state.config.max_body_bytes);
+    if state.config.mcp_token.is_some() || state.config.admin_token.is_some() {
+        // A bearer token guards the endpoint, so the loopback-only Host check (a DNS-rebinding
+        // defence for unauthenticated local servers) would only block legitimate remote clients.
+        config = config.disable_allowed_hosts();
+    }
+    let st = state.clone();
+    let service: StreamableHttpService<crate::mcp::McpServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || {
+                Ok(crate::mcp::McpServer::new(
+                    st.clone(),
+                    None,
+                    serde_json::json!({}),
+                ))
+            },
+            Default::default(),
+            config,
+        );
+    Router::new()
+        .route_service("/mcp", service.clone())
+        .route_service("/mcp/agents/{name}", service)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_mcp_token,
+        ))
 }
 
 async fn trace_request(req: Request, next: Next) -> Response {
