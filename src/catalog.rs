@@ -87,6 +87,20 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
             required: f.required,
         });
     }
+    for name in webhook.spec.template_args() {
+        if props.contains_key(&name) {
+            continue;
+        }
+        props.insert(name.clone(), json!({"type": "string"}));
+        strict_props.insert(name.clone(), json!({"type": "string"}));
+        required.push(json!(name));
+        all.push(json!(name));
+        dynamic.push(DynamicField {
+            name,
+            data_type: DataType::String,
+            required: true,
+        });
+    }
     let parameters = json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
     let strict_parameters = json!({"type": "object", "properties": strict_props, "required": all, "additionalProperties": false});
     let validator = jsonschema::validator_for(&parameters).map_err(|e| e.to_string())?;

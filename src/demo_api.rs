@@ -1,4 +1,4 @@
-//! `toolgate demo-api`: a small loopback API (orders, tickets, messages) that the shipped
+//! `toolgate demo-api`: a small loopback API (orders, tickets, messages, SMS) that the shipped
 //! `tools/` examples call, so the quickstart works without internet.
 
 use axum::extract::{Path, Query};
@@ -75,12 +75,33 @@ async fn message(headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Js
     )
 }
 
+async fn sms(headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    if !has_header(&headers, "x-secret-key", "") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing X-Secret-Key header"})),
+        );
+    }
+    let recipients = body["recipientList"].as_array().map(Vec::len).unwrap_or(0);
+    if body["body"].as_str().is_none_or(str::is_empty) || recipients == 0 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "body and recipientList are required"})),
+        );
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "accepted", "recipients": recipients})),
+    )
+}
+
 /// The demo API router.
 pub fn router() -> Router {
     Router::new()
         .route("/api/orders/{number}", get(order))
         .route("/api/tickets", post(ticket))
         .route("/api/messages", post(message))
+        .route("/api/sms", post(sms))
 }
 
 /// Serve the demo API on `listener` until the process ends.

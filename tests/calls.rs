@@ -576,7 +576,7 @@ async fn shipped_tools_compile_to_valid_schemas_matching_golden_files() {
     let (st, v) = s.get("/v1/tools/openai").await;
     assert_eq!(st, 200);
     let tools = v["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 3);
+    assert_eq!(tools.len(), 4);
     let (_, list) = s.get("/v1/tools").await;
     for t in list["items"].as_array().unwrap() {
         let id = t["id"].as_str().unwrap();
@@ -649,4 +649,59 @@ async fn history_retention_keeps_the_newest_records() {
         .collect();
     assert_eq!(got, vec![ids[5].as_str(), ids[4].as_str(), ids[3].as_str()]);
     assert_eq!(s.get(&format!("/v1/calls/{}", ids[0])).await.0, 404);
+}
+
+#[tokio::test]
+async fn templated_bodies_stay_valid_json() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    s.secret("sms_key", "sms-k3y").await;
+    let wid = s
+        .webhook(json!({"name": "SMS", "method": "POST", "url": format!("{}/sms", up.base),
+            "headers": [{"name": "X-Secret-Key", "value_type": "secret", "secret": "sms_key"}],
+            "body": [{"name": "count", "data_type": "integer", "value_type": "dynamic", "required": false}],
+            "body_template": {"body": "{{ args.text }}", "n": "{{ args.count }}", "sig": "key={{ secret.sms_key }}",
+                              "recipientList": [{"recipientNo": "{{ context.tags.phone_number }}"}]}}))
+        .await;
+    s.tool("sms", &wid).await;
+    let (_, schema) = s.get("/v1/tools/openai").await;
+    let params = &schema["tools"][0]["function"]["parameters"];
+    assert_eq!(params["properties"]["text"]["type"], "string");
+    assert_eq!(params["properties"]["count"]["type"], "integer");
+    assert_eq!(params["required"], json!(["text"]));
+    let nasty = "Quote \" back\\slash\nnewline\t tab }, \"injected\": true, é ü 日本 😀";
+    let (st, v) = s
+        .invoke(
+            "sms",
+            json!({"text": nasty, "count": "3"}),
+            json!({"tags": {"phone_number": "+49 151 1234"}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["outcome"], "success", "{v}");
+    let r = up.last();
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_slice(&r.body).expect("valid JSON arrived");
+    assert_eq!(
+        body,
+        json!({"body": nasty, "n": 3, "sig": "key=sms-k3y", "recipientList": [{"recipientNo": "+49 151 1234"}]})
+    );
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(rec["request"]["body"]["sig"], "key=[REDACTED]");
+    // Missing required argument and invalid template definitions are refused.
+    let (st, _) = s
+        .invoke("sms", json!({}), json!({"tags": {"phone_number": "1"}}))
+        .await;
+    assert_eq!(st, 422);
+    let (st, v) = s
+        .post(
+            "/v1/webhooks",
+            json!({"name": "Bad", "method": "GET", "url": "https://a.example/x",
+            "body_template": {"a": "{{ args.1x }}", "b": "{{ secret.nope }}"}}),
+        )
+        .await;
+    assert_eq!(st, 422);
+    assert!(v["error"]["details"].as_array().unwrap().len() >= 3, "{v}");
 }

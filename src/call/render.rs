@@ -122,7 +122,12 @@ pub fn render(spec: &WebhookSpec, r: &Resolved) -> Result<PreparedRequest, Rende
         }
         headers.push((name.clone(), text));
     }
-    let (body, recorded_body) = if r.body.is_empty() && spec.body.is_empty() {
+    let (body, recorded_body) = if let Some(t) = &r.template_body {
+        (
+            Some((t.to_string().into_bytes(), "application/json")),
+            t.clone(),
+        )
+    } else if r.body.is_empty() && spec.body.is_empty() {
         (None, Value::Null)
     } else {
         match spec.body_encoding {

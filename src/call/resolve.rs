@@ -41,6 +41,8 @@ pub struct Resolved {
     pub path: Vec<(String, Value)>,
     /// Body name (maybe dotted) and value.
     pub body: Vec<(String, Value)>,
+    /// The rendered `body_template`, when the webhook has one.
+    pub template_body: Option<Value>,
     /// Secret values used, for redaction.
     pub secrets: Vec<String>,
 }
@@ -87,6 +89,60 @@ impl Ctx<'_> {
             None | Some(Value::Null) => Err(ResolveError::MissingContext(path.to_string())),
             Some(v) => Ok(v.clone()),
         }
+    }
+
+    /// The value of one placeholder.
+    fn placeholder(&mut self, kind: &str, name: &str) -> Result<Value, ResolveError> {
+        match kind {
+            "secret" => Ok(Value::String(self.secret(name)?)),
+            "context" => self.context(name),
+            _ => Ok(self.args.get(name).cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    /// Render a template: a string that is exactly one placeholder takes the value with its type;
+    /// otherwise values are inserted as text. Working on the JSON tree (not on text) means no value
+    /// can escape its string.
+    fn template(&mut self, t: &Value) -> Result<Value, ResolveError> {
+        Ok(match t {
+            Value::String(s) => {
+                let ps: Vec<(String, String)> = placeholders(s).into_iter().flatten().collect();
+                let trimmed = s.trim();
+                if ps.len() == 1
+                    && trimmed.starts_with("{{")
+                    && trimmed.ends_with("}}")
+                    && trimmed.matches("{{").count() == 1
+                {
+                    self.placeholder(&ps[0].0, &ps[0].1)?
+                } else {
+                    let mut out = String::with_capacity(s.len());
+                    let mut rest = s.as_str();
+                    for (kind, name) in ps {
+                        let (Some(start), Some(end)) = (rest.find("{{"), rest.find("}}")) else {
+                            break;
+                        };
+                        out.push_str(&rest[..start]);
+                        out.push_str(&scalar_text(&self.placeholder(&kind, &name)?));
+                        rest = &rest[end + 2..];
+                    }
+                    out.push_str(rest);
+                    Value::String(out)
+                }
+            }
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.template(x))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, v) in m {
+                    out.insert(k.clone(), self.template(v)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
     }
 
     fn field(&mut self, list: &str, i: usize, f: &Field) -> Result<Option<Value>, ResolveError> {
@@ -162,11 +218,17 @@ pub fn resolve(
         ("path_params", &spec.path_params, &mut out.path),
         ("body", &spec.body, &mut out.body),
     ] {
+        if list == "body" && spec.body_template.is_some() {
+            continue; // body entries only declare the template's arguments
+        }
         for (i, f) in fields.iter().enumerate() {
             if let Some(v) = ctx.field(list, i, f)? {
                 dest.push((f.name.clone(), v));
             }
         }
+    }
+    if let Some(t) = &spec.body_template {
+        out.template_body = Some(ctx.template(t)?);
     }
     out.secrets = ctx.secrets;
     Ok(out)
@@ -176,6 +238,36 @@ pub fn resolve(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn template_values_stay_inside_their_strings() {
+        let args: Map<String, Value> = serde_json::from_value(json!({
+            "text": "He said \"hi\"\n}, \"evil\": {\"x\": 1} é 😀", "n": 5}))
+        .unwrap();
+        let ctx_value = json!({"tags": {"phone_number": "+4912345"}});
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(dir.path(), &[1u8; 32]).unwrap();
+        let mut ctx = Ctx {
+            args: &args,
+            context: &ctx_value,
+            store: &store,
+            secrets: Vec::new(),
+        };
+        let t = json!({"body": "{{ args.text }}", "count": "{{ args.n }}", "label": "n={{ args.n }}!",
+                       "recipientList": [{"recipientNo": "{{ context.tags.phone_number }}"}]});
+        let out = ctx.template(&t).unwrap();
+        assert_eq!(out["body"], json!(args["text"]));
+        assert_eq!(out["count"], json!(5));
+        assert_eq!(out["label"], "n=5!");
+        assert_eq!(out["recipientList"][0]["recipientNo"], "+4912345");
+        let text = out.to_string();
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            back.as_object().unwrap().len(),
+            4,
+            "no injected keys: {text}"
+        );
+    }
 
     #[test]
     fn paths() {

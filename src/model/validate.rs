@@ -58,7 +58,7 @@ pub fn is_dotted_path(s: &str) -> bool {
         })
 }
 
-/// Placeholders `{{ secret.NAME }}` / `{{ context.PATH }}` in a static string, in order.
+/// Placeholders `{{ secret.NAME }}` / `{{ context.PATH }}` / `{{ args.NAME }}` in a string, in order.
 /// Each entry is `(kind, name)` or a message saying why that placeholder is malformed.
 pub fn placeholders(s: &str) -> Vec<Result<(String, String), String>> {
     let mut out = Vec::new();
@@ -78,8 +78,11 @@ pub fn placeholders(s: &str) -> Vec<Result<(String, String), String>> {
             Some(("context", path)) if is_dotted_path(path) => {
                 Ok(("context".to_string(), path.to_string()))
             }
+            Some(("args", name)) if is_identifier(name) => {
+                Ok(("args".to_string(), name.to_string()))
+            }
             _ => Err(format!(
-                "placeholder '{{{{ {inner} }}}}' must be {{{{ secret.NAME }}}} or {{{{ context.PATH }}}}"
+                "placeholder '{{{{ {inner} }}}}' must be {{{{ secret.NAME }}}}, {{{{ context.PATH }}}} or {{{{ args.NAME }}}}"
             )),
         };
         out.push(parsed);
@@ -205,6 +208,10 @@ fn check_field(
                                     at("value"),
                                     format!("unknown secret '{name}'"),
                                 )),
+                            Ok((kind, _)) if kind == "args" => errs.push(FieldError::new(
+                                at("value"),
+                                "{{ args.NAME }} placeholders belong in body_template; use a dynamic field here",
+                            )),
                             Ok(_) => {}
                         }
                     }
@@ -300,7 +307,54 @@ pub fn validate_webhook(
         }
     }
     check_body_paths(spec, &mut errs);
+    check_template(spec, secret_exists, &mut errs);
     errs
+}
+
+fn check_template(
+    spec: &WebhookSpec,
+    secret_exists: &dyn Fn(&str) -> bool,
+    errs: &mut Vec<FieldError>,
+) {
+    let Some(t) = &spec.body_template else { return };
+    if !matches!(t, Value::Object(_) | Value::Array(_)) {
+        errs.push(FieldError::new(
+            "body_template",
+            "body_template must be a JSON object or array",
+        ));
+        return;
+    }
+    if spec.method == Method::Get {
+        errs.push(FieldError::new(
+            "body_template",
+            "a GET webhook cannot have a body",
+        ));
+    }
+    if spec.body_encoding != super::webhook::BodyEncoding::Json {
+        errs.push(FieldError::new(
+            "body_encoding",
+            "body_template is sent as JSON",
+        ));
+    }
+    for (i, f) in spec.body.iter().enumerate() {
+        if f.value_type != ValueType::Dynamic {
+            errs.push(FieldError::new(
+                format!("body[{i}].value_type"),
+                "with body_template, body entries only declare template arguments (value_type \"dynamic\")",
+            ));
+        }
+    }
+    for s in super::webhook::template_strings(t) {
+        for p in placeholders(s) {
+            match p {
+                Err(m) => errs.push(FieldError::new("body_template", m)),
+                Ok((kind, name)) if kind == "secret" && !secret_exists(&name) => errs.push(
+                    FieldError::new("body_template", format!("unknown secret '{name}'")),
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 fn check_url(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {

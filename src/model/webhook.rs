@@ -108,6 +108,25 @@ pub struct WebhookSpec {
     /// Retry policy (none by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// A JSON body whose strings may hold `{{ args.NAME }}`, `{{ context.PATH }}` and
+    /// `{{ secret.NAME }}`; replaces body fields (which then only declare argument types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_template: Option<serde_json::Value>,
+}
+
+/// Every string inside a JSON template, in document order.
+pub fn template_strings(v: &serde_json::Value) -> Vec<&str> {
+    let mut out = Vec::new();
+    fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(v, &mut out);
+    out
 }
 
 impl WebhookSpec {
@@ -149,9 +168,39 @@ impl WebhookSpec {
                 _ => {}
             }
         }
+        if let Some(t) = &self.body_template {
+            for s in template_strings(t) {
+                for p in crate::model::validate::placeholders(s)
+                    .into_iter()
+                    .flatten()
+                {
+                    if p.0 == "secret" {
+                        names.push(p.1);
+                    }
+                }
+            }
+        }
         names.sort();
         names.dedup();
         names
+    }
+
+    /// Names of `{{ args.NAME }}` used in the body template, first use first.
+    pub fn template_args(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(t) = &self.body_template {
+            for s in template_strings(t) {
+                for (kind, name) in crate::model::validate::placeholders(s)
+                    .into_iter()
+                    .flatten()
+                {
+                    if kind == "args" && !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
