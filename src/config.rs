@@ -67,6 +67,16 @@ pub struct ServeConfig {
     /// Retries of a model request on 429, 5xx or connection errors (jittered backoff).
     #[arg(long, env = "TOOLGATE_LLM_MAX_RETRIES", default_value_t = 3)]
     pub llm_max_retries: u32,
+    /// Delays before each event delivery attempt (ms, s, m, h), comma-separated.
+    #[arg(
+        long,
+        env = "TOOLGATE_EVENT_RETRY_SCHEDULE",
+        default_value = "0s,5s,5m,30m,2h,5h,10h"
+    )]
+    pub event_retry_schedule: String,
+    /// Timeout of one event delivery attempt, in milliseconds.
+    #[arg(long, env = "TOOLGATE_EVENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub event_timeout_ms: u64,
     /// Tool calls of one model turn run at most this many at a time.
     #[arg(long, env = "TOOLGATE_TOOL_CONCURRENCY", default_value_t = 4)]
     pub tool_concurrency: usize,
@@ -94,6 +104,8 @@ impl ServeConfig {
             llm_timeout_secs: 120,
             llm_max_retries: 3,
             tool_concurrency: 4,
+            event_retry_schedule: "0s,5s,5m,30m,2h,5h,10h".into(),
+            event_timeout_ms: 10_000,
         }
     }
 

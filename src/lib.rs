@@ -10,6 +10,7 @@ pub mod chat_cli;
 pub mod config;
 pub mod demo_api;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod history;
 pub mod mcp;
@@ -48,8 +49,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The model endpoint.
     pub llm: Arc<agent::Llm>,
+    /// Outbound event settings and the worker's wake-up.
+    pub events: Arc<EventSettings>,
     /// Cancelled at shutdown, to end long-lived MCP streams.
     pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Outbound event delivery settings.
+pub struct EventSettings {
+    /// Delay before each attempt (the first is usually zero).
+    pub schedule: Vec<std::time::Duration>,
+    /// Timeout of one delivery attempt.
+    pub timeout: std::time::Duration,
+    /// Wakes the delivery worker.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Why the gateway could not start.
@@ -120,6 +133,12 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         config.history_max_records,
         max_age,
     ));
+    let events_settings = EventSettings {
+        schedule: events::parse_schedule(&config.event_retry_schedule)
+            .map_err(StartError::Config)?,
+        timeout: std::time::Duration::from_millis(config.event_timeout_ms.max(1)),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
     let llm = agent::Llm::new(
         &config.llm_base_url,
         config.llm_api_key.as_deref(),
@@ -137,6 +156,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         metrics: Arc::new(Metrics::default()),
         llm: Arc::new(llm),
         shutdown: tokio_util::sync::CancellationToken::new(),
+        events: Arc::new(events_settings),
     })
 }
 
@@ -156,10 +176,19 @@ pub async fn run(
     checked.check().map_err(StartError::Config)?;
     let state = build_state(config).await?;
     tracing::info!(listen = %checked.listen, tools = state.catalog.snapshot().tools.len(), "toolgate listening");
+    let worker = events::worker::start(state.clone(), state.events.wake.clone());
     let router = app(state.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let cancel = state.shutdown.clone();
+    // Cancelling ends MCP streams and the delivery worker, so shutdown does not wait on them.
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await;
+    state.shutdown.cancel();
+    let _ = worker.await;
+    served?;
     state.recorder.close().await;
     state.store.flush().await?;
     Ok(())

@@ -150,6 +150,8 @@ impl ServerHandler for McpServer {
                 arguments: &arguments,
                 context: &context,
                 source: Source::Mcp,
+                agent: None,
+                conversation_id: None,
             },
         )
         .await;

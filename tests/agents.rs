@@ -257,6 +257,46 @@ async fn context_reaches_the_upstream_but_never_the_model() {
 }
 
 #[tokio::test]
+async fn conversation_completed_event_is_delivered() {
+    let (s, up, llm) = setup(4).await;
+    let receiver = Upstream::start().await;
+    let (st, v) = s
+        .post(
+            "/v1/subscriptions",
+            json!({"name": "conv", "url": format!("{}/events", receiver.base),
+            "event_types": ["conversation.completed"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    llm.push(
+        200,
+        tool_calls(&[("c1", "lookup_order", json!({"order_number": "E-1"}))]),
+    );
+    llm.push(200, reply("E-1 shipped."));
+    let mut body = user("E-1?");
+    body["conversation_id"] = json!("conv-abc");
+    let (st, v) = s.post("/v1/agents/support/chat", body).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["conversation_id"], "conv-abc");
+    let event = common::eventually(10, || {
+        let r = receiver.clone();
+        async move { r.received().first().map(|x| x.json()) }
+    })
+    .await;
+    assert_eq!(event["event_type"], "conversation.completed");
+    assert_eq!(
+        event["current_context"],
+        json!({"agent": "support", "conversation_id": "conv-abc"})
+    );
+    assert_eq!(event["data"]["reply"], "E-1 shipped.");
+    assert_eq!(event["data"]["calls"][0]["tool"], "lookup_order");
+    let (_, calls) = s.get("/v1/calls?tool=lookup_order&limit=1").await;
+    assert_eq!(calls["items"][0]["conversation_id"], "conv-abc");
+    assert_eq!(calls["items"][0]["agent"], "support");
+    assert_eq!(up.last().uri, "/orders/E-1");
+}
+
+#[tokio::test]
 async fn agents_crud_and_validation() {
     let (s, _up, _llm) = setup(4).await;
     let (st, v) = s

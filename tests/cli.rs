@@ -336,3 +336,84 @@ async fn generated_master_key_is_private() {
     let _ = p.child.kill();
     let _ = p.child.wait();
 }
+
+#[tokio::test]
+async fn pending_deliveries_resume_after_kill_9() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let ok = Arc::new(AtomicBool::new(false));
+    let (hits, successes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let (o, h, su) = (ok.clone(), hits.clone(), successes.clone());
+    let app = axum::Router::new().fallback(move || {
+        let (o, h, su) = (o.clone(), h.clone(), su.clone());
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            if o.load(Ordering::SeqCst) {
+                su.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::OK
+            } else {
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--allow-hosts",
+        "127.0.0.1",
+        "--event-retry-schedule",
+        "0s,2s,2s",
+    ];
+    let p = spawn_serve(dir.path(), &flags, &[]);
+    wait_healthy(&p).await;
+    let (st, v) = post(
+        &p.base,
+        "/v1/subscriptions",
+        json!({"name": "r", "url": url, "event_types": ["webhook.created"]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, _) = post(
+        &p.base,
+        "/v1/webhooks",
+        json!({"name": "K", "method": "GET", "url": "https://a.example/k"}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let h = hits.clone();
+    eventually(10, || {
+        let h = h.clone();
+        async move { (h.load(Ordering::SeqCst) >= 1).then_some(()) }
+    })
+    .await;
+    let mut p = p;
+    p.child.kill().unwrap();
+    let _ = p.child.wait();
+    assert_eq!(successes.load(Ordering::SeqCst), 0);
+    ok.store(true, Ordering::SeqCst);
+    let p = spawn_serve(dir.path(), &flags, &[]);
+    wait_healthy(&p).await;
+    let base = p.base.clone();
+    let d = eventually(15, || {
+        let base = base.clone();
+        async move {
+            let (_, v) = get(&base, "/v1/deliveries?status=succeeded").await;
+            v["items"].as_array().and_then(|a| a.first().cloned())
+        }
+    })
+    .await;
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 2, "{d}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        successes.load(Ordering::SeqCst),
+        1,
+        "delivered exactly once"
+    );
+    let mut p = p;
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}

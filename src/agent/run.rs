@@ -29,6 +29,10 @@ pub struct AgentRun {
     pub max_steps: u32,
     /// Extra request parameters passed to the model unchanged (temperature, …).
     pub params: Map<String, Value>,
+    /// The agent's name, when a stored agent runs.
+    pub agent: Option<String>,
+    /// Conversation id, carried into history and events.
+    pub conversation_id: String,
 }
 
 /// One tool call the gateway executed.
@@ -78,8 +82,33 @@ fn tool_call_name(tc: &Value) -> &str {
     tc["function"]["name"].as_str().unwrap_or("")
 }
 
-/// Run one conversation turn.
+/// Run one conversation turn, then emit `conversation.completed`.
 pub async fn run(
+    state: &AppState,
+    run: &AgentRun,
+    messages: Vec<Value>,
+    context: &Value,
+) -> Result<ChatOutcome, LlmError> {
+    let out = turn(state, run, messages, context).await?;
+    let calls: Vec<Value> = out
+        .calls
+        .iter()
+        .map(|c| json!({"call_id": c.call_id, "tool": c.tool, "outcome": c.outcome}))
+        .collect();
+    let event = crate::model::Event::new(
+        "conversation.completed",
+        json!({"agent": run.agent, "conversation_id": run.conversation_id}),
+        json!({"conversation_id": run.conversation_id, "agent": run.agent, "model": run.model,
+               "reply": out.reply, "finish_reason": out.finish_reason, "calls": calls}),
+    );
+    if let Err(e) = state.store.append_event(&event).await {
+        tracing::error!(error = %e, "could not record conversation.completed");
+    }
+    state.events.wake.notify_one();
+    Ok(out)
+}
+
+async fn turn(
     state: &AppState,
     run: &AgentRun,
     messages: Vec<Value>,
@@ -151,7 +180,7 @@ pub async fn run(
             added.push(assistant);
         }
         let results: Vec<(Value, GatewayCall)> = futures::stream::iter(own_calls.clone())
-            .map(|tc| execute(state, &gateway, tc, context))
+            .map(|tc| execute(state, run, &gateway, tc, context))
             .buffered(state.config.tool_concurrency.max(1))
             .collect()
             .await;
@@ -194,6 +223,7 @@ pub async fn run(
 
 async fn execute(
     state: &AppState,
+    run: &AgentRun,
     gateway: &HashMap<&str, &Arc<CompiledTool>>,
     tc: Value,
     context: &Value,
@@ -233,6 +263,8 @@ async fn execute(
             arguments: &arguments,
             context,
             source: Source::Chat,
+            agent: run.agent.as_deref(),
+            conversation_id: Some(&run.conversation_id),
         },
     )
     .await;
@@ -281,6 +313,8 @@ impl AgentRun {
             client_tools: Vec::new(),
             max_steps: agent.spec.max_steps,
             params: Map::new(),
+            agent: Some(agent.spec.name.clone()),
+            conversation_id: crate::model::ids::new_id("conv"),
         })
     }
 }

@@ -102,6 +102,9 @@ struct ChatBody {
     messages: Vec<Value>,
     #[serde(default)]
     context: Value,
+    /// Carried into history and events; generated when absent.
+    #[serde(default)]
+    conversation_id: Option<String>,
 }
 
 /// Every message is an object with a known role.
@@ -134,14 +137,21 @@ async fn chat(
 ) -> Result<impl IntoResponse, ApiError> {
     check_messages(&body.messages)?;
     let agent = find(&s, &id)?;
-    let run = AgentRun::for_agent(&s, &agent).map_err(prompt_error)?;
+    let mut run = AgentRun::for_agent(&s, &agent).map_err(prompt_error)?;
+    if let Some(c) = body
+        .conversation_id
+        .filter(|c| !c.is_empty() && c.len() <= 128)
+    {
+        run.conversation_id = c;
+    }
     let out = agent::run(&s, &run, body.messages, &body.context).await?;
     let call_ids: Vec<&String> = out
         .calls
         .iter()
         .filter_map(|c| c.call_id.as_ref())
         .collect();
-    let mut resp = json!({"reply": out.reply, "messages": out.messages, "calls": call_ids, "tool_calls": out.calls});
+    let mut resp = json!({"reply": out.reply, "messages": out.messages, "calls": call_ids, "tool_calls": out.calls,
+                          "conversation_id": run.conversation_id});
     if out.finish_reason == "max_steps" {
         resp["stopped"] = json!("max_steps");
     }

@@ -4,6 +4,7 @@ mod agents;
 mod calls;
 mod openai;
 mod secrets;
+mod subscriptions;
 mod system;
 mod tools;
 mod webhooks;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(calls::routes())
         .merge(agents::routes())
         .merge(openai::routes())
+        .merge(subscriptions::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(system::routes())

@@ -80,6 +80,8 @@ async fn completions(
                 client_tools: Vec::new(),
                 max_steps: 8,
                 params: Map::new(),
+                agent: None,
+                conversation_id: crate::model::ids::new_id("conv"),
             }
         }
     };

@@ -185,6 +185,8 @@ async fn invoke(
             arguments: &body.arguments,
             context: &body.context,
             source: Source::Invoke,
+            agent: None,
+            conversation_id: None,
         },
     )
     .await;

@@ -120,6 +120,8 @@ async fn test(
             arguments: &body.arguments,
             context: &body.context,
             source: Source::Test,
+            agent: None,
+            conversation_id: None,
         },
     )
     .await;

@@ -36,6 +36,10 @@ pub struct CallRequest<'a> {
     pub context: &'a Value,
     /// Who is calling.
     pub source: Source,
+    /// Agent whose conversation makes the call.
+    pub agent: Option<&'a str>,
+    /// Conversation the call belongs to.
+    pub conversation_id: Option<&'a str>,
 }
 
 struct Draft {
@@ -124,6 +128,8 @@ pub async fn invoke(state: &AppState, req: CallRequest<'_>) -> CallResult {
             body: r.value(&p.body),
         }),
         attempts: draft.attempts,
+        agent: req.agent.map(str::to_string),
+        conversation_id: req.conversation_id.map(str::to_string),
     };
     state.recorder.record(record).await;
     CallResult {

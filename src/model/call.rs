@@ -131,4 +131,10 @@ pub struct CallRecord {
     /// Attempts made (retries included).
     #[serde(default)]
     pub attempts: u32,
+    /// Agent whose conversation made the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Conversation the call belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
 }

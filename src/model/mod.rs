@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod call;
+pub mod event;
 pub mod field;
 pub mod ids;
 pub mod secret;
@@ -12,6 +13,9 @@ pub mod webhook;
 
 pub use agent::{Agent, AgentSpec};
 pub use call::{CallRecord, Outcome, Source};
+pub use event::{
+    Delivery, DeliveryStatus, Event, Subscription, SubscriptionAuth, SubscriptionSpec,
+};
 pub use field::{DataType, Field, ValueType};
 pub use secret::SecretMeta;
 pub use tool::{Tool, ToolSpec};

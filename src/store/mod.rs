@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::model::validate::FieldError;
 use crate::model::{
-    Agent, AgentSpec, CallRecord, SecretMeta, Tool, ToolSpec, Webhook, WebhookSpec,
+    Agent, AgentSpec, CallRecord, Delivery, Event, SecretMeta, Subscription, SubscriptionSpec,
+    Tool, ToolSpec, Webhook, WebhookSpec,
 };
 
 pub use sled_store::SledStore;
@@ -73,6 +74,19 @@ pub struct CallFilter {
     /// Page size.
     pub limit: usize,
     /// Only calls older than this call id.
+    pub before: Option<String>,
+}
+
+/// Filters for listing deliveries.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only this subscription's.
+    pub subscription_id: Option<String>,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: Option<String>,
+    /// Page size.
+    pub limit: usize,
+    /// Only deliveries older than this id.
     pub before: Option<String>,
 }
 
@@ -140,6 +154,52 @@ pub trait Store: Send + Sync + 'static {
     fn update_agent<'a>(&'a self, id: &'a str, spec: AgentSpec) -> StoreFuture<'a, Agent>;
     /// Delete an agent.
     fn delete_agent<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Store a subscription and its (sealed) signing secret.
+    fn create_subscription<'a>(
+        &'a self,
+        spec: SubscriptionSpec,
+        signing_secret: &'a str,
+    ) -> StoreFuture<'a, Subscription>;
+    /// All subscriptions.
+    fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+    /// One subscription.
+    fn get_subscription(&self, id: &str) -> Result<Subscription, StoreError>;
+    /// Replace a subscription's definition (re-enabling clears `disabled_reason`).
+    fn update_subscription<'a>(
+        &'a self,
+        id: &'a str,
+        spec: SubscriptionSpec,
+    ) -> StoreFuture<'a, Subscription>;
+    /// Disable a subscription, saying why.
+    fn disable_subscription<'a>(&'a self, id: &'a str, reason: &'a str) -> StoreFuture<'a, ()>;
+    /// Delete a subscription.
+    fn delete_subscription<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+    /// Replace the signing secret.
+    fn set_signing_secret<'a>(&'a self, id: &'a str, secret: &'a str) -> StoreFuture<'a, ()>;
+    /// The decrypted signing secret.
+    fn signing_secret(&self, id: &str) -> Result<String, StoreError>;
+    /// Put an event in the outbox (changes put theirs in their own transaction).
+    fn append_event<'a>(&'a self, event: &'a Event) -> StoreFuture<'a, ()>;
+    /// Turn outbox events into pending deliveries for the subscriptions that want them.
+    fn dispatch_outbox(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, usize>;
+    /// A pending delivery of `event` to one subscription, due now (test pings).
+    fn enqueue_delivery<'a>(
+        &'a self,
+        subscription_id: &'a str,
+        event: &'a Event,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Delivery>;
+    /// Pending deliveries due at or before `now_ms`, oldest due first.
+    fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// When the next pending delivery is due.
+    fn next_due(&self) -> Result<Option<u64>, StoreError>;
+    /// Save a delivery after an attempt (keeps the due index in step).
+    fn save_delivery<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, ()>;
+    /// One delivery.
+    fn get_delivery(&self, id: &str) -> Result<Delivery, StoreError>;
+    /// Deliveries, newest first.
+    fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
 
     /// Append history records and apply retention (count, then age in seconds).
     fn insert_calls<'a>(

@@ -10,12 +10,12 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree, abort};
 
 use super::seal::Sealer;
-use super::{CallFilter, Store, StoreError, StoreFuture};
+use super::{CallFilter, DeliveryFilter, Store, StoreError, StoreFuture};
 use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
 use crate::model::{
-    Agent, AgentSpec, CallRecord, Outcome, SecretMeta, Tool, ToolSpec, Webhook, WebhookSpec,
-    now_rfc3339,
+    Agent, AgentSpec, CallRecord, Delivery, DeliveryStatus, Event, Outcome, SecretMeta,
+    Subscription, SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec, now_rfc3339,
 };
 
 /// Data layout version; bump with a migration when the layout changes.
@@ -45,6 +45,15 @@ pub struct SledStore {
     agents: sled::Tree,
     agent_names: sled::Tree,
     calls: sled::Tree,
+    subscriptions: sled::Tree,
+    /// subscription id → sealed signing secret.
+    sub_keys: sled::Tree,
+    /// event id → event not yet turned into deliveries.
+    outbox: sled::Tree,
+    deliveries: sled::Tree,
+    /// due time (8 bytes, big-endian ms) ‖ delivery id → () for pending deliveries.
+    due: sled::Tree,
+    sub_count: std::sync::atomic::AtomicUsize,
     call_count: std::sync::atomic::AtomicUsize,
 }
 
@@ -93,6 +102,42 @@ fn tx_decode<T: DeserializeOwned>(b: &[u8]) -> TxResult<T> {
     decode(b).map_err(ConflictableTransactionError::Abort)
 }
 
+fn due_key(at_ms: u64, id: &str) -> Vec<u8> {
+    let mut k = at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn webhook_event(kind: &str, w: &Webhook) -> Event {
+    Event::new(
+        kind,
+        json!({}),
+        json!({"webhook_id": w.id, "name": w.spec.name, "method": w.spec.method, "url": w.spec.url}),
+    )
+}
+
+fn tool_event(kind: &str, t: &Tool, webhook_id: &str) -> Event {
+    Event::new(
+        kind,
+        json!({"tool": t.spec.name}),
+        json!({"tool_id": t.id, "tool_name": t.spec.name, "webhook_id": webhook_id}),
+    )
+}
+
+fn call_event(r: &CallRecord) -> Event {
+    let kind = if r.outcome == Outcome::Success {
+        "call.succeeded"
+    } else {
+        "call.failed"
+    };
+    Event::new(
+        kind,
+        json!({"tool": r.tool, "agent": r.agent, "conversation_id": r.conversation_id, "source": r.source}),
+        json!({"call_id": r.id, "tool": r.tool, "webhook_id": r.webhook_id, "outcome": r.outcome,
+               "status": r.response.as_ref().map(|p| p.status), "duration_ms": r.duration_ms, "error": r.error}),
+    )
+}
+
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -119,10 +164,20 @@ impl SledStore {
             agents: t("agents")?,
             agent_names: t("agent_names")?,
             calls: t("calls")?,
+            subscriptions: t("subscriptions")?,
+            sub_keys: t("sub_keys")?,
+            outbox: t("outbox")?,
+            deliveries: t("deliveries")?,
+            due: t("due")?,
+            sub_count: Default::default(),
             call_count: Default::default(),
             db,
         };
         store.check_schema_and_key()?;
+        store.sub_count.store(
+            store.subscriptions.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         store
             .call_count
             .store(store.calls.len(), std::sync::atomic::Ordering::Relaxed);
@@ -155,6 +210,21 @@ impl SledStore {
                 let sealed = self.sealer.seal("toolgate", "key_check")?;
                 self.meta.insert("key_check", sealed.as_bytes())?;
             }
+        }
+        Ok(())
+    }
+
+    fn events_on(&self) -> bool {
+        self.sub_count.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// Add an event to the outbox inside the caller's transaction (only when someone listens).
+    fn emit(&self, outbox: &TransactionalTree, event: Event) -> TxResult<()> {
+        if self.events_on() {
+            outbox.insert(
+                event.event_id.as_bytes(),
+                encode(&event).map_err(ConflictableTransactionError::Abort)?,
+            )?;
         }
         Ok(())
     }
@@ -202,8 +272,13 @@ impl SledStore {
     ) -> Result<Webhook, StoreError> {
         let now = now_rfc3339();
         let new_names = spec.secret_names();
-        let res =
-            (&self.webhooks, &self.secret_names, &self.secret_users).transaction(|(wh, sn, su)| {
+        let res = (
+            &self.webhooks,
+            &self.secret_names,
+            &self.secret_users,
+            &self.outbox,
+        )
+            .transaction(|(wh, sn, su, ob)| {
                 self.check_secret_refs(&new_names, require, sn)?;
                 let (webhook, old_names) = match id {
                     None => (
@@ -240,6 +315,12 @@ impl SledStore {
                 }
                 let bytes = encode(&webhook).map_err(ConflictableTransactionError::Abort)?;
                 wh.insert(webhook.id.as_bytes(), bytes)?;
+                let kind = if id.is_none() {
+                    "webhook.created"
+                } else {
+                    "webhook.updated"
+                };
+                self.emit(ob, webhook_event(kind, &webhook))?;
                 Ok(webhook)
             });
         res.map_err(tx_err)
@@ -247,8 +328,14 @@ impl SledStore {
 
     fn put_tool(&self, id: Option<&str>, spec: ToolSpec) -> Result<Tool, StoreError> {
         let now = now_rfc3339();
-        let res = (&self.tools, &self.tool_names, &self.webhooks, &self.links).transaction(
-            |(tt, tn, wh, ln)| {
+        let res = (
+            &self.tools,
+            &self.tool_names,
+            &self.webhooks,
+            &self.links,
+            &self.outbox,
+        )
+            .transaction(|(tt, tn, wh, ln, ob)| {
                 let old: Option<Tool> = match id {
                     None => None,
                     Some(id) => match tt.get(id.as_bytes())? {
@@ -299,9 +386,17 @@ impl SledStore {
                 }
                 let bytes = encode(&tool).map_err(ConflictableTransactionError::Abort)?;
                 tt.insert(tool.id.as_bytes(), bytes)?;
+                let before = old.as_ref().and_then(|o| o.spec.webhook_id.clone());
+                if before != spec.webhook_id {
+                    if let Some(w) = &before {
+                        self.emit(ob, tool_event("tool.unlinked", &tool, w))?;
+                    }
+                    if let Some(w) = &spec.webhook_id {
+                        self.emit(ob, tool_event("tool.linked", &tool, w))?;
+                    }
+                }
                 Ok(tool)
-            },
-        );
+            });
         res.map_err(tx_err)
     }
 
@@ -348,6 +443,73 @@ impl SledStore {
             )?;
             Ok(agent)
         });
+        res.map_err(tx_err)
+    }
+
+    fn put_subscription(
+        &self,
+        id: Option<&str>,
+        spec: SubscriptionSpec,
+        disabled_reason: Option<String>,
+        sealed_key: Option<(String, String)>,
+    ) -> Result<Subscription, StoreError> {
+        let now = now_rfc3339();
+        let new_secret = spec.auth.secret_name().map(str::to_string);
+        let res = (
+            &self.subscriptions,
+            &self.secret_names,
+            &self.secret_users,
+            &self.sub_keys,
+        )
+            .transaction(|(st, sn, su, sk)| {
+                if let Some(n) = &new_secret
+                    && sn.get(n.as_bytes())?.is_none()
+                {
+                    return abort(StoreError::Invalid(vec![FieldError::new(
+                        "auth.secret",
+                        format!("unknown secret '{n}'"),
+                    )]));
+                }
+                let sub = match id {
+                    None => Subscription {
+                        id: sealed_key
+                            .as_ref()
+                            .map(|k| k.0.clone())
+                            .unwrap_or_else(|| new_id("sub")),
+                        spec: spec.clone(),
+                        disabled_reason: disabled_reason.clone(),
+                        created_at: now.clone(),
+                        updated_at: now.clone(),
+                    },
+                    Some(id) => {
+                        let Some(raw) = st.get(id.as_bytes())? else {
+                            return abort(StoreError::NotFound("subscription"));
+                        };
+                        let old: Subscription = tx_decode(&raw)?;
+                        if let Some(n) = old.spec.auth.secret_name() {
+                            list_remove(su, n, id)?;
+                        }
+                        Subscription {
+                            id: old.id,
+                            spec: spec.clone(),
+                            disabled_reason: disabled_reason.clone(),
+                            created_at: old.created_at,
+                            updated_at: now.clone(),
+                        }
+                    }
+                };
+                if let Some(n) = &new_secret {
+                    list_add(su, n, &sub.id)?;
+                }
+                if let Some((_, sealed)) = &sealed_key {
+                    sk.insert(sub.id.as_bytes(), sealed.as_bytes())?;
+                }
+                st.insert(
+                    sub.id.as_bytes(),
+                    encode(&sub).map_err(ConflictableTransactionError::Abort)?,
+                )?;
+                Ok(sub)
+            });
         res.map_err(tx_err)
     }
 
@@ -499,6 +661,10 @@ impl Store for SledStore {
                     if !users.is_empty() {
                         let mut details = Vec::new();
                         for w in &users {
+                            if w.starts_with("sub_") {
+                                details.push(json!({"subscription_id": w}));
+                                continue;
+                            }
                             let name = match wh.get(w.as_bytes())? {
                                 Some(raw) => tx_decode::<Webhook>(&raw)?.spec.name,
                                 None => String::new(),
@@ -507,7 +673,7 @@ impl Store for SledStore {
                         }
                         return abort(StoreError::InUse {
                             message: format!(
-                                "This secret is currently in use by {} webhook(s); remove the references first.",
+                                "This secret is currently in use by {} webhook(s) or subscription(s); remove the references first.",
                                 users.len()
                             ),
                             details,
@@ -578,8 +744,8 @@ impl Store for SledStore {
 
     fn delete_webhook<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            (&self.webhooks, &self.links, &self.tools, &self.secret_users)
-                .transaction(|(wh, ln, tt, su)| {
+            (&self.webhooks, &self.links, &self.tools, &self.secret_users, &self.outbox)
+                .transaction(|(wh, ln, tt, su, ob)| {
                     let Some(raw) = wh.get(id.as_bytes())? else {
                         return abort(StoreError::NotFound("webhook"));
                     };
@@ -604,6 +770,7 @@ impl Store for SledStore {
                         list_remove(su, &n, id)?;
                     }
                     wh.remove(id.as_bytes())?;
+                    self.emit(ob, webhook_event("webhook.deleted", &webhook))?;
                     Ok(())
                 })
                 .map_err(tx_err)?;
@@ -650,8 +817,8 @@ impl Store for SledStore {
 
     fn delete_tool<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            (&self.tools, &self.tool_names, &self.links)
-                .transaction(|(tt, tn, ln)| {
+            (&self.tools, &self.tool_names, &self.links, &self.outbox)
+                .transaction(|(tt, tn, ln, ob)| {
                     let Some(raw) = tt.get(id.as_bytes())? else {
                         return abort(StoreError::NotFound("tool"));
                     };
@@ -660,6 +827,7 @@ impl Store for SledStore {
                     tn.remove(tool.spec.name.as_bytes())?;
                     if let Some(w) = &tool.spec.webhook_id {
                         list_remove(ln, w, id)?;
+                        self.emit(ob, tool_event("tool.unlinked", &tool, w))?;
                     }
                     Ok(())
                 })
@@ -722,6 +890,279 @@ impl Store for SledStore {
         })
     }
 
+    fn create_subscription<'a>(
+        &'a self,
+        spec: SubscriptionSpec,
+        signing_secret: &'a str,
+    ) -> StoreFuture<'a, Subscription> {
+        Box::pin(async move {
+            let id = new_id("sub");
+            let sealed = self.sealer.seal(signing_secret, &id)?;
+            let sub = self.put_subscription(None, spec, None, Some((id, sealed)))?;
+            self.sub_count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.durable().await?;
+            Ok(sub)
+        })
+    }
+
+    fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        Self::all(&self.subscriptions)
+    }
+
+    fn get_subscription(&self, id: &str) -> Result<Subscription, StoreError> {
+        decode(
+            &self
+                .subscriptions
+                .get(id.as_bytes())?
+                .ok_or(StoreError::NotFound("subscription"))?,
+        )
+    }
+
+    fn update_subscription<'a>(
+        &'a self,
+        id: &'a str,
+        spec: SubscriptionSpec,
+    ) -> StoreFuture<'a, Subscription> {
+        Box::pin(async move {
+            let old = self.get_subscription(id)?;
+            let reason = if spec.enabled {
+                None
+            } else {
+                old.disabled_reason
+            };
+            let sub = self.put_subscription(Some(id), spec, reason, None)?;
+            self.durable().await?;
+            Ok(sub)
+        })
+    }
+
+    fn disable_subscription<'a>(&'a self, id: &'a str, reason: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut sub = self.get_subscription(id)?;
+            sub.spec.enabled = false;
+            self.put_subscription(Some(id), sub.spec, Some(reason.to_string()), None)?;
+            self.durable().await
+        })
+    }
+
+    fn delete_subscription<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            (&self.subscriptions, &self.sub_keys, &self.secret_users)
+                .transaction(|(st, sk, su)| {
+                    let Some(raw) = st.get(id.as_bytes())? else {
+                        return abort(StoreError::NotFound("subscription"));
+                    };
+                    let sub: Subscription = tx_decode(&raw)?;
+                    if let Some(n) = sub.spec.auth.secret_name() {
+                        list_remove(su, n, id)?;
+                    }
+                    st.remove(id.as_bytes())?;
+                    sk.remove(id.as_bytes())?;
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+            self.sub_count
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.durable().await
+        })
+    }
+
+    fn set_signing_secret<'a>(&'a self, id: &'a str, secret: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.get_subscription(id)?;
+            let sealed = self.sealer.seal(secret, id)?;
+            self.sub_keys.insert(id.as_bytes(), sealed.as_bytes())?;
+            self.durable().await
+        })
+    }
+
+    fn signing_secret(&self, id: &str) -> Result<String, StoreError> {
+        let raw = self
+            .sub_keys
+            .get(id.as_bytes())?
+            .ok_or(StoreError::NotFound("subscription"))?;
+        self.sealer.open(&String::from_utf8_lossy(&raw), id)
+    }
+
+    fn append_event<'a>(&'a self, event: &'a Event) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if self.events_on() {
+                self.outbox
+                    .insert(event.event_id.as_bytes(), encode(event)?)?;
+                self.durable().await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn dispatch_outbox(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let mut created = 0;
+            let pending: Vec<(sled::IVec, sled::IVec)> =
+                self.outbox.iter().take(limit).collect::<Result<_, _>>()?;
+            if pending.is_empty() {
+                return Ok(0);
+            }
+            let subs: Vec<Subscription> = self.list_subscriptions()?;
+            for (key, raw) in pending {
+                let event: Event = decode(&raw)?;
+                let now = now_rfc3339();
+                let deliveries: Vec<Delivery> = subs
+                    .iter()
+                    .filter(|s| s.spec.wants(&event.event_type))
+                    .map(|s| Delivery {
+                        id: new_id("dlv"),
+                        event_id: event.event_id.clone(),
+                        event_type: event.event_type.clone(),
+                        subscription_id: s.id.clone(),
+                        status: DeliveryStatus::Pending,
+                        payload: serde_json::to_value(&event).unwrap_or_default(),
+                        attempts: Vec::new(),
+                        next_attempt_at: Some(now_ms),
+                        schedule_start: 0,
+                        created_at: now.clone(),
+                        updated_at: now.clone(),
+                    })
+                    .collect();
+                let encoded: Vec<(String, Vec<u8>)> = deliveries
+                    .iter()
+                    .map(|d| Ok((d.id.clone(), encode(d)?)))
+                    .collect::<Result<_, StoreError>>()?;
+                (&self.outbox, &self.deliveries, &self.due)
+                    .transaction(|(ob, dl, due)| {
+                        ob.remove(&key)?;
+                        for (id, bytes) in &encoded {
+                            dl.insert(id.as_bytes(), bytes.clone())?;
+                            due.insert(due_key(now_ms, id), &[] as &[u8])?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(tx_err)?;
+                created += encoded.len();
+            }
+            self.durable().await?;
+            Ok(created)
+        })
+    }
+
+    fn enqueue_delivery<'a>(
+        &'a self,
+        subscription_id: &'a str,
+        event: &'a Event,
+        now_ms: u64,
+    ) -> StoreFuture<'a, Delivery> {
+        Box::pin(async move {
+            self.get_subscription(subscription_id)?;
+            let now = now_rfc3339();
+            let d = Delivery {
+                id: new_id("dlv"),
+                event_id: event.event_id.clone(),
+                event_type: event.event_type.clone(),
+                subscription_id: subscription_id.to_string(),
+                status: DeliveryStatus::Pending,
+                payload: serde_json::to_value(event)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                attempts: Vec::new(),
+                next_attempt_at: Some(now_ms),
+                schedule_start: 0,
+                created_at: now.clone(),
+                updated_at: now,
+            };
+            self.save_delivery(&d).await?;
+            Ok(d)
+        })
+    }
+
+    fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .due
+            .range(..due_key(now_ms.saturating_add(1), ""))
+            .take(limit)
+        {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[8..]).to_string();
+            match self.get_delivery(&id) {
+                Ok(d) => out.push(d),
+                Err(StoreError::NotFound(_)) => {
+                    self.due.remove(&k)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.due.first()?.and_then(|(k, _)| {
+            k.get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+        }))
+    }
+
+    fn save_delivery<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let bytes = encode(delivery)?;
+            (&self.deliveries, &self.due)
+                .transaction(|(dl, due)| {
+                    if let Some(raw) = dl.get(delivery.id.as_bytes())? {
+                        let old: Delivery = tx_decode(&raw)?;
+                        if let Some(at) = old.next_attempt_at {
+                            due.remove(due_key(at, &old.id))?;
+                        }
+                    }
+                    if delivery.status == DeliveryStatus::Pending
+                        && let Some(at) = delivery.next_attempt_at
+                    {
+                        due.insert(due_key(at, &delivery.id), &[] as &[u8])?;
+                    }
+                    dl.insert(delivery.id.as_bytes(), bytes.clone())?;
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+            self.durable().await
+        })
+    }
+
+    fn get_delivery(&self, id: &str) -> Result<Delivery, StoreError> {
+        decode(
+            &self
+                .deliveries
+                .get(id.as_bytes())?
+                .ok_or(StoreError::NotFound("delivery"))?,
+        )
+    }
+
+    fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let iter = match &filter.before {
+            Some(b) => self.deliveries.range(..b.as_bytes().to_vec()),
+            None => self.deliveries.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter.rev() {
+            let (_, v) = item?;
+            let d: Delivery = decode(&v)?;
+            if filter
+                .subscription_id
+                .as_ref()
+                .is_some_and(|s| *s != d.subscription_id)
+                || filter
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s != d.status.as_str())
+            {
+                continue;
+            }
+            out.push(d);
+            if out.len() >= filter.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn insert_calls<'a>(
         &'a self,
         records: &'a [CallRecord],
@@ -729,15 +1170,24 @@ impl Store for SledStore {
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut batch = sled::Batch::default();
             let mut added = 0;
+            let mut encoded = Vec::with_capacity(records.len());
             for r in records {
                 if !self.calls.contains_key(r.id.as_bytes())? {
                     added += 1;
                 }
-                batch.insert(r.id.as_bytes(), encode(r)?);
+                encoded.push((r, encode(r)?));
             }
-            self.calls.apply_batch(batch)?;
+            // The call events go to the outbox in the same transaction as the records.
+            (&self.calls, &self.outbox)
+                .transaction(|(calls, ob)| {
+                    for (r, bytes) in &encoded {
+                        calls.insert(r.id.as_bytes(), bytes.clone())?;
+                        self.emit(ob, call_event(r))?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
             self.call_count
                 .fetch_add(added, std::sync::atomic::Ordering::Relaxed);
             self.prune_calls(max_records, max_age_secs)?;

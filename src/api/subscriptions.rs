@@ -1,0 +1,175 @@
+//! `/v1/subscriptions` and `/v1/deliveries`: outbound event webhooks and their delivery log.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router, response::IntoResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Search, search_matches};
+use crate::AppState;
+use crate::error::{ApiError, ApiJson};
+use crate::events::sign::new_secret;
+use crate::events::worker::now_ms;
+use crate::model::validate::validate_subscription;
+use crate::model::{DeliveryStatus, Event, SubscriptionSpec, now_rfc3339};
+use crate::store::DeliveryFilter;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/subscriptions", get(list).post(create))
+        .route("/subscriptions/{id}", get(read).put(update).delete(remove))
+        .route("/subscriptions/{id}/rotate-secret", post(rotate))
+        .route("/subscriptions/{id}/test", post(test))
+        .route("/deliveries", get(deliveries))
+        .route("/deliveries/{id}", get(delivery))
+        .route("/deliveries/{id}/retry", post(retry))
+}
+
+fn check(s: &AppState, spec: &SubscriptionSpec) -> Result<(), ApiError> {
+    let store = s.store.clone();
+    let errs = validate_subscription(spec, &|n| store.secret_exists(n));
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidDefinition(errs))
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    ApiJson(spec): ApiJson<SubscriptionSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    check(&s, &spec)?;
+    let secret = new_secret();
+    let sub = s.store.create_subscription(spec, &secret).await?;
+    let mut body = serde_json::to_value(&sub).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["signing_secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<Search>,
+) -> Result<impl IntoResponse, ApiError> {
+    let items: Vec<_> = s
+        .store
+        .list_subscriptions()?
+        .into_iter()
+        .filter(|x| search_matches(&q.q, &[&x.spec.name, &x.spec.url]))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn read(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.store.get_subscription(&id)?))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(spec): ApiJson<SubscriptionSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.store.get_subscription(&id)?;
+    check(&s, &spec)?;
+    Ok(Json(s.store.update_subscription(&id, spec).await?))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.store.delete_subscription(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let secret = new_secret();
+    s.store.set_signing_secret(&id, &secret).await?;
+    Ok(Json(json!({"id": id, "signing_secret": secret})))
+}
+
+async fn test(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let event = Event::new(
+        "ping",
+        json!({}),
+        json!({"message": "ping from toolgate", "sent_at": now_rfc3339()}),
+    );
+    let d = s.store.enqueue_delivery(&id, &event, now_ms()).await?;
+    s.events.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"delivery_id": d.id, "event_id": event.event_id})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct DeliveryQuery {
+    subscription_id: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+async fn deliveries(
+    State(s): State<AppState>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(st) = &q.status
+        && !["pending", "succeeded", "failed"].contains(&st.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown status filter '{st}'"
+        )));
+    }
+    let filter = DeliveryFilter {
+        subscription_id: q.subscription_id,
+        status: q.status,
+        limit: q.limit.unwrap_or(50).clamp(1, 500),
+        before: q.before,
+    };
+    let items = s.store.list_deliveries(&filter)?;
+    let next = if items.len() == filter.limit {
+        items.last().map(|d| d.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_before": next })))
+}
+
+async fn delivery(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.store.get_delivery(&id)?))
+}
+
+async fn retry(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut d = s.store.get_delivery(&id)?;
+    if d.status != DeliveryStatus::Failed {
+        return Err(ApiError::Conflict {
+            code: "not_failed",
+            message: "only a failed delivery can be retried".into(),
+        });
+    }
+    d.status = DeliveryStatus::Pending;
+    d.next_attempt_at = Some(now_ms());
+    d.schedule_start = d.attempts.len() as u32;
+    d.updated_at = now_rfc3339();
+    s.store.save_delivery(&d).await?;
+    s.events.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(d)))
+}

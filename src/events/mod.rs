@@ -1,0 +1,62 @@
+//! Outbound event webhooks: Standard Webhooks signing, the retry schedule, and the worker that
+//! turns the durable outbox into deliveries and sends them.
+
+pub mod sign;
+pub mod worker;
+
+use std::time::Duration;
+
+/// Parse a retry schedule such as `0s,5s,5m,30m,2h,5h,10h` (units ms, s, m, h; bare numbers are seconds).
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (num, unit) = match part.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => part.split_at(i),
+            None => (part, "s"),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("retry schedule: '{part}' is not a duration like 5s or 30m"))?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => {
+                return Err(format!(
+                    "retry schedule: unknown unit in '{part}' (use ms, s, m or h)"
+                ));
+            }
+        };
+        out.push(d);
+    }
+    if out.is_empty() {
+        return Err("retry schedule must list at least one delay".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(
+            parse_schedule("0s,5s,5m,30m,2h").unwrap(),
+            vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+                Duration::from_secs(1800),
+                Duration::from_secs(7200)
+            ]
+        );
+        assert_eq!(
+            parse_schedule("0, 200ms").unwrap(),
+            vec![Duration::ZERO, Duration::from_millis(200)]
+        );
+        assert!(parse_schedule("5x").is_err());
+        assert!(parse_schedule("").is_err());
+    }
+}
