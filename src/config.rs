@@ -38,6 +38,9 @@ pub struct ServeConfig {
     /// Size of the text handed back to the model (`content`).
     #[arg(long, env = "TOOLGATE_MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
     pub max_content_bytes: usize,
+    /// Do not record calls in the history (benchmarks; events about calls need history).
+    #[arg(long, env = "TOOLGATE_NO_HISTORY")]
+    pub no_history: bool,
     /// History retention: most records kept (0 = unlimited).
     #[arg(
         long,
@@ -96,6 +99,7 @@ impl ServeConfig {
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 64 * 1024,
             max_content_bytes: 16 * 1024,
+            no_history: false,
             history_max_records: 1_000_000,
             history_max_age_days: 30,
             llm_base_url: "https://api.openai.com/v1".into(),

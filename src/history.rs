@@ -101,6 +101,9 @@ pub struct Recorder {
 /// Most records written in one batch.
 const BATCH: usize = 256;
 
+/// Longest a record waits for companions before its batch is written.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
+
 impl Recorder {
     /// Start the writer. `queue` bounds records waiting to be written; a full queue makes callers wait.
     pub fn start(
@@ -116,18 +119,30 @@ impl Recorder {
             loop {
                 let Some(first) = rx.recv().await else { break };
                 let mut closing = None;
-                let mut handle =
+                let handle =
                     |m: Msg,
                      batch: &mut Vec<CallRecord>,
-                     waiters: &mut Vec<oneshot::Sender<()>>| match m {
-                        Msg::Record(r) => batch.push(*r),
-                        Msg::Sync(w) => waiters.push(w),
-                        Msg::Close(w) => closing = Some(w),
+                     waiters: &mut Vec<oneshot::Sender<()>>,
+                     closing: &mut Option<oneshot::Sender<()>>| {
+                        match m {
+                            Msg::Record(r) => batch.push(*r),
+                            Msg::Sync(w) => waiters.push(w),
+                            Msg::Close(w) => *closing = Some(w),
+                        }
                     };
-                handle(first, &mut batch, &mut waiters);
+                handle(first, &mut batch, &mut waiters, &mut closing);
+                // Linger briefly so a busy gateway writes (and fsyncs) a few large batches
+                // instead of one per call; a reader's sync or shutdown cuts the wait short.
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while batch.len() < BATCH && waiters.is_empty() && closing.is_none() {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(m)) => handle(m, &mut batch, &mut waiters, &mut closing),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(m) => handle(m, &mut batch, &mut waiters),
+                        Ok(m) => handle(m, &mut batch, &mut waiters, &mut closing),
                         Err(_) => break,
                     }
                 }

@@ -131,7 +131,9 @@ pub async fn invoke(state: &AppState, req: CallRequest<'_>) -> CallResult {
         agent: req.agent.map(str::to_string),
         conversation_id: req.conversation_id.map(str::to_string),
     };
-    state.recorder.record(record).await;
+    if !state.config.no_history {
+        state.recorder.record(record).await;
+    }
     CallResult {
         call_id,
         ok: draft.outcome == Outcome::Success,

@@ -1,6 +1,7 @@
 //! Persistence behind a small trait of domain operations, so another backend (e.g. PostgreSQL)
 //! can replace the embedded sled store without touching the API or call layers.
 
+pub mod group_commit;
 pub mod seal;
 pub mod sled_store;
 
