@@ -140,6 +140,7 @@ pub struct Snapshot {
     /// Every linked tool, by name.
     pub tools: HashMap<String, Arc<CompiledTool>>,
     openai: OnceLock<Arc<Value>>,
+    openai_json: OnceLock<axum::body::Bytes>,
 }
 
 impl Snapshot {
@@ -154,6 +155,18 @@ impl Snapshot {
                     .map(|n| self.tools[*n].definition.clone())
                     .collect();
                 Arc::new(json!({ "tools": defs }))
+            })
+            .clone()
+    }
+
+    /// [`Snapshot::openai`] serialised once, so exporting thousands of tools is a memory copy.
+    pub fn openai_json(&self) -> axum::body::Bytes {
+        self.openai_json
+            .get_or_init(|| {
+                // Serialising a `Value` of plain JSON cannot fail.
+                serde_json::to_vec(self.openai().as_ref())
+                    .unwrap_or_default()
+                    .into()
             })
             .clone()
     }
@@ -253,7 +266,7 @@ impl Catalog {
         self.publish(Snapshot {
             webhooks,
             tools,
-            openai: OnceLock::new(),
+            ..Default::default()
         });
         Ok(())
     }
@@ -291,7 +304,7 @@ impl Catalog {
         self.publish(Snapshot {
             webhooks,
             tools,
-            openai: OnceLock::new(),
+            ..Default::default()
         });
         Ok(())
     }

@@ -93,6 +93,25 @@ enum Msg {
     Close(oneshot::Sender<()>),
 }
 
+/// Store `batch` (emptying it) on a blocking thread: sled writes are synchronous, and on an async
+/// worker they would stall the calls scheduled behind them.
+async fn write_batch(
+    store: &Arc<dyn Store>,
+    batch: &mut Vec<CallRecord>,
+    max_records: usize,
+    max_age_secs: u64,
+) -> Result<(), String> {
+    let (store, records) = (store.clone(), std::mem::take(batch));
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        handle
+            .block_on(store.insert_calls(&records, max_records, max_age_secs))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("history writer task failed: {e}"))?
+}
+
 /// Sends call records to a background writer that stores them in batches.
 pub struct Recorder {
     tx: mpsc::Sender<Msg>,
@@ -146,11 +165,11 @@ impl Recorder {
                         Err(_) => break,
                     }
                 }
-                if !batch.is_empty() {
-                    if let Err(e) = store.insert_calls(&batch, max_records, max_age_secs).await {
-                        tracing::error!(error = %e, records = batch.len(), "could not write call history");
-                    }
-                    batch.clear();
+                let records = batch.len();
+                if records > 0
+                    && let Err(e) = write_batch(&store, &mut batch, max_records, max_age_secs).await
+                {
+                    tracing::error!(error = %e, records, "could not write call history");
                 }
                 for w in waiters.drain(..) {
                     let _ = w.send(());
@@ -163,7 +182,8 @@ impl Recorder {
                         }
                     }
                     if !batch.is_empty()
-                        && let Err(e) = store.insert_calls(&batch, max_records, max_age_secs).await
+                        && let Err(e) =
+                            write_batch(&store, &mut batch, max_records, max_age_secs).await
                     {
                         tracing::error!(error = %e, "could not write call history at shutdown");
                     }

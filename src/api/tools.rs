@@ -143,7 +143,10 @@ async fn schema(
 }
 
 async fn openai(State(s): State<AppState>) -> impl IntoResponse {
-    Json(s.catalog.snapshot().openai().as_ref().clone())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        s.catalog.snapshot().openai_json(),
+    )
 }
 
 /// Shape a call result: 200 with the result, or 422 `invalid_arguments` when refused for its arguments.

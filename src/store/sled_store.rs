@@ -56,7 +56,8 @@ pub struct SledStore {
     /// due time (8 bytes, big-endian ms) ‖ delivery id → () for pending deliveries.
     due: sled::Tree,
     sub_count: std::sync::atomic::AtomicUsize,
-    call_count: std::sync::atomic::AtomicUsize,
+    /// Stored call records; counted in the background at open (sled's `len` is a full scan).
+    call_count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -147,11 +148,19 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// sled page cache size.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl SledStore {
     /// Open (or create) the store in `dir` with the given master key.
     pub fn open(dir: &Path, key: &[u8; 32]) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        // sled caches up to 1 GiB of pages by default; definitions fit in far less, and a large
+        // history is read a page at a time.
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         let t = |n: &str| db.open_tree(n);
         let store = SledStore {
             sealer: Sealer::new(key),
@@ -181,11 +190,30 @@ impl SledStore {
             store.subscriptions.len(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        store
-            .call_count
-            .store(store.calls.len(), std::sync::atomic::Ordering::Relaxed);
+        store.count_calls_in_background()?;
         store.db.flush()?;
         Ok(store)
+    }
+
+    /// Count the records present at open on a side thread, so a large history does not delay the
+    /// start or pull every page into memory; records written meanwhile have larger ids and are
+    /// counted by `insert_calls` instead.
+    fn count_calls_in_background(&self) -> Result<(), StoreError> {
+        let Some((last, _)) = self.calls.last()? else {
+            return Ok(());
+        };
+        let (calls, count) = (self.calls.clone(), self.call_count.clone());
+        std::thread::Builder::new()
+            .name("count-calls".into())
+            .spawn(move || {
+                let n = calls
+                    .range(..=last)
+                    .keys()
+                    .take_while(Result::is_ok)
+                    .count();
+                count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            })?;
+        Ok(())
     }
 
     fn check_schema_and_key(&self) -> Result<(), StoreError> {
