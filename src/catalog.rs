@@ -29,10 +29,21 @@ pub struct CompiledWebhook {
     pub parameters: Value,
     /// The structured-outputs strict variant.
     pub strict_parameters: Value,
-    /// Validator of `parameters`.
-    pub validator: jsonschema::Validator,
+    /// Validator of `parameters`, compiled on the first call: most of thousands of stored tools are
+    /// never called by one process, and eager validators dominated idle memory and start time.
+    validator: OnceLock<Result<jsonschema::Validator, String>>,
     /// Dynamic fields in definition order.
     pub dynamic: Vec<DynamicField>,
+}
+
+impl CompiledWebhook {
+    /// The argument validator, compiled once.
+    pub fn validator(&self) -> Result<&jsonschema::Validator, &str> {
+        self.validator
+            .get_or_init(|| jsonschema::validator_for(&self.parameters).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(String::as_str)
+    }
 }
 
 /// A linked tool ready to be offered and called.
@@ -103,12 +114,11 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
     }
     let parameters = json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
     let strict_parameters = json!({"type": "object", "properties": strict_props, "required": all, "additionalProperties": false});
-    let validator = jsonschema::validator_for(&parameters).map_err(|e| e.to_string())?;
     Ok(CompiledWebhook {
         webhook,
         parameters,
         strict_parameters,
-        validator,
+        validator: OnceLock::new(),
         dynamic,
     })
 }

@@ -124,12 +124,20 @@ pub fn check_arguments(
     }
     if errs.is_empty() {
         let instance = Value::Object(out);
-        for e in hook.validator.iter_errors(&instance) {
-            let path = e.instance_path().to_string();
-            errs.push(FieldError::new(
-                path.trim_start_matches('/').replace('/', "."),
-                e.to_string(),
-            ));
+        match hook.validator() {
+            Ok(validator) => {
+                for e in validator.iter_errors(&instance) {
+                    let path = e.instance_path().to_string();
+                    errs.push(FieldError::new(
+                        path.trim_start_matches('/').replace('/', "."),
+                        e.to_string(),
+                    ));
+                }
+            }
+            Err(msg) => errs.push(FieldError::new(
+                "arguments",
+                format!("argument schema: {msg}"),
+            )),
         }
         if errs.is_empty()
             && let Value::Object(m) = instance
