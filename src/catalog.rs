@@ -149,32 +149,20 @@ pub struct Snapshot {
     pub webhooks: HashMap<String, Arc<CompiledWebhook>>,
     /// Every linked tool, by name.
     pub tools: HashMap<String, Arc<CompiledTool>>,
-    openai: OnceLock<Arc<Value>>,
     openai_json: OnceLock<axum::body::Bytes>,
 }
 
 impl Snapshot {
-    /// `{"tools":[…]}` of every linked tool, sorted by name; built once per snapshot.
-    pub fn openai(&self) -> Arc<Value> {
-        self.openai
-            .get_or_init(|| {
-                let mut names: Vec<&String> = self.tools.keys().collect();
-                names.sort();
-                let defs: Vec<Value> = names
-                    .iter()
-                    .map(|n| self.tools[*n].definition.clone())
-                    .collect();
-                Arc::new(json!({ "tools": defs }))
-            })
-            .clone()
-    }
-
-    /// [`Snapshot::openai`] serialised once, so exporting thousands of tools is a memory copy.
+    /// `{"tools":[…]}` of every linked tool, sorted by name, serialised once per snapshot so
+    /// exporting thousands of tools is a memory copy.
     pub fn openai_json(&self) -> axum::body::Bytes {
         self.openai_json
             .get_or_init(|| {
-                // Serialising a `Value` of plain JSON cannot fail.
-                serde_json::to_vec(self.openai().as_ref())
+                let mut names: Vec<&String> = self.tools.keys().collect();
+                names.sort();
+                let defs: Vec<&Value> = names.iter().map(|n| &self.tools[*n].definition).collect();
+                // Serialising plain JSON values cannot fail.
+                serde_json::to_vec(&json!({ "tools": defs }))
                     .unwrap_or_default()
                     .into()
             })
