@@ -11,11 +11,16 @@ use serde_json::{Value, json};
 
 const BODY: &str = r#"{"order":{"number":"A-1001","status":"shipped","eta":"2026-11-24"}}"#;
 
-fn secs() -> u64 {
-    std::env::var("BENCH_SECS")
+/// A numeric setting from the environment, or its default.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10)
+        .unwrap_or(default)
+}
+
+fn secs() -> u64 {
+    env_or("BENCH_SECS", 10)
 }
 
 fn free_port() -> u16 {
@@ -74,7 +79,7 @@ fn start_nginx(dir: &Path, name: &str, server_block: &str) -> Proc {
 fn wait_http(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(r) = ureq_get(url)
+        if let Ok(r) = http_status(url)
             && r < 500
         {
             return;
@@ -85,7 +90,7 @@ fn wait_http(url: &str) {
 }
 
 /// Minimal blocking GET returning the status, to avoid pulling a sync HTTP client in.
-fn ureq_get(url: &str) -> std::io::Result<u16> {
+fn http_status(url: &str) -> std::io::Result<u16> {
     use std::io::{Read, Write};
     let rest = url.trim_start_matches("http://");
     let (host, path) = rest
@@ -456,10 +461,7 @@ async fn main() {
     if only.is_empty() || only == "scale" {
         let data = tmp.path().join("data-scale");
         let (gw, _) = start_toolgate(&data, &[]);
-        let n = std::env::var("BENCH_TOOLS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10_000usize);
+        let n: usize = env_or("BENCH_TOOLS", 10_000);
         let t = Instant::now();
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
         let mut tasks = Vec::new();
@@ -521,10 +523,7 @@ async fn main() {
     }
 
     if only.is_empty() || only == "history" {
-        let n = std::env::var("BENCH_CALLS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1_000_000usize);
+        let n: usize = env_or("BENCH_CALLS", 1_000_000);
         let data = tmp.path().join("data-history");
         let t = Instant::now();
         seed_history(&data, n).await;
