@@ -20,6 +20,20 @@ pub enum ApiError {
     /// Missing or wrong admin token.
     #[error("a valid admin token is required: send Authorization: Bearer <token>")]
     Unauthorized,
+    /// The caller may not do this (e.g. a cross-site browser request without an admin token).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A request body that is not `application/json`.
+    #[error("request bodies must be JSON: send Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// An error answered by the HTTP layer itself (e.g. 414), put in the envelope.
+    #[error("{message}")]
+    Http {
+        /// The status the layer chose.
+        status: StatusCode,
+        /// Sentence for a person.
+        message: String,
+    },
     /// No such entity or route.
     #[error("{0}")]
     NotFound(String),
@@ -80,6 +94,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Http { status, .. } => status_code_name(*status),
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NameTaken(_) => "name_taken",
@@ -98,6 +115,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Http { status, .. } => *status,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NameTaken(_) | ApiError::InUse { .. } | ApiError::Conflict { .. } => {
@@ -120,6 +140,42 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// The envelope code for a status chosen outside the handlers.
+pub fn status_code_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable",
+        429 => "rate_limited",
+        431 => "headers_too_large",
+        500..=599 => "internal",
+        _ => "http_error",
+    }
+}
+
+/// Whether a `Content-Type` value names JSON (`application/json`, `application/*+json`, any
+/// parameters).
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
 }
 
 impl IntoResponse for ApiError {
@@ -168,6 +224,11 @@ fn scrub_serde_message(msg: &str) -> String {
     if !msg.starts_with("invalid") && !msg.contains("at line") {
         return msg.to_string();
     }
+    without_quoted_values(msg)
+}
+
+/// `msg` without its backtick-quoted parts (where parsers quote the input they refused).
+pub fn without_quoted_values(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut inside = false;
     for c in msg.chars() {
@@ -190,6 +251,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // A browser may send a "simple" cross-site POST with text/plain and no preflight; only
+        // JSON bodies are read, so such a request never reaches a handler.
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_content_type);
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
@@ -199,6 +267,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         })?;
         let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             json!({})
+        } else if !json_type {
+            return Err(ApiError::UnsupportedMediaType);
         } else {
             serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::BadRequest(format!(

@@ -1,91 +1,14 @@
-//! Call history: redaction of secret values, and the recorder that takes writes off the call
+//! Call history: the recorder that takes writes off the call
 //! path (bounded queue with back-pressure, batched writer, drained on shutdown).
 
 use std::sync::Arc;
 
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::CallRecord;
 use crate::store::Store;
 
-/// Replacement for every secret value.
-pub const REDACTED: &str = "[REDACTED]";
-
-/// Replaces known secret values (raw, percent-encoded and form-encoded) wherever they appear.
-#[derive(Debug, Default, Clone)]
-pub struct Redactor {
-    needles: Vec<String>,
-}
-
-impl Redactor {
-    /// A redactor for these secret values.
-    pub fn new(secrets: &[String]) -> Self {
-        let mut needles = Vec::new();
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
-            needles.push(s.clone());
-            let pct = utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
-            let form = serde_urlencoded::to_string([("", s.as_str())]).unwrap_or_default();
-            let form = form.trim_start_matches('=').to_string();
-            let json_escaped = serde_json::to_string(s).unwrap_or_default();
-            let json_inner = json_escaped.trim_matches('"').to_string();
-            for n in [pct, form, json_inner] {
-                if !n.is_empty() && !needles.contains(&n) {
-                    needles.push(n);
-                }
-            }
-        }
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Redactor { needles }
-    }
-
-    /// Whether there is anything to redact.
-    pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
-    }
-
-    /// Redact a string.
-    pub fn text(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for n in &self.needles {
-            if out.contains(n.as_str()) {
-                out = out.replace(n.as_str(), REDACTED);
-            }
-        }
-        out
-    }
-
-    /// Redact every string (keys included) of a JSON value.
-    pub fn value(&self, v: &Value) -> Value {
-        if self.is_empty() {
-            return v.clone();
-        }
-        match v {
-            Value::String(s) => Value::String(self.text(s)),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect()),
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, x)| (self.text(k), self.value(x)))
-                    .collect(),
-            ),
-            Value::Number(n) => {
-                let t = n.to_string();
-                if self.needles.contains(&t) {
-                    Value::String(REDACTED.into())
-                } else {
-                    v.clone()
-                }
-            }
-            other => other.clone(),
-        }
-    }
-
-    /// Redact header values.
-    pub fn headers(&self, h: &[(String, String)]) -> Vec<(String, String)> {
-        h.iter().map(|(k, v)| (k.clone(), self.text(v))).collect()
-    }
-}
+pub use crate::redact::{REDACTED, Redactor};
 
 enum Msg {
     Record(Box<CallRecord>),
@@ -216,31 +139,5 @@ impl Recorder {
         if self.tx.send(Msg::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn redacts_everywhere() {
-        let r = Redactor::new(&["s3cr3t/+&x".to_string()]);
-        assert_eq!(r.text("Bearer s3cr3t/+&x"), "Bearer [REDACTED]");
-        assert_eq!(
-            r.text("https://a/b?k=s3cr3t%2F%2B%26x"),
-            "https://a/b?k=[REDACTED]"
-        );
-        assert_eq!(r.text("k=s3cr3t%2F%2B%26x&y=1"), "k=[REDACTED]&y=1");
-        let v = r.value(&json!({"echo": {"auth": "x s3cr3t/+&x"}, "s3cr3t/+&x": 1}));
-        assert!(!v.to_string().contains("s3cr3t"), "{v}");
-    }
-
-    #[test]
-    fn empty_secret_is_ignored() {
-        let r = Redactor::new(&[String::new()]);
-        assert!(r.is_empty());
-        assert_eq!(r.text("abc"), "abc");
     }
 }

@@ -13,9 +13,11 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod history;
+pub mod listener;
 pub mod mcp;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 pub mod store;
 
 use std::future::Future;
@@ -180,7 +182,7 @@ pub async fn run(
     let router = app(state.clone());
     let cancel = state.shutdown.clone();
     // Cancelling ends MCP streams and the delivery worker, so shutdown does not wait on them.
-    let served = axum::serve(listener, router)
+    let served = axum::serve(listener::EnvelopeListener(listener), router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             cancel.cancel();

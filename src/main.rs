@@ -58,8 +58,18 @@ enum Command {
     },
 }
 
+/// Libraries that log protocol payloads or headers below INFO (rmcp logs whole MCP messages at
+/// DEBUG, hyper and reqwest log headers at TRACE). They are capped at INFO whatever `TOOLGATE_LOG`
+/// says, because those payloads carry tool results and request headers, and so secret values.
+const PAYLOAD_LOGGERS: &[&str] = &["rmcp", "hyper", "hyper_util", "reqwest", "h2", "rustls"];
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOOLGATE_LOG")
+    let base = std::env::var("TOOLGATE_LOG").unwrap_or_else(|_| "info".into());
+    let caps: Vec<String> = PAYLOAD_LOGGERS
+        .iter()
+        .map(|t| format!("{t}=info"))
+        .collect();
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{base},{}", caps.join(",")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -136,6 +136,7 @@ async fn chat(
     ApiJson(body): ApiJson<ChatBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_messages(&body.messages)?;
+    super::check_context(&body.context)?;
     let agent = find(&s, &id)?;
     let mut run = AgentRun::for_agent(&s, &agent).map_err(prompt_error)?;
     if let Some(c) = body

@@ -2,6 +2,7 @@
 
 mod agents;
 mod calls;
+pub mod guard;
 mod openai;
 mod secrets;
 mod subscriptions;
@@ -31,6 +32,17 @@ pub(crate) fn search_matches(q: &Option<String>, fields: &[&str]) -> bool {
             let q = q.to_lowercase();
             fields.iter().any(|f| f.to_lowercase().contains(&q))
         }
+    }
+}
+
+/// Refuse a `context` that is neither absent nor a JSON object (it is looked up by dotted paths).
+pub(crate) fn check_context(context: &serde_json::Value) -> Result<(), ApiError> {
+    if context.is_null() || context.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidDefinition(vec![
+            crate::model::validate::FieldError::new("context", "context must be a JSON object"),
+        ]))
     }
 }
 
@@ -67,7 +79,11 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(openai::routes())
         .merge(subscriptions::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // A layer, not a route layer: unknown /v1 routes answer 401 before 404, so an anonymous
+        // caller learns nothing about which routes exist.
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(system::routes())
         .merge(mcp_routes(&state))
@@ -76,6 +92,11 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
+        ))
+        .layer(middleware::from_fn(guard::envelope_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::refuse_cross_site,
         ))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)

@@ -166,6 +166,7 @@ async fn invoke(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CallBody>,
 ) -> Result<Response, ApiError> {
+    super::check_context(&body.context)?;
     let snap = s.catalog.snapshot();
     let compiled = match snap.tools.get(&name) {
         Some(c) => c.clone(),

@@ -105,6 +105,7 @@ async fn test(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CallBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    super::check_context(&body.context)?;
     let hook = s
         .catalog
         .snapshot()

@@ -237,16 +237,18 @@ async fn run(state: &AppState, req: &CallRequest<'_>) -> Draft {
         )
         .await;
     let limit = state.config.max_response_bytes;
-    let (response_value, full) = result::body_value(&sent.body, sent.body_truncated, limit);
+    let (response_value, full) =
+        result::body_value(&sent.body, sent.body_truncated, limit, &redactor);
     let content = if sent.outcome == Outcome::Success {
         result::success_content(
             full.as_ref(),
-            &sent.body,
+            &sent,
             &spec.response_fields,
             state.config.max_content_bytes,
+            &redactor,
         )
     } else {
-        result::failure_content(&sent, spec.timeout_ms)
+        result::failure_content(&sent, spec.timeout_ms, &redactor)
     };
     let error = match sent.outcome {
         Outcome::Success => None,

@@ -61,6 +61,27 @@ fn blocked_v6(ip: Ipv6Addr) -> bool {
             s[7] as u8,
         ));
     }
+    // 6to4 (2002::/16) carries the IPv4 address in bits 16..48: a relay delivers to it.
+    if s[0] == 0x2002 {
+        return blocked_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    // Teredo (2001:0::/32): the server is bits 32..64, the client the last 32 bits inverted.
+    // Either one being internal makes the address a way into the internal network.
+    if s[0] == 0x2001 && s[1] == 0 {
+        let server = Ipv4Addr::new((s[2] >> 8) as u8, s[2] as u8, (s[3] >> 8) as u8, s[3] as u8);
+        let client = Ipv4Addr::new(
+            !(s[6] >> 8) as u8,
+            !s[6] as u8,
+            !(s[7] >> 8) as u8,
+            !s[7] as u8,
+        );
+        return blocked_v4(server) || blocked_v4(client);
+    }
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
@@ -210,6 +231,13 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "224.0.0.1",
             "ff02::1",
+            // 6to4 embedding loopback, metadata and a private address.
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101:5::9",
+            // Teredo whose client (inverted last 32 bits) is 10.0.0.1, and whose server is 10.0.0.1.
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+            "2001:0:a00:1:8000:63bf:f7f7:f7f7",
         ];
         for ip in blocked {
             assert!(is_internal(ip.parse().unwrap()), "{ip} should be internal");
@@ -221,6 +249,9 @@ mod tests {
             "192.169.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+            "2001:db9::1",
         ];
         for ip in public {
             assert!(!is_internal(ip.parse().unwrap()), "{ip} should be public");

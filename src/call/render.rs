@@ -24,6 +24,11 @@ pub struct PreparedRequest {
     pub url: reqwest::Url,
     /// Headers in order.
     pub headers: Vec<(String, String)>,
+    /// Per header: whether its value came from a secret or the context (never re-sent to
+    /// another origin on a redirect).
+    pub sensitive_headers: Vec<bool>,
+    /// Whether the body carries a secret or context value.
+    pub body_sensitive: bool,
     /// Body bytes and content type.
     pub body: Option<(Vec<u8>, &'static str)>,
     /// The body as recorded in history (JSON, or the form text).
@@ -112,6 +117,11 @@ pub fn render(spec: &WebhookSpec, r: &Resolved) -> Result<PreparedRequest, Rende
         }
     }
     let mut headers = Vec::with_capacity(r.headers.len());
+    let sensitive_headers = r
+        .headers
+        .iter()
+        .map(|(name, _)| r.sensitive_headers.contains(name))
+        .collect();
     for (name, v) in &r.headers {
         let text = scalar_text(v);
         if reqwest::header::HeaderValue::from_str(&text).is_err() {
@@ -160,6 +170,8 @@ pub fn render(spec: &WebhookSpec, r: &Resolved) -> Result<PreparedRequest, Rende
         method: spec.method,
         url,
         headers,
+        sensitive_headers,
+        body_sensitive: r.body_sensitive,
         body,
         recorded_body,
     })

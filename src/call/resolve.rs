@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::args::coerce;
 use crate::model::validate::placeholders;
+use crate::model::webhook::template_strings;
 use crate::model::{Field, ValueType, WebhookSpec};
 use crate::store::{Store, StoreError};
 
@@ -45,6 +46,10 @@ pub struct Resolved {
     pub template_body: Option<Value>,
     /// Secret values used, for redaction.
     pub secrets: Vec<String>,
+    /// Names of headers whose value came from a secret or the context.
+    pub sensitive_headers: Vec<String>,
+    /// Whether the body carries a secret or context value.
+    pub body_sensitive: bool,
 }
 
 /// Look up a dotted path (`user.id`, `items.0.name`) in a JSON value.
@@ -118,7 +123,10 @@ impl Ctx<'_> {
                     let mut out = String::with_capacity(s.len());
                     let mut rest = s.as_str();
                     for (kind, name) in ps {
-                        let (Some(start), Some(end)) = (rest.find("{{"), rest.find("}}")) else {
+                        // The closing braces are searched after the opening ones: a `}}` earlier
+                        // in the text is literal.
+                        let Some(start) = rest.find("{{") else { break };
+                        let Some(end) = rest[start..].find("}}").map(|e| start + e) else {
                             break;
                         };
                         out.push_str(&rest[..start]);
@@ -223,12 +231,25 @@ pub fn resolve(
         }
         for (i, f) in fields.iter().enumerate() {
             if let Some(v) = ctx.field(list, i, f)? {
+                if f.carries_secret_or_context() {
+                    match list {
+                        "headers" => out.sensitive_headers.push(f.name.clone()),
+                        "body" => out.body_sensitive = true,
+                        _ => {}
+                    }
+                }
                 dest.push((f.name.clone(), v));
             }
         }
     }
     if let Some(t) = &spec.body_template {
+        let before = ctx.secrets.len();
         out.template_body = Some(ctx.template(t)?);
+        out.body_sensitive |= ctx.secrets.len() > before
+            || template_strings(t)
+                .into_iter()
+                .flat_map(|s| placeholders(s).into_iter().flatten())
+                .any(|(kind, _)| kind != "args");
     }
     out.secrets = ctx.secrets;
     Ok(out)
@@ -260,6 +281,11 @@ mod tests {
         assert_eq!(out["count"], json!(5));
         assert_eq!(out["label"], "n=5!");
         assert_eq!(out["recipientList"][0]["recipientNo"], "+4912345");
+        // A literal `}}` before a placeholder stays where it is.
+        assert_eq!(
+            ctx.template(&json!("a}} {{ args.n }} b")).unwrap(),
+            json!("a}} 5 b")
+        );
         let text = out.to_string();
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(

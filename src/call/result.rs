@@ -8,6 +8,7 @@ use super::resolve::lookup_path;
 use super::send::Sent;
 use crate::model::Outcome;
 use crate::model::validate::FieldError;
+use crate::redact::Redactor;
 
 /// What a call returns to its caller (HTTP route, agent loop, MCP).
 #[derive(Debug, Clone, Serialize)]
@@ -31,18 +32,27 @@ pub struct CallResult {
     pub details: Vec<FieldError>,
 }
 
-/// Body as JSON if it parses, else as text; plus whether it had to be cut to `limit` bytes.
-pub fn body_value(body: &[u8], read_truncated: bool, limit: usize) -> (Value, Option<Value>) {
+/// The response as shown (JSON if it parses and fits `limit`, else text cut to `limit`) and the
+/// whole parsed JSON, both already redacted: redaction comes before every cut, so no cut can keep
+/// part of a secret.
+pub fn body_value(
+    body: &[u8],
+    read_truncated: bool,
+    limit: usize,
+    redactor: &Redactor,
+) -> (Value, Option<Value>) {
     let full = if read_truncated {
         None
     } else {
-        serde_json::from_slice::<Value>(body).ok()
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .map(|v| redactor.value(&v))
     };
     let shown = match &full {
         Some(v) if body.len() <= limit => v.clone(),
         _ => {
             let text = String::from_utf8_lossy(body);
-            Value::String(cut(&text, limit).0)
+            Value::String(redactor.cut(&text, limit, read_truncated).0)
         }
     };
     (shown, full)
@@ -83,9 +93,9 @@ pub fn reduce(v: &Value, paths: &[String]) -> Value {
     out
 }
 
-fn with_limit(text: String, max: usize) -> String {
+fn with_limit(text: &str, max: usize, already_cut: bool, redactor: &Redactor) -> String {
     let total = text.len();
-    match cut(&text, max) {
+    match redactor.cut(text, max, already_cut) {
         (t, false) => t,
         (t, true) => format!(
             "{t}\n[truncated: the response was {total} bytes; only the first {} are shown. Ask for something narrower if more is needed.]",
@@ -94,32 +104,33 @@ fn with_limit(text: String, max: usize) -> String {
     }
 }
 
-/// The model's text for a successful call.
+/// The model's text for a successful call; `full` is the redacted parsed body, if it parsed.
 pub fn success_content(
     full: Option<&Value>,
-    body: &[u8],
+    sent: &Sent,
     response_fields: &[String],
     max: usize,
+    redactor: &Redactor,
 ) -> String {
     let text = match full {
         Some(v) if !response_fields.is_empty() => reduce(v, response_fields).to_string(),
         Some(v) => v.to_string(),
-        None => String::from_utf8_lossy(body).to_string(),
+        None => String::from_utf8_lossy(&sent.body).to_string(),
     };
     if text.is_empty() {
         return "The call succeeded (the response was empty).".into();
     }
-    with_limit(text, max)
+    with_limit(&text, max, sent.body_truncated, redactor)
 }
 
 /// The model's text for a failed call: one plain sentence naming the status or the problem.
-pub fn failure_content(sent: &Sent, timeout_ms: u64) -> String {
+pub fn failure_content(sent: &Sent, timeout_ms: u64, redactor: &Redactor) -> String {
     match sent.outcome {
         Outcome::HttpError => {
             let status = sent.status.unwrap_or(0);
             let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
             let body = String::from_utf8_lossy(&sent.body);
-            let snippet = cut(body.trim(), 300).0;
+            let snippet = redactor.cut(body.trim(), 300, sent.body_truncated).0;
             if snippet.is_empty() {
                 format!("The tool call failed: the API answered HTTP {status} {reason}.")
             } else {
@@ -167,7 +178,16 @@ mod tests {
     #[test]
     fn content_is_cut_and_says_so() {
         let big = json!({"data": "x".repeat(1000)});
-        let c = success_content(Some(&big), b"", &[], 100);
+        let sent = Sent {
+            outcome: Outcome::Success,
+            status: Some(200),
+            headers: Vec::new(),
+            body: Vec::new(),
+            body_truncated: false,
+            error: None,
+            attempts: 1,
+        };
+        let c = success_content(Some(&big), &sent, &[], 100, &Redactor::default());
         assert!(c.len() < 300 && c.contains("[truncated"), "{c}");
         assert_eq!(cut("héllo", 2).0, "h");
     }

@@ -39,29 +39,35 @@ pub struct Sender {
     read_cap: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("more than {MAX_REDIRECTS} redirects")]
-struct TooManyRedirects;
+/// Headers that carry credentials whatever their value's source (as browsers and curl treat them).
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// What one hop sends: redirects may change the method, drop the body and drop headers.
+struct Hop<'a> {
+    url: reqwest::Url,
+    method: reqwest::Method,
+    /// Indexes into the prepared request's headers still sent.
+    headers: Vec<usize>,
+    body: Option<&'a (Vec<u8>, &'static str)>,
+}
+
+/// Why following a redirect was refused or failed, said without the URL.
+fn redirect_failure(message: &str) -> Sent {
+    failed(Outcome::NetworkError, message.to_string(), 0)
+}
 
 impl Sender {
     /// Build the client; `read_cap` bounds how much of a response body is read.
     pub fn new(policy: NetworkPolicy, read_cap: usize) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let policy = Arc::new(policy);
-        let redirect_policy = policy.clone();
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(PolicyResolver {
                 policy: policy.clone(),
             }))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() > MAX_REDIRECTS {
-                    return attempt.error(TooManyRedirects);
-                }
-                match redirect_policy.check_url(attempt.url()) {
-                    Ok(()) => attempt.follow(),
-                    Err(b) => attempt.error(b),
-                }
-            }))
+            // Redirects are followed by hand (see `attempt`): reqwest would forward every header
+            // but `Authorization` to another origin, secret-bearing ones included.
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -111,29 +117,109 @@ impl Sender {
         }
     }
 
+    /// The next hop of a redirect answered to `hop`, or why it is not followed. On a move to
+    /// another origin every header that carries a secret or context value is dropped, and a body
+    /// that carries one is never re-sent there.
+    fn redirect<'a>(
+        &self,
+        req: &'a PreparedRequest,
+        hop: &Hop<'a>,
+        status: u16,
+        location: Option<&str>,
+    ) -> Result<Hop<'a>, Sent> {
+        let location =
+            location.ok_or_else(|| redirect_failure("a redirect without a Location header"))?;
+        let url = hop
+            .url
+            .join(location)
+            .map_err(|_| redirect_failure("a redirect to an invalid location"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(redirect_failure(
+                "a redirect to a scheme other than http(s)",
+            ));
+        }
+        if let Err(b) = self.policy.check_url(&url) {
+            return Err(failed(Outcome::Blocked, b.to_string(), 0));
+        }
+        let mut next = Hop {
+            url,
+            method: hop.method.clone(),
+            headers: hop.headers.clone(),
+            body: hop.body,
+        };
+        let to_get = status == 303 && hop.method != reqwest::Method::HEAD
+            || matches!(status, 301 | 302) && hop.method == reqwest::Method::POST;
+        if to_get {
+            next.method = reqwest::Method::GET;
+            next.body = None;
+            next.headers
+                .retain(|&i| !req.headers[i].0.eq_ignore_ascii_case("content-type"));
+        }
+        if next.url.origin() != req.url.origin() {
+            if next.body.is_some() && req.body_sensitive {
+                return Err(redirect_failure(
+                    "refused a redirect to another origin: it would re-send secret or context values in the body",
+                ));
+            }
+            next.headers.retain(|&i| {
+                !req.sensitive_headers.get(i).copied().unwrap_or(true)
+                    && !CREDENTIAL_HEADERS
+                        .iter()
+                        .any(|c| req.headers[i].0.eq_ignore_ascii_case(c))
+            });
+        }
+        Ok(next)
+    }
+
     async fn attempt(
         &self,
         req: &PreparedRequest,
         deadline: Instant,
         timeout: Duration,
     ) -> (Sent, Option<Duration>) {
-        let mut b = self.client.request(req.method.as_http(), req.url.clone());
-        for (k, v) in &req.headers {
-            b = b.header(k, v);
-        }
-        if let Some((bytes, ct)) = &req.body {
-            if !req
-                .headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            {
-                b = b.header(reqwest::header::CONTENT_TYPE, *ct);
-            }
-            b = b.body(bytes.clone());
-        }
         let cap = self.read_cap;
         let work = async move {
-            let mut resp = b.send().await?;
+            let mut hop = Hop {
+                url: req.url.clone(),
+                method: req.method.as_http(),
+                headers: (0..req.headers.len()).collect(),
+                body: req.body.as_ref(),
+            };
+            let mut redirects = 0;
+            let mut resp = loop {
+                let mut b = self.client.request(hop.method.clone(), hop.url.clone());
+                for &i in &hop.headers {
+                    let (k, v) = &req.headers[i];
+                    b = b.header(k, v);
+                }
+                if let Some((bytes, ct)) = hop.body {
+                    if !hop
+                        .headers
+                        .iter()
+                        .any(|&i| req.headers[i].0.eq_ignore_ascii_case("content-type"))
+                    {
+                        b = b.header(reqwest::header::CONTENT_TYPE, *ct);
+                    }
+                    b = b.body(bytes.clone());
+                }
+                let resp = b.send().await.map_err(|e| classify(&e))?;
+                let status = resp.status().as_u16();
+                if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                    break resp;
+                }
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(redirect_failure(&format!(
+                        "more than {MAX_REDIRECTS} redirects"
+                    )));
+                }
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                hop = self.redirect(req, &hop, status, location.as_deref())?;
+            };
             let status = resp.status().as_u16();
             let headers: Vec<(String, String)> = resp
                 .headers()
@@ -153,7 +239,7 @@ impl Sender {
                 .map(Duration::from_secs);
             let mut body = Vec::new();
             let mut truncated = false;
-            while let Some(chunk) = resp.chunk().await? {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
                 if body.len() + chunk.len() > cap {
                     body.extend_from_slice(&chunk[..cap - body.len()]);
                     truncated = true;
@@ -161,7 +247,7 @@ impl Sender {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok::<_, reqwest::Error>((status, headers, body, truncated, retry_after))
+            Ok::<_, Sent>((status, headers, body, truncated, retry_after))
         };
         match tokio::time::timeout_at(deadline, work).await {
             Err(_) => (
@@ -172,7 +258,7 @@ impl Sender {
                 ),
                 None,
             ),
-            Ok(Err(e)) => (classify(&e), None),
+            Ok(Err(sent)) => (sent, None),
             Ok(Ok((status, headers, body, body_truncated, retry_after))) => {
                 let outcome = if (200..300).contains(&status) {
                     Outcome::Success
@@ -225,9 +311,6 @@ fn classify(e: &reqwest::Error) -> Sent {
     if let Some(b) = find_blocked(e) {
         return failed(Outcome::Blocked, b.to_string(), 0);
     }
-    if find_too_many(e) {
-        return failed(Outcome::NetworkError, TooManyRedirects.to_string(), 0);
-    }
     if e.is_timeout() {
         return failed(Outcome::Timeout, "the request timed out".into(), 0);
     }
@@ -251,15 +334,4 @@ fn classify(e: &reqwest::Error) -> Sent {
         format!("{kind}: {cause}")
     };
     failed(Outcome::NetworkError, msg, 0)
-}
-
-fn find_too_many(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(x) = cur {
-        if x.downcast_ref::<TooManyRedirects>().is_some() {
-            return true;
-        }
-        cur = x.source();
-    }
-    false
 }

@@ -13,7 +13,6 @@ use tokio::sync::Notify;
 use super::sign;
 use crate::AppState;
 use crate::call::render::PreparedRequest;
-use crate::call::result::cut;
 use crate::history::Redactor;
 use crate::model::event::Attempt;
 use crate::model::{Delivery, DeliveryStatus, Method, Outcome, SubscriptionAuth, now_rfc3339};
@@ -124,6 +123,9 @@ fn build(
         }
     }
     let body = payload.to_string();
+    let body_sensitive = matches!(auth, SubscriptionAuth::ClientSecret { .. });
+    // Every header so far carries the subscription's credential; the signature headers do not.
+    let auth_headers = headers.len();
     let ts = (now_ms() / 1000) as i64;
     headers.push(("webhook-id".into(), d.event_id.clone()));
     headers.push(("webhook-timestamp".into(), ts.to_string()));
@@ -136,7 +138,9 @@ fn build(
         request: PreparedRequest {
             method: Method::Post,
             url,
+            sensitive_headers: (0..headers.len()).map(|i| i < auth_headers).collect(),
             headers,
+            body_sensitive,
             body: Some((body.into_bytes(), "application/json")),
             recorded_body: payload,
         },
@@ -208,7 +212,9 @@ async fn deliver(state: &AppState, mut d: Delivery) -> Result<(), StoreError> {
             duration_ms: start.elapsed().as_millis() as u64,
             request,
             status: sent.status,
-            response_body: sent.status.map(|_| redactor.text(&cut(&body, 4096).0)),
+            response_body: sent
+                .status
+                .map(|_| redactor.cut(&body, 4096, sent.body_truncated).0),
             error: sent.error.as_deref().map(|e| redactor.text(e)),
         });
         if sent.outcome == Outcome::Success {

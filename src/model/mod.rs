@@ -6,6 +6,7 @@ pub mod call;
 pub mod event;
 pub mod field;
 pub mod ids;
+pub mod names;
 pub mod secret;
 pub mod tool;
 pub mod validate;

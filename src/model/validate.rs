@@ -30,34 +30,9 @@ impl FieldError {
     }
 }
 
-/// `^[A-Za-z_][A-Za-z0-9_]{0,63}$`: dynamic field names and secret names.
-pub fn is_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
-
-/// `^[A-Za-z0-9_-]{1,64}$`: tool names (as OpenAI requires of function names).
-pub fn is_tool_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-}
-
-/// A dotted path whose segments are non-empty `[A-Za-z0-9_-]+` (context paths, response fields).
-pub fn is_dotted_path(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 256
-        && s.split('.').all(|seg| {
-            !seg.is_empty()
-                && seg
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-        })
-}
+pub use super::names::{
+    check_display_name, is_dotted_path, is_identifier, is_tool_name, url_credentials_error,
+};
 
 /// Placeholders `{{ secret.NAME }}` / `{{ context.PATH }}` / `{{ args.NAME }}` in a string, in order.
 /// Each entry is `(kind, name)` or a message saying why that placeholder is malformed.
@@ -201,6 +176,14 @@ fn check_field(
                     ));
                 }
                 if let Value::String(s) = v {
+                    // Placeholders hold no line breaks, so the literal text decides here; a
+                    // secret or context value with one is still refused when the call renders.
+                    if list == "headers" && reqwest::header::HeaderValue::from_str(s).is_err() {
+                        errs.push(FieldError::new(
+                            at("value"),
+                            "a header value cannot contain line breaks or other control characters",
+                        ));
+                    }
                     for p in placeholders(s) {
                         match p {
                             Err(m) => errs.push(FieldError::new(at("value"), m)),
@@ -256,14 +239,7 @@ pub fn validate_webhook(
     secret_exists: &dyn Fn(&str) -> bool,
 ) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    if spec.name.trim().is_empty() {
-        errs.push(FieldError::new("name", "name must not be empty"));
-    } else if spec.name.len() > 200 {
-        errs.push(FieldError::new(
-            "name",
-            "name is longer than 200 characters",
-        ));
-    }
+    errs.extend(check_display_name("name", &spec.name));
     if spec.description.len() > 4096 {
         errs.push(FieldError::new(
             "description",
@@ -384,7 +360,12 @@ fn check_url(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {
         filled = filled.replacen(&format!("{{{h}}}"), "x", 1);
     }
     match reqwest::Url::parse(&filled) {
-        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {}
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {
+            if let Some(m) = url_credentials_error(&u) {
+                errs.push(FieldError::new("url", m));
+                return;
+            }
+        }
         _ => {
             errs.push(FieldError::new("url", "url is not a valid absolute URL"));
             return;
@@ -459,11 +440,13 @@ pub fn validate_subscription(
     secret_exists: &dyn Fn(&str) -> bool,
 ) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    if spec.name.trim().is_empty() || spec.name.len() > 200 {
-        errs.push(FieldError::new("name", "name must be 1 to 200 characters"));
-    }
+    errs.extend(check_display_name("name", &spec.name));
     match reqwest::Url::parse(&spec.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            if let Some(m) = url_credentials_error(&u) {
+                errs.push(FieldError::new("url", m));
+            }
+        }
         _ => errs.push(FieldError::new(
             "url",
             "url must be an absolute http:// or https:// URL",

@@ -1,0 +1,183 @@
+//! Layers every route passes: the browser guard of the no-token mode (no cross-site request and
+//! no DNS-rebound host may reach the API), and the error envelope for answers made outside the
+//! handlers (extractor rejections, the router's own 404/405, MCP transport errors).
+
+use std::net::IpAddr;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::{ApiError, is_json_content_type, without_quoted_values};
+
+/// Host and port of a `Host` header or URL authority, the host lower-cased and without brackets.
+fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    let authority = authority.trim();
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default_port,
+    };
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+}
+
+/// `localhost` or a loopback IP: names a DNS-rebinding page cannot make the browser send.
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Why a request must be refused in the no-token mode, if it must: a `Host` that is not a
+/// loopback name (DNS rebinding), an `Origin` other than the gateway's own, or a browser saying
+/// the request is cross-site.
+pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
+    let text = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+    // Only a browser's request is in question, and every browser sends Host.
+    let own = match text(header::HOST) {
+        None => None,
+        Some(h) => match host_and_port(h, 80) {
+            Some(hp) if is_loopback_name(&hp.0) => Some(hp),
+            _ => {
+                return Some(
+                    "the Host header is not a loopback address: without an admin token the API answers only requests addressed to localhost".into(),
+                );
+            }
+        },
+    };
+    if let Some(origin) = text(header::ORIGIN) {
+        let same = url::Url::parse(origin).ok().and_then(|u| {
+            let port = u.port_or_known_default()?;
+            let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_ascii_lowercase(), port))
+        });
+        let ok = match (&same, &own) {
+            (Some(o), Some(h)) => o == h,
+            (Some(o), None) => is_loopback_name(&o.0),
+            (None, _) => false,
+        };
+        if !ok {
+            return Some(
+                "cross-origin requests are refused: without an admin token only pages served by this gateway may call its API".into(),
+            );
+        }
+    }
+    if text(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return Some("cross-site requests are refused".into());
+    }
+    None
+}
+
+/// Refuse cross-site and DNS-rebound browser requests when no admin token is configured (with a
+/// token, a browser cannot attach it to a cross-site request without a preflight we never allow).
+pub async fn refuse_cross_site(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.config.admin_token.is_none()
+        && let Some(why) = cross_site_refusal(req.headers())
+    {
+        return ApiError::Forbidden(why).into_response();
+    }
+    next.run(req).await
+}
+
+/// Put every error answer that is not already JSON into the `{"error":{…}}` envelope.
+pub async fn envelope_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_content_type);
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        t => without_quoted_values(t)
+            .replace("  ", " ")
+            .trim()
+            .to_string(),
+    };
+    let mut out = ApiError::Http { status, message }.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_and_loopback_pass() {
+        for ok in [
+            vec![("host", "127.0.0.1:8080")],
+            vec![
+                ("host", "localhost:8080"),
+                ("origin", "http://localhost:8080"),
+            ],
+            vec![("host", "[::1]:8080"), ("origin", "http://[::1]:8080")],
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            vec![],
+        ] {
+            assert_eq!(cross_site_refusal(&headers(&ok)), None, "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_hosts_and_origins_are_refused() {
+        for bad in [
+            vec![("host", "evil.example:8080")],
+            vec![("host", "127.0.0.1.nip.io:8080")],
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://evil.example"),
+            ],
+            vec![("host", "127.0.0.1:8080"), ("origin", "null")],
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:3000"),
+            ],
+            vec![
+                ("host", "localhost:8080"),
+                ("origin", "http://127.0.0.1:8080"),
+            ],
+            vec![("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")],
+        ] {
+            assert!(cross_site_refusal(&headers(&bad)).is_some(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Redaction of secret values from everything a call leaves behind: results, content for the
+//! model, history, events and error text. An upstream may echo a secret in any encoding, so each
+//! secret is searched for in every form it can take on the way back (raw, JSON-escaped any number
+//! of times, percent-, form-, base64- and hex-encoded), and no cut may keep a fragment of one.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::Engine;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+/// Replacement for every secret value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// How many times a value may have been JSON-escaped and still be recognised. Each level doubles
+/// the backslashes, so a value nested deeper than this is far past any real echo.
+const JSON_DEPTH: usize = 5;
+
+/// Derived forms shorter than this are not searched for: they would match ordinary text.
+const MIN_DERIVED: usize = 4;
+
+/// `encodeURIComponent`: everything but `A-Za-z0-9-_.!~*'()`.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// RFC 3986 unreserved characters stay, everything else is encoded.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Replaces known secret values, in every encoding, wherever they appear.
+#[derive(Debug, Default, Clone)]
+pub struct Redactor {
+    needles: Vec<String>,
+    matcher: Option<AhoCorasick>,
+}
+
+/// JSON string escaping without the quotes; `ascii` also escapes non-ASCII as `\uXXXX` (Python's
+/// default), `slash` escapes `/` as `\/` (PHP's default).
+fn json_escape(s: &str, ascii: bool, slash: bool) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    let mut inner = quoted
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string();
+    if ascii {
+        let mut out = String::with_capacity(inner.len());
+        for c in inner.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        inner = out;
+    }
+    if slash {
+        inner = inner.replace('/', "\\/");
+    }
+    inner
+}
+
+/// The base64 characters that depend only on `s`, for each of the three alignments `s` can have
+/// inside a longer encoded text (e.g. `user:secret` in a Basic credential).
+fn base64_cores(s: &[u8], engine: &base64::engine::GeneralPurpose) -> Vec<String> {
+    let mut out = Vec::new();
+    for pad in 0..3usize {
+        let mut buf = vec![0u8; pad];
+        buf.extend_from_slice(s);
+        let enc = engine.encode(&buf);
+        let start_bits = 8 * pad;
+        let end_bits = 8 * (pad + s.len());
+        let first = start_bits.div_ceil(6);
+        let last = end_bits / 6; // exclusive
+        if last > first {
+            out.push(enc[first..last].to_string());
+        }
+    }
+    out
+}
+
+/// Every form of `s` to look for.
+fn forms(s: &str) -> Vec<String> {
+    let mut out = vec![s.to_string()];
+    let mut derived = Vec::new();
+    // JSON escaping, applied repeatedly (an upstream that echoes a JSON body inside a JSON string).
+    for (ascii, slash) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut cur = s.to_string();
+        for _ in 0..JSON_DEPTH {
+            let next = json_escape(&cur, ascii, slash);
+            if next == cur {
+                break;
+            }
+            derived.push(next.clone());
+            cur = next;
+        }
+    }
+    for set in [NON_ALPHANUMERIC, URI_COMPONENT, UNRESERVED] {
+        let upper = utf8_percent_encode(s, set).to_string();
+        // A second round covers a value percent-encoded twice (a URL inside a query parameter).
+        derived.push(utf8_percent_encode(&upper, set).to_string());
+        derived.push(lowercase_hex_escapes(&upper));
+        derived.push(upper);
+    }
+    if let Ok(form) = serde_urlencoded::to_string([("", s)]) {
+        derived.push(form.trim_start_matches('=').to_string());
+    }
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+    ] {
+        derived.extend(base64_cores(s.as_bytes(), engine));
+    }
+    let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+    derived.push(hex.to_ascii_uppercase());
+    derived.push(hex);
+    out.extend(derived.into_iter().filter(|d| d.len() >= MIN_DERIVED));
+    out
+}
+
+/// `%2F` → `%2f`: some encoders write lower-case hex.
+fn lowercase_hex_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut after_pct = 0;
+    for c in s.chars() {
+        if c == '%' {
+            after_pct = 2;
+            out.push(c);
+        } else if after_pct > 0 {
+            after_pct -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Redactor {
+    /// A redactor for these secret values.
+    pub fn new(secrets: &[String]) -> Self {
+        let mut needles: Vec<String> = Vec::new();
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            for f in forms(s) {
+                if !needles.contains(&f) {
+                    needles.push(f);
+                }
+            }
+        }
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        let matcher = if needles.is_empty() {
+            None
+        } else {
+            AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&needles)
+                .ok()
+        };
+        Redactor { needles, matcher }
+    }
+
+    /// Whether there is anything to redact.
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// Redact a string.
+    pub fn text(&self, s: &str) -> String {
+        match &self.matcher {
+            None => s.to_string(),
+            Some(m) => {
+                // Replacing can join the halves around a match into a new occurrence
+                // (`hun[hunter2]ter2`), so repeat until nothing is found.
+                let mut out = m.replace_all(s, &vec![REDACTED; self.needles.len()]);
+                while m.is_match(&out) {
+                    out = m.replace_all(&out, &vec![REDACTED; self.needles.len()]);
+                }
+                out
+            }
+        }
+    }
+
+    /// Redact every string (keys included) of a JSON value.
+    pub fn value(&self, v: &Value) -> Value {
+        if self.is_empty() {
+            return v.clone();
+        }
+        match v {
+            Value::String(s) => Value::String(self.text(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (self.text(k), self.value(x)))
+                    .collect(),
+            ),
+            Value::Number(n) => {
+                let t = n.to_string();
+                if self.text(&t) != t {
+                    Value::String(REDACTED.into())
+                } else {
+                    v.clone()
+                }
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// Redact header values.
+    pub fn headers(&self, h: &[(String, String)]) -> Vec<(String, String)> {
+        h.iter().map(|(k, v)| (k.clone(), self.text(v))).collect()
+    }
+
+    /// Redact `s`, then cut it to at most `max` bytes on a char boundary, dropping a tail that
+    /// could be the start of a secret cut in two. `already_cut` says `s` itself was cut short (a
+    /// body read up to a cap), so its tail needs the same care. Returns the text and whether it
+    /// was cut.
+    pub fn cut(&self, s: &str, max: usize, already_cut: bool) -> (String, bool) {
+        let redacted = self.text(s);
+        if redacted.len() <= max {
+            if already_cut {
+                let drop = self.dangling_prefix(&redacted);
+                return (redacted[..redacted.len() - drop].to_string(), true);
+            }
+            return (redacted, false);
+        }
+        let mut end = max;
+        while !redacted.is_char_boundary(end) {
+            end -= 1;
+        }
+        let kept = &redacted[..end];
+        let drop = self.dangling_prefix(kept);
+        (kept[..kept.len() - drop].to_string(), true)
+    }
+
+    /// Length of the longest tail of `s` that begins some secret form (two bytes or more, or any
+    /// length for a very short secret).
+    fn dangling_prefix(&self, s: &str) -> usize {
+        let mut best = 0;
+        for n in &self.needles {
+            let longest = n.len().saturating_sub(1).min(s.len());
+            for len in (1..=longest).rev() {
+                if len <= best {
+                    break;
+                }
+                if (len >= 2 || n.len() <= 3)
+                    && s.is_char_boundary(s.len() - len)
+                    && n.as_bytes().starts_with(&s.as_bytes()[s.len() - len..])
+                {
+                    best = len;
+                    break;
+                }
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn red(s: &str) -> Redactor {
+        Redactor::new(&[s.to_string()])
+    }
+
+    #[test]
+    fn redacts_everywhere() {
+        let r = red("s3cr3t/+&x");
+        assert_eq!(r.text("Bearer s3cr3t/+&x"), "Bearer [REDACTED]");
+        assert_eq!(
+            r.text("https://a/b?k=s3cr3t%2F%2B%26x"),
+            "https://a/b?k=[REDACTED]"
+        );
+        assert_eq!(r.text("k=s3cr3t%2F%2B%26x&y=1"), "k=[REDACTED]&y=1");
+        let v = r.value(&json!({"echo": {"auth": "x s3cr3t/+&x"}, "s3cr3t/+&x": 1}));
+        assert!(!v.to_string().contains("s3cr3t"), "{v}");
+    }
+
+    #[test]
+    fn every_encoding_is_found() {
+        let secret = "hunter2\"x/é+ &";
+        let r = red(secret);
+        let mut encoded = vec![secret.to_string()];
+        // JSON-escaped 1..=4 times, as an echo inside an echo would show it.
+        let mut cur = secret.to_string();
+        for _ in 0..4 {
+            cur = serde_json::to_string(&cur).unwrap();
+            encoded.push(cur.clone());
+        }
+        encoded.push(utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string());
+        encoded.push(
+            utf8_percent_encode(secret, URI_COMPONENT)
+                .to_string()
+                .to_lowercase(),
+        );
+        encoded.push(serde_urlencoded::to_string([("k", secret)]).unwrap());
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for prefix in ["", "u:", "us:", "use:"] {
+            encoded.push(b64.encode(format!("{prefix}{secret}")));
+            encoded.push(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(format!("{prefix}{secret}")),
+            );
+        }
+        encoded.push(secret.bytes().map(|b| format!("{b:02x}")).collect());
+        encoded.push(json_escape(secret, true, true));
+        for e in encoded {
+            let out = r.text(&format!("before {e} after"));
+            assert!(out.contains(REDACTED), "{e} -> {out}");
+            // What is left around the redaction is quoting or a few boundary characters.
+            let rest = out
+                .replace("before ", "")
+                .replace(" after", "")
+                .replace(REDACTED, "");
+            let rest: String = rest.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
+            assert!(rest.len() <= 12 && !rest.contains("hunt"), "{e} -> {out}");
+        }
+    }
+
+    #[test]
+    fn cut_keeps_no_fragment() {
+        let secret = "hunter2-very-secret";
+        let r = red(secret);
+        let body = format!(
+            "{{\"data\": \"{}{secret}{}\"}}",
+            "x".repeat(20),
+            "y".repeat(20)
+        );
+        let no_fragment = |out: &str, what: &str| {
+            for len in 3..=secret.len() {
+                for start in 0..=secret.len() - len {
+                    let frag = &secret[start..start + len];
+                    assert!(!out.contains(frag), "{what} kept {frag:?}: {out}");
+                }
+            }
+        };
+        for max in 0..body.len() + 5 {
+            let (out, _) = r.cut(&body, max, false);
+            assert!(out.len() <= max || out.len() == body.len() - secret.len() + REDACTED.len());
+            no_fragment(&out, &format!("cut at {max}"));
+            // The body itself read only up to a cap (the secret may be cut in two already).
+            let read = &body[..max.min(body.len())];
+            let (out, _) = r.cut(read, usize::MAX, max < body.len());
+            no_fragment(&out, &format!("read cap {max}"));
+        }
+    }
+
+    #[test]
+    fn empty_secret_is_ignored() {
+        let r = Redactor::new(&[String::new()]);
+        assert!(r.is_empty());
+        assert_eq!(r.text("abc"), "abc");
+    }
+}
