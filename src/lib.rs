@@ -76,8 +76,8 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// `tools/` has broken files; one `file: field: message` line each.
-    #[error("tools directory has errors:\n{}", .0.join("\n"))]
+    /// `tools/` or `prompts/` has broken files; one `file: field: message` line each.
+    #[error("config files have errors:\n{}", .0.join("\n"))]
     Files(Vec<String>),
     /// Socket or file error.
     #[error(transparent)]
@@ -120,10 +120,15 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         })?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir, &key)?);
     apply_env_secrets(store.as_ref()).await?;
-    let files = files::load_dir(&config.tools_dir).map_err(StartError::Files)?;
-    files::apply(store.as_ref(), &files)
-        .await
-        .map_err(StartError::Files)?;
+    let synced = files::sync::sync(
+        store.as_ref(),
+        &[config.tools_dir.as_path(), config.prompts_dir.as_path()],
+        &config.prompts_dir,
+    )
+    .await;
+    if !synced.errors.is_empty() {
+        return Err(StartError::Files(synced.errors));
+    }
     let catalog = Arc::new(Catalog::default());
     catalog.load_all(store.as_ref())?;
     let read_cap = config.max_response_bytes.max(4 * 1024 * 1024);
@@ -179,6 +184,7 @@ pub async fn run(
     let state = build_state(config).await?;
     tracing::info!(listen = %checked.listen, tools = state.catalog.snapshot().tools.len(), "toolgate listening");
     let worker = events::worker::start(state.clone(), state.events.wake.clone());
+    let watcher = files::watch::start(state.clone());
     let router = app(state.clone());
     let cancel = state.shutdown.clone();
     // Cancelling ends MCP streams and the delivery worker, so shutdown does not wait on them.
@@ -190,6 +196,9 @@ pub async fn run(
         .await;
     state.shutdown.cancel();
     let _ = worker.await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     served?;
     state.recorder.close().await;
     state.store.flush().await?;

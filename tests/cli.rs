@@ -46,6 +46,8 @@ fn spawn_serve(data: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Proc {
     .arg(data)
     .args(["--tools-dir"])
     .arg(data.join("no-tools"))
+    .args(["--prompts-dir"])
+    .arg(data.join("no-prompts"))
     .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::piped());

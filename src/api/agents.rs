@@ -80,6 +80,11 @@ async fn update(
     ApiJson(spec): ApiJson<AgentSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     let agent = find(&s, &id)?;
+    super::refuse_file_managed(
+        "agent",
+        agent.spec.managed_by,
+        agent.spec.managed_file.as_deref(),
+    )?;
     check(&s, &spec)?;
     let agent = s.store.update_agent(&agent.id, spec).await?;
     s.catalog.notify_changed();
@@ -91,6 +96,11 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let agent = find(&s, &id)?;
+    super::refuse_file_managed(
+        "agent",
+        agent.spec.managed_by,
+        agent.spec.managed_file.as_deref(),
+    )?;
     s.store.delete_agent(&agent.id).await?;
     s.catalog.notify_changed();
     Ok(StatusCode::NO_CONTENT)

@@ -46,6 +46,25 @@ pub(crate) fn check_context(context: &serde_json::Value) -> Result<(), ApiError>
     }
 }
 
+/// Refuse an API edit or delete of a definition loaded from a config file: the file would
+/// overwrite it at the next reload, so the file is where the change belongs.
+pub(crate) fn refuse_file_managed(
+    kind: &str,
+    managed_by: Option<crate::model::ManagedBy>,
+    file: Option<&str>,
+) -> Result<(), ApiError> {
+    match managed_by {
+        None => Ok(()),
+        Some(_) => Err(ApiError::Conflict {
+            code: "managed_by_file",
+            message: format!(
+                "this {kind} is defined in the config file {}; edit or delete it there (changes apply within a second)",
+                file.unwrap_or("(unknown)")
+            ),
+        }),
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

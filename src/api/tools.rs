@@ -76,8 +76,13 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(spec): ApiJson<ToolSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check(&spec)?;
     let old = s.store.get_tool(&id)?;
+    super::refuse_file_managed(
+        "tool",
+        old.spec.managed_by,
+        old.spec.managed_file.as_deref(),
+    )?;
+    check(&spec)?;
     let t = s.store.update_tool(&id, spec).await?;
     s.catalog
         .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
@@ -89,6 +94,11 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let old = s.store.get_tool(&id)?;
+    super::refuse_file_managed(
+        "tool",
+        old.spec.managed_by,
+        old.spec.managed_file.as_deref(),
+    )?;
     s.store.delete_tool(&id).await?;
     s.catalog
         .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
@@ -100,6 +110,11 @@ async fn unlink(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let old = s.store.get_tool(&id)?;
+    super::refuse_file_managed(
+        "tool",
+        old.spec.managed_by,
+        old.spec.managed_file.as_deref(),
+    )?;
     let spec = ToolSpec {
         webhook_id: None,
         ..old.spec.clone()

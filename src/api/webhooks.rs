@@ -74,7 +74,12 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(spec): ApiJson<WebhookSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    s.store.get_webhook(&id)?;
+    let old = s.store.get_webhook(&id)?;
+    super::refuse_file_managed(
+        "webhook",
+        old.spec.managed_by,
+        old.spec.managed_file.as_deref(),
+    )?;
     check(&s, &spec)?;
     let w = s.store.update_webhook(&id, spec, true).await?;
     refresh(&s, &id)?;
@@ -85,6 +90,12 @@ async fn remove(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let old = s.store.get_webhook(&id)?;
+    super::refuse_file_managed(
+        "webhook",
+        old.spec.managed_by,
+        old.spec.managed_file.as_deref(),
+    )?;
     s.store.delete_webhook(&id).await?;
     refresh(&s, &id)?;
     Ok(StatusCode::NO_CONTENT)

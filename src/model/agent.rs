@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ManagedBy;
+
 fn default_max_steps() -> u32 {
     8
 }
@@ -27,6 +29,13 @@ pub struct AgentSpec {
     /// Most model calls per conversation turn.
     #[serde(default = "default_max_steps")]
     pub max_steps: u32,
+    /// Set by toolgate on a definition loaded from a config file: the API refuses to edit or
+    /// delete it (409 `managed_by_file`); the file is the place to change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
+    /// The file that defines it, when `managed_by` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_file: Option<String>,
 }
 
 /// A stored agent.

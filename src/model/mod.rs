@@ -22,6 +22,14 @@ pub use secret::SecretMeta;
 pub use tool::{Tool, ToolSpec};
 pub use webhook::{BodyEncoding, Method, RetryPolicy, Webhook, WebhookSpec};
 
+/// Who besides the API owns a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    /// A `tools/` or `prompts/` file: edits go there.
+    File,
+}
+
 /// Current time as an RFC 3339 UTC string, the format of every timestamp toolgate emits.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ManagedBy;
+
 /// A tool as submitted by a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +16,13 @@ pub struct ToolSpec {
     /// The linked webhook; `None` means unlinked (offered to no model).
     #[serde(default)]
     pub webhook_id: Option<String>,
+    /// Set by toolgate on a definition loaded from a config file: the API refuses to edit or
+    /// delete it (409 `managed_by_file`); the file is the place to change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
+    /// The file that defines it, when `managed_by` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_file: Option<String>,
 }
 
 /// A stored tool.

@@ -240,6 +240,7 @@ pub fn validate_webhook(
 ) -> Vec<FieldError> {
     let mut errs = Vec::new();
     errs.extend(check_display_name("name", &spec.name));
+    errs.extend(check_unmanaged(spec.managed_by, &spec.managed_file));
     if spec.description.len() > 4096 {
         errs.push(FieldError::new(
             "description",
@@ -395,9 +396,20 @@ fn check_body_paths(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// `managed_by` and `managed_file` are toolgate's marks of file-loaded definitions: never given.
+fn check_unmanaged(by: Option<super::ManagedBy>, file: &Option<String>) -> Option<FieldError> {
+    (by.is_some() || file.is_some()).then(|| {
+        FieldError::new(
+            "managed_by",
+            "managed_by and managed_file are set by toolgate on definitions loaded from config files",
+        )
+    })
+}
+
 /// Every problem with a tool definition (the webhook link is checked by the store).
 pub fn validate_tool(spec: &ToolSpec) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    errs.extend(check_unmanaged(spec.managed_by, &spec.managed_file));
     if !is_tool_name(&spec.name) {
         errs.push(FieldError::new(
             "name",
@@ -520,6 +532,7 @@ pub fn validate_agent(
     prompt_exists: &dyn Fn(&str) -> bool,
 ) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    errs.extend(check_unmanaged(spec.managed_by, &spec.managed_file));
     if !is_tool_name(&spec.name) {
         errs.push(FieldError::new(
             "name",

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ManagedBy;
+
 use super::field::{Field, ValueType};
 
 /// HTTP methods a webhook may use.
@@ -112,6 +114,13 @@ pub struct WebhookSpec {
     /// `{{ secret.NAME }}`; replaces body fields (which then only declare argument types).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_template: Option<serde_json::Value>,
+    /// Set by toolgate on a definition loaded from a config file: the API refuses to edit or
+    /// delete it (409 `managed_by_file`); the file is the place to change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
+    /// The file that defines it, when `managed_by` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_file: Option<String>,
 }
 
 /// Every string inside a JSON template, in document order.

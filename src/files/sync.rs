@@ -1,0 +1,242 @@
+//! Applying config files to the store: an idempotent upsert keyed by name, marking each
+//! definition `managed_by: file` with its file, and removing file-managed definitions whose file
+//! is gone. At start every problem is fatal; on a live reload a broken file is refused with a log
+//! line and the definitions it made stay as they were.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::{ToolFile, agent_errors, scan};
+use crate::model::{AgentSpec, ManagedBy, Tool};
+use crate::store::{Store, StoreError};
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// Whether any definition was created, changed or removed.
+    pub changed: bool,
+    /// `file: field: message` lines of files refused (fatal at start).
+    pub errors: Vec<String>,
+}
+
+/// How `dirs` are shown in definitions' `managed_file` and in messages.
+fn shown(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Apply every config file of `dirs` (agent prompts are looked up in `prompts_dir`). Definitions
+/// made by a file that is refused now are left as they are.
+pub async fn sync(store: &dyn Store, dirs: &[&Path], prompts_dir: &Path) -> Synced {
+    let scan = scan(dirs);
+    let mut out = Synced {
+        errors: scan.error_lines(),
+        ..Synced::default()
+    };
+    // Definitions from these files stay: the file exists but is broken right now.
+    let mut kept: HashSet<String> = scan.broken.iter().map(|(p, _)| shown(p)).collect();
+    let mut tools_defined: HashSet<String> = HashSet::new();
+    for (path, f) in &scan.tools {
+        let file = shown(path);
+        match apply_tool(store, &file, f).await {
+            Ok(changed) => {
+                out.changed |= changed;
+                tools_defined.insert(f.tool.name.clone());
+            }
+            Err(e) => {
+                out.errors.push(format!("{file}: {e}"));
+                kept.insert(file);
+            }
+        }
+    }
+    let mut agents_defined: HashSet<String> = HashSet::new();
+    for (path, spec) in &scan.agents {
+        let file = shown(path);
+        let known = |t: &str| tools_defined.contains(t) || store.get_tool_by_name(t).is_ok();
+        let errs = agent_errors(spec, &known, prompts_dir);
+        let applied = if errs.is_empty() {
+            apply_agent(store, &file, spec).await
+        } else {
+            Err(errs.join(&format!("\n{file}: ")))
+        };
+        match applied {
+            Ok(changed) => {
+                out.changed |= changed;
+                agents_defined.insert(spec.name.clone());
+            }
+            Err(e) => {
+                out.errors.push(format!("{file}: {e}"));
+                kept.insert(file);
+            }
+        }
+    }
+    match remove_orphans(store, &kept, &tools_defined, &agents_defined).await {
+        Ok(changed) => out.changed |= changed,
+        Err(e) => out
+            .errors
+            .push(format!("removing definitions of deleted files: {e}")),
+    }
+    out
+}
+
+fn is_file_managed(by: Option<ManagedBy>) -> bool {
+    by == Some(ManagedBy::File)
+}
+
+/// A same-named definition made through the API: a refusal naming both, unless it is exactly
+/// what the file says (a data dir from before files were marked), which the file then adopts.
+fn api_conflict(kind: &str, name: &str, id: &str, identical: bool) -> Result<(), String> {
+    if identical {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind}.name: '{name}' is also defined through the API ({kind} id {id}); delete one of the two, or rename the {kind} in this file"
+        ))
+    }
+}
+
+/// Upsert one tool file; whether anything changed.
+async fn apply_tool(store: &dyn Store, file: &str, f: &ToolFile) -> Result<bool, String> {
+    let existing = match store.get_tool_by_name(&f.tool.name) {
+        Ok(t) => Some(t),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.to_string()),
+    };
+    let linked = existing
+        .as_ref()
+        .and_then(|t| t.spec.webhook_id.clone())
+        .and_then(|w| store.get_webhook(&w).ok());
+    if let Some(t) = &existing
+        && !is_file_managed(t.spec.managed_by)
+    {
+        let same_tool = t.spec == f.tool_spec(t.spec.webhook_id.clone());
+        let same_hook = linked.as_ref().is_some_and(|w| w.spec == f.webhook);
+        api_conflict("tool", &f.tool.name, &t.id, same_tool && same_hook)?;
+    }
+    let mut hook = f.webhook.clone();
+    hook.managed_by = Some(ManagedBy::File);
+    hook.managed_file = Some(file.to_string());
+    let mut changed = false;
+    let webhook_id = match linked {
+        Some(w) if w.spec == hook => w.id,
+        Some(w) => {
+            changed = true;
+            store
+                .update_webhook(&w.id, hook, false)
+                .await
+                .map_err(|e| e.to_string())?
+                .id
+        }
+        None => {
+            changed = true;
+            store
+                .create_webhook(hook, false)
+                .await
+                .map_err(|e| e.to_string())?
+                .id
+        }
+    };
+    let mut spec = f.tool_spec(Some(webhook_id));
+    spec.managed_by = Some(ManagedBy::File);
+    spec.managed_file = Some(file.to_string());
+    match existing {
+        Some(t) if t.spec == spec => {}
+        Some(t) => {
+            changed = true;
+            store
+                .update_tool(&t.id, spec)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        None => {
+            changed = true;
+            store.create_tool(spec).await.map_err(|e| e.to_string())?;
+        }
+    }
+    for name in f.webhook.secret_names() {
+        if !store.secret_exists(&name) {
+            tracing::warn!(tool = %f.tool.name, secret = %name, "secret is not set yet; calls will fail until it is (POST /v1/secrets or TOOLGATE_SECRET_<NAME>)");
+        }
+    }
+    Ok(changed)
+}
+
+/// Upsert one agent file; whether anything changed.
+async fn apply_agent(store: &dyn Store, file: &str, spec: &AgentSpec) -> Result<bool, String> {
+    let existing = match store.get_agent_by_name(&spec.name) {
+        Ok(a) => Some(a),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(a) = &existing
+        && !is_file_managed(a.spec.managed_by)
+    {
+        api_conflict("agent", &spec.name, &a.id, a.spec == *spec)?;
+    }
+    let mut marked = spec.clone();
+    marked.managed_by = Some(ManagedBy::File);
+    marked.managed_file = Some(file.to_string());
+    let done = match existing {
+        Some(a) if a.spec == marked => return Ok(false),
+        Some(a) => store.update_agent(&a.id, marked).await.map(|_| ()),
+        None => store.create_agent(marked).await.map(|_| ()),
+    };
+    done.map(|()| true).map_err(|e| e.to_string())
+}
+
+/// Delete file-managed tools, their webhooks and agents that no file defines any more (files
+/// in `kept` are broken right now, so what they made stays).
+async fn remove_orphans(
+    store: &dyn Store,
+    kept: &HashSet<String>,
+    tools: &HashSet<String>,
+    agents: &HashSet<String>,
+) -> Result<bool, StoreError> {
+    let orphan =
+        |by: Option<ManagedBy>, file: &Option<String>, name: &str, live: &HashSet<String>| {
+            is_file_managed(by)
+                && !live.contains(name)
+                && !file.as_ref().is_some_and(|f| kept.contains(f))
+        };
+    let mut changed = false;
+    let gone: Vec<Tool> = store
+        .list_tools()?
+        .into_iter()
+        .filter(|t| orphan(t.spec.managed_by, &t.spec.managed_file, &t.spec.name, tools))
+        .collect();
+    for t in gone {
+        store.delete_tool(&t.id).await?;
+        tracing::info!(tool = %t.spec.name, file = t.spec.managed_file.as_deref().unwrap_or(""), "tool removed with its file");
+        changed = true;
+    }
+    // Webhooks made by files and no longer linked by any tool (an API tool may still link one:
+    // then it stays, as the delete guard says).
+    let linked: HashSet<String> = store
+        .list_tools()?
+        .into_iter()
+        .filter_map(|t| t.spec.webhook_id)
+        .collect();
+    for w in store.list_webhooks()? {
+        let file_gone = !w
+            .spec
+            .managed_file
+            .as_ref()
+            .is_some_and(|f| kept.contains(f));
+        if is_file_managed(w.spec.managed_by) && !linked.contains(&w.id) && file_gone {
+            store.delete_webhook(&w.id).await?;
+            changed = true;
+        }
+    }
+    for a in store.list_agents()? {
+        if orphan(
+            a.spec.managed_by,
+            &a.spec.managed_file,
+            &a.spec.name,
+            agents,
+        ) {
+            store.delete_agent(&a.id).await?;
+            tracing::info!(agent = %a.spec.name, "agent removed with its file");
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
