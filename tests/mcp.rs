@@ -260,3 +260,65 @@ async fn stdio_server_from_the_binary() {
     assert_eq!(r.is_error, Some(true), "missing argument is a tool error");
     client.cancel().await.ok();
 }
+
+#[tokio::test]
+async fn echoed_secrets_reach_neither_tool_results_nor_debug_logs() {
+    use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    std::fs::write(
+        tools.join("echo.toml"),
+        format!(
+            "[tool]\nname = \"echo\"\n[webhook]\nname = \"Echo\"\nmethod = \"POST\"\nurl = \"{}/echo\"\n\
+             body = [{{ name = \"key\", value_type = \"secret\", secret = \"api_pw\" }},\n\
+                     {{ name = \"note\", value_type = \"dynamic\" }}]\n",
+            up.base
+        ),
+    )
+    .unwrap();
+    let secret = "hunter2\"x-log-check";
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_toolgate")).configure(|c| {
+        c.arg("mcp")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--tools-dir")
+            .arg(&tools)
+            .arg("--prompts-dir")
+            .arg(dir.path().join("prompts"))
+            .args(["--allow-hosts", "127.0.0.1"])
+            .env_remove("TOOLGATE_ADMIN_TOKEN")
+            .env("TOOLGATE_SECRET_API_PW", secret)
+            .env("TOOLGATE_LOG", "trace");
+    });
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let client = ().serve(transport).await.expect("initialize over stdio");
+    let r = client
+        .call_tool(CallToolRequestParams::new("echo").with_arguments(args(json!({"note": "n"}))))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    assert_eq!(
+        up.last().json()["key"],
+        secret,
+        "the upstream got the secret"
+    );
+    let shown = text(&r);
+    assert!(shown.contains("[REDACTED]"), "{shown}");
+    client.cancel().await.ok();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("tool call finished"),
+        "trace logs were captured: {logs}"
+    );
+    for piece in ["hunter2", "x-log-check", "log-ch"] {
+        assert!(!shown.contains(piece), "{piece} in result: {shown}");
+        assert!(!logs.contains(piece), "{piece} in logs:\n{logs}");
+    }
+}

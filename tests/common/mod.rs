@@ -260,7 +260,7 @@ impl Received {
 
 /// A real HTTP upstream on 127.0.0.1 that records every request. Behaviour by path:
 /// `/status/{code}`, `/slow/{ms}`, `/flaky/{n}` (503 for the first n calls, with Retry-After: 0),
-/// `/big/{bytes}`, `/redirect?to=URL`, `/text`; anything else echoes the request as JSON.
+/// `/big/{bytes}`, `/redirect?to=URL[&code=307]`, `/text`; anything else echoes the request as JSON.
 #[derive(Clone)]
 pub struct Upstream {
     pub base: String,
@@ -369,7 +369,13 @@ async fn handle(
                 .query()
                 .and_then(|q| url_param(q, "to"))
                 .unwrap_or_else(|| "/".to_string());
-            (StatusCode::FOUND, [("location", to)], "").into_response()
+            let code = uri
+                .query()
+                .and_then(|q| url_param(q, "code"))
+                .and_then(|c| c.parse().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::FOUND);
+            (code, [("location", to)], "").into_response()
         }
         ["text", ..] => "plain words".into_response(),
         _ => axum::Json(json!({

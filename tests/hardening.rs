@@ -1,0 +1,443 @@
+//! Regressions from attacking toolgate as a hostile web page, a hostile upstream and a careless
+//! admin would: cross-site requests, secrets echoed in other encodings or cut in two, redirects to
+//! other origins, credentials in URLs, and error answers outside the envelope.
+
+mod common;
+
+use common::{FakeLlm, Server, Upstream, client, get_hook, reply};
+use serde_json::{Value, json};
+
+/// Every 6-character piece of `secret` that occurs in `text`.
+fn fragments(text: &str, secret: &str) -> Vec<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    (0..chars.len().saturating_sub(5))
+        .map(|i| chars[i..i + 6].iter().collect::<String>())
+        .filter(|f| text.contains(f.as_str()))
+        .collect()
+}
+
+async fn raw(
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut b = client().request(method, url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    if let Some(body) = body {
+        b = b.body(body.to_string());
+    }
+    let r = b.send().await.expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Send `request` as written and read the answer (the server closes after an error it answers
+/// itself).
+async fn raw_tcp(base: &str, request: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before it has read everything.
+    let _ = conn.write_all(request.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_to_end(&mut buf),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(text)),
+    )
+}
+
+fn assert_envelope(status: u16, v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "status {status}: {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn cross_site_requests_are_refused_without_a_token() {
+    let s = Server::start().await;
+    let sub = r#"{"name":"x","url":"http://127.0.0.1:9/x","event_types":["*"]}"#;
+    // A "simple" cross-site POST (text/plain needs no preflight) is never parsed.
+    let (st, v) = raw(
+        reqwest::Method::POST,
+        &format!("{}/v1/subscriptions", s.base),
+        &[("content-type", "text/plain")],
+        Some(sub),
+    )
+    .await;
+    assert_eq!(st, 415, "{v}");
+    assert_envelope(st, &v, "unsupported_media_type");
+    // From a foreign page, even with a JSON body the browser might send after a preflight.
+    for (origin, what) in [
+        ("http://evil.example", "foreign origin"),
+        ("null", "sandboxed page"),
+        ("http://127.0.0.1:1", "another local port"),
+    ] {
+        let (st, v) = raw(
+            reqwest::Method::POST,
+            &format!("{}/v1/subscriptions", s.base),
+            &[("content-type", "application/json"), ("origin", origin)],
+            Some(sub),
+        )
+        .await;
+        assert_eq!(st, 403, "{what}: {v}");
+        assert_envelope(st, &v, "forbidden");
+    }
+    let (st, v) = raw(
+        reqwest::Method::POST,
+        &format!("{}/v1/subscriptions", s.base),
+        &[
+            ("content-type", "application/json"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        Some(sub),
+    )
+    .await;
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(s.get("/v1/subscriptions").await.1["items"], json!([]));
+    // DNS rebinding: the page's own host name points at the gateway.
+    for path in ["/v1/secrets", "/mcp"] {
+        let (st, v) = raw(
+            reqwest::Method::GET,
+            &format!("{}{path}", s.base),
+            &[("host", "evil.example:8080")],
+            None,
+        )
+        .await;
+        assert_eq!(st, 403, "{path}: {v}");
+        assert_envelope(st, &v, "forbidden");
+    }
+    // The gateway's own pages (same origin) keep working.
+    let own = s.base.clone();
+    let (st, v) = raw(
+        reqwest::Method::POST,
+        &format!("{}/v1/secrets", s.base),
+        &[("content-type", "application/json"), ("origin", &own)],
+        Some(r#"{"name":"k","value":"v"}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+
+    // With an admin token the token is the guard: remote clients with any Host are served.
+    let t = Server::start_with(|c| c.admin_token = Some("tok".into())).await;
+    let (st, v) = raw(
+        reqwest::Method::GET,
+        &format!("{}/v1/secrets", t.base),
+        &[
+            ("host", "gateway.example.com"),
+            ("authorization", "Bearer tok"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+}
+
+async fn echo_tool(s: &Server, up: &Upstream) {
+    s.secret("api_pw", "hunter2\"x-fragment-check").await;
+    let wid = s
+        .webhook(
+            json!({"name": "Echo", "method": "POST", "url": format!("{}/echo", up.base),
+            "body": [{"name": "a_pad", "value_type": "dynamic", "required": false},
+                     {"name": "key", "value_type": "secret", "secret": "api_pw"}]}),
+        )
+        .await;
+    s.tool("echo", &wid).await;
+}
+
+#[tokio::test]
+async fn secrets_echoed_in_other_encodings_are_redacted() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    echo_tool(&s, &up).await;
+    let secret = "hunter2\"x-fragment-check";
+    let (st, r) = s.invoke("echo", json!({"a_pad": "p"}), json!({})).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["outcome"], "success", "{r}");
+    // The upstream saw the secret in the JSON body, and echoed the body inside a JSON string.
+    assert_eq!(up.last().json()["key"], secret);
+    let text = r.to_string();
+    assert!(fragments(&text, secret).is_empty(), "{text}");
+    assert!(r["content"].as_str().unwrap().contains("[REDACTED]"), "{r}");
+    let wid = s.get("/v1/webhooks").await.1["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, t) = s
+        .post(
+            &format!("/v1/webhooks/{wid}/test"),
+            json!({"arguments": {"a_pad": "q"}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert!(fragments(&t.to_string(), secret).is_empty(), "{t}");
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
+        .await;
+    assert!(fragments(&rec.to_string(), secret).is_empty(), "{rec}");
+}
+
+#[tokio::test]
+async fn a_cut_never_keeps_part_of_a_secret() {
+    let s = Server::start_with(|c| {
+        c.max_content_bytes = 220;
+        c.max_response_bytes = 160;
+    })
+    .await;
+    let up = Upstream::start().await;
+    echo_tool(&s, &up).await;
+    let secret = "hunter2\"x-fragment-check";
+    // The pad moves the secret across both cut points: before them (redacted whole), across
+    // them (where a prefix used to survive) and after them (cut off entirely).
+    let (mut whole, mut not_whole) = (0, 0);
+    for pad in 60..200 {
+        let (st, r) = s
+            .invoke("echo", json!({"a_pad": "p".repeat(pad)}), json!({}))
+            .await;
+        assert_eq!(st, 200, "{r}");
+        assert!(r["content"].as_str().unwrap().contains("[truncated"), "{r}");
+        let (_, rec) = s
+            .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
+            .await;
+        for (what, text) in [("result", r.to_string()), ("history", rec.to_string())] {
+            assert!(
+                fragments(&text, secret).is_empty(),
+                "pad {pad}: {what} kept {:?}: {text}",
+                fragments(&text, secret)
+            );
+        }
+        if r["content"].as_str().unwrap().contains("[REDACTED]") {
+            whole += 1;
+        } else {
+            not_whole += 1;
+        }
+    }
+    assert!(whole > 0 && not_whole > 0, "{whole} / {not_whole}");
+}
+
+#[tokio::test]
+async fn redirects_to_another_origin_drop_secret_and_context_headers() {
+    let s = Server::start().await;
+    let a = Upstream::start().await;
+    let b = Upstream::start().await; // another port: another origin
+    s.secret("api_key", "K-7f3a9c1e").await;
+    let wid = s
+        .webhook(
+            json!({"name": "Redir", "method": "GET", "url": format!("{}/redirect", a.base),
+            "query_params": [{"name": "to", "value_type": "dynamic"}],
+            "headers": [
+                {"name": "X-Api-Key", "value_type": "secret", "secret": "api_key"},
+                {"name": "X-Sig", "value_type": "static", "value": "v1 {{ secret.api_key }}"},
+                {"name": "X-Tenant", "value_type": "context", "value": "tenant"},
+                {"name": "Authorization", "value_type": "static", "value": "Bearer plain"},
+                {"name": "X-Plain", "value_type": "static", "value": "keep-me"}]}),
+        )
+        .await;
+    s.tool("redir", &wid).await;
+    let (st, r) = s
+        .invoke(
+            "redir",
+            json!({"to": format!("{}/landing", b.base)}),
+            json!({"tenant": "t-1"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["outcome"], "success", "{r}");
+    let got = b.last();
+    assert_eq!(got.uri, "/landing");
+    assert_eq!(got.header("x-plain"), Some("keep-me"));
+    for h in ["x-api-key", "x-sig", "x-tenant", "authorization"] {
+        assert_eq!(got.header(h), None, "{h} crossed origins: {got:?}");
+    }
+    // A same-origin redirect keeps them.
+    let (_, r) = s
+        .invoke(
+            "redir",
+            json!({"to": format!("{}/same", a.base)}),
+            json!({"tenant": "t-1"}),
+        )
+        .await;
+    assert_eq!(r["outcome"], "success", "{r}");
+    let got = a.last();
+    assert_eq!(got.uri, "/same");
+    assert_eq!(got.header("x-api-key"), Some("K-7f3a9c1e"));
+    assert_eq!(got.header("x-tenant"), Some("t-1"));
+
+    // A 307 keeps method and body: with a secret in the body, another origin is refused.
+    let wid = s
+        .webhook(
+            json!({"name": "Redir body", "method": "POST", "url": format!("{}/redirect", a.base),
+            "query_params": [{"name": "to", "value_type": "dynamic"},
+                             {"name": "code", "value_type": "static", "value": "307"}],
+            "body": [{"name": "token", "value_type": "secret", "secret": "api_key"}]}),
+        )
+        .await;
+    s.tool("redir_body", &wid).await;
+    let before = b.count();
+    let (_, r) = s
+        .invoke(
+            "redir_body",
+            json!({"to": format!("{}/landing", b.base)}),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["outcome"], "network_error", "{r}");
+    assert!(
+        r["content"].as_str().unwrap().contains("another origin"),
+        "{r}"
+    );
+    assert_eq!(b.count(), before, "the body was re-sent to another origin");
+}
+
+#[tokio::test]
+async fn credentials_in_urls_are_refused() {
+    let s = Server::start().await;
+    let (st, v) = s
+        .post(
+            "/v1/webhooks",
+            get_hook("Creds", "http://user:pa55@127.0.0.1:9/x"),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["field"], "url");
+    assert!(v.to_string().contains("secret"), "{v}");
+    assert!(!v.to_string().contains("pa55"), "{v}");
+    let (st, v) = s
+        .post(
+            "/v1/subscriptions",
+            json!({"name": "s", "url": "http://user:pa55@127.0.0.1:9/x", "event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["field"], "url");
+    assert_eq!(s.get("/v1/webhooks").await.1["items"], json!([]));
+}
+
+#[tokio::test]
+async fn every_error_is_the_envelope() {
+    let s = Server::start().await;
+    for path in [
+        "/v1/webhooks/%ff",
+        "/v1/calls?limit=-1",
+        "/v1/calls?limit=abc",
+        "/v1/calls?limit=1e9",
+        "/v1/calls?limit=1&limit=2",
+    ] {
+        let (st, v) = s.get(path).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        assert_envelope(st, &v, "bad_request");
+    }
+    // hyper answers a URI over 64 KiB itself; the client here must be raw TCP (reqwest refuses
+    // to build such a URI).
+    let (st, v) = raw_tcp(
+        &s.base,
+        &format!(
+            "GET /v1/calls?q={} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "a".repeat(100_000)
+        ),
+    )
+    .await;
+    assert_eq!(st, 414, "{v}");
+    assert_envelope(st, &v, "uri_too_long");
+    let (st, v) = s.send(reqwest::Method::PATCH, "/v1/webhooks", None).await;
+    assert_eq!(st, 405, "{v}");
+    assert_envelope(st, &v, "method_not_allowed");
+
+    // A context that is not an object, on every route that takes one.
+    let up = Upstream::start().await;
+    let wid = s.webhook(get_hook("Ok", &format!("{}/ok", up.base))).await;
+    s.tool("ok_tool", &wid).await;
+    let llm = FakeLlm::start().await;
+    llm.always(200, reply("hi"));
+    let (st, _) = s
+        .post(
+            "/v1/agents",
+            json!({"name": "a1", "system_prompt": "x", "tools": ["ok_tool"]}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    for (path, body) in [
+        (
+            format!("/v1/webhooks/{wid}/test"),
+            json!({"arguments": {}, "context": "tenant-a"}),
+        ),
+        (
+            "/v1/tools/ok_tool/invoke".to_string(),
+            json!({"arguments": {}, "context": [1]}),
+        ),
+        (
+            "/v1/agents/a1/chat".to_string(),
+            json!({"messages": [{"role": "user", "content": "x"}], "context": 5}),
+        ),
+    ] {
+        let (st, v) = s.post(&path, body).await;
+        assert_eq!(st, 422, "{path}: {v}");
+        assert_eq!(v["error"]["details"][0]["field"], "context", "{v}");
+    }
+    assert_eq!(up.count(), 0, "nothing was sent");
+
+    // Names that display as something else, and header values that would split a request.
+    for name in [
+        "a\u{0}b",
+        "line\nbreak",
+        "cr\rname",
+        "evil\u{202e}gpj.exe",
+        "\u{2066}x",
+    ] {
+        let (st, v) = s
+            .post("/v1/webhooks", get_hook(name, &format!("{}/x", up.base)))
+            .await;
+        assert_eq!(st, 422, "{name:?}: {v}");
+        assert_eq!(v["error"]["details"][0]["field"], "name");
+        let (st, v) = s
+            .post(
+                "/v1/subscriptions",
+                json!({"name": name, "url": "http://127.0.0.1:9/x", "event_types": ["*"]}),
+            )
+            .await;
+        assert_eq!(st, 422, "{name:?}: {v}");
+    }
+    let mut def = get_hook("Split", &format!("{}/x", up.base));
+    def["headers"] =
+        json!([{"name": "X-A", "value_type": "static", "value": "a\r\nX-Injected: 1"}]);
+    let (st, v) = s.post("/v1/webhooks", def).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["field"], "headers[0].value");
+
+    // With a token, an unknown /v1 route answers 401 before 404.
+    let t = Server::start_with(|c| c.admin_token = Some("tok".into())).await;
+    let (st, v) = raw(
+        reqwest::Method::GET,
+        &format!("{}/v1/no-such-thing", t.base),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(st, 401, "{v}");
+    assert_envelope(st, &v, "unauthorized");
+    let (st, v) = t.get("/v1/no-such-thing").await;
+    assert_eq!(st, 404, "{v}");
+    assert_envelope(st, &v, "not_found");
+}
