@@ -5,20 +5,56 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// Every default, in one place: the CLI's and `ServeConfig::with_data_dir`'s.
+pub mod defaults {
+    /// Default of `--listen`.
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    /// Default of `--data-dir`.
+    pub const DATA_DIR: &str = "./data";
+    /// Default of `--tools-dir`.
+    pub const TOOLS_DIR: &str = "./tools";
+    /// Default of `--prompts-dir`.
+    pub const PROMPTS_DIR: &str = "./prompts";
+    /// Default of `--max-body-bytes`.
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Default of `--max-response-bytes`.
+    pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+    /// Default of `--max-content-bytes`.
+    pub const MAX_CONTENT_BYTES: usize = 16 * 1024;
+    /// Default of `--history-max-records`.
+    pub const HISTORY_MAX_RECORDS: usize = 1_000_000;
+    /// Default of `--history-max-age-days`.
+    pub const HISTORY_MAX_AGE_DAYS: u64 = 30;
+    /// Default of `--llm-base-url`.
+    pub const LLM_BASE_URL: &str = "https://api.openai.com/v1";
+    /// Default of `--llm-model`.
+    pub const LLM_MODEL: &str = "gpt-4o-mini";
+    /// Default of `--llm-timeout-secs`.
+    pub const LLM_TIMEOUT_SECS: u64 = 120;
+    /// Default of `--llm-max-retries`.
+    pub const LLM_MAX_RETRIES: u32 = 3;
+    /// Default of `--event-retry-schedule`.
+    pub const EVENT_RETRY_SCHEDULE: &str = "0s,5s,5m,30m,2h,5h,10h";
+    /// Default of `--event-timeout-ms`.
+    pub const EVENT_TIMEOUT_MS: u64 = 10_000;
+    /// Default of `--tool-concurrency`.
+    pub const TOOL_CONCURRENCY: usize = 4;
+}
+
 /// Everything `toolgate serve` can be told.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Address to listen on. Without an admin token only loopback addresses are accepted.
-    #[arg(long, env = "TOOLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TOOLGATE_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Directory of the embedded store and master key.
-    #[arg(long, env = "TOOLGATE_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "TOOLGATE_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Config-as-code tool definitions (*.toml), loaded at start.
-    #[arg(long, env = "TOOLGATE_TOOLS_DIR", default_value = "./tools")]
+    #[arg(long, env = "TOOLGATE_TOOLS_DIR", default_value = defaults::TOOLS_DIR)]
     pub tools_dir: PathBuf,
     /// Prompt files for agents.
-    #[arg(long, env = "TOOLGATE_PROMPTS_DIR", default_value = "./prompts")]
+    #[arg(long, env = "TOOLGATE_PROMPTS_DIR", default_value = defaults::PROMPTS_DIR)]
     pub prompts_dir: PathBuf,
     /// Bearer token required on every /v1 route.
     #[arg(long, env = "TOOLGATE_ADMIN_TOKEN", hide_env_values = true)]
@@ -30,13 +66,13 @@ pub struct ServeConfig {
     #[arg(long, env = "TOOLGATE_ALLOW_HOSTS", value_delimiter = ',')]
     pub allow_hosts: Vec<String>,
     /// Largest accepted request body in bytes.
-    #[arg(long, env = "TOOLGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "TOOLGATE_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Upstream response size kept in call results and history.
-    #[arg(long, env = "TOOLGATE_MAX_RESPONSE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "TOOLGATE_MAX_RESPONSE_BYTES", default_value_t = defaults::MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
     /// Size of the text handed back to the model (`content`).
-    #[arg(long, env = "TOOLGATE_MAX_CONTENT_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "TOOLGATE_MAX_CONTENT_BYTES", default_value_t = defaults::MAX_CONTENT_BYTES)]
     pub max_content_bytes: usize,
     /// Do not record calls in the history (benchmarks; events about calls need history).
     #[arg(long, env = "TOOLGATE_NO_HISTORY")]
@@ -45,43 +81,43 @@ pub struct ServeConfig {
     #[arg(
         long,
         env = "TOOLGATE_HISTORY_MAX_RECORDS",
-        default_value_t = 1_000_000
+        default_value_t = defaults::HISTORY_MAX_RECORDS
     )]
     pub history_max_records: usize,
     /// History retention: oldest record kept, in days (0 = unlimited).
-    #[arg(long, env = "TOOLGATE_HISTORY_MAX_AGE_DAYS", default_value_t = 30)]
+    #[arg(long, env = "TOOLGATE_HISTORY_MAX_AGE_DAYS", default_value_t = defaults::HISTORY_MAX_AGE_DAYS)]
     pub history_max_age_days: u64,
     /// Base URL of the OpenAI-compatible model endpoint (OpenAI, vLLM, Ollama, llama.cpp…).
     #[arg(
         long,
         env = "TOOLGATE_LLM_BASE_URL",
-        default_value = "https://api.openai.com/v1"
+        default_value = defaults::LLM_BASE_URL
     )]
     pub llm_base_url: String,
     /// API key for the model endpoint.
     #[arg(long, env = "TOOLGATE_LLM_API_KEY", hide_env_values = true)]
     pub llm_api_key: Option<String>,
     /// Model used by agents that name none.
-    #[arg(long, env = "TOOLGATE_LLM_MODEL", default_value = "gpt-4o-mini")]
+    #[arg(long, env = "TOOLGATE_LLM_MODEL", default_value = defaults::LLM_MODEL)]
     pub llm_model: String,
     /// Timeout of one model request, in seconds.
-    #[arg(long, env = "TOOLGATE_LLM_TIMEOUT_SECS", default_value_t = 120)]
+    #[arg(long, env = "TOOLGATE_LLM_TIMEOUT_SECS", default_value_t = defaults::LLM_TIMEOUT_SECS)]
     pub llm_timeout_secs: u64,
     /// Retries of a model request on 429, 5xx or connection errors (jittered backoff).
-    #[arg(long, env = "TOOLGATE_LLM_MAX_RETRIES", default_value_t = 3)]
+    #[arg(long, env = "TOOLGATE_LLM_MAX_RETRIES", default_value_t = defaults::LLM_MAX_RETRIES)]
     pub llm_max_retries: u32,
     /// Delays before each event delivery attempt (ms, s, m, h), comma-separated.
     #[arg(
         long,
         env = "TOOLGATE_EVENT_RETRY_SCHEDULE",
-        default_value = "0s,5s,5m,30m,2h,5h,10h"
+        default_value = defaults::EVENT_RETRY_SCHEDULE
     )]
     pub event_retry_schedule: String,
     /// Timeout of one event delivery attempt, in milliseconds.
-    #[arg(long, env = "TOOLGATE_EVENT_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "TOOLGATE_EVENT_TIMEOUT_MS", default_value_t = defaults::EVENT_TIMEOUT_MS)]
     pub event_timeout_ms: u64,
     /// Tool calls of one model turn run at most this many at a time.
-    #[arg(long, env = "TOOLGATE_TOOL_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "TOOLGATE_TOOL_CONCURRENCY", default_value_t = defaults::TOOL_CONCURRENCY)]
     pub tool_concurrency: usize,
 }
 
@@ -91,25 +127,25 @@ impl ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
-            tools_dir: PathBuf::from("./tools"),
-            prompts_dir: PathBuf::from("./prompts"),
+            tools_dir: PathBuf::from(defaults::TOOLS_DIR),
+            prompts_dir: PathBuf::from(defaults::PROMPTS_DIR),
             admin_token: None,
             mcp_token: None,
             allow_hosts: Vec::new(),
-            max_body_bytes: 1024 * 1024,
-            max_response_bytes: 64 * 1024,
-            max_content_bytes: 16 * 1024,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_response_bytes: defaults::MAX_RESPONSE_BYTES,
+            max_content_bytes: defaults::MAX_CONTENT_BYTES,
             no_history: false,
-            history_max_records: 1_000_000,
-            history_max_age_days: 30,
-            llm_base_url: "https://api.openai.com/v1".into(),
+            history_max_records: defaults::HISTORY_MAX_RECORDS,
+            history_max_age_days: defaults::HISTORY_MAX_AGE_DAYS,
+            llm_base_url: defaults::LLM_BASE_URL.into(),
             llm_api_key: None,
-            llm_model: "gpt-4o-mini".into(),
-            llm_timeout_secs: 120,
-            llm_max_retries: 3,
-            tool_concurrency: 4,
-            event_retry_schedule: "0s,5s,5m,30m,2h,5h,10h".into(),
-            event_timeout_ms: 10_000,
+            llm_model: defaults::LLM_MODEL.into(),
+            llm_timeout_secs: defaults::LLM_TIMEOUT_SECS,
+            llm_max_retries: defaults::LLM_MAX_RETRIES,
+            tool_concurrency: defaults::TOOL_CONCURRENCY,
+            event_retry_schedule: defaults::EVENT_RETRY_SCHEDULE.into(),
+            event_timeout_ms: defaults::EVENT_TIMEOUT_MS,
         }
     }
 

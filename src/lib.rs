@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod redact;
+pub mod retry;
 pub mod store;
 
 use std::future::Future;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Outbound HTTP.
     pub sender: Arc<Sender>,
+    /// What tool calls run through (the same sender, recorder and counters, and the limits).
+    pub pipeline: Arc<call::Pipeline>,
     /// History writer.
     pub recorder: Arc<Recorder>,
     /// Counters.
@@ -154,13 +157,23 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         config.llm_max_retries,
     )
     .map_err(StartError::Config)?;
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = Arc::new(call::Pipeline {
+        secrets: store.clone(),
+        sender: sender.clone(),
+        recorder: (!config.no_history).then(|| recorder.clone()),
+        metrics: metrics.clone(),
+        max_response_bytes: config.max_response_bytes,
+        max_content_bytes: config.max_content_bytes,
+    });
     Ok(AppState {
         config: Arc::new(config),
         store,
         catalog,
         sender,
+        pipeline,
         recorder,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         llm: Arc::new(llm),
         shutdown: tokio_util::sync::CancellationToken::new(),
         events: Arc::new(events_settings),

@@ -13,12 +13,10 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::call::context::{CONTEXT_HEADER, parse_context_header};
 use crate::call::{self, CallRequest};
 use crate::catalog::CompiledTool;
 use crate::model::Source;
-
-/// Header carrying the per-session context (a JSON object) for MCP over HTTP.
-pub const CONTEXT_HEADER: &str = "x-toolgate-context";
 
 /// One MCP session's view of toolgate.
 #[derive(Clone)]
@@ -56,35 +54,21 @@ impl McpServer {
     fn context_for(&self, ctx: &RequestContext<RoleServer>) -> Result<Value, String> {
         match Self::parts(ctx).and_then(|p| p.headers.get(CONTEXT_HEADER)) {
             None => Ok(self.context.clone()),
-            Some(v) => match v
-                .to_str()
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(t).ok())
-            {
-                Some(Value::Object(m)) => Ok(Value::Object(m)),
-                _ => Err("the X-Toolgate-Context header must be a JSON object".into()),
-            },
+            Some(v) => parse_context_header(v.as_bytes()),
         }
     }
 
     fn visible_tools(&self, agent: Option<&str>) -> Result<Vec<Arc<CompiledTool>>, McpError> {
         let snap = self.state.catalog.snapshot();
-        let mut tools: Vec<Arc<CompiledTool>> = match agent {
-            None => snap.tools.values().cloned().collect(),
+        Ok(match agent {
+            None => snap.visible_tools(None),
             Some(name) => {
                 let agent = self.state.store.get_agent_by_name(name).map_err(|_| {
                     McpError::invalid_params(format!("no agent named '{name}'"), None)
                 })?;
-                agent
-                    .spec
-                    .tools
-                    .iter()
-                    .filter_map(|t| snap.tools.get(t).cloned())
-                    .collect()
+                snap.visible_tools(Some(&agent.spec))
             }
-        };
-        tools.sort_by(|a, b| a.tool.spec.name.cmp(&b.tool.spec.name));
-        Ok(tools)
+        })
     }
 }
 
@@ -130,7 +114,8 @@ impl ServerHandler for McpServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
-        let tools = self.visible_tools(self.agent_for(&ctx).as_deref())?;
+        let agent = self.agent_for(&ctx);
+        let tools = self.visible_tools(agent.as_deref())?;
         let Some(tool) = tools.into_iter().find(|t| t.tool.spec.name == name) else {
             return Ok(error_result(format!("There is no tool named '{name}'.")));
         };
@@ -143,14 +128,14 @@ impl ServerHandler for McpServer {
             .map(Value::Object)
             .unwrap_or_else(|| json!({}));
         let result = call::invoke(
-            &self.state,
+            &self.state.pipeline,
             CallRequest {
                 tool: Some(&name),
                 hook: tool.hook.clone(),
                 arguments: &arguments,
                 context: &context,
                 source: Source::Mcp,
-                agent: None,
+                agent: agent.as_deref(),
                 conversation_id: None,
             },
         )

@@ -525,6 +525,8 @@ async fn history_filters_pages_and_survives_restart() {
     assert_eq!(rec["response"]["status"], 500);
     assert_eq!(rec["source"], "invoke");
     assert_eq!(s.get("/v1/calls?outcome=nope").await.0, 400);
+    // The same kind of mistake answers the same status on every filter.
+    assert_eq!(s.get("/v1/calls?source=nope").await.0, 400);
     let metrics = s
         .http
         .get(format!("{}/metrics", s.base))

@@ -33,16 +33,6 @@ struct JitteredRetry {
     max_retries: u32,
 }
 
-fn jitter_delay(attempt: u32) -> Duration {
-    let cap = 200u64.saturating_mul(1 << attempt.min(5)).min(5_000);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // Full jitter: anywhere between half and all of the exponential step.
-    Duration::from_millis(cap / 2 + u64::from(nanos) % (cap / 2 + 1))
-}
-
 impl tower::Service<HttpRequestFactory> for JitteredRetry {
     type Response = reqwest::Response;
     type Error = OpenAIError;
@@ -65,15 +55,22 @@ impl tower::Service<HttpRequestFactory> for JitteredRetry {
                         r.headers()
                             .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map(|s| Duration::from_secs(s.min(30))),
+                            .and_then(|v| {
+                                crate::retry::parse_retry_after(v, Duration::from_secs(30))
+                            }),
                     ),
                     Err(e) => (e.is_connect() || e.is_timeout(), None),
                 };
                 if !retryable || attempt >= this.max_retries {
                     return result.map_err(|e| OpenAIError::Reqwest(e.without_url()));
                 }
-                let delay = retry_after.unwrap_or_else(|| jitter_delay(attempt));
+                let delay = retry_after.unwrap_or_else(|| {
+                    crate::retry::backoff(
+                        attempt + 1,
+                        Duration::from_millis(200),
+                        Duration::from_secs(5),
+                    )
+                });
                 tracing::warn!(
                     attempt = attempt + 1,
                     delay_ms = delay.as_millis() as u64,

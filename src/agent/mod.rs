@@ -4,4 +4,4 @@ pub mod llm;
 pub mod run;
 
 pub use llm::{Llm, LlmError};
-pub use run::{AgentRun, ChatOutcome, GatewayCall, run};
+pub use run::{AgentRun, ChatOutcome, FinishReason, GatewayCall, run};

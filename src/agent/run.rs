@@ -63,10 +63,41 @@ pub struct ChatOutcome {
     pub last_response: Value,
     /// The final assistant message as returned to an OpenAI client.
     pub final_message: Value,
-    /// `stop`, `tool_calls` (client tools pending) or `max_steps`.
-    pub finish_reason: &'static str,
+    /// Why the turn ended.
+    pub finish_reason: FinishReason,
     /// Token usage summed over every model call.
     pub usage: Value,
+}
+
+/// Why a conversation turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model answered.
+    Stop,
+    /// The model asked for client tools, handed back to the client.
+    ToolCalls,
+    /// `max_steps` model calls were made without a final answer.
+    MaxSteps,
+}
+
+impl FinishReason {
+    /// The name in toolgate's own answers and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::MaxSteps => "max_steps",
+        }
+    }
+
+    /// The name an OpenAI client expects (`length` for a step limit).
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::MaxSteps => "length",
+            other => other.as_str(),
+        }
+    }
 }
 
 fn add_usage(total: &mut Value, u: &Value) {
@@ -165,7 +196,7 @@ async fn turn(
                 calls,
                 last_response,
                 final_message: message,
-                finish_reason: "stop",
+                finish_reason: FinishReason::Stop,
                 usage,
             });
         }
@@ -199,7 +230,7 @@ async fn turn(
                 calls,
                 last_response,
                 final_message,
-                finish_reason: "tool_calls",
+                finish_reason: FinishReason::ToolCalls,
                 usage,
             });
         }
@@ -216,7 +247,7 @@ async fn turn(
         calls,
         last_response,
         final_message,
-        finish_reason: "max_steps",
+        finish_reason: FinishReason::MaxSteps,
         usage,
     })
 }
@@ -256,7 +287,7 @@ async fn execute(
         other => other.clone(),
     };
     let result = call::invoke(
-        state,
+        &state.pipeline,
         CallRequest {
             tool: Some(&name),
             hook: tool.hook.clone(),
@@ -295,13 +326,7 @@ impl AgentRun {
             }
             (None, None) => None,
         };
-        let snap = state.catalog.snapshot();
-        let tools = agent
-            .spec
-            .tools
-            .iter()
-            .filter_map(|n| snap.tools.get(n).cloned())
-            .collect();
+        let tools = state.catalog.snapshot().visible_tools(Some(&agent.spec));
         Ok(AgentRun {
             model: agent
                 .spec
@@ -316,5 +341,20 @@ impl AgentRun {
             agent: Some(agent.spec.name.clone()),
             conversation_id: crate::model::ids::new_id("conv"),
         })
+    }
+
+    /// The run for a plain model (an OpenAI client naming no agent): every linked tool, no
+    /// system prompt, the default step limit.
+    pub fn for_model(state: &AppState, model: String) -> AgentRun {
+        AgentRun {
+            model,
+            system_prompt: None,
+            tools: state.catalog.snapshot().visible_tools(None),
+            client_tools: Vec::new(),
+            max_steps: crate::model::agent::DEFAULT_MAX_STEPS,
+            params: Map::new(),
+            agent: None,
+            conversation_id: crate::model::ids::new_id("conv"),
+        }
     }
 }

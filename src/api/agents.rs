@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Search, search_matches};
 use crate::AppState;
-use crate::agent::{self, AgentRun};
+use crate::agent::{self, AgentRun, FinishReason};
 use crate::error::{ApiError, ApiJson};
 use crate::model::validate::validate_agent;
 use crate::model::{Agent, AgentSpec};
@@ -163,7 +163,7 @@ async fn chat(
         .collect();
     let mut resp = json!({"reply": out.reply, "messages": out.messages, "calls": call_ids, "tool_calls": out.calls,
                           "conversation_id": run.conversation_id});
-    if out.finish_reason == "max_steps" {
+    if out.finish_reason == FinishReason::MaxSteps {
         resp["stopped"] = json!("max_steps");
     }
     Ok(Json(resp))

@@ -8,8 +8,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::model::Outcome;
-use crate::model::validate::FieldError;
+use crate::model::{OutcomeFilter, Source};
 use crate::store::CallFilter;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -22,8 +21,9 @@ pub(super) fn routes() -> Router<AppState> {
 struct ListQuery {
     webhook_id: Option<String>,
     tool: Option<String>,
-    outcome: Option<String>,
-    source: Option<String>,
+    /// A bad value is refused by the query extractor: 400, like every other bad filter.
+    outcome: Option<OutcomeFilter>,
+    source: Option<Source>,
     limit: Option<usize>,
     before: Option<String>,
 }
@@ -32,22 +32,6 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(o) = &q.outcome
-        && o != "failed"
-        && Outcome::parse(o).is_none()
-    {
-        return Err(ApiError::BadRequest(format!(
-            "unknown outcome filter '{o}'"
-        )));
-    }
-    if let Some(src) = &q.source
-        && !["invoke", "test", "chat", "mcp"].contains(&src.as_str())
-    {
-        return Err(ApiError::InvalidDefinition(vec![FieldError::new(
-            "source",
-            "one of invoke, test, chat, mcp",
-        )]));
-    }
     s.recorder.sync().await;
     let filter = CallFilter {
         webhook_id: q.webhook_id,

@@ -65,8 +65,19 @@ pub(crate) fn refuse_file_managed(
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time so the
+/// answer's timing says nothing about how much of a guess was right.
+pub(crate) fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim();
+    // `ct_eq` on slices of different lengths is false without comparing; the length of the
+    // configured token is not a secret worth hiding.
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
 async fn require_admin(
@@ -74,16 +85,10 @@ async fn require_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = &state.config.admin_token {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            return Err(ApiError::Unauthorized);
-        }
+    if let Some(token) = &state.config.admin_token
+        && !bearer_matches(req.headers(), token)
+    {
+        return Err(ApiError::Unauthorized);
     }
     Ok(next.run(req).await)
 }
@@ -126,21 +131,15 @@ async fn require_mcp_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = state
+    let token = state
         .config
         .mcp_token
         .as_ref()
-        .or(state.config.admin_token.as_ref())
+        .or(state.config.admin_token.as_ref());
+    if let Some(token) = token
+        && !bearer_matches(req.headers(), token)
     {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            return Err(ApiError::Unauthorized);
-        }
+        return Err(ApiError::Unauthorized);
     }
     Ok(next.run(req).await)
 }

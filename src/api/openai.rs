@@ -2,7 +2,8 @@
 //! normal `chat.completion` (or SSE chunks) while toolgate runs its own tools server-side.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -10,11 +11,9 @@ use serde_json::{Map, Value, json};
 
 use super::agents::{check_messages, find, prompt_error};
 use crate::AppState;
-use crate::agent::{self, AgentRun, ChatOutcome};
+use crate::agent::{self, AgentRun, ChatOutcome, FinishReason};
+use crate::call::context::{CONTEXT_HEADER, parse_context_header};
 use crate::error::{ApiError, ApiJson};
-
-/// Header carrying the per-call context (JSON object) for OpenAI clients.
-pub const CONTEXT_HEADER: &str = "x-toolgate-context";
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/chat/completions", post(completions))
@@ -24,17 +23,7 @@ pub(super) fn routes() -> Router<AppState> {
 pub(super) fn context_from_headers(headers: &HeaderMap) -> Result<Value, ApiError> {
     match headers.get(CONTEXT_HEADER) {
         None => Ok(json!({})),
-        Some(v) => {
-            let text = v
-                .to_str()
-                .map_err(|_| ApiError::BadRequest("X-Toolgate-Context is not valid text".into()))?;
-            match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(m)) => Ok(Value::Object(m)),
-                _ => Err(ApiError::BadRequest(
-                    "X-Toolgate-Context must be a JSON object".into(),
-                )),
-            }
-        }
+        Some(v) => parse_context_header(v.as_bytes()).map_err(ApiError::BadRequest),
     }
 }
 
@@ -69,21 +58,7 @@ async fn completions(
             let agent = find(&s, name)?;
             AgentRun::for_agent(&s, &agent).map_err(prompt_error)?
         }
-        None => {
-            let snap = s.catalog.snapshot();
-            let mut tools: Vec<_> = snap.tools.values().cloned().collect();
-            tools.sort_by(|a, b| a.tool.spec.name.cmp(&b.tool.spec.name));
-            AgentRun {
-                model: model.clone(),
-                system_prompt: None,
-                tools,
-                client_tools: Vec::new(),
-                max_steps: 8,
-                params: Map::new(),
-                agent: None,
-                conversation_id: crate::model::ids::new_id("conv"),
-            }
-        }
+        None => AgentRun::for_model(&s, model.clone()),
     };
     run.client_tools = client_tools;
     run.params = params;
@@ -104,20 +79,16 @@ fn completion_body(out: &ChatOutcome, model: &str) -> Value {
     let created = out.last_response["created"]
         .as_u64()
         .unwrap_or_else(now_secs);
-    let finish = if out.finish_reason == "max_steps" {
-        "length"
-    } else {
-        out.finish_reason
-    };
+    let finish = out.finish_reason.openai();
     let mut message = out.final_message.clone();
-    if message["content"].is_null() && out.finish_reason != "tool_calls" {
+    if message["content"].is_null() && out.finish_reason != FinishReason::ToolCalls {
         message["content"] = json!("");
     }
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
         "usage": usage(&out.usage),
-        "toolgate": {"calls": out.calls, "messages": out.messages, "stopped": out.finish_reason == "max_steps"}
+        "toolgate": {"calls": out.calls, "messages": out.messages, "stopped": out.finish_reason == FinishReason::MaxSteps}
     })
 }
 
@@ -166,19 +137,10 @@ fn sse(completion: &Value, out: &ChatOutcome) -> Response {
     last["usage"] = completion["usage"].clone();
     last["toolgate"] = completion["toolgate"].clone();
     events.push(last);
-    let mut body = String::new();
-    for e in events {
-        body.push_str("data: ");
-        body.push_str(&e.to_string());
-        body.push_str("\n\n");
-    }
-    body.push_str("data: [DONE]\n\n");
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
+    let mut stream: Vec<Result<Event, std::convert::Infallible>> = events
+        .into_iter()
+        .map(|e| Ok(Event::default().data(e.to_string())))
+        .collect();
+    stream.push(Ok(Event::default().data("[DONE]")));
+    Sse::new(futures::stream::iter(stream)).into_response()
 }

@@ -197,7 +197,7 @@ async fn invoke(
         }
     };
     let result = call::invoke(
-        &s,
+        &s.pipeline,
         CallRequest {
             tool: Some(&compiled.tool.spec.name),
             hook: compiled.hook.clone(),

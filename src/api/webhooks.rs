@@ -125,7 +125,7 @@ async fn test(
         .cloned()
         .ok_or_else(|| ApiError::NotFound("webhook not found".into()))?;
     let result = call::invoke(
-        &s,
+        &s.pipeline,
         CallRequest {
             tool: None,
             hook,

@@ -2,6 +2,7 @@
 //! args → resolve → render → send → result, then a redacted history record.
 
 pub mod args;
+pub mod context;
 pub mod policy;
 pub mod render;
 pub mod resolve;
@@ -14,15 +15,34 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::AppState;
 use crate::catalog::CompiledWebhook;
+use crate::history::Recorder;
 use crate::history::Redactor;
+use crate::metrics::Metrics;
 use crate::model::call::{RecordedRequest, RecordedResponse};
 use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
 use crate::model::{CallRecord, Outcome, Source, now_rfc3339};
+use crate::store::Store;
 use resolve::ResolveError;
 pub use result::CallResult;
+
+/// What a call needs from the gateway, and nothing more: the secret store, the sender, the
+/// recorder, the counters and the size limits.
+pub struct Pipeline {
+    /// Where secret values are read, at the last moment.
+    pub secrets: Arc<dyn Store>,
+    /// Outbound HTTP under the network policy.
+    pub sender: Arc<send::Sender>,
+    /// History writer; `None` records nothing (`--no-history`).
+    pub recorder: Option<Arc<Recorder>>,
+    /// Call counters and durations.
+    pub metrics: Arc<Metrics>,
+    /// Upstream response size kept in results and history.
+    pub max_response_bytes: usize,
+    /// Size of the text handed back to the model.
+    pub max_content_bytes: usize,
+}
 
 /// One call to make.
 pub struct CallRequest<'a> {
@@ -81,7 +101,7 @@ impl Draft {
 }
 
 /// Run one tool call end to end. Failures are results (`ok: false`), never errors.
-pub async fn invoke(state: &AppState, req: CallRequest<'_>) -> CallResult {
+pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     let call_id = new_id("call");
     let webhook_id = req.hook.webhook.id.clone();
     let span = tracing::info_span!("tool_call", call_id = %call_id, tool = req.tool.unwrap_or(""),
@@ -131,8 +151,8 @@ pub async fn invoke(state: &AppState, req: CallRequest<'_>) -> CallResult {
         agent: req.agent.map(str::to_string),
         conversation_id: req.conversation_id.map(str::to_string),
     };
-    if !state.config.no_history {
-        state.recorder.record(record).await;
+    if let Some(recorder) = &state.recorder {
+        recorder.record(record).await;
     }
     CallResult {
         call_id,
@@ -146,7 +166,7 @@ pub async fn invoke(state: &AppState, req: CallRequest<'_>) -> CallResult {
     }
 }
 
-async fn run(state: &AppState, req: &CallRequest<'_>) -> Draft {
+async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
     let hook = &req.hook;
     let spec = &hook.webhook.spec;
     let raw_args = req.arguments.clone();
@@ -166,7 +186,7 @@ async fn run(state: &AppState, req: &CallRequest<'_>) -> Draft {
         }
     };
     let arguments = Value::Object(args.clone());
-    let resolved = match resolve::resolve(spec, &args, req.context, state.store.as_ref()) {
+    let resolved = match resolve::resolve(hook, &args, req.context, state.secrets.as_ref()) {
         Ok(r) => r,
         Err(ResolveError::MissingContext(path)) => {
             let details = vec![FieldError::new(
@@ -207,7 +227,7 @@ async fn run(state: &AppState, req: &CallRequest<'_>) -> Draft {
         }
     };
     let redactor = Redactor::new(&resolved.secrets);
-    let prepared = match render::render(spec, &resolved) {
+    let prepared = match render::render(hook, &resolved) {
         Ok(p) => p,
         Err(e) => {
             let details = vec![FieldError::new(e.field.clone(), e.message.clone())];
@@ -236,7 +256,7 @@ async fn run(state: &AppState, req: &CallRequest<'_>) -> Draft {
             spec.retry,
         )
         .await;
-    let limit = state.config.max_response_bytes;
+    let limit = state.max_response_bytes;
     let (response_value, full) =
         result::body_value(&sent.body, sent.body_truncated, limit, &redactor);
     let content = if sent.outcome == Outcome::Success {
@@ -244,7 +264,7 @@ async fn run(state: &AppState, req: &CallRequest<'_>) -> Draft {
             full.as_ref(),
             &sent,
             &spec.response_fields,
-            state.config.max_content_bytes,
+            state.max_content_bytes,
             &redactor,
         )
     } else {

@@ -5,8 +5,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use super::resolve::{Resolved, scalar_text};
-use crate::model::validate::url_placeholders;
-use crate::model::{BodyEncoding, Method, WebhookSpec};
+use crate::catalog::CompiledWebhook;
+use crate::model::template::UrlSegment;
+use crate::model::{BodyEncoding, Method};
 
 /// Everything but RFC 3986 unreserved characters is encoded inside a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -77,20 +78,29 @@ fn insert_nested(root: &mut Map<String, Value>, dotted: &str, v: Value) {
     }
 }
 
-/// Render the request for `spec` from resolved values.
-pub fn render(spec: &WebhookSpec, r: &Resolved) -> Result<PreparedRequest, RenderError> {
-    let mut url = spec.url.clone();
-    let holes = url_placeholders(&spec.url);
-    let mut appended = Vec::new();
+/// Render the request for `hook` from resolved values.
+pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, RenderError> {
+    let spec = &hook.webhook.spec;
+    let mut segments: Vec<(&str, String)> = Vec::with_capacity(r.path.len());
     for (name, v) in &r.path {
-        let seg = segment(name, v)?;
-        if holes.contains(&name.as_str()) {
-            url = url.replace(&format!("{{{name}}}"), &seg);
-        } else {
-            appended.push(seg);
+        segments.push((name.as_str(), segment(name, v)?));
+    }
+    let mut url = String::with_capacity(spec.url.len() + 32);
+    for part in &hook.url.segments {
+        match part {
+            UrlSegment::Literal(text) => url.push_str(text),
+            UrlSegment::Param(name) => match segments.iter().position(|(n, _)| n == name) {
+                Some(i) => url.push_str(&segments.remove(i).1),
+                None => {
+                    url.push('{');
+                    url.push_str(name);
+                    url.push('}');
+                }
+            },
         }
     }
-    if !appended.is_empty() {
+    // Path params without a placeholder are appended as segments, before any query.
+    if !segments.is_empty() {
         let after_authority = url.find("://").map(|i| i + 3).unwrap_or(0);
         let split = url[after_authority..]
             .find(['?', '#'])
@@ -98,7 +108,7 @@ pub fn render(spec: &WebhookSpec, r: &Resolved) -> Result<PreparedRequest, Rende
             .unwrap_or(url.len());
         let (head, tail) = url.split_at(split);
         let mut head = head.to_string();
-        for s in appended {
+        for (_, s) in segments {
             if !head.ends_with('/') {
                 head.push('/');
             }
@@ -155,7 +165,10 @@ pub fn render(spec: &WebhookSpec, r: &Resolved) -> Result<PreparedRequest, Rende
                     .iter()
                     .map(|(n, v)| (n.as_str(), scalar_text(v)))
                     .collect();
-                let text = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+                let text = serde_urlencoded::to_string(&pairs).map_err(|e| RenderError {
+                    field: "body".into(),
+                    message: format!("the form body cannot be encoded: {e}"),
+                })?;
                 (
                     Some((
                         text.clone().into_bytes(),
@@ -182,8 +195,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn spec(url: &str, method: &str) -> WebhookSpec {
+    fn spec(url: &str, method: &str) -> crate::model::WebhookSpec {
         serde_json::from_value(json!({"name": "t", "method": method, "url": url})).unwrap()
+    }
+
+    fn compiled(spec: crate::model::WebhookSpec) -> CompiledWebhook {
+        crate::catalog::compile_webhook(crate::model::Webhook {
+            id: "wh_t".into(),
+            spec,
+            created_at: String::new(),
+            updated_at: String::new(),
+        })
+        .unwrap()
     }
 
     #[test]
@@ -197,7 +220,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let p = render(&s, &r).unwrap();
+        let p = render(&compiled(s.clone()), &r).unwrap();
         assert_eq!(
             p.url.as_str(),
             "https://api.example/orders/a%2Fb%20c%20%C3%A9/items/7/x%3Fy"
@@ -213,14 +236,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            render(&s, &r).unwrap().url.as_str(),
+            render(&compiled(s.clone()), &r).unwrap().url.as_str(),
             "https://api.example/v1/x?fmt=json&q=1+2"
         );
         let r = Resolved {
             path: vec![("a".into(), json!(".."))],
             ..Default::default()
         };
-        assert!(render(&s, &r).is_err());
+        assert!(render(&compiled(s.clone()), &r).is_err());
     }
 
     #[test]
@@ -237,7 +260,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let p = render(&s, &r).unwrap();
+        let p = render(&compiled(s.clone()), &r).unwrap();
         assert_eq!(
             p.recorded_body,
             json!({"customer": {"email": "a@b.c", "id": 4}, "urgent": true})
@@ -251,6 +274,6 @@ mod tests {
             headers: vec![("X-A".into(), json!("a\r\nInjected: 1"))],
             ..Default::default()
         };
-        assert!(render(&s, &r).is_err());
+        assert!(render(&compiled(s.clone()), &r).is_err());
     }
 }

@@ -4,9 +4,8 @@
 use serde_json::{Map, Value};
 
 use super::args::coerce;
-use crate::model::validate::placeholders;
-use crate::model::webhook::template_strings;
-use crate::model::{Field, ValueType, WebhookSpec};
+use crate::catalog::{CompiledField, CompiledWebhook, FieldSource};
+use crate::model::template::{Placeholder, Segment};
 use crate::store::{Store, StoreError};
 
 /// Why a webhook could not be filled in.
@@ -61,14 +60,7 @@ pub fn lookup_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
-/// A scalar as text, the way it goes into URLs, headers and templates.
-pub fn scalar_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
+pub use crate::model::template::scalar_text;
 
 struct Ctx<'a> {
     args: &'a Map<String, Value>,
@@ -97,78 +89,33 @@ impl Ctx<'_> {
     }
 
     /// The value of one placeholder.
-    fn placeholder(&mut self, kind: &str, name: &str) -> Result<Value, ResolveError> {
-        match kind {
-            "secret" => Ok(Value::String(self.secret(name)?)),
-            "context" => self.context(name),
-            _ => Ok(self.args.get(name).cloned().unwrap_or(Value::Null)),
+    fn placeholder(&mut self, p: &Placeholder) -> Result<Value, ResolveError> {
+        match p {
+            Placeholder::Secret(name) => Ok(Value::String(self.secret(name)?)),
+            Placeholder::Context(path) => self.context(path),
+            Placeholder::Args(name) => Ok(self.args.get(name).cloned().unwrap_or(Value::Null)),
         }
     }
 
-    /// Render a template: a string that is exactly one placeholder takes the value with its type;
-    /// otherwise values are inserted as text. Working on the JSON tree (not on text) means no value
-    /// can escape its string.
-    fn template(&mut self, t: &Value) -> Result<Value, ResolveError> {
-        Ok(match t {
-            Value::String(s) => {
-                let ps: Vec<(String, String)> = placeholders(s).into_iter().flatten().collect();
-                let trimmed = s.trim();
-                if ps.len() == 1
-                    && trimmed.starts_with("{{")
-                    && trimmed.ends_with("}}")
-                    && trimmed.matches("{{").count() == 1
-                {
-                    self.placeholder(&ps[0].0, &ps[0].1)?
-                } else {
-                    let mut out = String::with_capacity(s.len());
-                    let mut rest = s.as_str();
-                    for (kind, name) in ps {
-                        // The closing braces are searched after the opening ones: a `}}` earlier
-                        // in the text is literal.
-                        let Some(start) = rest.find("{{") else { break };
-                        let Some(end) = rest[start..].find("}}").map(|e| start + e) else {
-                            break;
-                        };
-                        out.push_str(&rest[..start]);
-                        out.push_str(&scalar_text(&self.placeholder(&kind, &name)?));
-                        rest = &rest[end + 2..];
-                    }
-                    out.push_str(rest);
-                    Value::String(out)
-                }
-            }
-            Value::Array(a) => Value::Array(
-                a.iter()
-                    .map(|x| self.template(x))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(m) => {
-                let mut out = Map::new();
-                for (k, v) in m {
-                    out.insert(k.clone(), self.template(v)?);
-                }
-                Value::Object(out)
-            }
-            other => other.clone(),
-        })
-    }
-
-    fn field(&mut self, list: &str, i: usize, f: &Field) -> Result<Option<Value>, ResolveError> {
+    fn field(
+        &mut self,
+        list: &str,
+        i: usize,
+        f: &CompiledField,
+    ) -> Result<Option<Value>, ResolveError> {
         let typed = |v: Value| {
             coerce(f.data_type, &v).map_err(|m| ResolveError::BadValue {
                 field: format!("{list}[{i}]"),
                 message: m,
             })
         };
-        match f.value_type {
-            ValueType::Dynamic => Ok(self.args.get(&f.name).cloned()),
-            ValueType::Secret => {
-                let name = f.secret.as_deref().unwrap_or_default();
+        match &f.source {
+            FieldSource::Dynamic => Ok(self.args.get(&f.name).cloned()),
+            FieldSource::Secret(name) => {
                 let v = self.secret(name)?;
                 typed(Value::String(v)).map(Some)
             }
-            ValueType::Context => {
-                let path = f.value.as_ref().and_then(Value::as_str).unwrap_or_default();
+            FieldSource::Context(path) => {
                 let v = self.context(path)?;
                 if matches!(v, Value::Array(_) | Value::Object(_)) {
                     return Err(ResolveError::BadValue {
@@ -178,37 +125,25 @@ impl Ctx<'_> {
                 }
                 typed(v).map(Some)
             }
-            ValueType::Static => match &f.value {
-                Some(Value::String(s)) if s.contains("{{") => {
-                    let mut out = String::with_capacity(s.len());
-                    let mut rest = s.as_str();
-                    for p in placeholders(s).into_iter().flatten() {
-                        let Some(start) = rest.find("{{") else { break };
-                        let Some(end) = rest[start..].find("}}") else {
-                            break;
-                        };
-                        out.push_str(&rest[..start]);
-                        let value = if p.0 == "secret" {
-                            self.secret(&p.1)?
-                        } else {
-                            scalar_text(&self.context(&p.1)?)
-                        };
-                        out.push_str(&value);
-                        rest = &rest[start + end + 2..];
+            FieldSource::StaticTemplate(t) => {
+                // A static value is text: every placeholder is inserted as text.
+                let mut out = String::new();
+                for seg in &t.segments {
+                    match seg {
+                        Segment::Literal(text) => out.push_str(text),
+                        Segment::Hole(p) => out.push_str(&scalar_text(&self.placeholder(p)?)),
                     }
-                    out.push_str(rest);
-                    typed(Value::String(out)).map(Some)
                 }
-                Some(v) => Ok(Some(v.clone())),
-                None => Ok(None),
-            },
+                typed(Value::String(out)).map(Some)
+            }
+            FieldSource::Static(v) => Ok(Some(v.clone())),
         }
     }
 }
 
-/// Fill in every field of `spec` for one call.
+/// Fill in every field of `hook` for one call.
 pub fn resolve(
-    spec: &WebhookSpec,
+    hook: &CompiledWebhook,
     args: &Map<String, Value>,
     context: &Value,
     store: &dyn Store,
@@ -221,17 +156,17 @@ pub fn resolve(
     };
     let mut out = Resolved::default();
     for (list, fields, dest) in [
-        ("headers", &spec.headers, &mut out.headers),
-        ("query_params", &spec.query_params, &mut out.query),
-        ("path_params", &spec.path_params, &mut out.path),
-        ("body", &spec.body, &mut out.body),
+        ("headers", &hook.headers, &mut out.headers),
+        ("query_params", &hook.query, &mut out.query),
+        ("path_params", &hook.path, &mut out.path),
+        ("body", &hook.body, &mut out.body),
     ] {
-        if list == "body" && spec.body_template.is_some() {
+        if list == "body" && hook.body_template.is_some() {
             continue; // body entries only declare the template's arguments
         }
         for (i, f) in fields.iter().enumerate() {
             if let Some(v) = ctx.field(list, i, f)? {
-                if f.carries_secret_or_context() {
+                if f.source.carries_secret_or_context() {
                     match list {
                         "headers" => out.sensitive_headers.push(f.name.clone()),
                         "body" => out.body_sensitive = true,
@@ -242,14 +177,12 @@ pub fn resolve(
             }
         }
     }
-    if let Some(t) = &spec.body_template {
-        let before = ctx.secrets.len();
-        out.template_body = Some(ctx.template(t)?);
-        out.body_sensitive |= ctx.secrets.len() > before
-            || template_strings(t)
-                .into_iter()
-                .flat_map(|s| placeholders(s).into_iter().flatten())
-                .any(|(kind, _)| kind != "args");
+    if let Some(t) = &hook.body_template {
+        out.template_body = Some(t.render(&mut |p| ctx.placeholder(p))?);
+        out.body_sensitive |= t
+            .placeholders()
+            .iter()
+            .any(|p| !matches!(p, Placeholder::Args(_)));
     }
     out.secrets = ctx.secrets;
     Ok(out)
@@ -276,14 +209,16 @@ mod tests {
         };
         let t = json!({"body": "{{ args.text }}", "count": "{{ args.n }}", "label": "n={{ args.n }}!",
                        "recipientList": [{"recipientNo": "{{ context.tags.phone_number }}"}]});
-        let out = ctx.template(&t).unwrap();
+        let t = crate::model::template::JsonTemplate::parse(&t).unwrap();
+        let out = t.render(&mut |p| ctx.placeholder(p)).unwrap();
         assert_eq!(out["body"], json!(args["text"]));
         assert_eq!(out["count"], json!(5));
         assert_eq!(out["label"], "n=5!");
         assert_eq!(out["recipientList"][0]["recipientNo"], "+4912345");
         // A literal `}}` before a placeholder stays where it is.
+        let t = crate::model::template::JsonTemplate::parse(&json!("a}} {{ args.n }} b")).unwrap();
         assert_eq!(
-            ctx.template(&json!("a}} {{ args.n }} b")).unwrap(),
+            t.render(&mut |p| ctx.placeholder(p)).unwrap(),
             json!("a}} 5 b")
         );
         let text = out.to_string();

@@ -109,7 +109,9 @@ impl Sender {
             if !transient || attempt >= max_attempts {
                 return sent;
             }
-            let backoff = retry_after.unwrap_or_else(|| backoff(attempt));
+            let backoff = retry_after.unwrap_or_else(|| {
+                crate::retry::backoff(attempt, Duration::from_millis(200), Duration::from_secs(5))
+            });
             if Instant::now() + backoff >= deadline {
                 return sent;
             }
@@ -235,8 +237,7 @@ impl Sender {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| crate::retry::parse_retry_after(v, timeout));
             let mut body = Vec::new();
             let mut truncated = false;
             while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
@@ -280,18 +281,6 @@ impl Sender {
             }
         }
     }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let base = 100u64 << attempt.min(5);
-    // Cheap jitter from the clock's nanoseconds: enough to spread synchronized retries.
-    let jitter = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0),
-    ) % base;
-    Duration::from_millis(base / 2 + jitter / 2)
 }
 
 fn failed(outcome: Outcome, error: String, attempts: u32) -> Sent {

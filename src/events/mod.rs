@@ -1,10 +1,14 @@
 //! Outbound event webhooks: Standard Webhooks signing, the retry schedule, and the worker that
 //! turns the durable outbox into deliveries and sends them.
 
+pub mod payload;
 pub mod sign;
 pub mod worker;
 
 use std::time::Duration;
+
+use crate::model::ids::new_id;
+use crate::model::{Delivery, DeliveryStatus, Event, Subscription, now_rfc3339};
 
 /// Parse a retry schedule such as `0s,5s,5m,30m,2h,5h,10h` (units ms, s, m, h; bare numbers are seconds).
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
@@ -34,6 +38,35 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
         return Err("retry schedule must list at least one delay".into());
     }
     Ok(out)
+}
+
+/// The deliveries `event` makes: one pending delivery, due at `now_ms`, per subscription that
+/// wants its type. Fails only if the event cannot be serialised (then nothing is delivered and
+/// the outbox keeps it, rather than sending `null`).
+pub fn fan_out(
+    event: &Event,
+    subscriptions: &[Subscription],
+    now_ms: u64,
+) -> Result<Vec<Delivery>, serde_json::Error> {
+    let payload = serde_json::to_value(event)?;
+    let now = now_rfc3339();
+    Ok(subscriptions
+        .iter()
+        .filter(|s| s.spec.wants(&event.event_type))
+        .map(|s| Delivery {
+            id: new_id("dlv"),
+            event_id: event.event_id.clone(),
+            event_type: event.event_type.clone(),
+            subscription_id: s.id.clone(),
+            status: DeliveryStatus::Pending,
+            payload: payload.clone(),
+            attempts: Vec::new(),
+            next_attempt_at: Some(now_ms),
+            schedule_start: 0,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        })
+        .collect())
 }
 
 #[cfg(test)]

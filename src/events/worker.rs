@@ -57,19 +57,6 @@ async fn tick(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn jittered(d: Duration) -> Duration {
-    if d.is_zero() {
-        return d;
-    }
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|x| x.subsec_nanos())
-        .unwrap_or(0);
-    // ±10 %, so a burst of failures does not retry in lockstep.
-    let factor = 0.9 + f64::from(nanos % 1000) / 5000.0;
-    d.mul_f64(factor)
-}
-
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -232,8 +219,7 @@ async fn deliver(state: &AppState, mut d: Delivery) -> Result<(), StoreError> {
             verdict = Some(DeliveryStatus::Failed);
         } else if matches!(sent.status, Some(429 | 503)) {
             retry_after = header(&sent.headers, "retry-after")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(86_400)));
+                .and_then(|v| crate::retry::parse_retry_after(v, Duration::from_secs(86_400)));
         }
     }
     match verdict {
@@ -242,7 +228,7 @@ async fn deliver(state: &AppState, mut d: Delivery) -> Result<(), StoreError> {
             let used = d.attempts.len().saturating_sub(d.schedule_start as usize);
             match state.events.schedule.get(used) {
                 Some(delay) => {
-                    let delay = retry_after.unwrap_or_else(|| jittered(*delay));
+                    let delay = retry_after.unwrap_or_else(|| crate::retry::spread(*delay));
                     d.next_attempt_at = Some(now_ms() + delay.as_millis() as u64);
                     d.updated_at = now_rfc3339();
                 }

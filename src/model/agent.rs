@@ -4,8 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ManagedBy;
 
+/// Most model calls per conversation turn when an agent (or an OpenAI client) names none.
+pub const DEFAULT_MAX_STEPS: u32 = 8;
+
 fn default_max_steps() -> u32 {
-    8
+    DEFAULT_MAX_STEPS
 }
 
 /// An agent as submitted.

@@ -52,6 +52,39 @@ impl Outcome {
     }
 }
 
+/// The history's outcome filter: `failed` (anything but success) or one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeFilter {
+    /// Every outcome but `success`.
+    Failed,
+    /// Exactly this outcome.
+    Is(Outcome),
+}
+
+impl OutcomeFilter {
+    /// Whether a record with `outcome` passes.
+    pub fn matches(self, outcome: Outcome) -> bool {
+        match self {
+            OutcomeFilter::Failed => outcome != Outcome::Success,
+            OutcomeFilter::Is(o) => o == outcome,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OutcomeFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "failed" {
+            return Ok(OutcomeFilter::Failed);
+        }
+        Outcome::parse(&s).map(OutcomeFilter::Is).ok_or_else(|| {
+            serde::de::Error::custom(
+                "outcome is success, failed, http_error, timeout, network_error, blocked, invalid_arguments or config_error",
+            )
+        })
+    }
+}
+
 /// Who started a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -8,12 +8,13 @@ pub mod field;
 pub mod ids;
 pub mod names;
 pub mod secret;
+pub mod template;
 pub mod tool;
 pub mod validate;
 pub mod webhook;
 
 pub use agent::{Agent, AgentSpec};
-pub use call::{CallRecord, Outcome, Source};
+pub use call::{CallRecord, Outcome, OutcomeFilter, Source};
 pub use event::{
     Delivery, DeliveryStatus, Event, Subscription, SubscriptionAuth, SubscriptionSpec,
 };

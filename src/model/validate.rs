@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use super::agent::AgentSpec;
 use super::event::{EVENT_TYPES, SubscriptionAuth, SubscriptionSpec};
 use super::field::{DataType, Field, ValueType};
+use super::template::{Placeholder, Template, UrlTemplate};
 use super::tool::ToolSpec;
 use super::webhook::{Method, WebhookSpec};
 
@@ -33,58 +34,6 @@ impl FieldError {
 pub use super::names::{
     check_display_name, is_dotted_path, is_identifier, is_tool_name, url_credentials_error,
 };
-
-/// Placeholders `{{ secret.NAME }}` / `{{ context.PATH }}` / `{{ args.NAME }}` in a string, in order.
-/// Each entry is `(kind, name)` or a message saying why that placeholder is malformed.
-pub fn placeholders(s: &str) -> Vec<Result<(String, String), String>> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push(Err("unclosed '{{' placeholder".to_string()));
-            break;
-        };
-        let inner = after[..end].trim();
-        rest = &after[end + 2..];
-        let parsed = match inner.split_once('.') {
-            Some(("secret", name)) if is_identifier(name) => {
-                Ok(("secret".to_string(), name.to_string()))
-            }
-            Some(("context", path)) if is_dotted_path(path) => {
-                Ok(("context".to_string(), path.to_string()))
-            }
-            Some(("args", name)) if is_identifier(name) => {
-                Ok(("args".to_string(), name.to_string()))
-            }
-            _ => Err(format!(
-                "placeholder '{{{{ {inner} }}}}' must be {{{{ secret.NAME }}}}, {{{{ context.PATH }}}} or {{{{ args.NAME }}}}"
-            )),
-        };
-        out.push(parsed);
-    }
-    out
-}
-
-/// `{name}` placeholders in a URL template, in order.
-pub fn url_placeholders(url: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = url;
-    while let Some(start) = rest.find('{') {
-        let after = &rest[start + 1..];
-        match after.find('}') {
-            Some(end) => {
-                out.push(&after[..end]);
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push(after);
-                break;
-            }
-        }
-    }
-    out
-}
 
 fn static_matches(data_type: DataType, v: &Value) -> bool {
     match (data_type, v) {
@@ -184,19 +133,25 @@ fn check_field(
                             "a header value cannot contain line breaks or other control characters",
                         ));
                     }
-                    for p in placeholders(s) {
-                        match p {
-                            Err(m) => errs.push(FieldError::new(at("value"), m)),
-                            Ok((kind, name)) if kind == "secret" && !secret_exists(&name) => errs
-                                .push(FieldError::new(
-                                    at("value"),
-                                    format!("unknown secret '{name}'"),
-                                )),
-                            Ok((kind, _)) if kind == "args" => errs.push(FieldError::new(
-                                at("value"),
-                                "{{ args.NAME }} placeholders belong in body_template; use a dynamic field here",
-                            )),
-                            Ok(_) => {}
+                    match Template::parse(s) {
+                        Err(msgs) => {
+                            errs.extend(msgs.into_iter().map(|m| FieldError::new(at("value"), m)))
+                        }
+                        Ok(t) => {
+                            for p in t.placeholders() {
+                                match p {
+                                    Placeholder::Secret(name) if !secret_exists(name) => errs
+                                        .push(FieldError::new(
+                                            at("value"),
+                                            format!("unknown secret '{name}'"),
+                                        )),
+                                    Placeholder::Args(_) => errs.push(FieldError::new(
+                                        at("value"),
+                                        "{{ args.NAME }} placeholders belong in body_template; use a dynamic field here",
+                                    )),
+                                    _ => {}
+                                }
+                            }
                         }
                     }
                 }
@@ -322,17 +277,31 @@ fn check_template(
             ));
         }
     }
-    for s in super::webhook::template_strings(t) {
-        for p in placeholders(s) {
-            match p {
-                Err(m) => errs.push(FieldError::new("body_template", m)),
-                Ok((kind, name)) if kind == "secret" && !secret_exists(&name) => errs.push(
-                    FieldError::new("body_template", format!("unknown secret '{name}'")),
+    // Each string on its own, so one malformed placeholder does not hide an unknown secret.
+    fn walk(v: &Value, secret_exists: &dyn Fn(&str) -> bool, errs: &mut Vec<FieldError>) {
+        match v {
+            Value::String(s) => match Template::parse(s) {
+                Err(msgs) => errs.extend(
+                    msgs.into_iter()
+                        .map(|m| FieldError::new("body_template", m)),
                 ),
-                Ok(_) => {}
-            }
+                Ok(t) => {
+                    for name in t.placeholders().filter_map(Placeholder::secret) {
+                        if !secret_exists(name) {
+                            errs.push(FieldError::new(
+                                "body_template",
+                                format!("unknown secret '{name}'"),
+                            ));
+                        }
+                    }
+                }
+            },
+            Value::Array(a) => a.iter().for_each(|x| walk(x, secret_exists, errs)),
+            Value::Object(m) => m.values().for_each(|x| walk(x, secret_exists, errs)),
+            _ => {}
         }
     }
+    walk(t, secret_exists, errs);
 }
 
 fn check_url(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {
@@ -355,7 +324,8 @@ fn check_url(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {
         ));
         return;
     }
-    let holes = url_placeholders(url);
+    let template = UrlTemplate::parse(url);
+    let holes: Vec<&str> = template.params().collect();
     let mut filled = url.clone();
     for h in &holes {
         filled = filled.replacen(&format!("{{{h}}}"), "x", 1);
@@ -595,25 +565,5 @@ mod tests {
             assert_eq!(is_identifier(s), ok, "{s}");
         }
         assert!(!is_identifier(&"a".repeat(65)));
-    }
-
-    #[test]
-    fn placeholder_parsing() {
-        let p = placeholders("Bearer {{ secret.crm_token }} for {{context.user.id}}");
-        assert_eq!(
-            p,
-            vec![
-                Ok(("secret".into(), "crm_token".into())),
-                Ok(("context".into(), "user.id".into()))
-            ]
-        );
-        assert!(placeholders("{{ secret.x").iter().any(Result::is_err));
-        assert!(placeholders("{{ env.HOME }}").iter().any(Result::is_err));
-        assert!(placeholders("no placeholders").is_empty());
-    }
-
-    #[test]
-    fn url_holes() {
-        assert_eq!(url_placeholders("http://x/a/{b}/c/{d}"), vec!["b", "d"]);
     }
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ManagedBy;
+use super::template::{JsonTemplate, Placeholder, Template};
 
 use super::field::{Field, ValueType};
 
@@ -123,21 +124,6 @@ pub struct WebhookSpec {
     pub managed_file: Option<String>,
 }
 
-/// Every string inside a JSON template, in document order.
-pub fn template_strings(v: &serde_json::Value) -> Vec<&str> {
-    let mut out = Vec::new();
-    fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-        match v {
-            serde_json::Value::String(s) => out.push(s),
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            serde_json::Value::Object(m) => m.values().for_each(|x| walk(x, out)),
-            _ => {}
-        }
-    }
-    walk(v, &mut out);
-    out
-}
-
 impl WebhookSpec {
     /// Every field with the list it belongs to, in a stable order.
     pub fn all_fields(&self) -> impl Iterator<Item = (&'static str, usize, &Field)> {
@@ -152,43 +138,40 @@ impl WebhookSpec {
             .flat_map(|(list, fields)| fields.iter().enumerate().map(move |(i, f)| (list, i, f)))
     }
 
+    /// Every placeholder of static values and the body template, in order; malformed ones
+    /// (refused by validation) are skipped.
+    fn placeholders(&self) -> Vec<Placeholder> {
+        let mut out = Vec::new();
+        for (_, _, f) in self.all_fields() {
+            if f.value_type == ValueType::Static
+                && let Some(serde_json::Value::String(s)) = &f.value
+                && let Ok(t) = Template::parse(s)
+            {
+                out.extend(t.placeholders().cloned());
+            }
+        }
+        if let Some(t) = self
+            .body_template
+            .as_ref()
+            .and_then(|t| JsonTemplate::parse(t).ok())
+        {
+            out.extend(t.placeholders().into_iter().cloned());
+        }
+        out
+    }
+
     /// Names of all stored secrets this definition refers to (fields and placeholders).
     pub fn secret_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for (_, _, f) in self.all_fields() {
-            match f.value_type {
-                ValueType::Secret => {
-                    if let Some(s) = &f.secret {
-                        names.push(s.clone());
-                    }
-                }
-                ValueType::Static => {
-                    if let Some(serde_json::Value::String(s)) = &f.value {
-                        for p in crate::model::validate::placeholders(s)
-                            .into_iter()
-                            .flatten()
-                        {
-                            if p.0 == "secret" {
-                                names.push(p.1.to_string());
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Some(t) = &self.body_template {
-            for s in template_strings(t) {
-                for p in crate::model::validate::placeholders(s)
-                    .into_iter()
-                    .flatten()
-                {
-                    if p.0 == "secret" {
-                        names.push(p.1);
-                    }
-                }
-            }
-        }
+        let mut names: Vec<String> = self
+            .all_fields()
+            .filter(|(_, _, f)| f.value_type == ValueType::Secret)
+            .filter_map(|(_, _, f)| f.secret.clone())
+            .collect();
+        names.extend(
+            self.placeholders()
+                .iter()
+                .filter_map(|p| p.secret().map(str::to_string)),
+        );
         names.sort();
         names.dedup();
         names
@@ -197,15 +180,16 @@ impl WebhookSpec {
     /// Names of `{{ args.NAME }}` used in the body template, first use first.
     pub fn template_args(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        if let Some(t) = &self.body_template {
-            for s in template_strings(t) {
-                for (kind, name) in crate::model::validate::placeholders(s)
-                    .into_iter()
-                    .flatten()
+        if let Some(t) = self
+            .body_template
+            .as_ref()
+            .and_then(|t| JsonTemplate::parse(t).ok())
+        {
+            for p in t.placeholders() {
+                if let Placeholder::Args(name) = p
+                    && !out.contains(name)
                 {
-                    if kind == "args" && !out.contains(&name) {
-                        out.push(name);
-                    }
+                    out.push(name.clone());
                 }
             }
         }

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::model::validate::FieldError;
 use crate::model::{
-    Agent, AgentSpec, CallRecord, Delivery, Event, SecretMeta, Subscription, SubscriptionSpec,
-    Tool, ToolSpec, Webhook, WebhookSpec,
+    Agent, AgentSpec, CallRecord, Delivery, Event, OutcomeFilter, SecretMeta, Source, Subscription,
+    SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec,
 };
 
 pub use sled_store::SledStore;
@@ -68,10 +68,10 @@ pub struct CallFilter {
     pub webhook_id: Option<String>,
     /// Only calls of this tool name.
     pub tool: Option<String>,
-    /// `success`, `failed` (anything else), or an outcome name.
-    pub outcome: Option<String>,
-    /// `invoke`, `test`, `chat` or `mcp`.
-    pub source: Option<String>,
+    /// `failed` (anything but success), or one outcome.
+    pub outcome: Option<OutcomeFilter>,
+    /// Who started the call.
+    pub source: Option<Source>,
     /// Page size.
     pub limit: usize,
     /// Only calls older than this call id.

@@ -15,8 +15,8 @@ use super::{CallFilter, DeliveryFilter, Store, StoreError, StoreFuture};
 use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
 use crate::model::{
-    Agent, AgentSpec, CallRecord, Delivery, DeliveryStatus, Event, Outcome, SecretMeta,
-    Subscription, SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec, now_rfc3339,
+    Agent, AgentSpec, CallRecord, Delivery, DeliveryStatus, Event, SecretMeta, Subscription,
+    SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec, now_rfc3339,
 };
 
 /// Data layout version; bump with a migration when the layout changes.
@@ -109,36 +109,6 @@ fn due_key(at_ms: u64, id: &str) -> Vec<u8> {
     let mut k = at_ms.to_be_bytes().to_vec();
     k.extend_from_slice(id.as_bytes());
     k
-}
-
-fn webhook_event(kind: &str, w: &Webhook) -> Event {
-    Event::new(
-        kind,
-        json!({}),
-        json!({"webhook_id": w.id, "name": w.spec.name, "method": w.spec.method, "url": w.spec.url}),
-    )
-}
-
-fn tool_event(kind: &str, t: &Tool, webhook_id: &str) -> Event {
-    Event::new(
-        kind,
-        json!({"tool": t.spec.name}),
-        json!({"tool_id": t.id, "tool_name": t.spec.name, "webhook_id": webhook_id}),
-    )
-}
-
-fn call_event(r: &CallRecord) -> Event {
-    let kind = if r.outcome == Outcome::Success {
-        "call.succeeded"
-    } else {
-        "call.failed"
-    };
-    Event::new(
-        kind,
-        json!({"tool": r.tool, "agent": r.agent, "conversation_id": r.conversation_id, "source": r.source}),
-        json!({"call_id": r.id, "tool": r.tool, "webhook_id": r.webhook_id, "outcome": r.outcome,
-               "status": r.response.as_ref().map(|p| p.status), "duration_ms": r.duration_ms, "error": r.error}),
-    )
 }
 
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
@@ -351,7 +321,7 @@ impl SledStore {
                 } else {
                     "webhook.updated"
                 };
-                self.emit(ob, webhook_event(kind, &webhook))?;
+                self.emit(ob, crate::events::payload::webhook_event(kind, &webhook))?;
                 Ok(webhook)
             });
         res.map_err(tx_err)
@@ -420,10 +390,16 @@ impl SledStore {
                 let before = old.as_ref().and_then(|o| o.spec.webhook_id.clone());
                 if before != spec.webhook_id {
                     if let Some(w) = &before {
-                        self.emit(ob, tool_event("tool.unlinked", &tool, w))?;
+                        self.emit(
+                            ob,
+                            crate::events::payload::tool_event("tool.unlinked", &tool, w),
+                        )?;
                     }
                     if let Some(w) = &spec.webhook_id {
-                        self.emit(ob, tool_event("tool.linked", &tool, w))?;
+                        self.emit(
+                            ob,
+                            crate::events::payload::tool_event("tool.linked", &tool, w),
+                        )?;
                     }
                 }
                 Ok(tool)
@@ -594,14 +570,10 @@ fn matches(r: &CallRecord, f: &CallFilter) -> bool {
     {
         return false;
     }
-    if f.source.as_ref().is_some_and(|s| s != r.source.as_str()) {
+    if f.source.is_some_and(|s| s != r.source) {
         return false;
     }
-    match f.outcome.as_deref() {
-        None => true,
-        Some("failed") => r.outcome != Outcome::Success,
-        Some(o) => o == r.outcome.as_str(),
-    }
+    f.outcome.is_none_or(|o| o.matches(r.outcome))
 }
 
 impl Store for SledStore {
@@ -801,7 +773,7 @@ impl Store for SledStore {
                         list_remove(su, &n, id)?;
                     }
                     wh.remove(id.as_bytes())?;
-                    self.emit(ob, webhook_event("webhook.deleted", &webhook))?;
+                    self.emit(ob, crate::events::payload::webhook_event("webhook.deleted", &webhook))?;
                     Ok(())
                 })
                 .map_err(tx_err)?;
@@ -858,7 +830,10 @@ impl Store for SledStore {
                     tn.remove(tool.spec.name.as_bytes())?;
                     if let Some(w) = &tool.spec.webhook_id {
                         list_remove(ln, w, id)?;
-                        self.emit(ob, tool_event("tool.unlinked", &tool, w))?;
+                        self.emit(
+                            ob,
+                            crate::events::payload::tool_event("tool.unlinked", &tool, w),
+                        )?;
                     }
                     Ok(())
                 })
@@ -1038,24 +1013,8 @@ impl Store for SledStore {
             let subs: Vec<Subscription> = self.list_subscriptions()?;
             for (key, raw) in pending {
                 let event: Event = decode(&raw)?;
-                let now = now_rfc3339();
-                let deliveries: Vec<Delivery> = subs
-                    .iter()
-                    .filter(|s| s.spec.wants(&event.event_type))
-                    .map(|s| Delivery {
-                        id: new_id("dlv"),
-                        event_id: event.event_id.clone(),
-                        event_type: event.event_type.clone(),
-                        subscription_id: s.id.clone(),
-                        status: DeliveryStatus::Pending,
-                        payload: serde_json::to_value(&event).unwrap_or_default(),
-                        attempts: Vec::new(),
-                        next_attempt_at: Some(now_ms),
-                        schedule_start: 0,
-                        created_at: now.clone(),
-                        updated_at: now.clone(),
-                    })
-                    .collect();
+                let deliveries = crate::events::fan_out(&event, &subs, now_ms)
+                    .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?;
                 let encoded: Vec<(String, Vec<u8>)> = deliveries
                     .iter()
                     .map(|d| Ok((d.id.clone(), encode(d)?)))
@@ -1215,7 +1174,7 @@ impl Store for SledStore {
                     .transaction(|(calls, ob)| {
                         for (r, bytes) in &encoded {
                             calls.insert(r.id.as_bytes(), bytes.clone())?;
-                            self.emit(ob, call_event(r))?;
+                            self.emit(ob, crate::events::payload::call_event(r))?;
                         }
                         Ok(())
                     })

@@ -1,14 +1,13 @@
-//! Linked tools compiled once into their OpenAI definition and argument validator.
-//! Held in a snapshot that edits replace atomically; the call path only reads it, lock-free.
+//! Compiling a stored definition into what the call path runs: each field's value source with
+//! its template parsed, the URL template, the body template, and the model's argument schema.
+//! Done once per edit; a call never scans a string for placeholders again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwap;
 use serde_json::{Map, Value, json};
 
+use crate::model::template::{JsonTemplate, Template, UrlTemplate};
 use crate::model::{DataType, Field, Tool, ValueType, Webhook};
-use crate::store::{Store, StoreError};
 
 /// A dynamic field, as the argument checker needs it.
 #[derive(Debug, Clone)]
@@ -21,10 +20,59 @@ pub struct DynamicField {
     pub required: bool,
 }
 
-/// A webhook ready to be called: its argument schema compiled.
+/// Where one field's value comes from, parsed.
+#[derive(Debug, Clone)]
+pub enum FieldSource {
+    /// The model's argument of the field's name.
+    Dynamic,
+    /// A fixed JSON scalar.
+    Static(Value),
+    /// A string with `{{ secret.X }}` / `{{ context.X }}` placeholders.
+    StaticTemplate(Template),
+    /// The whole value of the named secret.
+    Secret(String),
+    /// A dotted path into the context.
+    Context(String),
+}
+
+impl FieldSource {
+    /// Whether the value comes from a secret or the calling application's context.
+    pub fn carries_secret_or_context(&self) -> bool {
+        matches!(
+            self,
+            FieldSource::StaticTemplate(_) | FieldSource::Secret(_) | FieldSource::Context(_)
+        )
+    }
+}
+
+/// One field of a compiled webhook.
+#[derive(Debug, Clone)]
+pub struct CompiledField {
+    /// Header, parameter or (dotted) body name.
+    pub name: String,
+    /// Declared type.
+    pub data_type: DataType,
+    /// Where its value comes from.
+    pub source: FieldSource,
+}
+
+/// A webhook ready to be called: its fields, URL and body template parsed, its argument schema
+/// compiled.
 pub struct CompiledWebhook {
     /// The stored definition.
     pub webhook: Webhook,
+    /// The URL with its `{name}` path parameters.
+    pub url: UrlTemplate,
+    /// Headers, query params, path params and body fields, in definition order.
+    pub headers: Vec<CompiledField>,
+    /// Query params.
+    pub query: Vec<CompiledField>,
+    /// Path params.
+    pub path: Vec<CompiledField>,
+    /// Body fields (only declarations of template arguments when `body_template` is set).
+    pub body: Vec<CompiledField>,
+    /// The parsed body template.
+    pub body_template: Option<JsonTemplate>,
     /// JSON Schema of the arguments (`parameters`).
     pub parameters: Value,
     /// The structured-outputs strict variant.
@@ -75,7 +123,47 @@ fn property(f: &Field, nullable: bool) -> Value {
     Value::Object(p)
 }
 
-/// Compile a webhook's dynamic fields into its argument schema and validator.
+fn compile_field(f: &Field) -> Result<CompiledField, String> {
+    let missing = |what: &str| format!("field '{}' has no {what}", f.name);
+    let source = match f.value_type {
+        ValueType::Dynamic => FieldSource::Dynamic,
+        ValueType::Secret => {
+            FieldSource::Secret(f.secret.clone().ok_or_else(|| missing("secret"))?)
+        }
+        ValueType::Context => FieldSource::Context(
+            f.value
+                .as_ref()
+                .and_then(Value::as_str)
+                .ok_or_else(|| missing("context path"))?
+                .to_string(),
+        ),
+        ValueType::Static => match &f.value {
+            Some(Value::String(s)) => {
+                let t = Template::parse(s)
+                    .map_err(|e| format!("field '{}': {}", f.name, e.join("; ")))?;
+                if t.has_holes() {
+                    FieldSource::StaticTemplate(t)
+                } else {
+                    FieldSource::Static(Value::String(s.clone()))
+                }
+            }
+            Some(v) => FieldSource::Static(v.clone()),
+            None => return Err(missing("value")),
+        },
+    };
+    Ok(CompiledField {
+        name: f.name.clone(),
+        data_type: f.data_type,
+        source,
+    })
+}
+
+fn compile_fields(fields: &[Field]) -> Result<Vec<CompiledField>, String> {
+    fields.iter().map(compile_field).collect()
+}
+
+/// Compile a webhook: field sources, URL and body templates, argument schema. Fails only for a
+/// definition that validation would refuse (stored by an older build, or corrupt).
 pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
     let mut props = Map::new();
     let mut strict_props = Map::new();
@@ -114,7 +202,19 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
     }
     let parameters = json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
     let strict_parameters = json!({"type": "object", "properties": strict_props, "required": all, "additionalProperties": false});
+    let spec = &webhook.spec;
+    let body_template = spec
+        .body_template
+        .as_ref()
+        .map(|t| JsonTemplate::parse(t).map_err(|e| format!("body_template: {}", e.join("; "))))
+        .transpose()?;
     Ok(CompiledWebhook {
+        url: UrlTemplate::parse(&spec.url),
+        headers: compile_fields(&spec.headers)?,
+        query: compile_fields(&spec.query_params)?,
+        path: compile_fields(&spec.path_params)?,
+        body: compile_fields(&spec.body)?,
+        body_template,
         webhook,
         parameters,
         strict_parameters,
@@ -142,176 +242,11 @@ pub fn compile_tool(tool: Tool, hook: Arc<CompiledWebhook>) -> CompiledTool {
     }
 }
 
-/// One consistent view of everything callable.
-#[derive(Default)]
-pub struct Snapshot {
-    /// Every webhook, by id.
-    pub webhooks: HashMap<String, Arc<CompiledWebhook>>,
-    /// Every linked tool, by name.
-    pub tools: HashMap<String, Arc<CompiledTool>>,
-    openai_json: OnceLock<axum::body::Bytes>,
-}
-
-impl Snapshot {
-    /// `{"tools":[…]}` of every linked tool, sorted by name, serialised once per snapshot so
-    /// exporting thousands of tools is a memory copy.
-    pub fn openai_json(&self) -> axum::body::Bytes {
-        self.openai_json
-            .get_or_init(|| {
-                let mut names: Vec<&String> = self.tools.keys().collect();
-                names.sort();
-                let defs: Vec<&Value> = names.iter().map(|n| &self.tools[*n].definition).collect();
-                // Serialising plain JSON values cannot fail.
-                serde_json::to_vec(&json!({ "tools": defs }))
-                    .unwrap_or_default()
-                    .into()
-            })
-            .clone()
-    }
-}
-
-/// The live catalog.
-pub struct Catalog {
-    snap: ArcSwap<Snapshot>,
-    edit: Mutex<()>,
-    version: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for Catalog {
-    fn default() -> Self {
-        Catalog {
-            snap: ArcSwap::from_pointee(Snapshot::default()),
-            edit: Mutex::new(()),
-            version: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-impl Catalog {
-    /// Watch for changes of what is offered (tools, webhooks, agents).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.version.subscribe()
-    }
-
-    /// Tell watchers that what is offered changed.
-    pub fn notify_changed(&self) {
-        self.version.send_modify(|v| *v += 1);
-    }
-
-    fn publish(&self, snap: Snapshot) {
-        self.snap.store(Arc::new(snap));
-        self.notify_changed();
-    }
-
-    /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snap.load_full()
-    }
-
-    /// Rebuild everything from the store (start-up).
-    pub fn load_all(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
-        let mut snap = Snapshot::default();
-        for w in store.list_webhooks()? {
-            let id = w.id.clone();
-            match compile_webhook(w) {
-                Ok(c) => {
-                    snap.webhooks.insert(id, Arc::new(c));
-                }
-                Err(e) => {
-                    tracing::error!(webhook_id = %id, error = %e, "webhook does not compile; skipped")
-                }
-            }
-        }
-        for t in store.list_tools()? {
-            if let Some(hook) = t
-                .spec
-                .webhook_id
-                .as_ref()
-                .and_then(|w| snap.webhooks.get(w))
-                .cloned()
-            {
-                snap.tools
-                    .insert(t.spec.name.clone(), Arc::new(compile_tool(t, hook)));
-            }
-        }
-        self.publish(snap);
-        Ok(())
-    }
-
-    /// Re-read one webhook (and the tools linked to it) after an edit or delete.
-    pub fn refresh_webhook(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
-        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.snap.load();
-        let mut webhooks = cur.webhooks.clone();
-        let mut tools = cur.tools.clone();
-        match store.get_webhook(id) {
-            Ok(w) => {
-                let hook = Arc::new(compile_webhook(w).map_err(StoreError::Corrupt)?);
-                webhooks.insert(id.to_string(), hook.clone());
-                for t in tools.values_mut() {
-                    if t.tool.spec.webhook_id.as_deref() == Some(id) {
-                        *t = Arc::new(compile_tool(t.tool.clone(), hook.clone()));
-                    }
-                }
-            }
-            Err(StoreError::NotFound(_)) => {
-                webhooks.remove(id);
-                tools.retain(|_, t| t.tool.spec.webhook_id.as_deref() != Some(id));
-            }
-            Err(e) => return Err(e),
-        }
-        self.publish(Snapshot {
-            webhooks,
-            tools,
-            ..Default::default()
-        });
-        Ok(())
-    }
-
-    /// Re-read one tool after an edit, unlink or delete (`previous_name` if it was renamed or deleted).
-    pub fn refresh_tool(
-        &self,
-        store: &dyn Store,
-        id: &str,
-        previous_name: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.snap.load();
-        let webhooks = cur.webhooks.clone();
-        let mut tools = cur.tools.clone();
-        if let Some(prev) = previous_name {
-            tools.remove(prev);
-        }
-        tools.retain(|_, t| t.tool.id != id);
-        match store.get_tool(id) {
-            Ok(t) => {
-                if let Some(hook) = t
-                    .spec
-                    .webhook_id
-                    .as_ref()
-                    .and_then(|w| webhooks.get(w))
-                    .cloned()
-                {
-                    tools.insert(t.spec.name.clone(), Arc::new(compile_tool(t, hook)));
-                }
-            }
-            Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.publish(Snapshot {
-            webhooks,
-            tools,
-            ..Default::default()
-        });
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::WebhookSpec;
+    use crate::model::template::Placeholder;
 
     fn hook(fields: Value) -> Webhook {
         let mut spec = json!({"name": "Order", "description": "Look up", "method": "GET",
@@ -354,5 +289,31 @@ mod tests {
         );
         assert!(jsonschema::meta::is_valid(&c.parameters));
         assert!(jsonschema::meta::is_valid(&c.strict_parameters));
+    }
+
+    #[test]
+    fn field_sources_are_parsed_once() {
+        let w = hook(json!({
+            "path_params": [{"name": "order_number", "value_type": "dynamic"}],
+            "headers": [{"name": "Authorization", "value_type": "static", "value": "Bearer {{ secret.tok }}"},
+                        {"name": "X-Plain", "value_type": "static", "value": "{not a placeholder}"},
+                        {"name": "X-Key", "value_type": "secret", "secret": "k"},
+                        {"name": "X-User", "value_type": "context", "value": "user.id"}]
+        }));
+        let c = compile_webhook(w).unwrap();
+        assert_eq!(c.url.params().collect::<Vec<_>>(), ["order_number"]);
+        assert!(matches!(c.path[0].source, FieldSource::Dynamic));
+        match &c.headers[0].source {
+            FieldSource::StaticTemplate(t) => assert_eq!(
+                t.placeholders().collect::<Vec<_>>(),
+                [&Placeholder::Secret("tok".into())]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(&c.headers[1].source, FieldSource::Static(Value::String(s)) if s == "{not a placeholder}")
+        );
+        assert!(matches!(&c.headers[2].source, FieldSource::Secret(s) if s == "k"));
+        assert!(matches!(&c.headers[3].source, FieldSource::Context(p) if p == "user.id"));
     }
 }

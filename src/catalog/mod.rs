@@ -1,0 +1,202 @@
+//! Linked tools compiled once into their OpenAI definition and argument validator.
+//! Held in a snapshot that edits replace atomically; the call path only reads it, lock-free.
+
+mod compile;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use serde_json::{Value, json};
+
+pub use compile::{
+    CompiledField, CompiledTool, CompiledWebhook, DynamicField, FieldSource, compile_tool,
+    compile_webhook,
+};
+
+use crate::model::AgentSpec;
+use crate::store::{Store, StoreError};
+
+/// One consistent view of everything callable.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Every webhook, by id.
+    pub webhooks: HashMap<String, Arc<CompiledWebhook>>,
+    /// Every linked tool, by name.
+    pub tools: HashMap<String, Arc<CompiledTool>>,
+    openai_json: OnceLock<axum::body::Bytes>,
+}
+
+impl Snapshot {
+    /// The tools a caller sees: every linked tool sorted by name, or an agent's in the agent's
+    /// order (names that are not linked tools are left out). The one place this is decided, for
+    /// the OpenAI export, MCP, agents and `/v1/chat/completions`.
+    pub fn visible_tools(&self, agent: Option<&AgentSpec>) -> Vec<Arc<CompiledTool>> {
+        match agent {
+            Some(a) => a
+                .tools
+                .iter()
+                .filter_map(|n| self.tools.get(n).cloned())
+                .collect(),
+            None => {
+                let mut all: Vec<Arc<CompiledTool>> = self.tools.values().cloned().collect();
+                all.sort_by(|a, b| a.tool.spec.name.cmp(&b.tool.spec.name));
+                all
+            }
+        }
+    }
+
+    /// `{"tools":[…]}` of every linked tool, sorted by name, serialised once per snapshot so
+    /// exporting thousands of tools is a memory copy.
+    pub fn openai_json(&self) -> axum::body::Bytes {
+        self.openai_json
+            .get_or_init(|| {
+                let mut names: Vec<&String> = self.tools.keys().collect();
+                names.sort();
+                let defs: Vec<&Value> = names.iter().map(|n| &self.tools[*n].definition).collect();
+                // Serialising plain JSON values cannot fail.
+                serde_json::to_vec(&json!({ "tools": defs }))
+                    .unwrap_or_default()
+                    .into()
+            })
+            .clone()
+    }
+}
+
+/// The live catalog.
+pub struct Catalog {
+    snap: ArcSwap<Snapshot>,
+    edit: Mutex<()>,
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            snap: ArcSwap::from_pointee(Snapshot::default()),
+            edit: Mutex::new(()),
+            version: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Catalog {
+    /// Watch for changes of what is offered (tools, webhooks, agents).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Tell watchers that what is offered changed.
+    pub fn notify_changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn publish(&self, snap: Snapshot) {
+        self.snap.store(Arc::new(snap));
+        self.notify_changed();
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snap.load_full()
+    }
+
+    /// Rebuild everything from the store (start-up).
+    pub fn load_all(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut snap = Snapshot::default();
+        for w in store.list_webhooks()? {
+            let id = w.id.clone();
+            match compile_webhook(w) {
+                Ok(c) => {
+                    snap.webhooks.insert(id, Arc::new(c));
+                }
+                Err(e) => {
+                    tracing::error!(webhook_id = %id, error = %e, "webhook does not compile; skipped")
+                }
+            }
+        }
+        for t in store.list_tools()? {
+            if let Some(hook) = t
+                .spec
+                .webhook_id
+                .as_ref()
+                .and_then(|w| snap.webhooks.get(w))
+                .cloned()
+            {
+                snap.tools
+                    .insert(t.spec.name.clone(), Arc::new(compile_tool(t, hook)));
+            }
+        }
+        self.publish(snap);
+        Ok(())
+    }
+
+    /// Re-read one webhook (and the tools linked to it) after an edit or delete.
+    pub fn refresh_webhook(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
+        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.snap.load();
+        let mut webhooks = cur.webhooks.clone();
+        let mut tools = cur.tools.clone();
+        match store.get_webhook(id) {
+            Ok(w) => {
+                let hook = Arc::new(compile_webhook(w).map_err(StoreError::Corrupt)?);
+                webhooks.insert(id.to_string(), hook.clone());
+                for t in tools.values_mut() {
+                    if t.tool.spec.webhook_id.as_deref() == Some(id) {
+                        *t = Arc::new(compile_tool(t.tool.clone(), hook.clone()));
+                    }
+                }
+            }
+            Err(StoreError::NotFound(_)) => {
+                webhooks.remove(id);
+                tools.retain(|_, t| t.tool.spec.webhook_id.as_deref() != Some(id));
+            }
+            Err(e) => return Err(e),
+        }
+        self.publish(Snapshot {
+            webhooks,
+            tools,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// Re-read one tool after an edit, unlink or delete (`previous_name` if it was renamed or deleted).
+    pub fn refresh_tool(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        previous_name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.snap.load();
+        let webhooks = cur.webhooks.clone();
+        let mut tools = cur.tools.clone();
+        if let Some(prev) = previous_name {
+            tools.remove(prev);
+        }
+        tools.retain(|_, t| t.tool.id != id);
+        match store.get_tool(id) {
+            Ok(t) => {
+                if let Some(hook) = t
+                    .spec
+                    .webhook_id
+                    .as_ref()
+                    .and_then(|w| webhooks.get(w))
+                    .cloned()
+                {
+                    tools.insert(t.spec.name.clone(), Arc::new(compile_tool(t, hook)));
+                }
+            }
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.publish(Snapshot {
+            webhooks,
+            tools,
+            ..Default::default()
+        });
+        Ok(())
+    }
+}
