@@ -206,6 +206,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::definitions::DefinitionError> for ApiError {
+    fn from(e: crate::definitions::DefinitionError) -> Self {
+        use crate::definitions::DefinitionError;
+        match e {
+            DefinitionError::Invalid(d) => ApiError::InvalidDefinition(d),
+            e @ DefinitionError::ManagedByFile { .. } => ApiError::Conflict {
+                code: "managed_by_file",
+                message: e.to_string(),
+            },
+            DefinitionError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::agent::LlmError> for ApiError {
     fn from(e: crate::agent::LlmError) -> Self {
         let code = match e {

@@ -8,6 +8,7 @@ pub mod call;
 pub mod catalog;
 pub mod chat_cli;
 pub mod config;
+pub mod definitions;
 pub mod demo_api;
 pub mod error;
 pub mod events;
@@ -58,6 +59,17 @@ pub struct AppState {
     pub events: Arc<EventSettings>,
     /// Cancelled at shutdown, to end long-lived MCP streams.
     pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl AppState {
+    /// The definitions service over this gateway's store and catalog.
+    pub fn definitions(&self) -> definitions::Definitions<'_> {
+        definitions::Definitions {
+            store: self.store.as_ref(),
+            catalog: &self.catalog,
+            prompts_dir: &self.config.prompts_dir,
+        }
+    }
 }
 
 /// Outbound event delivery settings.
@@ -123,17 +135,21 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         })?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir, &key)?);
     apply_env_secrets(store.as_ref()).await?;
+    let catalog = Arc::new(Catalog::default());
+    catalog.load_all(store.as_ref())?;
+    let defs = definitions::Definitions {
+        store: store.as_ref(),
+        catalog: &catalog,
+        prompts_dir: &config.prompts_dir,
+    };
     let synced = files::sync::sync(
-        store.as_ref(),
+        &defs,
         &[config.tools_dir.as_path(), config.prompts_dir.as_path()],
-        &config.prompts_dir,
     )
     .await;
     if !synced.errors.is_empty() {
         return Err(StartError::Files(synced.errors));
     }
-    let catalog = Arc::new(Catalog::default());
-    catalog.load_all(store.as_ref())?;
     let read_cap = config.max_response_bytes.max(4 * 1024 * 1024);
     let sender = Arc::new(Sender::new(policy, read_cap).map_err(StartError::Config)?);
     let max_age = config.history_max_age_days.saturating_mul(86_400);

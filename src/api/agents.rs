@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::{Search, search_matches};
 use crate::AppState;
 use crate::agent::{self, AgentRun, FinishReason};
+use crate::definitions::Author;
 use crate::error::{ApiError, ApiJson};
-use crate::model::validate::validate_agent;
 use crate::model::{Agent, AgentSpec};
 use crate::store::StoreError;
 
@@ -20,19 +20,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/agents", get(list).post(create))
         .route("/agents/{id}", get(read).put(update).delete(remove))
         .route("/agents/{id}/chat", post(chat))
-}
-
-fn check(s: &AppState, spec: &AgentSpec) -> Result<(), ApiError> {
-    let store = s.store.clone();
-    let dir = s.config.prompts_dir.clone();
-    let errs = validate_agent(spec, &|t| store.get_tool_by_name(t).is_ok(), &|p| {
-        dir.join(p).is_file()
-    });
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidDefinition(errs))
-    }
 }
 
 /// An agent by id, or else by name.
@@ -47,9 +34,7 @@ async fn create(
     State(s): State<AppState>,
     ApiJson(spec): ApiJson<AgentSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check(&s, &spec)?;
-    let agent = s.store.create_agent(spec).await?;
-    s.catalog.notify_changed();
+    let agent = s.definitions().create_agent(spec, Author::Api).await?;
     Ok((StatusCode::CREATED, Json(agent)))
 }
 
@@ -80,14 +65,10 @@ async fn update(
     ApiJson(spec): ApiJson<AgentSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     let agent = find(&s, &id)?;
-    super::refuse_file_managed(
-        "agent",
-        agent.spec.managed_by,
-        agent.spec.managed_file.as_deref(),
-    )?;
-    check(&s, &spec)?;
-    let agent = s.store.update_agent(&agent.id, spec).await?;
-    s.catalog.notify_changed();
+    let agent = s
+        .definitions()
+        .update_agent(&agent.id, spec, Author::Api)
+        .await?;
     Ok(Json(agent))
 }
 
@@ -96,13 +77,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let agent = find(&s, &id)?;
-    super::refuse_file_managed(
-        "agent",
-        agent.spec.managed_by,
-        agent.spec.managed_file.as_deref(),
-    )?;
-    s.store.delete_agent(&agent.id).await?;
-    s.catalog.notify_changed();
+    s.definitions().delete_agent(&agent.id, Author::Api).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -46,25 +46,6 @@ pub(crate) fn check_context(context: &serde_json::Value) -> Result<(), ApiError>
     }
 }
 
-/// Refuse an API edit or delete of a definition loaded from a config file: the file would
-/// overwrite it at the next reload, so the file is where the change belongs.
-pub(crate) fn refuse_file_managed(
-    kind: &str,
-    managed_by: Option<crate::model::ManagedBy>,
-    file: Option<&str>,
-) -> Result<(), ApiError> {
-    match managed_by {
-        None => Ok(()),
-        Some(_) => Err(ApiError::Conflict {
-            code: "managed_by_file",
-            message: format!(
-                "this {kind} is defined in the config file {}; edit or delete it there (changes apply within a second)",
-                file.unwrap_or("(unknown)")
-            ),
-        }),
-    }
-}
-
 /// Whether the request carries `Authorization: Bearer <token>`, compared in constant time so the
 /// answer's timing says nothing about how much of a guess was right.
 pub(crate) fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {

@@ -12,8 +12,8 @@ use super::webhooks::CallBody;
 use super::{Search, search_matches};
 use crate::AppState;
 use crate::call::{self, CallRequest, CallResult};
+use crate::definitions::Author;
 use crate::error::{ApiError, ApiJson};
-use crate::model::validate::validate_tool;
 use crate::model::{Outcome, Source, ToolSpec};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -26,22 +26,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/tools/{id}/invoke", post(invoke))
 }
 
-fn check(spec: &ToolSpec) -> Result<(), ApiError> {
-    let errs = validate_tool(spec);
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidDefinition(errs))
-    }
-}
-
 async fn create(
     State(s): State<AppState>,
     ApiJson(spec): ApiJson<ToolSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check(&spec)?;
-    let t = s.store.create_tool(spec).await?;
-    s.catalog.refresh_tool(s.store.as_ref(), &t.id, None)?;
+    let t = s.definitions().create_tool(spec, Author::Api).await?;
     Ok((StatusCode::CREATED, Json(t)))
 }
 
@@ -76,16 +65,7 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(spec): ApiJson<ToolSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let old = s.store.get_tool(&id)?;
-    super::refuse_file_managed(
-        "tool",
-        old.spec.managed_by,
-        old.spec.managed_file.as_deref(),
-    )?;
-    check(&spec)?;
-    let t = s.store.update_tool(&id, spec).await?;
-    s.catalog
-        .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
+    let t = s.definitions().update_tool(&id, spec, Author::Api).await?;
     Ok(Json(t))
 }
 
@@ -93,15 +73,7 @@ async fn remove(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let old = s.store.get_tool(&id)?;
-    super::refuse_file_managed(
-        "tool",
-        old.spec.managed_by,
-        old.spec.managed_file.as_deref(),
-    )?;
-    s.store.delete_tool(&id).await?;
-    s.catalog
-        .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
+    s.definitions().delete_tool(&id, Author::Api).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -109,19 +81,7 @@ async fn unlink(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let old = s.store.get_tool(&id)?;
-    super::refuse_file_managed(
-        "tool",
-        old.spec.managed_by,
-        old.spec.managed_file.as_deref(),
-    )?;
-    let spec = ToolSpec {
-        webhook_id: None,
-        ..old.spec.clone()
-    };
-    let t = s.store.update_tool(&id, spec).await?;
-    s.catalog
-        .refresh_tool(s.store.as_ref(), &id, Some(&old.spec.name))?;
+    let t = s.definitions().unlink_tool(&id, Author::Api).await?;
     Ok(Json(t))
 }
 

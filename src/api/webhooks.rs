@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::{Search, search_matches};
 use crate::AppState;
 use crate::call::{self, CallRequest};
+use crate::definitions::Author;
 use crate::error::{ApiError, ApiJson};
-use crate::model::validate::validate_webhook;
 use crate::model::{Source, WebhookSpec};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -21,29 +21,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/webhooks/{id}/test", post(test))
 }
 
-fn check(s: &AppState, spec: &WebhookSpec) -> Result<(), ApiError> {
-    let store = s.store.clone();
-    let errs = validate_webhook(spec, &|name| store.secret_exists(name));
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidDefinition(errs))
-    }
-}
-
-fn refresh(s: &AppState, id: &str) -> Result<(), ApiError> {
-    s.catalog
-        .refresh_webhook(s.store.as_ref(), id)
-        .map_err(ApiError::from)
-}
-
 async fn create(
     State(s): State<AppState>,
     ApiJson(spec): ApiJson<WebhookSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check(&s, &spec)?;
-    let w = s.store.create_webhook(spec, true).await?;
-    refresh(&s, &w.id)?;
+    let w = s.definitions().create_webhook(spec, Author::Api).await?;
     Ok((StatusCode::CREATED, Json(w)))
 }
 
@@ -74,15 +56,10 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(spec): ApiJson<WebhookSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let old = s.store.get_webhook(&id)?;
-    super::refuse_file_managed(
-        "webhook",
-        old.spec.managed_by,
-        old.spec.managed_file.as_deref(),
-    )?;
-    check(&s, &spec)?;
-    let w = s.store.update_webhook(&id, spec, true).await?;
-    refresh(&s, &id)?;
+    let w = s
+        .definitions()
+        .update_webhook(&id, spec, Author::Api)
+        .await?;
     Ok(Json(w))
 }
 
@@ -90,14 +67,7 @@ async fn remove(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let old = s.store.get_webhook(&id)?;
-    super::refuse_file_managed(
-        "webhook",
-        old.spec.managed_by,
-        old.spec.managed_file.as_deref(),
-    )?;
-    s.store.delete_webhook(&id).await?;
-    refresh(&s, &id)?;
+    s.definitions().delete_webhook(&id, Author::Api).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

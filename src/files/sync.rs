@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::{ToolFile, agent_errors, scan};
+use crate::definitions::{Author, DefinitionError, Definitions};
 use crate::model::{AgentSpec, ManagedBy, Tool};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// What a sync did.
 #[derive(Debug, Default)]
@@ -24,9 +25,12 @@ fn shown(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Apply every config file of `dirs` (agent prompts are looked up in `prompts_dir`). Definitions
-/// made by a file that is refused now are left as they are.
-pub async fn sync(store: &dyn Store, dirs: &[&Path], prompts_dir: &Path) -> Synced {
+/// Apply every config file of `dirs` through the definitions service (agent prompts are looked
+/// up in its prompts directory). Definitions made by a file that is refused now are left as they
+/// are.
+pub async fn sync(defs: &Definitions<'_>, dirs: &[&Path]) -> Synced {
+    let store = defs.store;
+    let prompts_dir = defs.prompts_dir;
     let scan = scan(dirs);
     let mut out = Synced {
         errors: scan.error_lines(),
@@ -37,7 +41,7 @@ pub async fn sync(store: &dyn Store, dirs: &[&Path], prompts_dir: &Path) -> Sync
     let mut tools_defined: HashSet<String> = HashSet::new();
     for (path, f) in &scan.tools {
         let file = shown(path);
-        match apply_tool(store, &file, f).await {
+        match apply_tool(defs, &file, f).await {
             Ok(changed) => {
                 out.changed |= changed;
                 tools_defined.insert(f.tool.name.clone());
@@ -54,7 +58,7 @@ pub async fn sync(store: &dyn Store, dirs: &[&Path], prompts_dir: &Path) -> Sync
         let known = |t: &str| tools_defined.contains(t) || store.get_tool_by_name(t).is_ok();
         let errs = agent_errors(spec, &known, prompts_dir);
         let applied = if errs.is_empty() {
-            apply_agent(store, &file, spec).await
+            apply_agent(defs, &file, spec).await
         } else {
             Err(errs.join(&format!("\n{file}: ")))
         };
@@ -69,7 +73,7 @@ pub async fn sync(store: &dyn Store, dirs: &[&Path], prompts_dir: &Path) -> Sync
             }
         }
     }
-    match remove_orphans(store, &kept, &tools_defined, &agents_defined).await {
+    match remove_orphans(defs, &kept, &tools_defined, &agents_defined).await {
         Ok(changed) => out.changed |= changed,
         Err(e) => out
             .errors
@@ -95,7 +99,9 @@ fn api_conflict(kind: &str, name: &str, id: &str, identical: bool) -> Result<(),
 }
 
 /// Upsert one tool file; whether anything changed.
-async fn apply_tool(store: &dyn Store, file: &str, f: &ToolFile) -> Result<bool, String> {
+async fn apply_tool(defs: &Definitions<'_>, file: &str, f: &ToolFile) -> Result<bool, String> {
+    let store = defs.store;
+    let fail = |e: DefinitionError| e.to_string();
     let existing = match store.get_tool_by_name(&f.tool.name) {
         Ok(t) => Some(t),
         Err(StoreError::NotFound(_)) => None,
@@ -120,18 +126,16 @@ async fn apply_tool(store: &dyn Store, file: &str, f: &ToolFile) -> Result<bool,
         Some(w) if w.spec == hook => w.id,
         Some(w) => {
             changed = true;
-            store
-                .update_webhook(&w.id, hook, false)
+            defs.update_webhook(&w.id, hook, Author::File)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(fail)?
                 .id
         }
         None => {
             changed = true;
-            store
-                .create_webhook(hook, false)
+            defs.create_webhook(hook, Author::File)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(fail)?
                 .id
         }
     };
@@ -142,14 +146,13 @@ async fn apply_tool(store: &dyn Store, file: &str, f: &ToolFile) -> Result<bool,
         Some(t) if t.spec == spec => {}
         Some(t) => {
             changed = true;
-            store
-                .update_tool(&t.id, spec)
+            defs.update_tool(&t.id, spec, Author::File)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(fail)?;
         }
         None => {
             changed = true;
-            store.create_tool(spec).await.map_err(|e| e.to_string())?;
+            defs.create_tool(spec, Author::File).await.map_err(fail)?;
         }
     }
     for name in f.webhook.secret_names() {
@@ -161,7 +164,8 @@ async fn apply_tool(store: &dyn Store, file: &str, f: &ToolFile) -> Result<bool,
 }
 
 /// Upsert one agent file; whether anything changed.
-async fn apply_agent(store: &dyn Store, file: &str, spec: &AgentSpec) -> Result<bool, String> {
+async fn apply_agent(defs: &Definitions<'_>, file: &str, spec: &AgentSpec) -> Result<bool, String> {
+    let store = defs.store;
     let existing = match store.get_agent_by_name(&spec.name) {
         Ok(a) => Some(a),
         Err(StoreError::NotFound(_)) => None,
@@ -177,8 +181,11 @@ async fn apply_agent(store: &dyn Store, file: &str, spec: &AgentSpec) -> Result<
     marked.managed_file = Some(file.to_string());
     let done = match existing {
         Some(a) if a.spec == marked => return Ok(false),
-        Some(a) => store.update_agent(&a.id, marked).await.map(|_| ()),
-        None => store.create_agent(marked).await.map(|_| ()),
+        Some(a) => defs
+            .update_agent(&a.id, marked, Author::File)
+            .await
+            .map(|_| ()),
+        None => defs.create_agent(marked, Author::File).await.map(|_| ()),
     };
     done.map(|()| true).map_err(|e| e.to_string())
 }
@@ -186,11 +193,12 @@ async fn apply_agent(store: &dyn Store, file: &str, spec: &AgentSpec) -> Result<
 /// Delete file-managed tools, their webhooks and agents that no file defines any more (files
 /// in `kept` are broken right now, so what they made stays).
 async fn remove_orphans(
-    store: &dyn Store,
+    defs: &Definitions<'_>,
     kept: &HashSet<String>,
     tools: &HashSet<String>,
     agents: &HashSet<String>,
-) -> Result<bool, StoreError> {
+) -> Result<bool, DefinitionError> {
+    let store = defs.store;
     let orphan =
         |by: Option<ManagedBy>, file: &Option<String>, name: &str, live: &HashSet<String>| {
             is_file_managed(by)
@@ -204,7 +212,7 @@ async fn remove_orphans(
         .filter(|t| orphan(t.spec.managed_by, &t.spec.managed_file, &t.spec.name, tools))
         .collect();
     for t in gone {
-        store.delete_tool(&t.id).await?;
+        defs.delete_tool(&t.id, Author::File).await?;
         tracing::info!(tool = %t.spec.name, file = t.spec.managed_file.as_deref().unwrap_or(""), "tool removed with its file");
         changed = true;
     }
@@ -222,8 +230,12 @@ async fn remove_orphans(
             .as_ref()
             .is_some_and(|f| kept.contains(f));
         if is_file_managed(w.spec.managed_by) && !linked.contains(&w.id) && file_gone {
-            store.delete_webhook(&w.id).await?;
-            changed = true;
+            match defs.delete_webhook(&w.id, Author::File).await {
+                Ok(()) => changed = true,
+                // Linked by an API tool meanwhile: the delete guard keeps it, as it should.
+                Err(DefinitionError::Store(StoreError::InUse { .. })) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     for a in store.list_agents()? {
@@ -233,7 +245,7 @@ async fn remove_orphans(
             &a.spec.name,
             agents,
         ) {
-            store.delete_agent(&a.id).await?;
+            defs.delete_agent(&a.id, Author::File).await?;
             tracing::info!(agent = %a.spec.name, "agent removed with its file");
             changed = true;
         }

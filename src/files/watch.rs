@@ -14,23 +14,20 @@ use crate::AppState;
 /// (write, rename, metadata), and one reload should see the finished file.
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// Apply the config directories now: log refused files, recompile the catalog on a change.
+/// Apply the config directories now (the definitions service refreshes the catalog); log refused
+/// files.
 pub async fn reload(state: &AppState) {
     let c = &state.config;
     let synced = super::sync::sync(
-        state.store.as_ref(),
+        &state.definitions(),
         &[c.tools_dir.as_path(), c.prompts_dir.as_path()],
-        &c.prompts_dir,
     )
     .await;
     for e in &synced.errors {
         tracing::error!(error = %e, "config file refused; its previous definitions stay live");
     }
     if synced.changed {
-        match state.catalog.load_all(state.store.as_ref()) {
-            Ok(()) => tracing::info!("config files reloaded"),
-            Err(e) => tracing::error!(error = %e, "could not rebuild the tool catalog"),
-        }
+        tracing::info!("config files reloaded");
     }
 }
 
