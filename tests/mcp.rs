@@ -191,6 +191,18 @@ async fn agent_endpoint_and_auth() {
         Some(true),
         "tools outside the agent are not callable there"
     );
+    let r = client
+        .call_tool(
+            CallToolRequestParams::new("lookup_order")
+                .with_arguments(args(json!({"order_number": "A-7"}))),
+        )
+        .await
+        .unwrap();
+    // Refused for the missing context, but recorded: the history says which agent's endpoint
+    // made the call.
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let (_, calls) = s.get("/v1/calls?source=mcp").await;
+    assert_eq!(calls["items"][0]["agent"], "support", "{calls}");
     client.cancel().await.ok();
 
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {

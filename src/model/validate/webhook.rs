@@ -1,39 +1,16 @@
-//! Definition checks: every problem in a webhook or tool, each with its field path, at once.
-//! Runs at the edge (API and `tools/` files) so the call path can trust what it is given.
+//! Webhook definitions: fields, URL, templates and body paths.
 
-use serde::Serialize;
-use serde_json::Value;
 use std::collections::HashMap;
 
-use super::agent::AgentSpec;
-use super::event::{EVENT_TYPES, SubscriptionAuth, SubscriptionSpec};
-use super::field::{DataType, Field, ValueType};
-use super::template::{Placeholder, Template, UrlTemplate};
-use super::tool::ToolSpec;
-use super::webhook::{Method, WebhookSpec};
+use serde_json::Value;
 
-/// One problem with a definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// Path of the offending field, e.g. `path_params[0].name`.
-    pub field: String,
-    /// What is wrong, for a person.
-    pub message: String,
-}
-
-impl FieldError {
-    /// A problem at `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-pub use super::names::{
-    check_display_name, is_dotted_path, is_identifier, is_tool_name, url_credentials_error,
+use super::{
+    FieldError, check_display_name, check_unmanaged, is_dotted_path, is_identifier,
+    url_credentials_error,
 };
+use crate::model::field::{DataType, Field, ValueType};
+use crate::model::template::{Placeholder, Template, UrlTemplate};
+use crate::model::webhook::{Method, WebhookSpec};
 
 fn static_matches(data_type: DataType, v: &Value) -> bool {
     match (data_type, v) {
@@ -263,7 +240,7 @@ fn check_template(
             "a GET webhook cannot have a body",
         ));
     }
-    if spec.body_encoding != super::webhook::BodyEncoding::Json {
+    if spec.body_encoding != crate::model::BodyEncoding::Json {
         errs.push(FieldError::new(
             "body_encoding",
             "body_template is sent as JSON",
@@ -363,207 +340,5 @@ fn check_body_paths(spec: &WebhookSpec, errs: &mut Vec<FieldError>) {
                 ));
             }
         }
-    }
-}
-
-/// `managed_by` and `managed_file` are toolgate's marks of file-loaded definitions: never given.
-fn check_unmanaged(by: Option<super::ManagedBy>, file: &Option<String>) -> Option<FieldError> {
-    (by.is_some() || file.is_some()).then(|| {
-        FieldError::new(
-            "managed_by",
-            "managed_by and managed_file are set by toolgate on definitions loaded from config files",
-        )
-    })
-}
-
-/// Every problem with a tool definition (the webhook link is checked by the store).
-pub fn validate_tool(spec: &ToolSpec) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    errs.extend(check_unmanaged(spec.managed_by, &spec.managed_file));
-    if !is_tool_name(&spec.name) {
-        errs.push(FieldError::new(
-            "name",
-            "tool names match ^[A-Za-z0-9_-]{1,64}$",
-        ));
-    }
-    if let Some(d) = &spec.description
-        && d.len() > 4096
-    {
-        errs.push(FieldError::new(
-            "description",
-            "description is longer than 4096 characters",
-        ));
-    }
-    errs
-}
-
-/// Every problem with a secret's name and value.
-pub fn validate_secret(name: Option<&str>, value: &str) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    if let Some(n) = name
-        && !is_identifier(n)
-    {
-        errs.push(FieldError::new(
-            "name",
-            "secret names match ^[A-Za-z_][A-Za-z0-9_]{0,63}$",
-        ));
-    }
-    if value.is_empty() {
-        errs.push(FieldError::new("value", "value must not be empty"));
-    } else if value.len() > 65_536 {
-        errs.push(FieldError::new("value", "value is longer than 64 KiB"));
-    }
-    errs
-}
-
-/// Every problem with a subscription. `secret_exists` answers for the secret its auth names.
-pub fn validate_subscription(
-    spec: &SubscriptionSpec,
-    secret_exists: &dyn Fn(&str) -> bool,
-) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    errs.extend(check_display_name("name", &spec.name));
-    match reqwest::Url::parse(&spec.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-            if let Some(m) = url_credentials_error(&u) {
-                errs.push(FieldError::new("url", m));
-            }
-        }
-        _ => errs.push(FieldError::new(
-            "url",
-            "url must be an absolute http:// or https:// URL",
-        )),
-    }
-    if spec.event_types.is_empty() {
-        errs.push(FieldError::new(
-            "event_types",
-            "list at least one event type, or \"*\" for all",
-        ));
-    }
-    for (i, t) in spec.event_types.iter().enumerate() {
-        if t != "*" && !EVENT_TYPES.contains(&t.as_str()) {
-            errs.push(FieldError::new(
-                format!("event_types[{i}]"),
-                format!("unknown event type; one of: *, {}", EVENT_TYPES.join(", ")),
-            ));
-        }
-    }
-    match &spec.auth {
-        SubscriptionAuth::ApiKey { header, .. }
-            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() =>
-        {
-            errs.push(FieldError::new(
-                "auth.header",
-                "not a valid HTTP header name",
-            ))
-        }
-        SubscriptionAuth::Basic { username, .. }
-            if username.is_empty() || username.contains(':') =>
-        {
-            errs.push(FieldError::new(
-                "auth.username",
-                "username must be non-empty and contain no ':'",
-            ))
-        }
-        SubscriptionAuth::ClientSecret { field, .. } if !is_identifier(field) => {
-            errs.push(FieldError::new(
-                "auth.field",
-                "field must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$",
-            ))
-        }
-        _ => {}
-    }
-    if let Some(n) = spec.auth.secret_name()
-        && !secret_exists(n)
-    {
-        let field = if matches!(spec.auth, SubscriptionAuth::Basic { .. }) {
-            "auth.password_secret"
-        } else {
-            "auth.secret"
-        };
-        errs.push(FieldError::new(field, format!("unknown secret '{n}'")));
-    }
-    errs
-}
-
-/// A prompt file name: a plain name inside the prompts directory, never a path.
-pub fn is_prompt_file_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.')
-}
-
-/// Every problem with an agent. `tool_exists` and `prompt_exists` answer for names it refers to.
-pub fn validate_agent(
-    spec: &AgentSpec,
-    tool_exists: &dyn Fn(&str) -> bool,
-    prompt_exists: &dyn Fn(&str) -> bool,
-) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    errs.extend(check_unmanaged(spec.managed_by, &spec.managed_file));
-    if !is_tool_name(&spec.name) {
-        errs.push(FieldError::new(
-            "name",
-            "agent names match ^[A-Za-z0-9_-]{1,64}$",
-        ));
-    }
-    if spec.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
-        errs.push(FieldError::new("model", "model must not be empty"));
-    }
-    match (&spec.system_prompt, &spec.prompt) {
-        (Some(_), Some(_)) => errs.push(FieldError::new(
-            "prompt",
-            "give either system_prompt or prompt, not both",
-        )),
-        (None, Some(p)) if !is_prompt_file_name(p) => errs.push(FieldError::new(
-            "prompt",
-            "prompt is a file name in the prompts directory, e.g. \"support.md\"",
-        )),
-        (None, Some(p)) if !prompt_exists(p) => errs.push(FieldError::new(
-            "prompt",
-            format!("no prompt file '{p}' in the prompts directory"),
-        )),
-        _ => {}
-    }
-    for (i, t) in spec.tools.iter().enumerate() {
-        if !tool_exists(t) {
-            errs.push(FieldError::new(
-                format!("tools[{i}]"),
-                format!("unknown tool '{t}'"),
-            ));
-        } else if spec.tools[..i].contains(t) {
-            errs.push(FieldError::new(
-                format!("tools[{i}]"),
-                format!("tool '{t}' is listed twice"),
-            ));
-        }
-    }
-    if !(1..=64).contains(&spec.max_steps) {
-        errs.push(FieldError::new(
-            "max_steps",
-            "max_steps must be between 1 and 64",
-        ));
-    }
-    errs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identifiers() {
-        for (s, ok) in [
-            ("a", true),
-            ("_x1", true),
-            ("1a", false),
-            ("a-b", false),
-            ("", false),
-        ] {
-            assert_eq!(is_identifier(s), ok, "{s}");
-        }
-        assert!(!is_identifier(&"a".repeat(65)));
     }
 }
