@@ -583,7 +583,7 @@ async fn seed_history(data: &Path, n: usize) {
     use toolgate::model::call::{RecordedRequest, RecordedResponse};
     use toolgate::model::ids::new_id;
     use toolgate::model::{CallRecord, Outcome, Source, now_rfc3339};
-    use toolgate::store::Store;
+    use toolgate::store::HistoryStore;
     let key = toolgate::store::seal::load_or_create_key(data, None).or_else(|_| {
         std::fs::create_dir_all(data).expect("dir");
         toolgate::store::seal::load_or_create_key(data, None)

@@ -3,7 +3,7 @@
 
 pub mod group_commit;
 pub mod seal;
-pub mod sled_store;
+pub mod sled;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +16,7 @@ use crate::model::{
     SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec,
 };
 
-pub use sled_store::SledStore;
+pub use sled::SledStore;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum StoreError {
     NewerSchema(u64),
     /// sled failed.
     #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(#[from] ::sled::Error),
     /// A stored record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -91,8 +91,14 @@ pub struct DeliveryFilter {
     pub before: Option<String>,
 }
 
-/// Domain operations every backend provides. Writes resolve once they are durable.
-pub trait Store: Send + Sync + 'static {
+/// Every domain operation a backend provides, by concern. Writes resolve once they are durable.
+pub trait Store: SecretStore + DefinitionStore + EventStore + HistoryStore + 'static {
+    /// Make every acknowledged write durable.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Secrets: write-only values, sealed at rest.
+pub trait SecretStore: Send + Sync {
     /// Store a new secret; `NameTaken` if the name exists.
     fn create_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
     /// Create or replace a secret by name (used for `TOOLGATE_SECRET_*`).
@@ -109,7 +115,10 @@ pub trait Store: Send + Sync + 'static {
     fn secret_value(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Whether a secret with this name exists.
     fn secret_exists(&self, name: &str) -> bool;
+}
 
+/// Webhooks, tools and agents.
+pub trait DefinitionStore: Send + Sync {
     /// Store a validated webhook. With `require_secrets`, every referenced secret must exist.
     fn create_webhook<'a>(
         &'a self,
@@ -155,7 +164,10 @@ pub trait Store: Send + Sync + 'static {
     fn update_agent<'a>(&'a self, id: &'a str, spec: AgentSpec) -> StoreFuture<'a, Agent>;
     /// Delete an agent.
     fn delete_agent<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+}
 
+/// Event subscriptions, the outbox and deliveries.
+pub trait EventStore: Send + Sync {
     /// Store a subscription and its (sealed) signing secret.
     fn create_subscription<'a>(
         &'a self,
@@ -201,7 +213,10 @@ pub trait Store: Send + Sync + 'static {
     fn get_delivery(&self, id: &str) -> Result<Delivery, StoreError>;
     /// Deliveries, newest first.
     fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
+}
 
+/// The call history.
+pub trait HistoryStore: Send + Sync {
     /// Append history records and apply retention (count, then age in seconds).
     fn insert_calls<'a>(
         &'a self,
@@ -213,6 +228,4 @@ pub trait Store: Send + Sync + 'static {
     fn get_call(&self, id: &str) -> Result<CallRecord, StoreError>;
     /// Call records, newest first.
     fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError>;
-    /// Make every acknowledged write durable.
-    fn flush(&self) -> StoreFuture<'_, ()>;
 }
