@@ -1,0 +1,297 @@
+//! The store conformance suite: the semantics every `Store` backend must have, written once
+//! against the trait. Each backend's test file opens a fresh store and runs `all`.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use toolgate::model::{
+    AgentSpec, CallRecord, DeliveryStatus, Event, Outcome, OutcomeFilter, Source, SubscriptionSpec,
+    ToolSpec, WebhookSpec,
+};
+use toolgate::store::{CallFilter, DeliveryFilter, Store, StoreError};
+
+fn hook(name: &str, extra: Value) -> WebhookSpec {
+    let mut v = json!({"name": name, "method": "GET", "url": "https://api.example/x"});
+    v.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    serde_json::from_value(v).unwrap()
+}
+
+fn tool(name: &str, webhook_id: Option<&str>) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: None,
+        webhook_id: webhook_id.map(str::to_string),
+        managed_by: None,
+        managed_file: None,
+    }
+}
+
+fn record(id: &str, tool: &str, outcome: Outcome, source: Source) -> CallRecord {
+    serde_json::from_value(json!({
+        "id": id, "tool": tool, "webhook_id": "wh_x", "source": source, "started_at": "2026-01-01T00:00:00Z",
+        "duration_ms": 1, "outcome": outcome, "error": null, "arguments": {}, "request": null, "response": null
+    }))
+    .unwrap()
+}
+
+/// Every check, in order, on one fresh store.
+pub async fn all(store: Arc<dyn Store>) {
+    secrets(store.as_ref()).await;
+    definitions(store.as_ref()).await;
+    agents(store.as_ref()).await;
+    events(store.as_ref()).await;
+    history(store.as_ref()).await;
+    store.flush().await.expect("flush");
+}
+
+async fn secrets(s: &dyn Store) {
+    let m = s.create_secret("api_key", "v1").await.expect("create");
+    assert!(matches!(
+        s.create_secret("api_key", "v2").await,
+        Err(StoreError::NameTaken(_))
+    ));
+    assert_eq!(s.secret_value("api_key").unwrap().as_deref(), Some("v1"));
+    assert!(s.secret_exists("api_key"));
+    assert!(!s.secret_exists("nope"));
+    assert_eq!(s.secret_value("nope").unwrap(), None);
+    s.update_secret(&m.id, "v2").await.expect("update");
+    assert_eq!(s.secret_value("api_key").unwrap().as_deref(), Some("v2"));
+    s.upsert_secret("api_key", "v3").await.expect("upsert");
+    assert_eq!(s.secret_value("api_key").unwrap().as_deref(), Some("v3"));
+    assert_eq!(s.list_secrets().unwrap().len(), 1);
+    assert_eq!(s.get_secret(&m.id).unwrap().name, "api_key");
+    // The delete guard: a webhook references it.
+    let w = s
+        .create_webhook(
+            hook("Uses key", json!({"headers": [{"name": "X-Key", "value_type": "secret", "secret": "api_key"}]})),
+            true,
+        )
+        .await
+        .expect("webhook");
+    match s.delete_secret(&m.id).await {
+        Err(StoreError::InUse { details, .. }) => {
+            assert_eq!(details[0]["webhook_id"], json!(w.id))
+        }
+        other => panic!("expected in_use, got {other:?}"),
+    }
+    // A webhook that needs a missing secret is refused when secrets are required.
+    assert!(matches!(
+        s.create_webhook(
+            hook(
+                "Missing",
+                json!({"headers": [{"name": "X-K", "value_type": "secret", "secret": "absent"}]})
+            ),
+            true
+        )
+        .await,
+        Err(StoreError::Invalid(_))
+    ));
+    s.delete_webhook(&w.id).await.expect("delete webhook");
+    s.delete_secret(&m.id).await.expect("delete secret");
+    assert!(matches!(s.get_secret(&m.id), Err(StoreError::NotFound(_))));
+}
+
+async fn definitions(s: &dyn Store) {
+    let w = s
+        .create_webhook(hook("Orders", json!({})), true)
+        .await
+        .unwrap();
+    assert_eq!(s.get_webhook(&w.id).unwrap().spec.name, "Orders");
+    let w2 = s
+        .update_webhook(&w.id, hook("Orders v2", json!({})), true)
+        .await
+        .unwrap();
+    assert_eq!(w2.id, w.id);
+    assert_eq!(w2.created_at, w.created_at);
+    assert_eq!(s.list_webhooks().unwrap().len(), 1);
+    let t = s.create_tool(tool("lookup", Some(&w.id))).await.unwrap();
+    assert!(matches!(
+        s.create_tool(tool("lookup", Some(&w.id))).await,
+        Err(StoreError::NameTaken(_))
+    ));
+    assert!(matches!(
+        s.create_tool(tool("dangling", Some("wh_missing"))).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(s.get_tool_by_name("lookup").unwrap().id, t.id);
+    // The delete guard lists the linked tools.
+    match s.delete_webhook(&w.id).await {
+        Err(StoreError::InUse { details, .. }) => {
+            assert_eq!(
+                details,
+                vec![json!({"tool_id": t.id, "tool_name": "lookup"})]
+            )
+        }
+        other => panic!("expected in_use, got {other:?}"),
+    }
+    // Rename frees the old name; unlink lifts the guard.
+    s.update_tool(&t.id, tool("lookup2", None)).await.unwrap();
+    assert!(matches!(
+        s.get_tool_by_name("lookup"),
+        Err(StoreError::NotFound(_))
+    ));
+    s.create_tool(tool("lookup", None)).await.unwrap();
+    s.delete_webhook(&w.id)
+        .await
+        .expect("unlinked webhook deletes");
+    assert!(matches!(s.get_webhook(&w.id), Err(StoreError::NotFound(_))));
+    for t in s.list_tools().unwrap() {
+        s.delete_tool(&t.id).await.unwrap();
+    }
+    assert!(s.list_tools().unwrap().is_empty());
+    assert!(matches!(
+        s.delete_tool("tl_missing").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn agents(s: &dyn Store) {
+    let spec: AgentSpec =
+        serde_json::from_value(json!({"name": "support", "system_prompt": "Be kind."})).unwrap();
+    let a = s.create_agent(spec.clone()).await.unwrap();
+    assert!(matches!(
+        s.create_agent(spec.clone()).await,
+        Err(StoreError::NameTaken(_))
+    ));
+    assert_eq!(s.get_agent_by_name("support").unwrap().id, a.id);
+    let mut changed = spec.clone();
+    changed.max_steps = 3;
+    assert_eq!(
+        s.update_agent(&a.id, changed).await.unwrap().spec.max_steps,
+        3
+    );
+    s.delete_agent(&a.id).await.unwrap();
+    assert!(s.list_agents().unwrap().is_empty());
+}
+
+async fn events(s: &dyn Store) {
+    let spec: SubscriptionSpec = serde_json::from_value(
+        json!({"name": "crm", "url": "https://crm.example/hook", "event_types": ["webhook.created"]}),
+    )
+    .unwrap();
+    let sub = s.create_subscription(spec, "whsec_test").await.unwrap();
+    assert_eq!(s.signing_secret(&sub.id).unwrap(), "whsec_test");
+    s.set_signing_secret(&sub.id, "whsec_new").await.unwrap();
+    assert_eq!(s.signing_secret(&sub.id).unwrap(), "whsec_new");
+    // A change writes its event with it; dispatch fans it out to the subscription that wants it.
+    s.create_webhook(hook("Evented", json!({})), true)
+        .await
+        .unwrap();
+    s.append_event(&Event::new("call.failed", json!({}), json!({})))
+        .await
+        .unwrap();
+    let made = s.dispatch_outbox(1_000, 100).await.unwrap();
+    assert_eq!(made, 1, "only webhook.created is wanted");
+    assert_eq!(
+        s.dispatch_outbox(1_000, 100).await.unwrap(),
+        0,
+        "outbox drained"
+    );
+    let due = s.due_deliveries(1_000, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].event_type, "webhook.created");
+    assert!(s.due_deliveries(999, 10).unwrap().is_empty(), "not due yet");
+    let mut d = due[0].clone();
+    d.status = DeliveryStatus::Succeeded;
+    d.next_attempt_at = None;
+    s.save_delivery(&d).await.unwrap();
+    assert!(s.due_deliveries(u64::MAX, 10).unwrap().is_empty());
+    assert_eq!(
+        s.get_delivery(&d.id).unwrap().status,
+        DeliveryStatus::Succeeded
+    );
+    let listed = s
+        .list_deliveries(&DeliveryFilter {
+            subscription_id: Some(sub.id.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let ping = s
+        .enqueue_delivery(&sub.id, &Event::new("ping", json!({}), json!({})), 5)
+        .await
+        .unwrap();
+    assert_eq!(s.next_due().unwrap(), Some(5));
+    assert_eq!(s.due_deliveries(5, 10).unwrap()[0].id, ping.id);
+    s.disable_subscription(&sub.id, "gone").await.unwrap();
+    assert!(!s.get_subscription(&sub.id).unwrap().spec.enabled);
+    s.delete_subscription(&sub.id).await.unwrap();
+    assert!(s.list_subscriptions().unwrap().is_empty());
+}
+
+async fn history(s: &dyn Store) {
+    let ids: Vec<String> = (0..5)
+        .map(|_| toolgate::model::ids::new_id("call"))
+        .collect();
+    let records = vec![
+        record(&ids[0], "a", Outcome::Success, Source::Invoke),
+        record(&ids[1], "a", Outcome::HttpError, Source::Test),
+        record(&ids[2], "b", Outcome::Success, Source::Mcp),
+        record(&ids[3], "b", Outcome::Timeout, Source::Chat),
+        record(&ids[4], "a", Outcome::Success, Source::Invoke),
+    ];
+    s.insert_calls(&records, 0, 0).await.unwrap();
+    let page = |f: CallFilter| {
+        s.list_calls(&CallFilter { limit: 50, ..f })
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        page(CallFilter::default()),
+        ids.iter().rev().cloned().collect::<Vec<_>>(),
+        "newest first"
+    );
+    assert_eq!(
+        page(CallFilter {
+            tool: Some("a".into()),
+            ..Default::default()
+        })
+        .len(),
+        3
+    );
+    assert_eq!(
+        page(CallFilter {
+            outcome: Some(OutcomeFilter::Failed),
+            ..Default::default()
+        }),
+        vec![ids[3].clone(), ids[1].clone()]
+    );
+    assert_eq!(
+        page(CallFilter {
+            source: Some(Source::Mcp),
+            ..Default::default()
+        }),
+        vec![ids[2].clone()]
+    );
+    assert_eq!(
+        page(CallFilter {
+            before: Some(ids[2].clone()),
+            ..Default::default()
+        }),
+        vec![ids[1].clone(), ids[0].clone()]
+    );
+    assert_eq!(s.get_call(&ids[3]).unwrap().outcome, Outcome::Timeout);
+    // Retention keeps the newest records exactly.
+    let more: Vec<CallRecord> = (0..3)
+        .map(|_| {
+            record(
+                &toolgate::model::ids::new_id("call"),
+                "c",
+                Outcome::Success,
+                Source::Invoke,
+            )
+        })
+        .collect();
+    s.insert_calls(&more, 4, 0).await.unwrap();
+    let kept = page(CallFilter::default());
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert_eq!(kept[0], more[2].id);
+    assert_eq!(kept[3], ids[4]);
+    assert!(matches!(s.get_call(&ids[0]), Err(StoreError::NotFound(_))));
+}
