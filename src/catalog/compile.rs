@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value, json};
 
+use crate::model::names::SecretName;
 use crate::model::template::{JsonTemplate, Template, UrlTemplate};
 use crate::model::{DataType, Field, Tool, ValueType, Webhook};
 
@@ -30,7 +31,7 @@ pub enum FieldSource {
     /// A string with `{{ secret.X }}` / `{{ context.X }}` placeholders.
     StaticTemplate(Template),
     /// The whole value of the named secret.
-    Secret(String),
+    Secret(SecretName),
     /// A dotted path into the context.
     Context(String),
 }
@@ -127,9 +128,12 @@ fn compile_field(f: &Field) -> Result<CompiledField, String> {
     let missing = |what: &str| format!("field '{}' has no {what}", f.name);
     let source = match f.value_type {
         ValueType::Dynamic => FieldSource::Dynamic,
-        ValueType::Secret => {
-            FieldSource::Secret(f.secret.clone().ok_or_else(|| missing("secret"))?)
-        }
+        ValueType::Secret => FieldSource::Secret(
+            f.secret
+                .as_deref()
+                .and_then(|s| SecretName::parse(s).ok())
+                .ok_or_else(|| missing("valid secret name"))?,
+        ),
         ValueType::Context => FieldSource::Context(
             f.value
                 .as_ref()
@@ -306,14 +310,14 @@ mod tests {
         match &c.headers[0].source {
             FieldSource::StaticTemplate(t) => assert_eq!(
                 t.placeholders().collect::<Vec<_>>(),
-                [&Placeholder::Secret("tok".into())]
+                [&Placeholder::Secret(SecretName::parse("tok").unwrap())]
             ),
             other => panic!("{other:?}"),
         }
         assert!(
             matches!(&c.headers[1].source, FieldSource::Static(Value::String(s)) if s == "{not a placeholder}")
         );
-        assert!(matches!(&c.headers[2].source, FieldSource::Secret(s) if s == "k"));
+        assert!(matches!(&c.headers[2].source, FieldSource::Secret(s) if *s == "k"));
         assert!(matches!(&c.headers[3].source, FieldSource::Context(p) if p == "user.id"));
     }
 }

@@ -99,3 +99,102 @@ mod tests {
         assert!(url_credentials_error(&u("http://h/x?u=a@b")).is_none());
     }
 }
+
+/// Defines a name newtype that can only hold a valid name: construction (and deserialisation)
+/// checks it, so code past the edge never re-checks.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $check:path, $rule:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The rule a valid name follows, for messages.
+            pub const RULE: &'static str = $rule;
+
+            /// The name, if `s` is a valid one.
+            pub fn parse(s: impl Into<String>) -> Result<Self, String> {
+                let s = s.into();
+                if $check(&s) {
+                    Ok($name(s))
+                } else {
+                    Err(Self::RULE.to_string())
+                }
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A secret's name, `^[A-Za-z_][A-Za-z0-9_]{0,63}$` (it appears in `{{ secret.NAME }}`).
+    SecretName,
+    is_identifier,
+    "secret names match ^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+);
+
+#[cfg(test)]
+mod name_type_tests {
+    use super::*;
+
+    #[test]
+    fn names_validate_on_construction() {
+        assert!(SecretName::parse("crm_token").is_ok());
+        assert!(SecretName::parse("1x").is_err());
+        assert!(SecretName::parse("a-b").is_err());
+        let t: Result<SecretName, _> = serde_json::from_value(serde_json::json!("x y"));
+        assert!(t.is_err());
+        let t: SecretName = serde_json::from_value(serde_json::json!("ok_1")).unwrap();
+        assert_eq!(serde_json::to_value(&t).unwrap(), serde_json::json!("ok_1"));
+        assert_eq!(t, "ok_1");
+    }
+}

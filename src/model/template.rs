@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::names::{is_dotted_path, is_identifier};
+use super::names::{SecretName, is_dotted_path, is_identifier};
 
 /// One `{{ kind.name }}` placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub enum Placeholder {
     /// A dotted path into the calling application's context.
     Context(String),
     /// A stored secret, by name.
-    Secret(String),
+    Secret(SecretName),
 }
 
 impl Placeholder {
@@ -109,7 +109,7 @@ impl Template {
 
 fn parse_placeholder(inner: &str) -> Option<Placeholder> {
     match inner.split_once('.')? {
-        ("secret", name) if is_identifier(name) => Some(Placeholder::Secret(name.to_string())),
+        ("secret", name) => SecretName::parse(name).ok().map(Placeholder::Secret),
         ("context", path) if is_dotted_path(path) => Some(Placeholder::Context(path.to_string())),
         ("args", name) if is_identifier(name) => Some(Placeholder::Args(name.to_string())),
         _ => None,
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(
             ps,
             [
-                &Placeholder::Secret("crm_token".into()),
+                &Placeholder::Secret(SecretName::parse("crm_token").unwrap()),
                 &Placeholder::Context("user.id".into()),
                 &Placeholder::Args("x".into())
             ]
