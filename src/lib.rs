@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod redact;
 pub mod retry;
+pub mod schema;
 pub mod store;
 
 use std::future::Future;

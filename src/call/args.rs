@@ -78,6 +78,13 @@ pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
             }
         }
         (DataType::Boolean, Value::Bool(_)) => Ok(v.clone()),
+        (DataType::Array, Value::Array(_)) | (DataType::Object, Value::Object(_)) => Ok(v.clone()),
+        (DataType::Array | DataType::Object, Value::String(s)) => {
+            match serde_json::from_str::<Value>(s.trim()) {
+                Ok(parsed) if coerce(dt, &parsed).is_ok() && !parsed.is_string() => Ok(parsed),
+                _ => Err(format!("expected {} {}", article(dt), dt.schema_type())),
+            }
+        }
         (DataType::Boolean, Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
@@ -88,7 +95,11 @@ pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
 }
 
 fn article(dt: DataType) -> &'static str {
-    if dt == DataType::Integer { "an" } else { "a" }
+    if matches!(dt, DataType::Integer | DataType::Array | DataType::Object) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// Check and coerce arguments against a webhook's dynamic fields; every problem is reported.
@@ -101,9 +112,16 @@ pub fn check_arguments(
     for f in &hook.dynamic {
         match args.remove(&f.name) {
             None | Some(Value::Null) => {
-                if f.required {
+                if let Some(d) = &f.default {
+                    out.insert(f.name.clone(), d.clone());
+                } else if f.required {
                     errs.push(FieldError::new(f.name.clone(), "missing required value"));
                 }
+            }
+            // Arrays and objects are coerced along their schema; the validator then names
+            // whatever is still wrong, with its full path.
+            Some(v) if !f.data_type.is_scalar() => {
+                out.insert(f.name.clone(), crate::schema::coerce(&f.schema, &v));
             }
             Some(v) => match coerce(f.data_type, &v) {
                 Ok(c) => {
@@ -127,9 +145,9 @@ pub fn check_arguments(
         match hook.validator() {
             Ok(validator) => {
                 for e in validator.iter_errors(&instance) {
-                    let path = e.instance_path().to_string();
+                    let pointer = e.instance_path().to_string();
                     errs.push(FieldError::new(
-                        path.trim_start_matches('/').replace('/', "."),
+                        field_path(&instance, &pointer),
                         e.to_string(),
                     ));
                 }
@@ -146,6 +164,29 @@ pub fn check_arguments(
         }
     }
     Err(errs)
+}
+
+/// A JSON pointer into the arguments as a field path people read: `items[2].quantity`.
+pub fn field_path(instance: &Value, pointer: &str) -> String {
+    let mut out = String::new();
+    let mut cur = Some(instance);
+    for raw in pointer.split('/').skip(1) {
+        let seg = raw.replace("~1", "/").replace("~0", "~");
+        match cur {
+            Some(Value::Array(a)) => {
+                out.push_str(&format!("[{seg}]"));
+                cur = seg.parse::<usize>().ok().and_then(|i| a.get(i));
+            }
+            other => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&seg);
+                cur = other.and_then(|v| v.get(&seg));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -191,6 +232,14 @@ mod tests {
         for (dt, input) in bad {
             assert!(coerce(dt, &input).is_err(), "{dt:?} {input} should fail");
         }
+    }
+
+    #[test]
+    fn field_paths_name_array_positions() {
+        let v = json!({"items": [{"q": 1}, {"q": 2}, {"quantity": "x"}], "a/b": {"c": 1}});
+        assert_eq!(field_path(&v, "/items/2/quantity"), "items[2].quantity");
+        assert_eq!(field_path(&v, "/a~1b/c"), "a/b.c");
+        assert_eq!(field_path(&v, ""), "");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::args::coerce;
 use crate::catalog::{CompiledField, CompiledWebhook, FieldSource};
 use crate::model::template::{Placeholder, Segment};
+use crate::model::{BodyEncoding, QueryStyle};
 use crate::store::{Store, StoreError};
 
 /// Why a webhook could not be filled in.
@@ -110,14 +111,14 @@ impl Ctx<'_> {
             })
         };
         match &f.source {
-            FieldSource::Dynamic => Ok(self.args.get(&f.name).cloned()),
+            FieldSource::Dynamic => Ok(self.args.get(&f.argument).cloned()),
             FieldSource::Secret(name) => {
                 let v = self.secret(name)?;
                 typed(Value::String(v)).map(Some)
             }
             FieldSource::Context(path) => {
                 let v = self.context(path)?;
-                if matches!(v, Value::Array(_) | Value::Object(_)) {
+                if f.data_type.is_scalar() && matches!(v, Value::Array(_) | Value::Object(_)) {
                     return Err(ResolveError::BadValue {
                         field: format!("context.{path}"),
                         message: "context value must be a scalar".into(),
@@ -173,7 +174,20 @@ pub fn resolve(
                         _ => {}
                     }
                 }
-                dest.push((f.name.clone(), v));
+                let flat = list == "query_params"
+                    || (list == "body" && hook.webhook.spec.body_encoding == BodyEncoding::Form);
+                match v {
+                    // An array in a query string or form body: the key repeated, or one
+                    // comma-joined value.
+                    Value::Array(items) if flat && f.style == QueryStyle::Comma => {
+                        let joined: Vec<String> = items.iter().map(scalar_text).collect();
+                        dest.push((f.name.clone(), Value::String(joined.join(","))));
+                    }
+                    Value::Array(items) if flat => {
+                        dest.extend(items.into_iter().map(|x| (f.name.clone(), x)));
+                    }
+                    v => dest.push((f.name.clone(), v)),
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::names::SecretName;
 use crate::model::template::{JsonTemplate, Template, UrlTemplate};
-use crate::model::{DataType, Field, Tool, ValueType, Webhook};
+use crate::model::{DataType, Field, QueryStyle, Tool, ValueType, Webhook};
 
 /// A dynamic field, as the argument checker needs it.
 #[derive(Debug, Clone)]
@@ -19,6 +19,10 @@ pub struct DynamicField {
     pub data_type: DataType,
     /// Whether it must be supplied.
     pub required: bool,
+    /// Used when a non-required value is absent.
+    pub default: Option<Value>,
+    /// The property's JSON Schema (refs resolved), which nested values are coerced along.
+    pub schema: Value,
 }
 
 /// Where one field's value comes from, parsed.
@@ -51,6 +55,10 @@ impl FieldSource {
 pub struct CompiledField {
     /// Header, parameter or (dotted) body name.
     pub name: String,
+    /// The argument the model supplies it as (dynamic fields).
+    pub argument: String,
+    /// How an array goes into a query string.
+    pub style: QueryStyle,
     /// Declared type.
     pub data_type: DataType,
     /// Where its value comes from.
@@ -107,21 +115,37 @@ pub struct CompiledTool {
     pub strict_definition: Value,
 }
 
-fn property(f: &Field, nullable: bool) -> Value {
-    let t = f.data_type.schema_type();
-    let mut p = Map::new();
-    p.insert(
-        "type".into(),
-        if nullable {
-            json!([t, "null"])
-        } else {
-            json!(t)
+/// The JSON Schema a dynamic field shows the model (and validates against).
+fn property(f: &Field) -> Result<Value, String> {
+    let mut p = match (&f.schema, f.data_type.is_scalar()) {
+        (Some(s), false) => match crate::schema::resolve_refs(s, s)? {
+            Value::Object(m) => m,
+            _ => return Err(format!("field '{}': schema is not an object", f.name)),
         },
-    );
+        _ => Map::new(),
+    };
+    p.entry("type")
+        .or_insert_with(|| json!(f.data_type.schema_type()));
     if !f.description.is_empty() {
-        p.insert("description".into(), json!(f.description));
+        p.entry("description")
+            .or_insert_with(|| json!(f.description));
     }
-    Value::Object(p)
+    let rules = [
+        ("enum", f.allowed.as_ref().map(|e| json!(e))),
+        ("default", f.default.clone()),
+        ("minimum", f.minimum.map(|n| json!(n))),
+        ("maximum", f.maximum.map(|n| json!(n))),
+        ("minLength", f.min_length.map(|n| json!(n))),
+        ("maxLength", f.max_length.map(|n| json!(n))),
+        ("pattern", f.pattern.as_ref().map(|x| json!(x))),
+        ("format", f.format.as_ref().map(|x| json!(x))),
+    ];
+    for (k, v) in rules {
+        if let Some(v) = v {
+            p.insert(k.into(), v);
+        }
+    }
+    Ok(Value::Object(p))
 }
 
 fn compile_field(f: &Field) -> Result<CompiledField, String> {
@@ -157,6 +181,8 @@ fn compile_field(f: &Field) -> Result<CompiledField, String> {
     };
     Ok(CompiledField {
         name: f.name.clone(),
+        argument: f.arg_name().to_string(),
+        style: f.style,
         data_type: f.data_type,
         source,
     })
@@ -178,16 +204,24 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         if f.value_type != ValueType::Dynamic {
             continue;
         }
-        props.insert(f.name.clone(), property(f, false));
-        strict_props.insert(f.name.clone(), property(f, !f.required));
-        if f.required {
-            required.push(json!(f.name));
+        let name = f.arg_name().to_string();
+        let schema = property(f)?;
+        let mut strict = crate::schema::strict_variant(&schema);
+        if !f.required {
+            crate::schema::make_nullable(&mut strict);
         }
-        all.push(json!(f.name));
+        props.insert(name.clone(), schema.clone());
+        strict_props.insert(name.clone(), strict);
+        if f.required {
+            required.push(json!(name));
+        }
+        all.push(json!(name));
         dynamic.push(DynamicField {
-            name: f.name.clone(),
+            name,
             data_type: f.data_type,
             required: f.required,
+            default: f.default.clone(),
+            schema,
         });
     }
     for name in webhook.spec.template_args() {
@@ -202,6 +236,8 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
             name,
             data_type: DataType::String,
             required: true,
+            default: None,
+            schema: json!({"type": "string"}),
         });
     }
     let parameters = json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});

@@ -16,6 +16,10 @@ pub enum DataType {
     Integer,
     /// `true` or `false`.
     Boolean,
+    /// A JSON array; `schema` holds its JSON Schema (with `items`).
+    Array,
+    /// A JSON object; `schema` holds its JSON Schema (with `properties`).
+    Object,
 }
 
 impl DataType {
@@ -26,8 +30,30 @@ impl DataType {
             DataType::Number => "number",
             DataType::Integer => "integer",
             DataType::Boolean => "boolean",
+            DataType::Array => "array",
+            DataType::Object => "object",
         }
     }
+
+    /// Whether values of this type are JSON scalars.
+    pub fn is_scalar(self) -> bool {
+        !matches!(self, DataType::Array | DataType::Object)
+    }
+}
+
+/// How an array goes into a query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryStyle {
+    /// The key repeated: `tags=a&tags=b` (OpenAPI's `form`, `explode: true`).
+    #[default]
+    Repeat,
+    /// One key, values joined by commas: `tags=a,b`.
+    Comma,
+}
+
+fn is_default_style(s: &QueryStyle) -> bool {
+    *s == QueryStyle::Repeat
 }
 
 /// Where a field's value comes from.
@@ -75,9 +101,48 @@ pub struct Field {
     /// Secret name for `secret` fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// The argument name the model uses, when `name` (the wire name: a header such as
+    /// `X-Request-Id`, a parameter such as `filter[status]`) is not an identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argument: Option<String>,
+    /// Allowed values, of the field's type.
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<Value>>,
+    /// Used when a non-required dynamic value is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Smallest allowed number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<f64>,
+    /// Largest allowed number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<f64>,
+    /// Shortest allowed string, in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// Longest allowed string, in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+    /// A regular expression strings must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// A JSON Schema `format` (`date`, `date-time`, `email`, `uuid`, …), enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The JSON Schema of an `array` or `object` value (local `$ref`s are resolved on save).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    /// How an array query parameter is sent.
+    #[serde(default, skip_serializing_if = "is_default_style")]
+    pub style: QueryStyle,
 }
 
 impl Field {
+    /// The argument name the model sees (dynamic fields): `argument`, else `name`.
+    pub fn arg_name(&self) -> &str {
+        self.argument.as_deref().unwrap_or(&self.name)
+    }
+
     /// Whether the value comes from a secret or the calling application's context (directly or
     /// through a placeholder), as opposed to the model or a plain constant.
     pub fn carries_secret_or_context(&self) -> bool {

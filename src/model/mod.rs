@@ -18,7 +18,7 @@ pub use call::{CallRecord, Outcome, OutcomeFilter, Source};
 pub use event::{
     Delivery, DeliveryStatus, Event, Subscription, SubscriptionAuth, SubscriptionSpec,
 };
-pub use field::{DataType, Field, ValueType};
+pub use field::{DataType, Field, QueryStyle, ValueType};
 pub use secret::SecretMeta;
 pub use tool::{Tool, ToolSpec};
 pub use webhook::{BodyEncoding, Method, RetryPolicy, Webhook, WebhookSpec};

@@ -3,6 +3,7 @@
 //! what it is given. One file per kind of definition.
 
 mod agent;
+mod field_rules;
 mod subscription;
 mod webhook;
 

@@ -15,6 +15,8 @@ use crate::model::webhook::{Method, WebhookSpec};
 fn static_matches(data_type: DataType, v: &Value) -> bool {
     match (data_type, v) {
         (_, Value::String(s)) if s.contains("{{") => true,
+        (DataType::Array, Value::Array(_)) => true,
+        (DataType::Object, Value::Object(_)) => true,
         (DataType::String, Value::String(_)) => true,
         (DataType::Number, Value::Number(_)) => true,
         (DataType::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
@@ -35,6 +37,20 @@ fn check_field(
     let at = |k: &str| format!("{list}[{i}].{k}");
     if f.name.is_empty() {
         errs.push(FieldError::new(at("name"), "name must not be empty"));
+    } else if let Some(arg) = &f.argument {
+        // The wire name may be anything its place allows; the model sees `argument`.
+        if !is_identifier(arg) {
+            errs.push(FieldError::new(
+                at("argument"),
+                "an argument name must match ^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+            ));
+        }
+        if f.value_type != ValueType::Dynamic {
+            errs.push(FieldError::new(
+                at("argument"),
+                "'argument' names what the model supplies: only dynamic fields have one",
+            ));
+        }
     } else if f.value_type == ValueType::Dynamic {
         let ok = if list == "body" {
             f.name.split('.').all(is_identifier)
@@ -87,10 +103,9 @@ fn check_field(
             None | Some(Value::Null) => {
                 errs.push(FieldError::new(at("value"), "a static field needs a value"))
             }
-            Some(Value::Array(_) | Value::Object(_)) => errs.push(FieldError::new(
-                at("value"),
-                "a static value must be a JSON scalar",
-            )),
+            Some(Value::Array(_) | Value::Object(_)) if f.data_type.is_scalar() => errs.push(
+                FieldError::new(at("value"), "a static value must be a JSON scalar"),
+            ),
             Some(v) => {
                 if !static_matches(f.data_type, v) {
                     errs.push(FieldError::new(
@@ -205,16 +220,17 @@ pub fn validate_webhook(
     let mut dynamic_names: HashMap<&str, String> = HashMap::new();
     for (list, i, f) in spec.all_fields() {
         check_field(list, i, f, spec.method, secret_exists, &mut errs);
-        if f.value_type == ValueType::Dynamic && !f.name.is_empty() {
-            if let Some(first) = dynamic_names.get(f.name.as_str()) {
+        if f.value_type == ValueType::Dynamic && !f.arg_name().is_empty() {
+            if let Some(first) = dynamic_names.get(f.arg_name()) {
                 errs.push(FieldError::new(
                     format!("{list}[{i}].name"),
-                    format!("dynamic name '{}' is already used by {first}", f.name),
+                    format!("dynamic name '{}' is already used by {first}", f.arg_name()),
                 ));
             } else {
-                dynamic_names.insert(&f.name, format!("{list}[{i}]"));
+                dynamic_names.insert(f.arg_name(), format!("{list}[{i}]"));
             }
         }
+        super::field_rules::check_value_rules(list, i, f, spec.body_encoding, &mut errs);
     }
     check_body_paths(spec, &mut errs);
     check_template(spec, secret_exists, &mut errs);

@@ -1,0 +1,519 @@
+//! JSON Schema work shared by field definitions, the compiled tool schemas and the OpenAPI
+//! import: local `$ref` resolution (with `allOf` merged and recursion cut), the variants each
+//! model provider accepts (OpenAI's strict mode, Gemini's function declarations), the checks a
+//! schema must pass for each, and coercion of a model's arguments along a schema.
+
+use serde_json::{Map, Value, json};
+
+/// How deep a recursive schema is expanded before it is cut (the cut is said in a description).
+pub const MAX_REF_DEPTH: usize = 4;
+
+/// Keywords OpenAI's strict mode does not accept: they are left out of the strict variant and
+/// enforced by toolgate's own validation instead.
+const STRICT_UNSUPPORTED: &[&str] = &[
+    "default",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "examples",
+    "example",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "title",
+    "nullable",
+    "$schema",
+    "$id",
+    "$defs",
+    "definitions",
+];
+
+/// Keywords Gemini's function declarations accept (an OpenAPI 3.0 subset); everything else is
+/// left out of its variant.
+const GEMINI_KEYWORDS: &[&str] = &[
+    "type",
+    "format",
+    "description",
+    "nullable",
+    "enum",
+    "items",
+    "properties",
+    "required",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "anyOf",
+];
+
+/// Resolve every local `$ref` (`#/…` JSON pointers into `root`), merge `allOf`, and cut recursion
+/// at `MAX_REF_DEPTH`. `$defs`/`definitions` are dropped from the result (nothing refers to them
+/// any more).
+pub fn resolve_refs(root: &Value, v: &Value) -> Result<Value, String> {
+    resolve(root, v, &mut Vec::new())
+}
+
+fn resolve(root: &Value, v: &Value, stack: &mut Vec<String>) -> Result<Value, String> {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                let Some(pointer) = r.strip_prefix('#') else {
+                    return Err(format!(
+                        "'$ref: {r}' is not local; only '#/…' references are resolved"
+                    ));
+                };
+                let target = root
+                    .pointer(pointer)
+                    .ok_or_else(|| format!("'$ref: {r}' points at nothing"))?;
+                if stack.iter().filter(|s| *s == r).count() >= 1 && stack.len() >= MAX_REF_DEPTH {
+                    let mut cut = json!({"type": "object",
+                        "description": format!("(recursive: {r} is cut at depth {MAX_REF_DEPTH})")});
+                    if target.get("type") == Some(&json!("array")) {
+                        cut = json!({"type": "array", "items": {},
+                            "description": format!("(recursive: {r} is cut at depth {MAX_REF_DEPTH})")});
+                    }
+                    return Ok(cut);
+                }
+                stack.push(r.clone());
+                let mut out = resolve(root, target, stack)?;
+                stack.pop();
+                // Sibling keywords of `$ref` (3.1 allows e.g. a description) win over the target's.
+                if let Value::Object(o) = &mut out {
+                    for (k, x) in m {
+                        if k != "$ref" {
+                            o.insert(k.clone(), resolve(root, x, stack)?);
+                        }
+                    }
+                }
+                return Ok(out);
+            }
+            let mut out = Map::new();
+            for (k, x) in m {
+                if k == "$defs" || k == "definitions" {
+                    continue;
+                }
+                out.insert(k.clone(), resolve(root, x, stack)?);
+            }
+            if let Some(Value::Array(parts)) = out.remove("allOf") {
+                merge_all_of(&mut out, parts);
+            }
+            Ok(Value::Object(out))
+        }
+        Value::Array(a) => Ok(Value::Array(
+            a.iter()
+                .map(|x| resolve(root, x, stack))
+                .collect::<Result<_, _>>()?,
+        )),
+        other => Ok(other.clone()),
+    }
+}
+
+/// Fold resolved `allOf` parts into one object schema: properties and required lists joined,
+/// other keywords taken from the first part that has them.
+fn merge_all_of(out: &mut Map<String, Value>, parts: Vec<Value>) {
+    for part in parts {
+        let Value::Object(p) = part else { continue };
+        for (k, v) in p {
+            match (k.as_str(), out.get_mut(&k), v) {
+                ("properties", Some(Value::Object(have)), Value::Object(add)) => {
+                    have.extend(add);
+                }
+                ("required", Some(Value::Array(have)), Value::Array(add)) => {
+                    for r in add {
+                        if !have.contains(&r) {
+                            have.push(r);
+                        }
+                    }
+                }
+                (_, Some(_), _) => {}
+                (_, None, v) => {
+                    out.insert(k, v);
+                }
+            }
+        }
+    }
+    if out.contains_key("properties") && !out.contains_key("type") {
+        out.insert("type".into(), json!("object"));
+    }
+}
+
+fn type_names(schema: &Map<String, Value>) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Problems OpenAI's function calling has with a (resolved) schema: arrays without `items`,
+/// references left, nesting deeper than 10, more than 1,000 enum values.
+pub fn openai_problems(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, path: &str, depth: usize, out: &mut Vec<String>) {
+        let Value::Object(m) = v else { return };
+        if depth > 10 {
+            out.push(format!("{path}: nested deeper than 10 levels"));
+            return;
+        }
+        if m.contains_key("$ref") {
+            out.push(format!("{path}: unresolved $ref"));
+        }
+        if type_names(m).contains(&"array") && !m.contains_key("items") {
+            out.push(format!("{path}: an array needs 'items'"));
+        }
+        if let Some(Value::Array(e)) = m.get("enum")
+            && e.len() > 1000
+        {
+            out.push(format!("{path}: more than 1000 enum values"));
+        }
+        if let Some(Value::Object(props)) = m.get("properties") {
+            for (k, p) in props {
+                walk(p, &format!("{path}.{k}"), depth + 1, out);
+            }
+        }
+        if let Some(items) = m.get("items") {
+            walk(items, &format!("{path}[]"), depth + 1, out);
+        }
+        for key in ["anyOf", "oneOf"] {
+            if let Some(Value::Array(alts)) = m.get(key) {
+                for (i, a) in alts.iter().enumerate() {
+                    walk(a, &format!("{path}.{key}[{i}]"), depth + 1, out);
+                }
+            }
+        }
+    }
+    walk(schema, "schema", 0, &mut out);
+    out
+}
+
+/// The strict (structured outputs) variant of a property schema: every object closed with
+/// `additionalProperties: false` and every property required (optional ones made nullable),
+/// keywords strict mode rejects left out, `oneOf` given as `anyOf`.
+pub fn strict_variant(schema: &Value) -> Value {
+    let Value::Object(m) = schema else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        if STRICT_UNSUPPORTED.contains(&k.as_str()) {
+            continue;
+        }
+        match k.as_str() {
+            "properties" => {
+                let Value::Object(props) = v else { continue };
+                let required: Vec<&str> = m
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let mut strict_props = Map::new();
+                for (name, p) in props {
+                    let mut sp = strict_variant(p);
+                    if !required.contains(&name.as_str()) {
+                        make_nullable(&mut sp);
+                    }
+                    strict_props.insert(name.clone(), sp);
+                }
+                out.insert(
+                    "required".into(),
+                    Value::Array(props.keys().map(|k| json!(k)).collect()),
+                );
+                out.insert("properties".into(), Value::Object(strict_props));
+            }
+            "required" => {}
+            "items" => {
+                out.insert(k.clone(), strict_variant(v));
+            }
+            "anyOf" | "oneOf" => {
+                let alts = v
+                    .as_array()
+                    .map(|a| a.iter().map(strict_variant).collect())
+                    .unwrap_or_default();
+                out.insert("anyOf".into(), Value::Array(alts));
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if type_names(&out).contains(&"object") || out.contains_key("properties") {
+        out.insert("additionalProperties".into(), json!(false));
+        out.entry("properties").or_insert_with(|| json!({}));
+        out.entry("required").or_insert_with(|| json!([]));
+    }
+    Value::Object(out)
+}
+
+/// Let a schema also accept `null` (how strict mode expresses "optional").
+pub fn make_nullable(schema: &mut Value) {
+    let Value::Object(m) = schema else { return };
+    match m.get_mut("type") {
+        Some(Value::String(t)) => {
+            let t = t.clone();
+            m.insert("type".into(), json!([t, "null"]));
+        }
+        Some(Value::Array(ts)) => {
+            if !ts.contains(&json!("null")) {
+                ts.push(json!("null"));
+            }
+        }
+        _ => {
+            if let Some(Value::Array(alts)) = m.get_mut("anyOf")
+                && !alts.iter().any(|a| a.get("type") == Some(&json!("null")))
+            {
+                alts.push(json!({"type": "null"}));
+            }
+        }
+    }
+    if let Some(Value::Array(e)) = m.get_mut("enum")
+        && !e.contains(&Value::Null)
+    {
+        e.push(Value::Null);
+    }
+}
+
+/// The Gemini variant of a schema: only the keywords its function declarations accept,
+/// `["t", "null"]` written as `nullable`, `oneOf` as `anyOf`.
+pub fn gemini_variant(schema: &Value) -> Value {
+    let Value::Object(m) = schema else {
+        return schema.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        let key = if k == "oneOf" { "anyOf" } else { k.as_str() };
+        if !GEMINI_KEYWORDS.contains(&key) {
+            continue;
+        }
+        let v = match key {
+            "type" => match v {
+                Value::Array(ts) => {
+                    let non_null: Vec<&Value> = ts.iter().filter(|t| *t != "null").collect();
+                    if non_null.len() < ts.len() {
+                        out.insert("nullable".into(), json!(true));
+                    }
+                    non_null
+                        .first()
+                        .map(|t| (*t).clone())
+                        .unwrap_or(json!("string"))
+                }
+                other => other.clone(),
+            },
+            "properties" => Value::Object(
+                v.as_object()
+                    .map(|p| {
+                        p.iter()
+                            .map(|(n, s)| (n.clone(), gemini_variant(s)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            "items" => gemini_variant(v),
+            "anyOf" => Value::Array(
+                v.as_array()
+                    .map(|a| a.iter().map(gemini_variant).collect())
+                    .unwrap_or_default(),
+            ),
+            "enum" => Value::Array(
+                v.as_array()
+                    .map(|a| a.iter().filter(|x| !x.is_null()).cloned().collect())
+                    .unwrap_or_default(),
+            ),
+            _ => v.clone(),
+        };
+        out.insert(key.to_string(), v);
+    }
+    Value::Object(out)
+}
+
+/// Problems Gemini has with the Gemini variant of a schema: arrays without `items`, enums of
+/// anything but strings.
+pub fn gemini_problems(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+        let Value::Object(m) = v else { return };
+        if m.get("type") == Some(&json!("array")) && !m.contains_key("items") {
+            out.push(format!("{path}: an array needs 'items'"));
+        }
+        if let Some(Value::Array(e)) = m.get("enum")
+            && e.iter().any(|x| !x.is_string())
+            && m.get("type") == Some(&json!("string"))
+        {
+            out.push(format!("{path}: Gemini enums hold strings only"));
+        }
+        if let Some(Value::Object(props)) = m.get("properties") {
+            for (k, p) in props {
+                walk(p, &format!("{path}.{k}"), out);
+            }
+        }
+        if let Some(items) = m.get("items") {
+            walk(items, &format!("{path}[]"), out);
+        }
+    }
+    walk(&gemini_variant(schema), "schema", &mut out);
+    out
+}
+
+/// Coerce a model's value along `schema`, where that is unambiguous: an object or array sent
+/// as a JSON string is parsed back, scalars in strings become numbers and booleans (and numbers
+/// become strings) as the schema says. What cannot be coerced is left for validation to name.
+pub fn coerce(schema: &Value, v: &Value) -> Value {
+    let Value::Object(s) = schema else {
+        return v.clone();
+    };
+    let types = type_names(s);
+    let wants = |t: &str| types.contains(&t);
+    if let Value::String(text) = v
+        && (wants("object") || wants("array"))
+        && !wants("string")
+    {
+        let trimmed = text.trim();
+        if (trimmed.starts_with('{') || trimmed.starts_with('['))
+            && let Ok(parsed) = serde_json::from_str::<Value>(trimmed)
+        {
+            return coerce(schema, &parsed);
+        }
+    }
+    match v {
+        Value::Object(m) if wants("object") || s.contains_key("properties") => {
+            let props = s.get("properties").and_then(Value::as_object);
+            let extra = s.get("additionalProperties").filter(|a| a.is_object());
+            Value::Object(
+                m.iter()
+                    .map(|(k, x)| {
+                        let sub = props.and_then(|p| p.get(k)).or(extra);
+                        (
+                            k.clone(),
+                            sub.map(|sub| coerce(sub, x)).unwrap_or(x.clone()),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(a) if wants("array") => {
+            let items = s.get("items");
+            Value::Array(
+                a.iter()
+                    .map(|x| items.map(|i| coerce(i, x)).unwrap_or(x.clone()))
+                    .collect(),
+            )
+        }
+        _ => {
+            let scalar = [
+                ("integer", crate::model::DataType::Integer),
+                ("number", crate::model::DataType::Number),
+                ("boolean", crate::model::DataType::Boolean),
+                ("string", crate::model::DataType::String),
+            ];
+            if v.is_null() || types.len() != 1 {
+                return v.clone();
+            }
+            scalar
+                .iter()
+                .find(|(name, _)| wants(name))
+                .and_then(|(_, dt)| crate::call::args::coerce(*dt, v).ok())
+                .unwrap_or_else(|| v.clone())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_chains_all_of_and_recursion() {
+        let root = json!({"$defs": {
+            "Id": {"$ref": "#/$defs/Text"},
+            "Text": {"type": "string", "minLength": 1},
+            "Base": {"type": "object", "properties": {"id": {"$ref": "#/$defs/Id"}}, "required": ["id"]},
+            "Pet": {"allOf": [{"$ref": "#/$defs/Base"},
+                              {"properties": {"name": {"type": "string"}}, "required": ["name"]}]},
+            "Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}
+        }});
+        let pet = resolve_refs(&root, &json!({"$ref": "#/$defs/Pet"})).unwrap();
+        assert_eq!(
+            pet,
+            json!({"type": "object", "properties": {"id": {"type": "string", "minLength": 1},
+                   "name": {"type": "string"}}, "required": ["id", "name"]})
+        );
+        let node = resolve_refs(&root, &json!({"$ref": "#/$defs/Node"})).unwrap();
+        let mut depth = 0;
+        let mut cur = &node;
+        while let Some(c) = cur.pointer("/properties/child") {
+            depth += 1;
+            cur = c;
+        }
+        assert!(depth <= MAX_REF_DEPTH + 1, "{node}");
+        assert!(cur["description"].as_str().unwrap().contains("recursive"));
+        assert!(resolve_refs(&root, &json!({"$ref": "#/$defs/Nope"})).is_err());
+        assert!(resolve_refs(&root, &json!({"$ref": "other.yaml#/X"})).is_err());
+    }
+
+    #[test]
+    fn strict_closes_every_object() {
+        let s = json!({"type": "object", "properties": {
+            "sku": {"type": "string", "pattern": "^[A-Z]+$"},
+            "qty": {"type": "integer", "minimum": 1, "default": 1},
+            "addr": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+            "required": ["sku"]});
+        let st = strict_variant(&s);
+        assert_eq!(st["additionalProperties"], json!(false));
+        assert_eq!(st["required"], json!(["addr", "qty", "sku"]));
+        assert_eq!(st["properties"]["qty"]["type"], json!(["integer", "null"]));
+        assert!(st["properties"]["qty"].get("minimum").is_none());
+        assert!(st["properties"]["sku"].get("pattern").is_none());
+        assert_eq!(
+            st["properties"]["addr"]["additionalProperties"],
+            json!(false)
+        );
+        assert!(jsonschema::meta::is_valid(&st));
+    }
+
+    #[test]
+    fn dialect_checks() {
+        assert_eq!(openai_problems(&json!({"type": "array"})).len(), 1);
+        assert!(openai_problems(&json!({"type": "array", "items": {"type": "string"}})).is_empty());
+        let g = gemini_variant(
+            &json!({"type": ["string", "null"], "additionalProperties": false,
+            "oneOf": [{"type": "string", "pattern": "x"}], "enum": ["a", null]}),
+        );
+        assert_eq!(
+            g,
+            json!({"type": "string", "nullable": true, "anyOf": [{"type": "string"}], "enum": ["a"]})
+        );
+        assert!(!gemini_problems(&json!({"type": "array"})).is_empty());
+    }
+
+    #[test]
+    fn coercion_follows_the_schema() {
+        let s = json!({"type": "object", "properties": {
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "sku": {"type": "string"}, "quantity": {"type": "integer"}}}},
+            "gift": {"type": "boolean"}}});
+        let v = coerce(
+            &s,
+            &json!({"items": "[{\"sku\": 1, \"quantity\": \"2\"}]", "gift": "true"}),
+        );
+        assert_eq!(
+            v,
+            json!({"items": [{"sku": "1", "quantity": 2}], "gift": true})
+        );
+        // What cannot be coerced is left as it is, for validation to name.
+        assert_eq!(coerce(&json!({"type": "integer"}), &json!("x")), json!("x"));
+        assert_eq!(
+            coerce(&json!({"type": "array", "items": {}}), &json!("not json")),
+            json!("not json")
+        );
+    }
+}
