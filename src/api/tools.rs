@@ -117,11 +117,48 @@ async fn schema(
     }))
 }
 
-async fn openai(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        s.catalog.snapshot().openai_json(),
-    )
+/// Which provider's schema rules the export follows.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Dialect {
+    /// OpenAI function calling (also what vLLM, Ollama and most compatible servers take).
+    #[default]
+    Openai,
+    /// Gemini function declarations: no `additionalProperties`, `nullable` instead of type
+    /// unions, a smaller keyword set.
+    Gemini,
+}
+
+#[derive(Deserialize, Default)]
+struct ExportQuery {
+    #[serde(default)]
+    dialect: Dialect,
+}
+
+async fn openai(
+    State(s): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let snap = s.catalog.snapshot();
+    Ok(match q.dialect {
+        Dialect::Openai => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            snap.openai_json(),
+        )
+            .into_response(),
+        Dialect::Gemini => {
+            let tools: Vec<serde_json::Value> = snap
+                .visible_tools(None)
+                .iter()
+                .map(|t| {
+                    let mut d = t.definition.clone();
+                    d["function"]["parameters"] = crate::schema::gemini_variant(&t.hook.parameters);
+                    d
+                })
+                .collect();
+            Json(json!({ "tools": tools })).into_response()
+        }
+    })
 }
 
 /// Shape a call result: 200 with the result, or 422 `invalid_arguments` when refused for its arguments.

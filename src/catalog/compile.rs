@@ -97,7 +97,13 @@ impl CompiledWebhook {
     /// The argument validator, compiled once.
     pub fn validator(&self) -> Result<&jsonschema::Validator, &str> {
         self.validator
-            .get_or_init(|| jsonschema::validator_for(&self.parameters).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                // Formats (date, email, uuid…) are enforced, not only shown to the model.
+                jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(&self.parameters)
+                    .map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(String::as_str)
     }
