@@ -65,6 +65,9 @@ pub enum ApiError {
     /// Definition problems.
     #[error("the definition is invalid")]
     InvalidDefinition(Vec<FieldError>),
+    /// An OpenAPI document that cannot be imported.
+    #[error("the OpenAPI document cannot be imported")]
+    InvalidSpec(Vec<FieldError>),
     /// Tool arguments refused; nothing was sent.
     #[error("{message}")]
     InvalidArguments {
@@ -104,6 +107,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::InvalidDefinition(_) => "invalid_definition",
+            ApiError::InvalidSpec(_) => "invalid_spec",
             ApiError::InvalidArguments { .. } => "invalid_arguments",
             ApiError::BadGateway { code, .. } => code,
             ApiError::Internal(_) => "internal",
@@ -124,9 +128,9 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidDefinition(_) | ApiError::InvalidArguments { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidDefinition(_)
+            | ApiError::InvalidSpec(_)
+            | ApiError::InvalidArguments { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -135,7 +139,9 @@ impl ApiError {
     fn details(&self) -> Option<Value> {
         match self {
             ApiError::InUse { details, .. } => Some(Value::Array(details.clone())),
-            ApiError::InvalidDefinition(d) => serde_json::to_value(d).ok(),
+            ApiError::InvalidDefinition(d) | ApiError::InvalidSpec(d) => {
+                serde_json::to_value(d).ok()
+            }
             ApiError::InvalidArguments { details, .. } => serde_json::to_value(details).ok(),
             _ => None,
         }
@@ -217,6 +223,12 @@ impl From<crate::definitions::DefinitionError> for ApiError {
             },
             DefinitionError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<crate::openapi::ImportError> for ApiError {
+    fn from(e: crate::openapi::ImportError) -> Self {
+        ApiError::InvalidSpec(e.details)
     }
 }
 

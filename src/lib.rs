@@ -18,6 +18,7 @@ pub mod listener;
 pub mod mcp;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod redact;
 pub mod retry;
 pub mod schema;

@@ -50,6 +50,26 @@ enum Command {
         #[command(flatten)]
         config: ServeConfig,
     },
+    /// Write one tools/*.toml per operation of an OpenAPI document (Swagger 2.0, OpenAPI 3.0/3.1).
+    ImportOpenapi {
+        /// The document (YAML or JSON file).
+        spec: PathBuf,
+        /// Directory to write the tool files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The API's base URL; the document's first server when absent.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Put before every tool name.
+        #[arg(long)]
+        tool_prefix: Option<String>,
+        /// Only these operationIds or tags (repeatable).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Fill a security scheme with a secret: SCHEME=SECRET_NAME (repeatable).
+        #[arg(long)]
+        auth: Vec<String>,
+    },
     /// Run the built-in demo API (orders, tickets, messages) that the example tools call.
     DemoApi {
         /// Address to listen on (loopback).
@@ -95,6 +115,67 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down: draining history");
+}
+
+/// `toolgate import-openapi`: plan the import offline and write the files.
+fn import_openapi(
+    spec: &std::path::Path,
+    out: &std::path::Path,
+    base_url: Option<String>,
+    tool_prefix: Option<String>,
+    include: Vec<String>,
+    auth: Vec<String>,
+) -> Result<(), String> {
+    use toolgate::openapi::{ImportOptions, SchemeSecret, plan, to_files::tool_files};
+    let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
+    let mut opts = ImportOptions {
+        base_url,
+        tool_prefix,
+        include: (!include.is_empty()).then_some(include),
+        ..Default::default()
+    };
+    for a in auth {
+        let (scheme, secret) = a
+            .split_once('=')
+            .ok_or_else(|| format!("--auth '{a}': write SCHEME=SECRET_NAME"))?;
+        opts.auth.insert(
+            scheme.to_string(),
+            SchemeSecret {
+                secret: secret.to_string(),
+            },
+        );
+    }
+    let plan = plan(&serde_json::Value::String(text), &opts).map_err(|e| {
+        let lines: Vec<String> = e
+            .details
+            .iter()
+            .map(|d| format!("{}: {}", d.field, d.message))
+            .collect();
+        format!("{}: {}", spec.display(), lines.join("; "))
+    })?;
+    let mut skipped = plan.skipped.clone();
+    let files = tool_files(&plan, &mut skipped);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for (name, text) in &files {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    for s in &skipped {
+        eprintln!(
+            "skipped {} ({} {}): {}",
+            s.operation_id, s.method, s.path, s.reason
+        );
+    }
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "{} tool file(s) written to {}, {} operation(s) skipped",
+        files.len(),
+        out.display(),
+        skipped.len()
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -178,6 +259,20 @@ async fn main() -> ExitCode {
             admin_token,
             context,
         } => match toolgate::chat_cli::run(&url, &agent, admin_token.as_deref(), &context).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::ImportOpenapi {
+            spec,
+            out,
+            base_url,
+            tool_prefix,
+            include,
+            auth,
+        } => match import_openapi(&spec, &out, base_url, tool_prefix, include, auth) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

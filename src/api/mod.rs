@@ -4,6 +4,7 @@ mod agents;
 mod calls;
 pub mod guard;
 mod openai;
+mod openapi_import;
 mod secrets;
 mod subscriptions;
 mod system;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(openai::routes())
         .merge(subscriptions::routes())
+        .merge(openapi_import::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // A layer, not a route layer: unknown /v1 routes answer 401 before 404, so an anonymous

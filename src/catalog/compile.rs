@@ -121,6 +121,15 @@ pub struct CompiledTool {
     pub strict_definition: Value,
 }
 
+/// A bound as JSON: whole numbers without a fraction (`100`, not `100.0`).
+fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        json!(n as i64)
+    } else {
+        json!(n)
+    }
+}
+
 /// The JSON Schema a dynamic field shows the model (and validates against).
 fn property(f: &Field) -> Result<Value, String> {
     let mut p = match (&f.schema, f.data_type.is_scalar()) {
@@ -139,8 +148,8 @@ fn property(f: &Field) -> Result<Value, String> {
     let rules = [
         ("enum", f.allowed.as_ref().map(|e| json!(e))),
         ("default", f.default.clone()),
-        ("minimum", f.minimum.map(|n| json!(n))),
-        ("maximum", f.maximum.map(|n| json!(n))),
+        ("minimum", f.minimum.map(number)),
+        ("maximum", f.maximum.map(number)),
         ("minLength", f.min_length.map(|n| json!(n))),
         ("maxLength", f.max_length.map(|n| json!(n))),
         ("pattern", f.pattern.as_ref().map(|x| json!(x))),

@@ -8,24 +8,24 @@ pub mod watch;
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::validate::{validate_agent, validate_tool, validate_webhook};
 use crate::model::{AgentSpec, ToolSpec, WebhookSpec};
 
 /// The `[tool]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSection {
     /// Tool name.
     pub name: String,
     /// Description (defaults to the webhook's).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
 /// One `tools/*.toml` file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolFile {
     /// The tool.

@@ -122,6 +122,22 @@ pub struct WebhookSpec {
     /// The file that defines it, when `managed_by` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_file: Option<String>,
+    /// The OpenAPI operation it was imported from: a re-import updates it in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openapi: Option<ImportMark>,
+}
+
+/// Where an imported webhook came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportMark {
+    /// The document's `info.title`.
+    pub document: String,
+    /// The `tool_prefix` of the import (one document may be imported under several prefixes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The operation's `operationId` (or `METHOD /path` when it has none).
+    pub operation_id: String,
 }
 
 impl WebhookSpec {
