@@ -334,3 +334,42 @@ async fn echoed_secrets_reach_neither_tool_results_nor_debug_logs() {
         assert!(!logs.contains(piece), "{piece} in logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn input_schema_carries_enums_arrays_and_objects() {
+    let s = Server::start_with(|c| c.admin_token = Some("adm-token".into())).await;
+    let up = Upstream::start().await;
+    let wid = s
+        .webhook(
+            json!({"name": "Rich", "method": "POST", "url": format!("{}/rich", up.base),
+            "body": [{"name": "status", "value_type": "dynamic", "enum": ["open", "closed"]},
+                     {"name": "items", "data_type": "array", "value_type": "dynamic",
+                      "schema": {"type": "array", "items": {"type": "object",
+                          "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}}]}),
+        )
+        .await;
+    s.tool("rich", &wid).await;
+    let client = ().serve(transport(&s, "/mcp", None)).await.expect("initialize");
+    let tools = client.list_all_tools().await.unwrap();
+    let schema = Value::Object((*tools[0].input_schema).clone());
+    assert_eq!(
+        schema["properties"]["status"]["enum"],
+        json!(["open", "closed"])
+    );
+    assert_eq!(
+        schema["properties"]["items"]["items"]["required"],
+        json!(["sku"])
+    );
+    let r = client
+        .call_tool(CallToolRequestParams::new("rich").with_arguments(args(
+            json!({"status": "open", "items": "[{\"sku\": \"A\"}]"}),
+        )))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    assert_eq!(
+        up.last().json(),
+        json!({"status": "open", "items": [{"sku": "A"}]})
+    );
+    client.cancel().await.ok();
+}
