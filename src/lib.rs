@@ -183,6 +183,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         metrics: metrics.clone(),
         max_response_bytes: config.max_response_bytes,
         max_content_bytes: config.max_content_bytes,
+        redactors: Default::default(),
     });
     Ok(AppState {
         config: Arc::new(config),

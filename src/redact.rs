@@ -41,7 +41,44 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug, Default, Clone)]
 pub struct Redactor {
     needles: Vec<String>,
+    /// One `[REDACTED]` per needle, as `replace_all` wants them.
+    replacements: Vec<&'static str>,
     matcher: Option<AhoCorasick>,
+}
+
+/// Most redactors kept; past that the cache starts again (secret rotation leaves stale entries).
+const CACHE_MAX: usize = 1024;
+
+/// Redactors by a digest of the secret values they cover (the keys never hold a value).
+#[derive(Default)]
+pub struct RedactorCache {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Redactor>>>,
+}
+
+impl RedactorCache {
+    /// The redactor for `secrets`, built once.
+    pub fn get(&self, secrets: &[String]) -> std::sync::Arc<Redactor> {
+        if secrets.is_empty() {
+            return std::sync::Arc::default();
+        }
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for s in secrets {
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+        let key: [u8; 32] = h.finalize().into();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = map.get(&key) {
+            return r.clone();
+        }
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        let r = std::sync::Arc::new(Redactor::new(secrets));
+        map.insert(key, r.clone());
+        r
+    }
 }
 
 /// JSON string escaping without the quotes; `ascii` also escapes non-ASCII as `\uXXXX` (Python's
@@ -169,7 +206,11 @@ impl Redactor {
                 .build(&needles)
                 .ok()
         };
-        Redactor { needles, matcher }
+        Redactor {
+            replacements: vec![REDACTED; needles.len()],
+            needles,
+            matcher,
+        }
     }
 
     /// Whether there is anything to redact.
@@ -181,12 +222,13 @@ impl Redactor {
     pub fn text(&self, s: &str) -> String {
         match &self.matcher {
             None => s.to_string(),
+            Some(m) if !m.is_match(s) => s.to_string(),
             Some(m) => {
                 // Replacing can join the halves around a match into a new occurrence
                 // (`hun[hunter2]ter2`), so repeat until nothing is found.
-                let mut out = m.replace_all(s, &vec![REDACTED; self.needles.len()]);
+                let mut out = m.replace_all(s, &self.replacements);
                 while m.is_match(&out) {
-                    out = m.replace_all(&out, &vec![REDACTED; self.needles.len()]);
+                    out = m.replace_all(&out, &self.replacements);
                 }
                 out
             }

@@ -36,7 +36,7 @@ pub struct AgentRun {
 }
 
 /// One tool call the gateway executed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GatewayCall {
     /// The model's tool call id.
     pub tool_call_id: String,

@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router, response::IntoResponse};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::types::ChatReply;
 use super::{Search, search_matches};
 use crate::AppState;
 use crate::agent::{self, AgentRun, FinishReason};
@@ -49,7 +50,7 @@ async fn list(
         .filter(|a| search_matches(&q.q, &[&a.spec.name]))
         .collect();
     items.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(super::types::Items { items }))
 }
 
 async fn read(
@@ -81,10 +82,13 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A conversation turn.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ChatBody {
+pub(super) struct ChatBody {
+    /// OpenAI-style messages (`role` and `content`).
     messages: Vec<Value>,
+    /// Values from the calling application (a JSON object), never shown to the model.
     #[serde(default)]
     context: Value,
     /// Carried into history and events; generated when absent.
@@ -131,15 +135,12 @@ async fn chat(
         run.conversation_id = c;
     }
     let out = agent::run(&s, &run, body.messages, &body.context).await?;
-    let call_ids: Vec<&String> = out
-        .calls
-        .iter()
-        .filter_map(|c| c.call_id.as_ref())
-        .collect();
-    let mut resp = json!({"reply": out.reply, "messages": out.messages, "calls": call_ids, "tool_calls": out.calls,
-                          "conversation_id": run.conversation_id});
-    if out.finish_reason == FinishReason::MaxSteps {
-        resp["stopped"] = json!("max_steps");
-    }
-    Ok(Json(resp))
+    Ok(Json(ChatReply {
+        reply: out.reply,
+        messages: out.messages,
+        calls: out.calls.iter().filter_map(|c| c.call_id.clone()).collect(),
+        tool_calls: out.calls,
+        conversation_id: run.conversation_id,
+        stopped: (out.finish_reason == FinishReason::MaxSteps).then(|| "max_steps".to_string()),
+    }))
 }

@@ -3,29 +3,16 @@
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router, response::IntoResponse};
-use serde::Deserialize;
-use serde_json::json;
 
+use super::types::{ListQuery, Page};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::model::{OutcomeFilter, Source};
 use crate::store::CallFilter;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/calls", get(list))
         .route("/calls/{id}", get(read))
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    webhook_id: Option<String>,
-    tool: Option<String>,
-    /// A bad value is refused by the query extractor: 400, like every other bad filter.
-    outcome: Option<OutcomeFilter>,
-    source: Option<Source>,
-    limit: Option<usize>,
-    before: Option<String>,
 }
 
 async fn list(
@@ -47,7 +34,10 @@ async fn list(
     } else {
         None
     };
-    Ok(Json(json!({ "items": items, "next_before": next })))
+    Ok(Json(Page {
+        items,
+        next_before: next,
+    }))
 }
 
 async fn read(

@@ -2,6 +2,7 @@
 
 mod agents;
 mod calls;
+pub mod doc;
 pub mod guard;
 mod openai;
 mod openapi_import;
@@ -9,6 +10,7 @@ mod secrets;
 mod subscriptions;
 mod system;
 mod tools;
+pub mod types;
 mod webhooks;
 
 use axum::Router;
@@ -19,11 +21,7 @@ use axum::response::Response;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// `q` query parameter shared by list routes.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct Search {
-    pub q: Option<String>,
-}
+pub(crate) use types::Search;
 
 /// Case-insensitive substring match of `q` in any of `fields`.
 pub(crate) fn search_matches(q: &Option<String>, fields: &[&str]) -> bool {

@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, response::IntoResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{Search, search_matches};
 use crate::AppState;
@@ -54,7 +53,7 @@ async fn list(
         .into_iter()
         .filter(|m| search_matches(&q.q, &[&m.name]))
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(super::types::Items { items }))
 }
 
 async fn read(

@@ -4,9 +4,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router, response::IntoResponse};
-use serde::Deserialize;
 use serde_json::json;
 
+use super::types::{DeliveryQuery, Items, Page, PingSent, RotatedSecret, SubscriptionCreated};
 use super::{Search, search_matches};
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
@@ -44,9 +44,13 @@ async fn create(
     check(&s, &spec)?;
     let secret = new_secret();
     let sub = s.store.create_subscription(spec, &secret).await?;
-    let mut body = serde_json::to_value(&sub).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["signing_secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok((
+        StatusCode::CREATED,
+        Json(SubscriptionCreated {
+            subscription: sub,
+            signing_secret: secret,
+        }),
+    ))
 }
 
 async fn list(
@@ -59,7 +63,7 @@ async fn list(
         .into_iter()
         .filter(|x| search_matches(&q.q, &[&x.spec.name, &x.spec.url]))
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 async fn read(
@@ -93,7 +97,10 @@ async fn rotate(
 ) -> Result<impl IntoResponse, ApiError> {
     let secret = new_secret();
     s.store.set_signing_secret(&id, &secret).await?;
-    Ok(Json(json!({"id": id, "signing_secret": secret})))
+    Ok(Json(RotatedSecret {
+        id,
+        signing_secret: secret,
+    }))
 }
 
 async fn test(
@@ -109,32 +116,20 @@ async fn test(
     s.events.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"delivery_id": d.id, "event_id": event.event_id})),
+        Json(PingSent {
+            delivery_id: d.id,
+            event_id: event.event_id,
+        }),
     ))
-}
-
-#[derive(Deserialize)]
-struct DeliveryQuery {
-    subscription_id: Option<String>,
-    status: Option<String>,
-    limit: Option<usize>,
-    before: Option<String>,
 }
 
 async fn deliveries(
     State(s): State<AppState>,
     Query(q): Query<DeliveryQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(st) = &q.status
-        && !["pending", "succeeded", "failed"].contains(&st.as_str())
-    {
-        return Err(ApiError::BadRequest(format!(
-            "unknown status filter '{st}'"
-        )));
-    }
     let filter = DeliveryFilter {
         subscription_id: q.subscription_id,
-        status: q.status,
+        status: q.status.map(|st| st.as_str().to_string()),
         limit: q.limit.unwrap_or(50).clamp(1, 500),
         before: q.before,
     };
@@ -144,7 +139,10 @@ async fn deliveries(
     } else {
         None
     };
-    Ok(Json(json!({ "items": items, "next_before": next })))
+    Ok(Json(Page {
+        items,
+        next_before: next,
+    }))
 }
 
 async fn delivery(

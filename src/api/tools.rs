@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router, response::IntoResponse};
-use serde::Deserialize;
 use serde_json::json;
 
+use super::types::{Dialect, ExportQuery, Items, SchemaQuery};
 use super::webhooks::CallBody;
 use super::{Search, search_matches};
 use crate::AppState;
@@ -50,7 +50,7 @@ async fn list(
         })
         .collect();
     items.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 async fn read(
@@ -85,12 +85,6 @@ async fn unlink(
     Ok(Json(t))
 }
 
-#[derive(Deserialize)]
-struct SchemaQuery {
-    #[serde(default)]
-    strict: bool,
-}
-
 fn not_linked(name: &str) -> ApiError {
     ApiError::Conflict {
         code: "not_linked",
@@ -115,24 +109,6 @@ async fn schema(
     } else {
         compiled.definition.clone()
     }))
-}
-
-/// Which provider's schema rules the export follows.
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Dialect {
-    /// OpenAI function calling (also what vLLM, Ollama and most compatible servers take).
-    #[default]
-    Openai,
-    /// Gemini function declarations: no `additionalProperties`, `nullable` instead of type
-    /// unions, a smaller keyword set.
-    Gemini,
-}
-
-#[derive(Deserialize, Default)]
-struct ExportQuery {
-    #[serde(default)]
-    dialect: Dialect,
 }
 
 async fn openai(

@@ -5,8 +5,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router, response::IntoResponse};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::types::{Items, WebhookSummary};
 use super::{Search, search_matches};
 use crate::AppState;
 use crate::call::{self, CallRequest};
@@ -33,15 +34,21 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut items: Vec<Value> = s
+    let mut items: Vec<WebhookSummary> = s
         .store
         .list_webhooks()?
         .into_iter()
         .filter(|w| search_matches(&q.q, &[&w.spec.name, &w.spec.url, &w.spec.description]))
-        .map(|w| json!({"id": w.id, "name": w.spec.name, "url": w.spec.url, "method": w.spec.method, "created_at": w.created_at}))
+        .map(|w| WebhookSummary {
+            id: w.id,
+            name: w.spec.name,
+            url: w.spec.url,
+            method: w.spec.method,
+            created_at: w.created_at,
+        })
         .collect();
-    items.sort_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()));
-    Ok(Json(json!({ "items": items })))
+    items.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    Ok(Json(Items { items }))
 }
 
 async fn read(
@@ -72,11 +79,13 @@ async fn remove(
 }
 
 /// Body of test and invoke calls.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CallBody {
+    /// The arguments: an object, or a JSON string holding one (as models send them).
     #[serde(default)]
     pub arguments: Value,
+    /// Values from the calling application (a JSON object), never from the model.
     #[serde(default)]
     pub context: Value,
 }

@@ -42,6 +42,10 @@ pub struct Pipeline {
     pub max_response_bytes: usize,
     /// Size of the text handed back to the model.
     pub max_content_bytes: usize,
+    /// Redactors by the secret values they cover: building one (every encoding of every value,
+    /// an Aho-Corasick automaton) costs more than the rest of a call, and the values a webhook
+    /// uses rarely change.
+    pub redactors: crate::redact::RedactorCache,
 }
 
 /// One call to make.
@@ -73,7 +77,7 @@ struct Draft {
     content: String,
     details: Vec<FieldError>,
     attempts: u32,
-    redactor: Redactor,
+    redactor: Arc<Redactor>,
 }
 
 impl Draft {
@@ -95,7 +99,7 @@ impl Draft {
             content,
             details,
             attempts: 0,
-            redactor: Redactor::default(),
+            redactor: Arc::default(),
         }
     }
 }
@@ -226,7 +230,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
             );
         }
     };
-    let redactor = Redactor::new(&resolved.secrets);
+    let redactor = state.redactors.get(&resolved.secrets);
     let prepared = match render::render(hook, &resolved) {
         Ok(p) => p,
         Err(e) => {

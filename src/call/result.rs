@@ -11,7 +11,7 @@ use crate::model::validate::FieldError;
 use crate::redact::Redactor;
 
 /// What a call returns to its caller (HTTP route, agent loop, MCP).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CallResult {
     /// History record id.
     pub call_id: String,

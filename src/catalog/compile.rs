@@ -21,8 +21,6 @@ pub struct DynamicField {
     pub required: bool,
     /// Used when a non-required value is absent.
     pub default: Option<Value>,
-    /// The property's JSON Schema (refs resolved), which nested values are coerced along.
-    pub schema: Value,
 }
 
 /// Where one field's value comes from, parsed.
@@ -225,7 +223,7 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         if !f.required {
             crate::schema::make_nullable(&mut strict);
         }
-        props.insert(name.clone(), schema.clone());
+        props.insert(name.clone(), schema);
         strict_props.insert(name.clone(), strict);
         if f.required {
             required.push(json!(name));
@@ -236,7 +234,6 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
             data_type: f.data_type,
             required: f.required,
             default: f.default.clone(),
-            schema,
         });
     }
     for name in webhook.spec.template_args() {
@@ -252,7 +249,6 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
             data_type: DataType::String,
             required: true,
             default: None,
-            schema: json!({"type": "string"}),
         });
     }
     let parameters = json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});

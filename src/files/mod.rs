@@ -14,7 +14,7 @@ use crate::model::validate::{validate_agent, validate_tool, validate_webhook};
 use crate::model::{AgentSpec, ToolSpec, WebhookSpec};
 
 /// The `[tool]` table.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSection {
     /// Tool name.
@@ -25,7 +25,7 @@ pub struct ToolSection {
 }
 
 /// One `tools/*.toml` file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolFile {
     /// The tool.
@@ -48,7 +48,7 @@ impl ToolFile {
 }
 
 /// One agent file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentFile {
     /// The agent.

@@ -12,7 +12,7 @@ fn default_max_steps() -> u32 {
 }
 
 /// An agent as submitted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// Unique name, `^[A-Za-z0-9_-]{1,64}$` (used in `model: "agent:<name>"`).
@@ -42,7 +42,7 @@ pub struct AgentSpec {
 }
 
 /// A stored agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Agent {
     /// Opaque id.
     pub id: String,

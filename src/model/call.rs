@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// 2xx from the upstream.
@@ -71,6 +71,21 @@ impl OutcomeFilter {
     }
 }
 
+impl schemars::JsonSchema for OutcomeFilter {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OutcomeFilter".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`failed` (every outcome but success) or one outcome",
+            "enum": ["failed", "success", "http_error", "timeout", "network_error", "blocked",
+                     "invalid_arguments", "config_error"]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for OutcomeFilter {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -86,7 +101,7 @@ impl<'de> Deserialize<'de> for OutcomeFilter {
 }
 
 /// Who started a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// `POST /v1/tools/{name}/invoke`.
@@ -112,7 +127,7 @@ impl Source {
 }
 
 /// The request as sent (secrets redacted).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordedRequest {
     /// HTTP method.
     pub method: String,
@@ -125,7 +140,7 @@ pub struct RecordedRequest {
 }
 
 /// The upstream's answer (secrets redacted).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordedResponse {
     /// HTTP status.
     pub status: u16,
@@ -136,7 +151,7 @@ pub struct RecordedResponse {
 }
 
 /// One history entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallRecord {
     /// Call id (time-ordered).
     pub id: String,

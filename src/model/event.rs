@@ -18,7 +18,7 @@ pub const EVENT_TYPES: [&str; 9] = [
 ];
 
 /// The envelope every delivery carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     /// Unique, time-ordered id (`evt_…`), also the `webhook-id` header.
     pub event_id: String,
@@ -46,7 +46,7 @@ impl Event {
 }
 
 /// How a subscriber authenticates toolgate, besides the Standard Webhooks signature.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SubscriptionAuth {
     /// Signature only.
@@ -99,7 +99,7 @@ fn default_true() -> bool {
 }
 
 /// A subscription as submitted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
     /// Human name.
@@ -124,7 +124,7 @@ impl SubscriptionSpec {
 }
 
 /// A stored subscription (the signing secret is kept sealed, apart).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscription {
     /// Opaque id.
     pub id: String,
@@ -141,7 +141,7 @@ pub struct Subscription {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for its next attempt.
@@ -164,7 +164,7 @@ impl DeliveryStatus {
 }
 
 /// One HTTP attempt of a delivery (secrets redacted).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attempt {
     /// 1-based attempt number.
     pub attempt: u32,
@@ -183,7 +183,7 @@ pub struct Attempt {
 }
 
 /// One event on its way to one subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Delivery {
     /// Opaque, time-ordered id.
     pub id: String,

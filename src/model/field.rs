@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The JSON type a field's value has on the wire and in the model's schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DataType {
     /// Any text.
@@ -42,7 +44,9 @@ impl DataType {
 }
 
 /// How an array goes into a query string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum QueryStyle {
     /// The key repeated: `tags=a&tags=b` (OpenAPI's `form`, `explode: true`).
@@ -57,7 +61,7 @@ fn is_default_style(s: &QueryStyle) -> bool {
 }
 
 /// Where a field's value comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueType {
     /// Supplied by the model as an argument.
@@ -79,7 +83,7 @@ fn default_true() -> bool {
 }
 
 /// A field definition exactly as the API accepts and returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Field {
     /// Header, parameter or (possibly dotted) body field name; for dynamic fields also the argument name.

@@ -24,7 +24,9 @@ pub use tool::{Tool, ToolSpec};
 pub use webhook::{BodyEncoding, Method, RetryPolicy, Webhook, WebhookSpec};
 
 /// Who besides the API owns a definition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ManagedBy {
     /// A `tools/` or `prompts/` file: edits go there.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What the API shows of a secret: never its value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecretMeta {
     /// Opaque id.
     pub id: String,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::ManagedBy;
 
 /// A tool as submitted by a user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
     /// Function name shown to the model, `^[A-Za-z0-9_-]{1,64}$`, unique.
@@ -26,7 +26,7 @@ pub struct ToolSpec {
 }
 
 /// A stored tool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Tool {
     /// Opaque id.
     pub id: String,

@@ -8,7 +8,7 @@ use super::template::{JsonTemplate, Placeholder, Template};
 use super::field::{Field, ValueType};
 
 /// HTTP methods a webhook may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     /// GET (no body).
@@ -48,7 +48,9 @@ impl Method {
 }
 
 /// How body fields are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyEncoding {
     /// `application/json`, typed values, dotted names nest.
@@ -59,7 +61,7 @@ pub enum BodyEncoding {
 }
 
 /// Optional retry policy for transient upstream failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Total attempts, 1..=4.
@@ -75,7 +77,7 @@ fn is_default_encoding(e: &BodyEncoding) -> bool {
 }
 
 /// A webhook definition as submitted by a user (API JSON or a `tools/` file).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Human name.
@@ -128,7 +130,7 @@ pub struct WebhookSpec {
 }
 
 /// Where an imported webhook came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportMark {
     /// The document's `info.title`.
@@ -214,7 +216,7 @@ impl WebhookSpec {
 }
 
 /// A stored webhook.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Webhook {
     /// Opaque id.
     pub id: String,

@@ -12,7 +12,7 @@ use crate::model::{Tool, ToolSpec, Webhook};
 use crate::store::StoreError;
 
 /// What happened (or, in a dry run, would happen) to one operation's tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     /// New webhook and tool.
@@ -26,7 +26,7 @@ pub enum Change {
 }
 
 /// One tool of the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ImportedTool {
     /// Tool name.
     pub name: String,
@@ -43,7 +43,7 @@ pub struct ImportedTool {
 }
 
 /// The answer to an import.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Report {
     /// Every imported (or removed) operation's tool.
     pub tools: Vec<ImportedTool>,

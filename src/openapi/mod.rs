@@ -36,7 +36,7 @@ impl ImportError {
 }
 
 /// The secret that fills in a security scheme.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchemeSecret {
     /// A stored secret's name.
@@ -79,7 +79,7 @@ pub struct Planned {
 }
 
 /// An operation left out, and why.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Skipped {
     /// The operationId (or `METHOD /path`).
     pub operation_id: String,

@@ -19,7 +19,7 @@ pub use subscription::validate_subscription;
 pub use webhook::validate_webhook;
 
 /// One problem with a definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FieldError {
     /// Path of the offending field, e.g. `path_params[0].name`.
     pub field: String,
