@@ -65,6 +65,10 @@ pub struct ServeConfig {
     /// Destinations exempt from the network policy: host names, IPs or CIDRs, comma-separated.
     #[arg(long, env = "TOOLGATE_ALLOW_HOSTS", value_delimiter = ',')]
     pub allow_hosts: Vec<String>,
+    /// Reach only the --allow-hosts destinations: public ones are blocked too (sandboxes,
+    /// locked-down deployments, fuzzing).
+    #[arg(long, env = "TOOLGATE_EGRESS_ONLY_ALLOWED")]
+    pub egress_only_allowed: bool,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "TOOLGATE_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -132,6 +136,7 @@ impl ServeConfig {
             admin_token: None,
             mcp_token: None,
             allow_hosts: Vec::new(),
+            egress_only_allowed: false,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             max_response_bytes: defaults::MAX_RESPONSE_BYTES,
             max_content_bytes: defaults::MAX_CONTENT_BYTES,

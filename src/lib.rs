@@ -124,7 +124,9 @@ async fn apply_env_secrets(store: &dyn Store) -> Result<(), StartError> {
 
 /// Open the store, apply env secrets and `tools/`, compile the catalog, start the history writer.
 pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
-    let policy = NetworkPolicy::parse(&config.allow_hosts).map_err(StartError::Config)?;
+    let policy = NetworkPolicy::parse(&config.allow_hosts)
+        .map_err(StartError::Config)?
+        .only_allowed(config.egress_only_allowed);
     let key_env = std::env::var(store::seal::MASTER_KEY_ENV).ok();
     let key =
         store::seal::load_or_create_key(&config.data_dir, key_env.as_deref()).or_else(|e| {

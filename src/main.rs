@@ -50,6 +50,12 @@ enum Command {
         #[command(flatten)]
         config: ServeConfig,
     },
+    /// Print the JSON Schema of a config file kind, for editors and CI.
+    Schema {
+        /// `tool-file` (tools/*.toml) or `agent-file` (prompts/*.toml).
+        #[arg(value_parser = ["tool-file", "agent-file"])]
+        kind: String,
+    },
     /// Write one tools/*.toml per operation of an OpenAPI document (Swagger 2.0, OpenAPI 3.0/3.1).
     ImportOpenapi {
         /// The document (YAML or JSON file).
@@ -265,6 +271,10 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Schema { kind } => {
+            println!("{}", toolgate::files::file_schema(&kind));
+            ExitCode::SUCCESS
+        }
         Command::ImportOpenapi {
             spec,
             out,

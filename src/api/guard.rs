@@ -76,24 +76,26 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// Refuse cross-site and DNS-rebound browser requests when no admin token is configured (with a
-/// token, a browser cannot attach it to a cross-site request without a preflight we never allow).
-pub async fn refuse_cross_site(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The layer every request passes: refuse cross-site and DNS-rebound browser requests when no
+/// admin token is configured (with a token, a browser cannot attach it to a cross-site request
+/// without a preflight we never allow), put errors made outside the handlers in the envelope,
+/// and trace the request at DEBUG.
+pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.config.admin_token.is_none()
         && let Some(why) = cross_site_refusal(req.headers())
     {
         return ApiError::Forbidden(why).into_response();
     }
-    next.run(req).await
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = std::time::Instant::now();
+    let resp = envelope(next.run(req).await).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), duration_ms = start.elapsed().as_millis() as u64, "request");
+    resp
 }
 
-/// Put every error answer that is not already JSON into the `{"error":{…}}` envelope.
-pub async fn envelope_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+/// Put an error answer that is not already JSON into the `{"error":{…}}` envelope.
+async fn envelope(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;

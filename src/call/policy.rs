@@ -22,6 +22,8 @@ pub struct Blocked {
 pub struct NetworkPolicy {
     hosts: Vec<String>,
     nets: Vec<IpNet>,
+    /// Only the allowed destinations are reachable: public ones are blocked too.
+    only_allowed: bool,
 }
 
 fn blocked_v4(ip: Ipv4Addr) -> bool {
@@ -137,13 +139,19 @@ impl NetworkPolicy {
         if self.hosts.contains(&host_l) || self.nets.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
-        if is_internal(ip) {
+        if self.only_allowed || is_internal(ip) {
             return Err(Blocked {
                 host: host.to_string(),
                 addr: ip.to_string(),
             });
         }
         Ok(())
+    }
+
+    /// Block every destination not allowed, public ones included (`--egress-only-allowed`).
+    pub fn only_allowed(mut self, yes: bool) -> Self {
+        self.only_allowed = yes;
+        self
     }
 
     /// Check a URL's host when it is an IP literal (those never reach the resolver).
@@ -284,6 +292,12 @@ mod tests {
                 .is_ok()
         );
         assert!(NetworkPolicy::parse(&["10.0.0.0/99".into()]).is_err());
+        // Locked down: only the allow list, public addresses too are refused.
+        let locked = NetworkPolicy::parse(&["127.0.0.1".into()])
+            .unwrap()
+            .only_allowed(true);
+        assert!(locked.check("x", "8.8.8.8".parse().unwrap()).is_err());
+        assert!(locked.check("x", "127.0.0.1".parse().unwrap()).is_ok());
         assert!(NetworkPolicy::parse(&["bad host!".into()]).is_err());
     }
 

@@ -55,6 +55,16 @@ pub struct AgentFile {
     pub agent: AgentSpec,
 }
 
+/// The JSON Schema of a config file kind (`tool-file` or `agent-file`), from the same types
+/// `validate` and `serve` read the files with.
+pub fn file_schema(kind: &str) -> String {
+    let schema = match kind {
+        "agent-file" => schemars::schema_for!(AgentFile),
+        _ => schemars::schema_for!(ToolFile),
+    };
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 /// Every config file found, parsed and checked one by one.
 #[derive(Debug, Default)]
 pub struct Scan {
