@@ -19,8 +19,6 @@ impl axum::serve::Listener for EnvelopeListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        // Small answers would otherwise wait for the peer's delayed ACK (Nagle).
-        let _ = io.set_nodelay(true);
         (
             EnvelopeIo {
                 inner: io,

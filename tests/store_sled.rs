@@ -10,3 +10,85 @@ async fn sled_store_conforms() {
     let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).expect("open");
     conformance::all(Arc::new(store)).await;
 }
+
+fn call(id: &str) -> toolgate::model::CallRecord {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "tool": "t", "webhook_id": "wh_x", "source": "invoke",
+        "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1, "outcome": "success",
+        "error": null, "arguments": {}, "request": null, "response": null}))
+    .unwrap()
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| toolgate::model::ids::new_id("call"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_history_count_is_exact_across_restarts() {
+    use toolgate::store::{CallFilter, HistoryStore};
+    let dir = tempfile::tempdir().unwrap();
+    let first = ids(5);
+    {
+        let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+        let recs: Vec<_> = first.iter().map(|i| call(i)).collect();
+        store.insert_calls(&recs, 0, 0).await.unwrap();
+    }
+    // Reopened, the count is the stored one: one more record at a cap of 5 drops exactly one.
+    let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+    let next = ids(1);
+    store.insert_calls(&[call(&next[0])], 5, 0).await.unwrap();
+    let kept: Vec<String> = store
+        .list_calls(&CallFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert_eq!(kept[0], next[0]);
+    assert!(!kept.contains(&first[0]));
+}
+
+#[tokio::test]
+async fn a_json_history_is_converted_at_open() {
+    use toolgate::store::{CallFilter, HistoryStore};
+    let dir = tempfile::tempdir().unwrap();
+    let old = ids(3);
+    {
+        // The layout of toolgate before the compact format: JSON under the string id.
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let calls = db.open_tree("calls").unwrap();
+        for i in &old {
+            calls
+                .insert(i.as_bytes(), serde_json::to_vec(&call(i)).unwrap())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+    let got: Vec<String> = store
+        .list_calls(&CallFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(got, old.iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(store.get_call(&old[1]).unwrap().tool.as_deref(), Some("t"));
+    // And counted: a cap of 2 on the next write keeps the newest two of four.
+    let next = ids(1);
+    store.insert_calls(&[call(&next[0])], 2, 0).await.unwrap();
+    let left = store
+        .list_calls(&CallFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(left.len(), 2);
+}

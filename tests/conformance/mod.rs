@@ -288,10 +288,26 @@ async fn history(s: &dyn Store) {
             )
         })
         .collect();
-    s.insert_calls(&more, 4, 0).await.unwrap();
+    s.insert_calls(&more, 4, 30 * 86_400).await.unwrap();
     let kept = page(CallFilter::default());
     assert_eq!(kept.len(), 4, "{kept:?}");
     assert_eq!(kept[0], more[2].id);
     assert_eq!(kept[3], ids[4]);
     assert!(matches!(s.get_call(&ids[0]), Err(StoreError::NotFound(_))));
+    // One batch larger than the cap keeps its own newest records.
+    let burst: Vec<CallRecord> = (0..10)
+        .map(|_| {
+            record(
+                &toolgate::model::ids::new_id("call"),
+                "d",
+                Outcome::Success,
+                Source::Invoke,
+            )
+        })
+        .collect();
+    s.insert_calls(&burst, 2, 0).await.unwrap();
+    assert_eq!(
+        page(CallFilter::default()),
+        vec![burst[9].id.clone(), burst[8].id.clone()]
+    );
 }

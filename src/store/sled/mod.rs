@@ -6,6 +6,7 @@
 mod definitions;
 mod events;
 mod history;
+mod history_codec;
 mod secrets;
 
 use std::path::Path;
@@ -66,8 +67,14 @@ pub struct SledStore {
     /// due time (8 bytes, big-endian ms) ‖ delivery id → () for pending deliveries.
     due: sled::Tree,
     sub_count: std::sync::atomic::AtomicUsize,
-    /// Stored call records; counted in the background at open (sled's `len` is a full scan).
-    call_count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Stored call records, mirroring the count kept in the calls tree.
+    call_count: std::sync::atomic::AtomicUsize,
+    /// The newest record key retention removed: the next prune starts there instead of walking
+    /// over what sled has not yet merged away.
+    prune_cursor: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Held while a history batch computes its count and retention, so two writers cannot
+    /// interleave them.
+    history_write: std::sync::Mutex<()>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -162,6 +169,8 @@ impl SledStore {
             due: t("due")?,
             sub_count: Default::default(),
             call_count: Default::default(),
+            prune_cursor: Default::default(),
+            history_write: Default::default(),
             commit: GroupCommit::new(db.clone()),
             db,
         };
@@ -170,30 +179,9 @@ impl SledStore {
             store.subscriptions.len(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        store.count_calls_in_background()?;
+        store.open_history()?;
         store.db.flush()?;
         Ok(store)
-    }
-
-    /// Count the records present at open on a side thread, so a large history does not delay the
-    /// start or pull every page into memory; records written meanwhile have larger ids and are
-    /// counted by `insert_calls` instead.
-    pub(super) fn count_calls_in_background(&self) -> Result<(), StoreError> {
-        let Some((last, _)) = self.calls.last()? else {
-            return Ok(());
-        };
-        let (calls, count) = (self.calls.clone(), self.call_count.clone());
-        std::thread::Builder::new()
-            .name("count-calls".into())
-            .spawn(move || {
-                let n = calls
-                    .range(..=last)
-                    .keys()
-                    .take_while(Result::is_ok)
-                    .count();
-                count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            })?;
-        Ok(())
     }
 
     pub(super) fn check_schema_and_key(&self) -> Result<(), StoreError> {
