@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 const BODY: &str = r#"{"order":{"number":"A-1001","status":"shipped","eta":"2026-11-24"}}"#;
 
 /// A numeric setting from the environment, or its default.
+#[path = "support/soak.rs"]
+mod soak;
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -178,6 +181,10 @@ fn to_us(s: &str) -> f64 {
 }
 
 fn wrk(url: &str, conns: u32, script: Option<&Path>) -> Run {
+    wrk_for(url, conns, script, secs())
+}
+
+fn wrk_for(url: &str, conns: u32, script: Option<&Path>, secs: u64) -> Run {
     let threads = if conns == 1 { 1 } else { 2 };
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -186,7 +193,7 @@ fn wrk(url: &str, conns: u32, script: Option<&Path>) -> Run {
         "-c",
         &conns.to_string(),
         "-d",
-        &format!("{}s", secs()),
+        &format!("{secs}s"),
         "--latency",
     ]);
     if let Some(s) = script {
@@ -360,6 +367,10 @@ async fn main() {
         secs()
     ));
 
+    // Minutes long: only when asked for by name.
+    if only == "soak" {
+        report.push_str(&soak::run(tmp.path(), &client).await);
+    }
     if only.is_empty() || only == "latency" {
         let up_port = free_port();
         let proxy_port = free_port();

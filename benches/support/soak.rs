@@ -1,0 +1,120 @@
+//! The soak: minutes of steady load on one invoke route with history on, reported window by
+//! window, so a cost that grows with the history (retention, compaction, memory) shows as a
+//! trend. `benches/run.sh soak` (SOAK_MINUTES, default 5; SOAK_WINDOW_SECS, default 30;
+//! SOAK_CAP, default 1,000,000 records; SOAK_CONNS, default 16).
+
+use super::*;
+
+/// One window of the soak.
+struct Window {
+    end_s: u64,
+    rps: f64,
+    errors: u64,
+    records: u64,
+    dir_mb: f64,
+    rss_mb: f64,
+}
+
+/// Run the soak and return its report section.
+pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
+    let minutes: u64 = env_or("SOAK_MINUTES", 5);
+    let window: u64 = env_or("SOAK_WINDOW_SECS", 30);
+    let cap: u64 = env_or("SOAK_CAP", 1_000_000);
+    let conns: u32 = env_or("SOAK_CONNS", 16);
+    let up_port = free_port();
+    let _upstream = start_nginx(
+        tmp,
+        "soak-upstream",
+        &format!(
+            "server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
+        ),
+    );
+    wait_http(&format!("http://127.0.0.1:{up_port}/api/orders/A-1001"));
+    let data = tmp.join("data-soak");
+    let cap_arg = cap.to_string();
+    let (gw, _) = start_toolgate(&data, &["--history-max-records", &cap_arg]);
+    setup_tool(client, &gw.base, up_port).await;
+    let script = tmp.join("soak.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = '{\"arguments\":{\"order_number\":\"A-1001\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )
+    .expect("lua");
+    let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
+    let pid = gw.proc.0.id();
+    let mut windows = Vec::new();
+    let mut total: u64 = 1; // the setup call
+    for i in 1..=(minutes * 60 / window).max(1) {
+        let r = wrk_for(&url, conns, Some(&script), window);
+        total += r.requests;
+        windows.push(Window {
+            end_s: i * window,
+            rps: r.rps,
+            errors: r.errors,
+            records: total.min(cap),
+            dir_mb: dir_size(&data) as f64 / 1e6,
+            rss_mb: rss_mb(pid),
+        });
+    }
+    let (page, _) = time_get(client, &format!("{}/v1/calls?limit=50", gw.base), 11).await;
+    let (filtered, _) = time_get(
+        client,
+        &format!("{}/v1/calls?outcome=failed&limit=50", gw.base),
+        5,
+    )
+    .await;
+    drop(gw);
+
+    let mut out = format!(
+        "## Soak: {minutes} min, {conns} connections, history cap {cap} records\n\n\
+         | time | req/s | errors | records | data dir | bytes/record | RSS |\n|---|---|---|---|---|---|---|\n"
+    );
+    for w in &windows {
+        out.push_str(&format!(
+            "| {} s | {:.0} | {} | {} | {:.1} MB | {:.0} | {:.1} MB |\n",
+            w.end_s,
+            w.rps,
+            w.errors,
+            w.records,
+            w.dir_mb,
+            w.dir_mb * 1e6 / w.records.max(1) as f64,
+            w.rss_mb
+        ));
+    }
+    let below: Vec<&Window> = windows.iter().filter(|w| w.records < cap).collect();
+    let at: Vec<&Window> = windows.iter().filter(|w| w.records >= cap).collect();
+    let mean = |ws: &[&Window]| ws.iter().map(|w| w.rps).sum::<f64>() / ws.len().max(1) as f64;
+    let errors: u64 = windows.iter().map(|w| w.errors).sum();
+    let rss_from_minute_1: Vec<f64> = windows
+        .iter()
+        .filter(|w| w.end_s > 60)
+        .map(|w| w.rss_mb)
+        .collect();
+    let (rss_lo, rss_hi) = rss_from_minute_1
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    out.push_str(&format!(
+        "\n- throughput: {:.0} req/s below the cap ({} windows), {:.0} req/s at the cap ({} windows): {:.2}× (target ≥ 0.90×)\n",
+        mean(&below),
+        below.len(),
+        mean(&at),
+        at.len(),
+        if below.is_empty() || at.is_empty() { f64::NAN } else { mean(&at) / mean(&below) }
+    ));
+    if let (Some(first), Some(last)) = (at.first(), at.last()) {
+        out.push_str(&format!(
+            "- trend at the cap: first window {:.0} req/s, last {:.0} req/s ({:+.1} %)\n",
+            first.rps,
+            last.rps,
+            (last.rps / first.rps - 1.0) * 100.0
+        ));
+    }
+    out.push_str(&format!(
+        "- RSS from minute 1: {rss_lo:.1}–{rss_hi:.1} MB ({:+.1} %, target within 10 %); errors: {errors}\n\
+         - `GET /v1/calls?limit=50` at the end: {}; `?outcome=failed` (no match: a full scan): {}\n\n",
+        (rss_hi / rss_lo - 1.0) * 100.0,
+        ms(page),
+        ms(filtered)
+    ));
+    out
+}
