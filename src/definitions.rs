@@ -51,14 +51,31 @@ pub struct Definitions<'a> {
     pub prompts_dir: &'a Path,
 }
 
+/// A definition that a config file may own.
+trait FileOwned {
+    /// The owner mark and the file.
+    fn owner(&self) -> (Option<ManagedBy>, Option<&str>);
+}
+
+macro_rules! file_owned {
+    ($($t:ty),*) => {$(
+        impl FileOwned for $t {
+            fn owner(&self) -> (Option<ManagedBy>, Option<&str>) {
+                (self.managed_by, self.managed_file.as_deref())
+            }
+        }
+    )*};
+}
+
+file_owned!(WebhookSpec, ToolSpec, AgentSpec);
+
 fn refuse_if_file_managed(
     kind: &'static str,
-    by: Option<ManagedBy>,
-    file: Option<&str>,
+    spec: &dyn FileOwned,
     author: Author,
 ) -> Result<(), DefinitionError> {
-    match (author, by) {
-        (Author::Api, Some(_)) => Err(DefinitionError::ManagedByFile {
+    match (author, spec.owner()) {
+        (Author::Api, (Some(_), file)) => Err(DefinitionError::ManagedByFile {
             kind,
             file: file.unwrap_or("(unknown)").to_string(),
         }),
@@ -112,12 +129,7 @@ impl Definitions<'_> {
         author: Author,
     ) -> Result<Webhook, DefinitionError> {
         let old = self.store.get_webhook(id)?;
-        refuse_if_file_managed(
-            "webhook",
-            old.spec.managed_by,
-            old.spec.managed_file.as_deref(),
-            author,
-        )?;
+        refuse_if_file_managed("webhook", &old.spec, author)?;
         self.check_webhook(&spec, author)?;
         let w = self
             .store
@@ -130,12 +142,7 @@ impl Definitions<'_> {
     /// Delete a webhook no tool links to.
     pub async fn delete_webhook(&self, id: &str, author: Author) -> Result<(), DefinitionError> {
         let old = self.store.get_webhook(id)?;
-        refuse_if_file_managed(
-            "webhook",
-            old.spec.managed_by,
-            old.spec.managed_file.as_deref(),
-            author,
-        )?;
+        refuse_if_file_managed("webhook", &old.spec, author)?;
         self.store.delete_webhook(id).await?;
         self.catalog.refresh_webhook(self.store, id)?;
         Ok(())
@@ -169,12 +176,7 @@ impl Definitions<'_> {
         author: Author,
     ) -> Result<Tool, DefinitionError> {
         let old = self.store.get_tool(id)?;
-        refuse_if_file_managed(
-            "tool",
-            old.spec.managed_by,
-            old.spec.managed_file.as_deref(),
-            author,
-        )?;
+        refuse_if_file_managed("tool", &old.spec, author)?;
         self.check_tool(&spec, author)?;
         let t = self.store.update_tool(id, spec).await?;
         self.catalog
@@ -195,12 +197,7 @@ impl Definitions<'_> {
     /// Delete a tool.
     pub async fn delete_tool(&self, id: &str, author: Author) -> Result<(), DefinitionError> {
         let old = self.store.get_tool(id)?;
-        refuse_if_file_managed(
-            "tool",
-            old.spec.managed_by,
-            old.spec.managed_file.as_deref(),
-            author,
-        )?;
+        refuse_if_file_managed("tool", &old.spec, author)?;
         self.store.delete_tool(id).await?;
         self.catalog
             .refresh_tool(self.store, id, Some(&old.spec.name))?;
@@ -241,12 +238,7 @@ impl Definitions<'_> {
         author: Author,
     ) -> Result<Agent, DefinitionError> {
         let old = self.store.get_agent(id)?;
-        refuse_if_file_managed(
-            "agent",
-            old.spec.managed_by,
-            old.spec.managed_file.as_deref(),
-            author,
-        )?;
+        refuse_if_file_managed("agent", &old.spec, author)?;
         self.check_agent(&spec, author)?;
         let a = self.store.update_agent(id, spec).await?;
         self.catalog.notify_changed();
@@ -256,12 +248,7 @@ impl Definitions<'_> {
     /// Delete an agent.
     pub async fn delete_agent(&self, id: &str, author: Author) -> Result<(), DefinitionError> {
         let old = self.store.get_agent(id)?;
-        refuse_if_file_managed(
-            "agent",
-            old.spec.managed_by,
-            old.spec.managed_file.as_deref(),
-            author,
-        )?;
+        refuse_if_file_managed("agent", &old.spec, author)?;
         self.store.delete_agent(id).await?;
         self.catalog.notify_changed();
         Ok(())

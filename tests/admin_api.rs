@@ -2,18 +2,8 @@
 
 mod common;
 
-use common::{Server, get_hook};
+use common::{Server, assert_error, get_hook};
 use serde_json::{Value, json};
-
-fn assert_error(v: &Value, code: &str) {
-    assert_eq!(v["error"]["code"], code, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{v}"
-    );
-}
 
 #[tokio::test]
 async fn crud_round_trips_search_and_unlink() {

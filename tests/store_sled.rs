@@ -19,6 +19,20 @@ fn call(id: &str) -> toolgate::model::CallRecord {
     .unwrap()
 }
 
+/// Every stored call id, newest first.
+fn listed(store: &toolgate::store::SledStore) -> Vec<String> {
+    use toolgate::store::{CallFilter, HistoryStore};
+    store
+        .list_calls(&CallFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
 fn ids(n: usize) -> Vec<String> {
     (0..n)
         .map(|_| toolgate::model::ids::new_id("call"))
@@ -27,7 +41,7 @@ fn ids(n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn the_history_count_is_exact_across_restarts() {
-    use toolgate::store::{CallFilter, HistoryStore};
+    use toolgate::store::HistoryStore;
     let dir = tempfile::tempdir().unwrap();
     let first = ids(5);
     {
@@ -39,15 +53,7 @@ async fn the_history_count_is_exact_across_restarts() {
     let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
     let next = ids(1);
     store.insert_calls(&[call(&next[0])], 5, 0).await.unwrap();
-    let kept: Vec<String> = store
-        .list_calls(&CallFilter {
-            limit: 50,
-            ..Default::default()
-        })
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let kept = listed(&store);
     assert_eq!(kept.len(), 5, "{kept:?}");
     assert_eq!(kept[0], next[0]);
     assert!(!kept.contains(&first[0]));
@@ -55,7 +61,7 @@ async fn the_history_count_is_exact_across_restarts() {
 
 #[tokio::test]
 async fn a_json_history_is_converted_at_open() {
-    use toolgate::store::{CallFilter, HistoryStore};
+    use toolgate::store::HistoryStore;
     let dir = tempfile::tempdir().unwrap();
     let old = ids(3);
     {
@@ -70,25 +76,11 @@ async fn a_json_history_is_converted_at_open() {
         db.flush().unwrap();
     }
     let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
-    let got: Vec<String> = store
-        .list_calls(&CallFilter {
-            limit: 50,
-            ..Default::default()
-        })
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let got = listed(&store);
     assert_eq!(got, old.iter().rev().cloned().collect::<Vec<_>>());
     assert_eq!(store.get_call(&old[1]).unwrap().tool.as_deref(), Some("t"));
     // And counted: a cap of 2 on the next write keeps the newest two of four.
     let next = ids(1);
     store.insert_calls(&[call(&next[0])], 2, 0).await.unwrap();
-    let left = store
-        .list_calls(&CallFilter {
-            limit: 50,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(left.len(), 2);
+    assert_eq!(listed(&store).len(), 2);
 }

@@ -86,6 +86,9 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     {
         return ApiError::Forbidden(why).into_response();
     }
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return envelope(next.run(req).await).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let start = std::time::Instant::now();

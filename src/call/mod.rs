@@ -129,7 +129,8 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
 
     let r = &draft.redactor;
     let content = r.text(&draft.content);
-    let response_value = r.value(&draft.response_value);
+    // The response was redacted where it was read (before any cut); not walked again here.
+    let response_value = draft.response_value;
     let record = CallRecord {
         id: call_id.clone(),
         tool: req.tool.map(str::to_string),
@@ -149,7 +150,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         response: draft.response.map(|p| RecordedResponse {
             status: p.status,
             headers: r.headers(&p.headers),
-            body: r.value(&p.body),
+            body: p.body,
         }),
         attempts: draft.attempts,
         agent: req.agent.map(str::to_string),

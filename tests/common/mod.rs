@@ -15,6 +15,17 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use toolgate::config::ServeConfig;
 
+/// Assert `v` is the error envelope with `code` and a message for a person.
+pub fn assert_error(v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+}
+
 /// An HTTP client for tests (installs the TLS provider reqwest needs).
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
