@@ -1,28 +1,29 @@
-//! Call history: batched inserts, exact retention, filtered pages. Records are keyed by the call
-//! id's 16 bytes (see `history_codec`); the record count lives in the same tree under a key that
-//! sorts before every record, and changes in the same atomic batch as the records, so it is
-//! exact across restarts and a kill -9 at any point.
+//! Call history: batched inserts, exact retention, filtered pages. Records are stored in chunks
+//! (one per write batch, see `history_codec`) keyed by their first record's 16-byte id, so a
+//! chunk's key and header say which ids and times it holds without decompressing it. The record
+//! count lives in the same tree under a key that sorts before every chunk, and changes in the
+//! same atomic batch as the records, so it is exact across restarts and a kill -9 at any point.
 
-use super::history_codec as codec;
+use super::history_codec::{self as codec, CHUNK_MAX};
 use super::*;
 
-/// The record count's key: sorts before every record key (UUIDv7 keys start at 0x01 for any date
+/// The record count's key: sorts before every chunk key (UUIDv7 keys start at 0x01 for any date
 /// after 2004).
 const COUNT_KEY: &[u8] = b"\x00count";
 
-/// Where record keys start.
+/// Where chunk keys start.
 const RECORDS: &[u8] = &[0x01];
 
-/// Records converted per batch when a history written in the JSON format is converted at open.
-const MIGRATE_BATCH: usize = 1000;
+/// One write to the calls tree.
+type Op = (Vec<u8>, Option<Vec<u8>>);
 
 fn count_bytes(n: usize) -> [u8; 8] {
     (n as u64).to_be_bytes()
 }
 
 impl SledStore {
-    /// Load the exact record count; a history from before the compact format is converted
-    /// first (once), and counted as it is.
+    /// Load the exact record count; a history from before chunks (JSON records under their
+    /// string ids) is converted first, once.
     pub(super) fn open_history(&self) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         self.migrate_json_history()?;
@@ -33,7 +34,10 @@ impl SledStore {
                 .map(|b: [u8; 8]| u64::from_be_bytes(b) as usize)
                 .map_err(|_| StoreError::Corrupt("call count".into()))?,
             None => {
-                let n = self.calls.range(RECORDS..).keys().count();
+                let mut n = 0;
+                for v in self.calls.range(RECORDS..).values() {
+                    n += codec::chunk_header(&v?)?.count;
+                }
                 self.calls.insert(COUNT_KEY, &count_bytes(n))?;
                 n
             }
@@ -42,81 +46,111 @@ impl SledStore {
         Ok(())
     }
 
-    /// Convert records stored as JSON under their string ids (toolgate before the compact
-    /// format) into the compact form, a batch at a time; each batch also moves the count.
+    /// Convert JSON records under their string ids into chunks, a chunk at a time.
     fn migrate_json_history(&self) -> Result<(), StoreError> {
         let mut converted = 0usize;
         loop {
             let old: Vec<(sled::IVec, sled::IVec)> = self
                 .calls
                 .scan_prefix(b"call_")
-                .take(MIGRATE_BATCH)
+                .take(CHUNK_MAX)
                 .collect::<Result<_, _>>()?;
             if old.is_empty() {
                 break;
             }
+            let records: Vec<CallRecord> = old
+                .iter()
+                .map(|(_, v)| codec::decode_json(v))
+                .collect::<Result<_, _>>()?;
+            let (k, v) = codec::encode_chunk(&records.iter().collect::<Vec<_>>())?;
             let mut batch = sled::Batch::default();
-            for (k, v) in &old {
-                let record = codec::decode(&String::from_utf8_lossy(k), v)?;
+            for (k, _) in &old {
                 batch.remove(k.clone());
-                batch.insert(&codec::key(&record.id)?, codec::encode(&record)?);
             }
+            batch.insert(k, v);
             self.calls.apply_batch(batch)?;
             converted += old.len();
         }
         if converted > 0 {
             // The count is taken afresh after a conversion.
             self.calls.remove(COUNT_KEY)?;
-            tracing::info!(
-                records = converted,
-                "call history converted to the compact format"
-            );
+            tracing::info!(records = converted, "call history converted to chunks");
         }
         Ok(())
     }
 
-    /// The keys retention removes now: the oldest beyond `max_records`, and those older than
-    /// `max_age_secs`. Walks from the last pruned key, so a history at its cap costs the same
-    /// to prune whatever was pruned before.
-    fn keys_to_prune(
+    /// The writes retention needs, oldest first, and how many records they remove: whole
+    /// chunks while a chunk is all excess or all too old, then the oldest records of one more
+    /// chunk. `fresh` are the batch's own chunks (not yet in the tree), trimmed in place when
+    /// the excess reaches them. Walks from the last pruned key, so a history at its cap costs
+    /// the same to prune whatever was pruned before.
+    fn retention(
         &self,
         count: usize,
         max_records: usize,
         max_age_secs: u64,
-    ) -> Result<Vec<sled::IVec>, StoreError> {
-        let excess = if max_records > 0 {
+        fresh: &mut Vec<Vec<CallRecord>>,
+    ) -> Result<(Vec<Op>, usize), StoreError> {
+        let mut excess = if max_records > 0 {
             count.saturating_sub(max_records)
         } else {
             0
         };
-        let cutoff_ms = if max_age_secs > 0 {
+        let cutoff_ms = (max_age_secs > 0).then(|| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
-            Some(now.saturating_sub(max_age_secs.saturating_mul(1000)))
-        } else {
-            None
-        };
-        if excess == 0 && cutoff_ms.is_none() {
-            return Ok(Vec::new());
-        }
+            now.saturating_sub(max_age_secs.saturating_mul(1000))
+        });
+        let too_old =
+            |k: &[u8]| cutoff_ms.is_some_and(|c| codec::started_ms(k).is_some_and(|t| t < c));
+        let mut ops = Vec::new();
+        let mut removed = 0;
         let start = self
             .prune_cursor
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .unwrap_or_else(|| RECORDS.into());
-        let mut out = Vec::new();
-        for k in self.calls.range(start..).keys() {
-            let k = k?;
-            let too_old = cutoff_ms.is_some_and(|c| codec::started_ms(&k).is_some_and(|t| t < c));
-            if out.len() >= excess && !too_old {
+        for item in self.calls.range(start..) {
+            let (k, v) = item?;
+            let h = codec::chunk_header(&v)?;
+            if excess >= h.count || too_old(&h.last) {
+                ops.push((k.to_vec(), None));
+                excess = excess.saturating_sub(h.count);
+                removed += h.count;
+                continue;
+            }
+            if excess == 0 && !too_old(&k) {
+                return Ok((ops, removed));
+            }
+            // Part of this chunk goes: it is rewritten under its first kept record's key.
+            let records = codec::decode_chunk(&v)?;
+            let drop = records
+                .iter()
+                .enumerate()
+                .take_while(|(i, r)| *i < excess || codec::key(&r.id).is_ok_and(|k| too_old(&k)))
+                .count();
+            let kept: Vec<&CallRecord> = records[drop..].iter().collect();
+            let (nk, nv) = codec::encode_chunk(&kept)?;
+            ops.push((k.to_vec(), None));
+            ops.push((nk, Some(nv)));
+            removed += drop;
+            return Ok((ops, removed));
+        }
+        // Every stored record is gone and the excess goes on into this batch's own chunks.
+        for chunk in fresh.iter_mut() {
+            if excess == 0 {
                 break;
             }
-            out.push(k);
+            let drop = excess.min(chunk.len());
+            chunk.drain(..drop);
+            excess -= drop;
+            removed += drop;
         }
-        Ok(out)
+        fresh.retain(|c| !c.is_empty());
+        Ok((ops, removed))
     }
 }
 
@@ -145,58 +179,62 @@ impl HistoryStore for SledStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             use std::sync::atomic::Ordering::Relaxed;
-            let mut encoded = Vec::with_capacity(records.len());
-            let mut added = 0;
-            for r in records {
-                let key = codec::key(&r.id)?;
-                if !self.calls.contains_key(key)? {
-                    added += 1;
-                }
-                encoded.push((r, key, codec::encode(r)?));
+            if records.is_empty() {
+                return Ok(());
             }
+            let mut sorted: Vec<CallRecord> = records.to_vec();
+            for r in &sorted {
+                codec::key(&r.id)?;
+            }
+            sorted.sort_by(|a, b| a.id.cmp(&b.id));
+            let mut fresh: Vec<Vec<CallRecord>> =
+                sorted.chunks(CHUNK_MAX).map(<[_]>::to_vec).collect();
             let guard = self.history_write.lock().unwrap_or_else(|p| p.into_inner());
-            let count = self.call_count.load(Relaxed) + added;
-            let prune = self.keys_to_prune(count, max_records, max_age_secs)?;
-            // A batch larger than the room left: its own oldest records are dropped as well
-            // (they would be pruned by the very batch that writes them).
-            let over = if max_records > 0 {
-                (count - prune.len()).saturating_sub(max_records)
-            } else {
-                0
-            };
-            encoded.sort_by_key(|e| e.1);
-            let encoded: Vec<_> = encoded.into_iter().skip(over.min(added)).collect();
-            let after = count - prune.len() - over.min(added);
+            let count = self.call_count.load(Relaxed) + records.len();
+            let (mut ops, removed) =
+                self.retention(count, max_records, max_age_secs, &mut fresh)?;
+            for chunk in &fresh {
+                let (k, v) = codec::encode_chunk(&chunk.iter().collect::<Vec<_>>())?;
+                ops.push((k, Some(v)));
+            }
+            let after = count - removed;
+            ops.push((COUNT_KEY.to_vec(), Some(count_bytes(after).to_vec())));
+            let cursor = ops
+                .iter()
+                .filter(|(k, v)| v.is_none() && k.as_slice() != COUNT_KEY)
+                .map(|(k, _)| k.clone())
+                .next_back();
             if self.events_on() {
-                // The call events go to the outbox in the same transaction as the records.
+                // The call events go to the outbox in the same transaction as the records (every
+                // call's, also one retention drops at once: the call still happened).
                 (&self.calls, &self.outbox)
                     .transaction(|(calls, ob)| {
-                        for (r, key, bytes) in &encoded {
-                            calls.insert(key, bytes.clone())?;
+                        for (k, v) in &ops {
+                            match v {
+                                Some(v) => calls.insert(k.as_slice(), v.as_slice())?,
+                                None => calls.remove(k.as_slice())?,
+                            };
+                        }
+                        for r in records {
                             self.emit(ob, crate::events::payload::call_event(r))?;
                         }
-                        for k in &prune {
-                            calls.remove(k)?;
-                        }
-                        calls.insert(COUNT_KEY, &count_bytes(after))?;
                         Ok(())
                     })
                     .map_err(tx_err)?;
             } else {
                 // Nobody listens: an atomic batch on one tree, without the global transaction lock.
                 let mut batch = sled::Batch::default();
-                for (_, key, bytes) in encoded {
-                    batch.insert(&key, bytes);
+                for (k, v) in ops {
+                    match v {
+                        Some(v) => batch.insert(k, v),
+                        None => batch.remove(k),
+                    }
                 }
-                for k in &prune {
-                    batch.remove(k.clone());
-                }
-                batch.insert(COUNT_KEY, &count_bytes(after));
                 self.calls.apply_batch(batch)?;
             }
             self.call_count.store(after, Relaxed);
-            if let Some(last) = prune.last() {
-                *self.prune_cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(last.to_vec());
+            if let Some(c) = cursor {
+                *self.prune_cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
             }
             drop(guard);
             self.durable().await
@@ -207,30 +245,46 @@ impl HistoryStore for SledStore {
         let Ok(key) = codec::key(id) else {
             return Err(StoreError::NotFound("call"));
         };
-        codec::decode(
-            id,
-            &self.calls.get(key)?.ok_or(StoreError::NotFound("call"))?,
-        )
+        let Some((_, v)) = self
+            .calls
+            .range(RECORDS.to_vec()..=key.to_vec())
+            .next_back()
+            .transpose()?
+        else {
+            return Err(StoreError::NotFound("call"));
+        };
+        if codec::chunk_header(&v)?.last < key {
+            return Err(StoreError::NotFound("call"));
+        }
+        codec::decode_chunk(&v)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or(StoreError::NotFound("call"))
     }
 
     fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError> {
-        let end = match &filter.before {
+        let before = match &filter.before {
             // An id that is not a call id names no record: nothing is before it.
             Some(b) => match codec::key(b) {
-                Ok(k) => k.to_vec(),
+                Ok(k) => Some(k),
                 Err(_) => return Ok(Vec::new()),
             },
-            None => vec![0xff; 17],
+            None => None,
         };
+        let end = before.map(|k| k.to_vec()).unwrap_or_else(|| vec![0xff; 17]);
         let mut out = Vec::new();
-        for item in self.calls.range(RECORDS.to_vec()..end).rev() {
-            let (k, v) = item?;
-            let id = codec::id_of(&k).ok_or_else(|| StoreError::Corrupt("call key".into()))?;
-            let rec = codec::decode(&id, &v)?;
-            if matches(&rec, filter) {
-                out.push(rec);
-                if out.len() >= filter.limit {
-                    break;
+        // The chunk holding `before` starts at or before it: the range includes it.
+        for item in self.calls.range(RECORDS.to_vec()..=end).rev() {
+            let (_, v) = item?;
+            for rec in codec::decode_chunk(&v)?.into_iter().rev() {
+                if before.is_some_and(|b| codec::key(&rec.id).is_ok_and(|k| k >= b)) {
+                    continue;
+                }
+                if matches(&rec, filter) {
+                    out.push(rec);
+                    if out.len() >= filter.limit {
+                        return Ok(out);
+                    }
                 }
             }
         }

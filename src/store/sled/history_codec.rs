@@ -12,9 +12,6 @@ use crate::model::call::{RecordedRequest, RecordedResponse};
 use crate::model::{CallRecord, Outcome, Source};
 use crate::store::StoreError;
 
-/// First byte of an encoded value: the format, so a later change can tell them apart.
-const FORMAT_V2: u8 = 2;
-
 /// zstd level: 3 is zstd's default, fast enough for the writer's batches.
 const LEVEL: i32 = 3;
 
@@ -100,9 +97,8 @@ fn started_text(nanos: i64) -> Option<String> {
         .ok()
 }
 
-/// The stored value of a record (its id lives in the key).
-pub fn encode(r: &CallRecord) -> Result<Vec<u8>, StoreError> {
-    let stored = Stored {
+fn to_stored(r: &CallRecord) -> Stored {
+    Stored {
         tool: r.tool.clone(),
         webhook_id: r.webhook_id.clone(),
         source: r.source,
@@ -116,22 +112,118 @@ pub fn encode(r: &CallRecord) -> Result<Vec<u8>, StoreError> {
         attempts: r.attempts,
         agent: r.agent.clone(),
         conversation_id: r.conversation_id.clone(),
-    };
-    let packed = rmp_serde::to_vec(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let body = COMPRESSOR.with(|c| {
+    }
+}
+
+fn from_stored(id: String, s: Stored) -> CallRecord {
+    CallRecord {
+        id,
+        tool: s.tool,
+        webhook_id: s.webhook_id,
+        source: s.source,
+        started_at: match s.started {
+            Ok(n) => started_text(n).unwrap_or_default(),
+            Err(text) => text,
+        },
+        duration_ms: s.duration_ms,
+        outcome: s.outcome,
+        error: s.error,
+        arguments: s.arguments,
+        request: s.request,
+        response: s.response,
+        attempts: s.attempts,
+        agent: s.agent,
+        conversation_id: s.conversation_id,
+    }
+}
+
+fn compress(packed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         let c = match c.as_mut() {
             Some(c) => c,
             None => c.insert(compressor()?),
         };
-        c.compress(&packed)
+        c.compress(packed)
             .map_err(|e| StoreError::Corrupt(e.to_string()))
-    })?;
-    let mut out = Vec::with_capacity(body.len() + 3);
-    out.push(FORMAT_V2);
-    out.extend_from_slice(&(packed.len() as u16).to_be_bytes());
+    })
+}
+
+/// Format byte of a chunk: up to a write batch of records, compressed together (records of one
+/// batch are alike, so a chunk compresses far better than its records one by one, and sled
+/// keeps one entry for all of them).
+const FORMAT_CHUNK: u8 = 3;
+
+/// Bytes before a chunk's frame: format, record count, last record key, packed size.
+const HEADER: usize = 1 + 2 + 16 + 4;
+
+/// Most records in one chunk.
+pub const CHUNK_MAX: usize = 512;
+
+/// What a chunk's header says without decompressing it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkHeader {
+    /// Records in the chunk.
+    pub count: usize,
+    /// The newest record's key.
+    pub last: [u8; 16],
+}
+
+/// Read a chunk's header.
+pub fn chunk_header(value: &[u8]) -> Result<ChunkHeader, StoreError> {
+    if value.len() < HEADER || value[0] != FORMAT_CHUNK {
+        return Err(StoreError::Corrupt("call history chunk header".into()));
+    }
+    let mut last = [0u8; 16];
+    last.copy_from_slice(&value[3..19]);
+    Ok(ChunkHeader {
+        count: u16::from_be_bytes([value[1], value[2]]) as usize,
+        last,
+    })
+}
+
+/// A chunk of records, oldest first (at most `CHUNK_MAX`, at least one); its key is the first
+/// record's.
+pub fn encode_chunk(records: &[&CallRecord]) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    let entries: Vec<([u8; 16], Stored)> = records
+        .iter()
+        .map(|r| Ok((key(&r.id)?, to_stored(r))))
+        .collect::<Result<_, StoreError>>()?;
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Err(StoreError::Corrupt("an empty history chunk".into()));
+    };
+    let (first, last) = (first.0, last.0);
+    let packed = rmp_serde::to_vec(&entries).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let body = compress(&packed)?;
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.push(FORMAT_CHUNK);
+    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    out.extend_from_slice(&last);
+    out.extend_from_slice(&(packed.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
-    Ok(out)
+    Ok((first.to_vec(), out))
+}
+
+/// A chunk's records, oldest first.
+pub fn decode_chunk(value: &[u8]) -> Result<Vec<CallRecord>, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(format!("call history chunk: {e}"));
+    chunk_header(value)?;
+    let size = u32::from_be_bytes([value[19], value[20], value[21], value[22]]) as usize;
+    let mut d = decompressor()?;
+    let packed = d
+        .decompress(&value[HEADER..], size)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let entries: Vec<([u8; 16], Stored)> =
+        rmp_serde::from_slice(&packed).map_err(|e| corrupt(e.to_string()))?;
+    Ok(entries
+        .into_iter()
+        .map(|(k, s)| from_stored(id_of(&k).unwrap_or_default(), s))
+        .collect())
+}
+
+/// A record stored as JSON by toolgate before chunks (converted at open).
+pub fn decode_json(value: &[u8]) -> Result<CallRecord, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt(format!("call record: {e}")))
 }
 
 thread_local! {
@@ -149,43 +241,6 @@ fn compressor() -> Result<zstd::bulk::Compressor<'static>, StoreError> {
     c.include_dictid(false).map_err(err)?;
     c.include_contentsize(false).map_err(err)?;
     Ok(c)
-}
-
-/// A stored value back into the record with id `id` (JSON values from before this format are
-/// read too).
-pub fn decode(id: &str, value: &[u8]) -> Result<CallRecord, StoreError> {
-    let corrupt = |e: String| StoreError::Corrupt(format!("call record: {e}"));
-    match value.first() {
-        Some(&FORMAT_V2) if value.len() >= 3 => {
-            let size = u16::from_be_bytes([value[1], value[2]]) as usize;
-            let mut d = decompressor()?;
-            let packed = d
-                .decompress(&value[3..], size)
-                .map_err(|e| corrupt(e.to_string()))?;
-            let s: Stored = rmp_serde::from_slice(&packed).map_err(|e| corrupt(e.to_string()))?;
-            Ok(CallRecord {
-                id: id.to_string(),
-                tool: s.tool,
-                webhook_id: s.webhook_id,
-                source: s.source,
-                started_at: match s.started {
-                    Ok(n) => started_text(n).unwrap_or_default(),
-                    Err(text) => text,
-                },
-                duration_ms: s.duration_ms,
-                outcome: s.outcome,
-                error: s.error,
-                arguments: s.arguments,
-                request: s.request,
-                response: s.response,
-                attempts: s.attempts,
-                agent: s.agent,
-                conversation_id: s.conversation_id,
-            })
-        }
-        Some(b'{') => serde_json::from_slice(value).map_err(|e| corrupt(e.to_string())),
-        _ => Err(corrupt("unknown format".into())),
-    }
 }
 
 fn decompressor() -> Result<zstd::bulk::Decompressor<'static>, StoreError> {
@@ -216,26 +271,38 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_and_size() {
-        let r = sample();
-        let bytes = encode(&r).unwrap();
-        assert_eq!(decode(&r.id, &bytes).unwrap(), r);
-        let json = serde_json::to_vec(&r).unwrap();
+    fn chunks_round_trip_and_are_small() {
+        let records: Vec<CallRecord> = (0..200)
+            .map(|_| {
+                let mut r = sample();
+                r.id = crate::model::ids::new_id("call");
+                r
+            })
+            .collect();
+        let refs: Vec<&CallRecord> = records.iter().collect();
+        let (k, bytes) = encode_chunk(&refs).unwrap();
+        assert_eq!(k, key(&records[0].id).unwrap().to_vec());
+        assert_eq!(decode_chunk(&bytes).unwrap(), records);
+        let h = chunk_header(&bytes).unwrap();
+        assert_eq!(h.count, 200);
+        assert_eq!(h.last, key(&records[199].id).unwrap());
+        let json = serde_json::to_vec(&records[0]).unwrap().len();
+        let per_record = bytes.len() / 200;
         assert!(
-            bytes.len() * 2 < json.len(),
-            "{} bytes encoded vs {} as JSON",
-            bytes.len(),
-            json.len()
+            per_record * 5 < json,
+            "{per_record} bytes a record vs {json} as JSON"
         );
-        assert_eq!(
-            decode(&r.id, &json).unwrap(),
-            r,
-            "the JSON format is still read"
-        );
-        // An unusual start time survives as text.
-        let mut odd = r.clone();
+        // An unusual start time survives as text; the JSON form is still read.
+        let mut odd = sample();
         odd.started_at = "2026-01-01T00:00:00+02:00".into();
-        assert_eq!(decode(&odd.id, &encode(&odd).unwrap()).unwrap(), odd);
+        let (_, b) = encode_chunk(&[&odd]).unwrap();
+        assert_eq!(decode_chunk(&b).unwrap(), vec![odd.clone()]);
+        assert_eq!(
+            decode_json(&serde_json::to_vec(&odd).unwrap()).unwrap(),
+            odd
+        );
+        assert!(encode_chunk(&[]).is_err());
+        assert!(decode_chunk(b"{}").is_err());
     }
 
     #[test]
