@@ -4,6 +4,7 @@
 //! document in place.
 
 pub mod apply;
+mod body;
 pub mod document;
 pub mod operation;
 pub mod to_files;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::document::{Document, Version};
 use super::{ImportOptions, Security};
 use crate::model::names::is_identifier;
-use crate::model::{BodyEncoding, DataType, Field, Method, QueryStyle, ValueType, WebhookSpec};
+use crate::model::{DataType, Field, Method, QueryStyle, ValueType, WebhookSpec};
 
 /// Longest tool description taken from a summary and description.
 const MAX_DESCRIPTION: usize = 1024;
@@ -79,7 +79,7 @@ fn argument_for(name: &str) -> Option<String> {
     Some(a)
 }
 
-fn text(v: &Value, key: &str) -> Option<String> {
+pub(super) fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key)
         .and_then(Value::as_str)
         .map(str::trim)
@@ -126,7 +126,12 @@ fn data_type(schema: &Value) -> DataType {
 }
 
 /// A dynamic field for a value described by `schema`.
-fn field(name: &str, schema: &Value, description: Option<String>, required: bool) -> Field {
+pub(super) fn field(
+    name: &str,
+    schema: &Value,
+    description: Option<String>,
+    required: bool,
+) -> Field {
     let dt = data_type(schema);
     let mut f: Field = serde_json::from_value(json!({"name": name, "value_type": "dynamic"}))
         .unwrap_or_else(|_| unreachable!("a minimal field always deserialises"));
@@ -290,7 +295,7 @@ pub fn convert(
             }
         }
     }
-    body(doc, o, &mut spec, body_param, form_params)?;
+    super::body::body(doc, o, &mut spec, body_param, form_params)?;
     if method == Method::Get && !spec.body.is_empty() {
         return Err("a GET operation with a request body cannot be sent".into());
     }
@@ -318,7 +323,7 @@ fn parameters(doc: &Document, o: &Op<'_>) -> Result<Vec<Value>, String> {
 
 /// A parameter's schema: `schema` (3.x), or the parameter itself (Swagger 2.0 keeps `type`,
 /// `items`, `enum` on it).
-fn param_schema(doc: &Document, p: &Value) -> Result<Value, String> {
+pub(super) fn param_schema(doc: &Document, p: &Value) -> Result<Value, String> {
     match p.get("schema") {
         Some(s) => doc.schema(s),
         None => {
@@ -347,123 +352,6 @@ fn param_schema(doc: &Document, p: &Value) -> Result<Value, String> {
             doc.schema(&Value::Object(s))
         }
     }
-}
-
-fn body(
-    doc: &Document,
-    o: &Op<'_>,
-    spec: &mut WebhookSpec,
-    body_param: Option<Value>,
-    form_params: Vec<Value>,
-) -> Result<(), String> {
-    // Swagger 2.0 form parameters: one field each.
-    if !form_params.is_empty() {
-        if form_params
-            .iter()
-            .any(|p| p.get("type").and_then(Value::as_str) == Some("file"))
-        {
-            return Err("a file upload (multipart) cannot be sent by toolgate".into());
-        }
-        let multipart =
-            o.op.get("consumes")
-                .and_then(Value::as_array)
-                .is_some_and(|c| c.iter().any(|x| x == "multipart/form-data"));
-        if multipart {
-            return Err("a multipart/form-data body cannot be sent by toolgate".into());
-        }
-        spec.body_encoding = BodyEncoding::Form;
-        for p in &form_params {
-            let name = p.get("name").and_then(Value::as_str).unwrap_or("");
-            let schema = param_schema(doc, p)?;
-            let f = field(
-                name,
-                &schema,
-                text(p, "description"),
-                p.get("required") == Some(&json!(true)),
-            );
-            if f.data_type == DataType::Object {
-                return Err(format!(
-                    "form field '{name}' is an object, which a form body cannot carry"
-                ));
-            }
-            spec.body.push(f);
-        }
-        return Ok(());
-    }
-    let (schema, encoding) = match (doc.version, body_param) {
-        (Version::Swagger2, Some(p)) => (
-            doc.schema(p.get("schema").unwrap_or(&json!({})))?,
-            BodyEncoding::Json,
-        ),
-        (Version::Swagger2, None) => return Ok(()),
-        _ => {
-            let Some(rb) = o.op.get("requestBody") else {
-                return Ok(());
-            };
-            let rb = doc.deref(rb)?;
-            let content = rb
-                .get("content")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            let json_media = content.iter().find(|(k, _)| {
-                let k = k.split(';').next().unwrap_or("").trim();
-                k == "application/json" || k.ends_with("+json")
-            });
-            let form_media = content.get("application/x-www-form-urlencoded");
-            let (media, encoding) = match (json_media, form_media) {
-                (Some((_, m)), _) => (m, BodyEncoding::Json),
-                (None, Some(m)) => (m, BodyEncoding::Form),
-                (None, None) => {
-                    let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
-                    return Err(format!(
-                        "the request body is {}, which toolgate cannot send (JSON and form bodies only)",
-                        if kinds.is_empty() {
-                            "empty".to_string()
-                        } else {
-                            kinds.join(", ")
-                        }
-                    ));
-                }
-            };
-            (
-                doc.schema(media.get("schema").unwrap_or(&json!({})))?,
-                encoding,
-            )
-        }
-    };
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-        return Err(
-            "the request body is not a JSON object with declared properties (an array or free-form body cannot be split into fields)"
-                .into(),
-        );
-    };
-    let needed: Vec<&str> = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    spec.body_encoding = encoding;
-    for (name, p) in props {
-        if p.get("readOnly") == Some(&json!(true)) {
-            continue;
-        }
-        if name.contains('.') || name.is_empty() {
-            return Err(format!(
-                "body property '{name}' cannot be named as a field (dots nest)"
-            ));
-        }
-        // A property the body schema requires is required even when the body as a whole is
-        // optional (3.0's default): a call without it would be a half-formed request.
-        let f = field(name, p, None, needed.contains(&name.as_str()));
-        if encoding == BodyEncoding::Form && f.data_type == DataType::Object {
-            return Err(format!(
-                "form field '{name}' is an object, which a form body cannot carry"
-            ));
-        }
-        spec.body.push(f);
-    }
-    Ok(())
 }
 
 /// Two fields whose argument names collide (a query `id` and a body `id`): the later one
