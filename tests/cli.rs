@@ -419,3 +419,69 @@ async fn pending_deliveries_resume_after_kill_9() {
     let _ = p.child.kill();
     let _ = p.child.wait();
 }
+
+#[tokio::test]
+async fn retention_stays_exact_across_kill_9_during_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    let cap = ["--history-max-records", "40", "--allow-hosts", "127.0.0.1"];
+    let p = spawn_serve(dir.path(), &cap, &[]);
+    wait_healthy(&p).await;
+    let (st, w) = post(
+        &p.base,
+        "/v1/webhooks",
+        json!({"name": "Kept", "method": "GET", "url": format!("{}/k", up.base)}),
+    )
+    .await;
+    assert_eq!(st, 201, "{w}");
+    let (st, _) = post(
+        &p.base,
+        "/v1/tools",
+        json!({"name": "kept", "webhook_id": w["id"]}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    // Calls in flight, well past the cap (so every batch prunes), when the process is killed.
+    let base = p.base.clone();
+    let load = tokio::spawn(async move {
+        for _ in 0..400 {
+            if post(&base, "/v1/tools/kept/invoke", json!({"arguments": {}}))
+                .await
+                .0
+                != 200
+            {
+                break;
+            }
+        }
+    });
+    eventually(20, || {
+        let up = up.clone();
+        async move { (up.count() >= 150).then_some(()) }
+    })
+    .await;
+    let mut p = p;
+    p.child.kill().expect("SIGKILL");
+    let _ = p.child.wait();
+    let _ = load.await;
+
+    let p = spawn_serve(dir.path(), &cap, &[]);
+    wait_healthy(&p).await;
+    let (_, before) = get(&p.base, "/v1/calls?limit=500").await;
+    let survived = before["items"].as_array().unwrap().len();
+    assert!(survived <= 40, "{survived} records kept over a cap of 40");
+    assert!(survived > 0, "the history survived");
+    // The count loaded at start is exact: once 40 more calls are recorded, exactly the cap is
+    // kept (a count too low would keep more, too high would keep fewer).
+    let mut last = String::new();
+    for _ in 0..40 {
+        let (_, r) = post(&p.base, "/v1/tools/kept/invoke", json!({"arguments": {}})).await;
+        last = r["call_id"].as_str().unwrap().to_string();
+    }
+    let (_, after) = get(&p.base, "/v1/calls?limit=500").await;
+    let items = after["items"].as_array().unwrap();
+    assert_eq!(items.len(), 40);
+    assert_eq!(items[0]["id"], last);
+    let mut p = p;
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}
