@@ -56,6 +56,11 @@ pub struct RedactorCache {
 }
 
 impl RedactorCache {
+    /// Forget every redactor (a secret changed: the old value's forms go with them).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The redactor for `secrets`, built once.
     pub fn get(&self, secrets: &[String]) -> std::sync::Arc<Redactor> {
         if secrets.is_empty() {

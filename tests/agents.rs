@@ -310,12 +310,7 @@ async fn agents_crud_and_validation() {
         )
         .await;
     assert_eq!(st, 422);
-    let fields: Vec<&str> = v["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = common::error_fields(&v);
     assert_eq!(fields, vec!["prompt", "tools[0]", "max_steps"]);
     let (st, v) = s.get("/v1/agents/support").await;
     assert_eq!(st, 200);

@@ -397,12 +397,7 @@ async fn invalid_subscriptions_are_refused() {
         )
         .await;
     assert_eq!(st, 422);
-    let fields: Vec<&str> = v["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = common::error_fields(&v);
     assert_eq!(
         fields,
         vec![

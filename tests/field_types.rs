@@ -118,12 +118,7 @@ async fn rich_fields_reach_the_model_and_the_upstream() {
         )
         .await;
     assert_eq!(st, 422, "{v}");
-    let fields: Vec<&str> = v["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = common::error_fields(&v);
     for want in [
         "items[2].quantity",
         "status",
@@ -201,12 +196,7 @@ async fn misplaced_and_malformed_rules_are_definition_errors() {
             .extend(fields.as_object().unwrap().clone());
         let (st, v) = s.post("/v1/webhooks", def).await;
         assert_eq!(st, 422, "{field}: {v}");
-        let named: Vec<&str> = v["error"]["details"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["field"].as_str().unwrap())
-            .collect();
+        let named = common::error_fields(&v);
         assert!(named.contains(&field), "{field} not in {v}");
     }
 }

@@ -72,7 +72,10 @@ async fn update(
     if !errs.is_empty() {
         return Err(ApiError::InvalidDefinition(errs));
     }
-    Ok(Json(s.store.update_secret(&id, &body.value).await?))
+    let meta = s.store.update_secret(&id, &body.value).await?;
+    // Redactors built for the old value are dropped: no copy of it stays in memory longer.
+    s.pipeline.redactors.clear();
+    Ok(Json(meta))
 }
 
 async fn remove(
@@ -80,5 +83,6 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.store.delete_secret(&id).await?;
+    s.pipeline.redactors.clear();
     Ok(StatusCode::NO_CONTENT)
 }

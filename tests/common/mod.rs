@@ -26,6 +26,14 @@ pub fn assert_error(v: &Value, code: &str) {
     );
 }
 
+/// The `field` of every `details` entry of an error envelope, in order.
+pub fn error_fields(v: &Value) -> Vec<&str> {
+    v["error"]["details"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// An HTTP client for tests (installs the TLS provider reqwest needs).
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
