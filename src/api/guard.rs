@@ -4,12 +4,11 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
 use crate::error::{ApiError, is_json_content_type, without_quoted_values};
 
 /// Host and port of a `Host` header or URL authority, the host lower-cased and without brackets.
@@ -80,10 +79,8 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
 /// admin token is configured (with a token, a browser cannot attach it to a cross-site request
 /// without a preflight we never allow), put errors made outside the handlers in the envelope,
 /// and trace the request at DEBUG.
-pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.config.admin_token.is_none()
-        && let Some(why) = cross_site_refusal(req.headers())
-    {
+pub async fn edge(browser_guard: bool, req: Request, next: Next) -> Response {
+    if browser_guard && let Some(why) = cross_site_refusal(req.headers()) {
         return ApiError::Forbidden(why).into_response();
     }
     if !tracing::enabled!(tracing::Level::DEBUG) {

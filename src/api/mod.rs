@@ -60,13 +60,16 @@ pub(crate) fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bo
     bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
+/// Refuse a request without the admin token, when one is configured. Takes the token, not the
+/// whole state: extracting `AppState` clones a dozen `Arc`s per request, and under load those
+/// shared counters cost more than the check.
 async fn require_admin(
-    State(state): State<AppState>,
+    token: Option<std::sync::Arc<str>>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = &state.config.admin_token
-        && !bearer_matches(req.headers(), token)
+    if let Some(token) = token
+        && !bearer_matches(req.headers(), &token)
     {
         return Err(ApiError::Unauthorized);
     }
@@ -75,6 +78,10 @@ async fn require_admin(
 
 /// Every route, with auth on `/v1/*`, the body limit and enveloped 404/405 answers.
 pub fn router(state: AppState) -> Router {
+    let admin_token: Option<std::sync::Arc<str>> =
+        state.config.admin_token.as_deref().map(Into::into);
+    // Without a token the browser guard applies.
+    let browser_guard = state.config.admin_token.is_none();
     let v1 = Router::new()
         .merge(secrets::routes())
         .merge(webhooks::routes())
@@ -88,7 +95,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // A layer, not a route layer: unknown /v1 routes answer 401 before 404, so an anonymous
         // caller learns nothing about which routes exist.
-        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            require_admin(admin_token.clone(), req, next)
+        }));
     Router::new()
         .merge(system::routes())
         .merge(mcp_routes(&state))
@@ -100,7 +109,9 @@ pub fn router(state: AppState) -> Router {
         ))
         // One layer for what every request passes (a layer per concern cost a boxed future
         // each on the hot path): the browser guard, the error envelope, the debug trace.
-        .layer(middleware::from_fn_with_state(state.clone(), guard::edge))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            guard::edge(browser_guard, req, next)
+        }))
         .with_state(state)
 }
 
