@@ -276,16 +276,12 @@ impl Redactor {
     /// was cut.
     pub fn cut(&self, s: &str, max: usize, already_cut: bool) -> (String, bool) {
         let redacted = self.text(s);
-        if redacted.len() <= max {
-            if already_cut {
-                let drop = self.dangling_prefix(&redacted);
-                return (redacted[..redacted.len() - drop].to_string(), true);
-            }
-            return (redacted, false);
-        }
-        let mut end = max;
+        let mut end = redacted.len().min(max);
         while !redacted.is_char_boundary(end) {
             end -= 1;
+        }
+        if end == redacted.len() && !already_cut {
+            return (redacted, false);
         }
         let kept = &redacted[..end];
         let drop = self.dangling_prefix(kept);

@@ -58,18 +58,6 @@ pub fn body_value(
     (shown, full)
 }
 
-/// Cut `s` to at most `max` bytes on a char boundary; returns the text and whether it was cut.
-pub fn cut(s: &str, max: usize) -> (String, bool) {
-    if s.len() <= max {
-        return (s.to_string(), false);
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    (s[..end].to_string(), true)
-}
-
 /// Keep only the listed dotted paths of a JSON value, nested as in the original.
 pub fn reduce(v: &Value, paths: &[String]) -> Value {
     let mut out = Value::Object(Map::new());
@@ -189,6 +177,9 @@ mod tests {
         };
         let c = success_content(Some(&big), &sent, &[], 100, &Redactor::default());
         assert!(c.len() < 300 && c.contains("[truncated"), "{c}");
-        assert_eq!(cut("héllo", 2).0, "h");
+        assert_eq!(
+            Redactor::default().cut("héllo", 2, false),
+            ("h".into(), true)
+        );
     }
 }

@@ -146,14 +146,4 @@ impl Field {
     pub fn arg_name(&self) -> &str {
         self.argument.as_deref().unwrap_or(&self.name)
     }
-
-    /// Whether the value comes from a secret or the calling application's context (directly or
-    /// through a placeholder), as opposed to the model or a plain constant.
-    pub fn carries_secret_or_context(&self) -> bool {
-        match self.value_type {
-            ValueType::Secret | ValueType::Context => true,
-            ValueType::Dynamic => false,
-            ValueType::Static => matches!(&self.value, Some(Value::String(s)) if s.contains("{{")),
-        }
-    }
 }
