@@ -92,15 +92,27 @@ fn checked(errs: Vec<FieldError>) -> Result<(), DefinitionError> {
 }
 
 impl Definitions<'_> {
-    fn check_webhook(&self, spec: &WebhookSpec, author: Author) -> Result<(), DefinitionError> {
+    async fn check_webhook(
+        &self,
+        spec: &WebhookSpec,
+        author: Author,
+    ) -> Result<(), DefinitionError> {
         let mut probe = spec.clone();
         if author == Author::File {
             // Marks are set by the file loader; validation is about the user's definition.
             (probe.managed_by, probe.managed_file) = (None, None);
         }
-        let store = self.store;
         let errs = match author {
-            Author::Api => validate_webhook(&probe, &|name| store.secret_exists(name)),
+            Author::Api => {
+                let stored: std::collections::HashSet<String> = self
+                    .store
+                    .list_secrets()
+                    .await?
+                    .into_iter()
+                    .map(|m| m.name)
+                    .collect();
+                validate_webhook(&probe, &|name| stored.contains(name))
+            }
             Author::File => validate_webhook(&probe, &|_| true),
         };
         checked(errs)
@@ -112,12 +124,12 @@ impl Definitions<'_> {
         spec: WebhookSpec,
         author: Author,
     ) -> Result<Webhook, DefinitionError> {
-        self.check_webhook(&spec, author)?;
+        self.check_webhook(&spec, author).await?;
         let w = self
             .store
             .create_webhook(spec, author == Author::Api)
             .await?;
-        self.catalog.refresh_webhook(self.store, &w.id)?;
+        self.catalog.refresh_webhook(self.store, &w.id).await?;
         Ok(w)
     }
 
@@ -128,23 +140,23 @@ impl Definitions<'_> {
         spec: WebhookSpec,
         author: Author,
     ) -> Result<Webhook, DefinitionError> {
-        let old = self.store.get_webhook(id)?;
+        let old = self.store.get_webhook(id).await?;
         refuse_if_file_managed("webhook", &old.spec, author)?;
-        self.check_webhook(&spec, author)?;
+        self.check_webhook(&spec, author).await?;
         let w = self
             .store
             .update_webhook(id, spec, author == Author::Api)
             .await?;
-        self.catalog.refresh_webhook(self.store, id)?;
+        self.catalog.refresh_webhook(self.store, id).await?;
         Ok(w)
     }
 
     /// Delete a webhook no tool links to.
     pub async fn delete_webhook(&self, id: &str, author: Author) -> Result<(), DefinitionError> {
-        let old = self.store.get_webhook(id)?;
+        let old = self.store.get_webhook(id).await?;
         refuse_if_file_managed("webhook", &old.spec, author)?;
         self.store.delete_webhook(id).await?;
-        self.catalog.refresh_webhook(self.store, id)?;
+        self.catalog.refresh_webhook(self.store, id).await?;
         Ok(())
     }
 
@@ -164,7 +176,7 @@ impl Definitions<'_> {
     ) -> Result<Tool, DefinitionError> {
         self.check_tool(&spec, author)?;
         let t = self.store.create_tool(spec).await?;
-        self.catalog.refresh_tool(self.store, &t.id, None)?;
+        self.catalog.refresh_tool(self.store, &t.id, None).await?;
         Ok(t)
     }
 
@@ -175,18 +187,19 @@ impl Definitions<'_> {
         spec: ToolSpec,
         author: Author,
     ) -> Result<Tool, DefinitionError> {
-        let old = self.store.get_tool(id)?;
+        let old = self.store.get_tool(id).await?;
         refuse_if_file_managed("tool", &old.spec, author)?;
         self.check_tool(&spec, author)?;
         let t = self.store.update_tool(id, spec).await?;
         self.catalog
-            .refresh_tool(self.store, id, Some(&old.spec.name))?;
+            .refresh_tool(self.store, id, Some(&old.spec.name))
+            .await?;
         Ok(t)
     }
 
     /// Unlink a tool from its webhook: it is then offered to no model.
     pub async fn unlink_tool(&self, id: &str, author: Author) -> Result<Tool, DefinitionError> {
-        let old = self.store.get_tool(id)?;
+        let old = self.store.get_tool(id).await?;
         let spec = ToolSpec {
             webhook_id: None,
             ..old.spec
@@ -196,26 +209,31 @@ impl Definitions<'_> {
 
     /// Delete a tool.
     pub async fn delete_tool(&self, id: &str, author: Author) -> Result<(), DefinitionError> {
-        let old = self.store.get_tool(id)?;
+        let old = self.store.get_tool(id).await?;
         refuse_if_file_managed("tool", &old.spec, author)?;
         self.store.delete_tool(id).await?;
         self.catalog
-            .refresh_tool(self.store, id, Some(&old.spec.name))?;
+            .refresh_tool(self.store, id, Some(&old.spec.name))
+            .await?;
         Ok(())
     }
 
-    fn check_agent(&self, spec: &AgentSpec, author: Author) -> Result<(), DefinitionError> {
+    async fn check_agent(&self, spec: &AgentSpec, author: Author) -> Result<(), DefinitionError> {
         let mut probe = spec.clone();
         if author == Author::File {
             (probe.managed_by, probe.managed_file) = (None, None);
         }
-        let store = self.store;
+        let tools: std::collections::HashSet<String> = self
+            .store
+            .list_tools()
+            .await?
+            .into_iter()
+            .map(|t| t.spec.name)
+            .collect();
         let dir = self.prompts_dir;
-        checked(validate_agent(
-            &probe,
-            &|t| store.get_tool_by_name(t).is_ok(),
-            &|p| dir.join(p).is_file(),
-        ))
+        checked(validate_agent(&probe, &|t| tools.contains(t), &|p| {
+            dir.join(p).is_file()
+        }))
     }
 
     /// Create an agent.
@@ -224,7 +242,7 @@ impl Definitions<'_> {
         spec: AgentSpec,
         author: Author,
     ) -> Result<Agent, DefinitionError> {
-        self.check_agent(&spec, author)?;
+        self.check_agent(&spec, author).await?;
         let a = self.store.create_agent(spec).await?;
         self.catalog.notify_changed();
         Ok(a)
@@ -237,9 +255,9 @@ impl Definitions<'_> {
         spec: AgentSpec,
         author: Author,
     ) -> Result<Agent, DefinitionError> {
-        let old = self.store.get_agent(id)?;
+        let old = self.store.get_agent(id).await?;
         refuse_if_file_managed("agent", &old.spec, author)?;
-        self.check_agent(&spec, author)?;
+        self.check_agent(&spec, author).await?;
         let a = self.store.update_agent(id, spec).await?;
         self.catalog.notify_changed();
         Ok(a)
@@ -247,7 +265,7 @@ impl Definitions<'_> {
 
     /// Delete an agent.
     pub async fn delete_agent(&self, id: &str, author: Author) -> Result<(), DefinitionError> {
-        let old = self.store.get_agent(id)?;
+        let old = self.store.get_agent(id).await?;
         refuse_if_file_managed("agent", &old.spec, author)?;
         self.store.delete_agent(id).await?;
         self.catalog.notify_changed();

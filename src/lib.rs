@@ -140,7 +140,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir, &key)?);
     apply_env_secrets(store.as_ref()).await?;
     let catalog = Arc::new(Catalog::default());
-    catalog.load_all(store.as_ref())?;
+    catalog.load_all(store.as_ref()).await?;
     let defs = definitions::Definitions {
         store: store.as_ref(),
         catalog: &catalog,
@@ -179,7 +179,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
     .map_err(StartError::Config)?;
     let metrics = Arc::new(Metrics::default());
     let pipeline = Arc::new(call::Pipeline {
-        secrets: store.clone(),
+        secrets: Arc::new(store::secret_cache::SecretCache::new(store.clone())),
         sender: sender.clone(),
         recorder: (!config.no_history).then(|| recorder.clone()),
         metrics: metrics.clone(),

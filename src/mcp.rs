@@ -58,14 +58,19 @@ impl McpServer {
         }
     }
 
-    fn visible_tools(&self, agent: Option<&str>) -> Result<Vec<Arc<CompiledTool>>, McpError> {
+    async fn visible_tools(&self, agent: Option<&str>) -> Result<Vec<Arc<CompiledTool>>, McpError> {
         let snap = self.state.catalog.snapshot();
         Ok(match agent {
             None => snap.visible_tools(None),
             Some(name) => {
-                let agent = self.state.store.get_agent_by_name(name).map_err(|_| {
-                    McpError::invalid_params(format!("no agent named '{name}'"), None)
-                })?;
+                let agent = self
+                    .state
+                    .store
+                    .get_agent_by_name(name)
+                    .await
+                    .map_err(|_| {
+                        McpError::invalid_params(format!("no agent named '{name}'"), None)
+                    })?;
                 snap.visible_tools(Some(&agent.spec))
             }
         })
@@ -101,7 +106,7 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let tools = self.visible_tools(self.agent_for(&ctx).as_deref())?;
+        let tools = self.visible_tools(self.agent_for(&ctx).as_deref()).await?;
         Ok(ListToolsResult {
             tools: tools.iter().map(|t| mcp_tool(t)).collect(),
             ..Default::default()
@@ -115,7 +120,7 @@ impl ServerHandler for McpServer {
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
         let agent = self.agent_for(&ctx);
-        let tools = self.visible_tools(agent.as_deref())?;
+        let tools = self.visible_tools(agent.as_deref()).await?;
         let Some(tool) = tools.into_iter().find(|t| t.tool.spec.name == name) else {
             return Ok(error_result(format!("There is no tool named '{name}'.")));
         };

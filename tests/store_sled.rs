@@ -20,13 +20,14 @@ fn call(id: &str) -> toolgate::model::CallRecord {
 }
 
 /// Every stored call id, newest first.
-fn listed(store: &toolgate::store::SledStore) -> Vec<String> {
+async fn listed(store: &toolgate::store::SledStore) -> Vec<String> {
     use toolgate::store::{CallFilter, HistoryStore};
     store
         .list_calls(&CallFilter {
             limit: 50,
             ..Default::default()
         })
+        .await
         .unwrap()
         .into_iter()
         .map(|r| r.id)
@@ -53,7 +54,7 @@ async fn the_history_count_is_exact_across_restarts() {
     let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
     let next = ids(1);
     store.insert_calls(&[call(&next[0])], 5, 0).await.unwrap();
-    let kept = listed(&store);
+    let kept = listed(&store).await;
     assert_eq!(kept.len(), 5, "{kept:?}");
     assert_eq!(kept[0], next[0]);
     assert!(!kept.contains(&first[0]));
@@ -76,11 +77,14 @@ async fn a_json_history_is_converted_at_open() {
         db.flush().unwrap();
     }
     let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
-    let got = listed(&store);
+    let got = listed(&store).await;
     assert_eq!(got, old.iter().rev().cloned().collect::<Vec<_>>());
-    assert_eq!(store.get_call(&old[1]).unwrap().tool.as_deref(), Some("t"));
+    assert_eq!(
+        store.get_call(&old[1]).await.unwrap().tool.as_deref(),
+        Some("t")
+    );
     // And counted: a cap of 2 on the next write keeps the newest two of four.
     let next = ids(1);
     store.insert_calls(&[call(&next[0])], 2, 0).await.unwrap();
-    assert_eq!(listed(&store).len(), 2);
+    assert_eq!(listed(&store).await.len(), 2);
 }

@@ -24,9 +24,9 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// An agent by id, or else by name.
-pub(super) fn find(s: &AppState, id_or_name: &str) -> Result<Agent, ApiError> {
-    match s.store.get_agent(id_or_name) {
-        Err(StoreError::NotFound(_)) => Ok(s.store.get_agent_by_name(id_or_name)?),
+pub(super) async fn find(s: &AppState, id_or_name: &str) -> Result<Agent, ApiError> {
+    match s.store.get_agent(id_or_name).await {
+        Err(StoreError::NotFound(_)) => Ok(s.store.get_agent_by_name(id_or_name).await?),
         other => Ok(other?),
     }
 }
@@ -45,7 +45,8 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut items: Vec<Agent> = s
         .store
-        .list_agents()?
+        .list_agents()
+        .await?
         .into_iter()
         .filter(|a| search_matches(&q.q, &[&a.spec.name]))
         .collect();
@@ -57,7 +58,7 @@ async fn read(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(find(&s, &id)?))
+    Ok(Json(find(&s, &id).await?))
 }
 
 async fn update(
@@ -65,7 +66,7 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(spec): ApiJson<AgentSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let agent = find(&s, &id)?;
+    let agent = find(&s, &id).await?;
     let agent = s
         .definitions()
         .update_agent(&agent.id, spec, Author::Api)
@@ -77,7 +78,7 @@ async fn remove(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let agent = find(&s, &id)?;
+    let agent = find(&s, &id).await?;
     s.definitions().delete_agent(&agent.id, Author::Api).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -126,7 +127,7 @@ async fn chat(
 ) -> Result<impl IntoResponse, ApiError> {
     check_messages(&body.messages)?;
     super::check_context(&body.context)?;
-    let agent = find(&s, &id)?;
+    let agent = find(&s, &id).await?;
     let mut run = AgentRun::for_agent(&s, &agent).map_err(prompt_error)?;
     if let Some(c) = body
         .conversation_id

@@ -28,7 +28,7 @@ async fn list(
         limit: q.limit.unwrap_or(50).clamp(1, 500),
         before: q.before,
     };
-    let items = s.store.list_calls(&filter)?;
+    let items = s.store.list_calls(&filter).await?;
     let next = if items.len() == filter.limit {
         items.last().map(|r| r.id.clone())
     } else {
@@ -45,5 +45,5 @@ async fn read(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.recorder.sync().await;
-    Ok(Json(s.store.get_call(&id)?))
+    Ok(Json(s.store.get_call(&id).await?))
 }

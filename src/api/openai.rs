@@ -55,7 +55,7 @@ async fn completions(
     let context = context_from_headers(&headers)?;
     let mut run = match model.strip_prefix("agent:") {
         Some(name) => {
-            let agent = find(&s, name)?;
+            let agent = find(&s, name).await?;
             AgentRun::for_agent(&s, &agent).map_err(prompt_error)?
         }
         None => AgentRun::for_model(&s, model.clone()),

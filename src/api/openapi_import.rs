@@ -35,11 +35,12 @@ async fn import(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let stored = super::subscriptions::stored_secret_names(&s).await?;
     let missing: Vec<FieldError> = body
         .options
         .auth
         .iter()
-        .filter(|(_, v)| !s.store.secret_exists(&v.secret))
+        .filter(|(_, v)| !stored.contains(&v.secret))
         .map(|(k, v)| {
             FieldError::new(
                 format!("auth.{k}.secret"),

@@ -49,7 +49,8 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let items: Vec<_> = s
         .store
-        .list_secrets()?
+        .list_secrets()
+        .await?
         .into_iter()
         .filter(|m| search_matches(&q.q, &[&m.name]))
         .collect();
@@ -60,7 +61,7 @@ async fn read(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.store.get_secret(&id)?))
+    Ok(Json(s.store.get_secret(&id).await?))
 }
 
 async fn update(
@@ -73,8 +74,9 @@ async fn update(
         return Err(ApiError::InvalidDefinition(errs));
     }
     let meta = s.store.update_secret(&id, &body.value).await?;
-    // Redactors built for the old value are dropped: no copy of it stays in memory longer.
-    s.pipeline.redactors.clear();
+    // Opened values and redactors built for the old value are dropped: no copy of it stays in
+    // memory longer.
+    s.pipeline.forget_secrets();
     Ok(Json(meta))
 }
 
@@ -83,6 +85,6 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.store.delete_secret(&id).await?;
-    s.pipeline.redactors.clear();
+    s.pipeline.forget_secrets();
     Ok(StatusCode::NO_CONTENT)
 }

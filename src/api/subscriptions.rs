@@ -27,9 +27,21 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/deliveries/{id}/retry", post(retry))
 }
 
-fn check(s: &AppState, spec: &SubscriptionSpec) -> Result<(), ApiError> {
-    let store = s.store.clone();
-    let errs = validate_subscription(spec, &|n| store.secret_exists(n));
+/// Names of the stored secrets, for validating references to them.
+pub(super) async fn stored_secret_names(
+    s: &AppState,
+) -> Result<std::collections::HashSet<String>, ApiError> {
+    Ok(s.store
+        .list_secrets()
+        .await?
+        .into_iter()
+        .map(|m| m.name)
+        .collect())
+}
+
+async fn check(s: &AppState, spec: &SubscriptionSpec) -> Result<(), ApiError> {
+    let stored = stored_secret_names(s).await?;
+    let errs = validate_subscription(spec, &|n| stored.contains(n));
     if errs.is_empty() {
         Ok(())
     } else {
@@ -41,7 +53,7 @@ async fn create(
     State(s): State<AppState>,
     ApiJson(spec): ApiJson<SubscriptionSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check(&s, &spec)?;
+    check(&s, &spec).await?;
     let secret = new_secret();
     let sub = s.store.create_subscription(spec, &secret).await?;
     Ok((
@@ -59,7 +71,8 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let items: Vec<_> = s
         .store
-        .list_subscriptions()?
+        .list_subscriptions()
+        .await?
         .into_iter()
         .filter(|x| search_matches(&q.q, &[&x.spec.name, &x.spec.url]))
         .collect();
@@ -70,7 +83,7 @@ async fn read(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.store.get_subscription(&id)?))
+    Ok(Json(s.store.get_subscription(&id).await?))
 }
 
 async fn update(
@@ -78,8 +91,8 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(spec): ApiJson<SubscriptionSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
-    s.store.get_subscription(&id)?;
-    check(&s, &spec)?;
+    s.store.get_subscription(&id).await?;
+    check(&s, &spec).await?;
     Ok(Json(s.store.update_subscription(&id, spec).await?))
 }
 
@@ -133,7 +146,7 @@ async fn deliveries(
         limit: q.limit.unwrap_or(50).clamp(1, 500),
         before: q.before,
     };
-    let items = s.store.list_deliveries(&filter)?;
+    let items = s.store.list_deliveries(&filter).await?;
     let next = if items.len() == filter.limit {
         items.last().map(|d| d.id.clone())
     } else {
@@ -149,14 +162,14 @@ async fn delivery(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.store.get_delivery(&id)?))
+    Ok(Json(s.store.get_delivery(&id).await?))
 }
 
 async fn retry(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut d = s.store.get_delivery(&id)?;
+    let mut d = s.store.get_delivery(&id).await?;
     if d.status != DeliveryStatus::Failed {
         return Err(ApiError::Conflict {
             code: "not_failed",

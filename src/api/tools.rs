@@ -40,7 +40,8 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut items: Vec<_> = s
         .store
-        .list_tools()?
+        .list_tools()
+        .await?
         .into_iter()
         .filter(|t| {
             search_matches(
@@ -57,7 +58,7 @@ async fn read(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.store.get_tool(&id)?))
+    Ok(Json(s.store.get_tool(&id).await?))
 }
 
 async fn update(
@@ -97,7 +98,7 @@ async fn schema(
     Path(id): Path<String>,
     Query(q): Query<SchemaQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let tool = s.store.get_tool(&id)?;
+    let tool = s.store.get_tool(&id).await?;
     let snap = s.catalog.snapshot();
     let compiled = snap
         .tools
@@ -159,10 +160,10 @@ async fn invoke(
     let compiled = match snap.tools.get(&name) {
         Some(c) => c.clone(),
         None => {
-            let tool = s
-                .store
-                .get_tool_by_name(&name)
-                .or_else(|_| s.store.get_tool(&name))?;
+            let tool = match s.store.get_tool_by_name(&name).await {
+                Ok(t) => t,
+                Err(_) => s.store.get_tool(&name).await?,
+            };
             match snap.tools.get(&tool.spec.name) {
                 Some(c) => c.clone(),
                 None => return Err(not_linked(&tool.spec.name)),

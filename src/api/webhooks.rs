@@ -36,7 +36,8 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut items: Vec<WebhookSummary> = s
         .store
-        .list_webhooks()?
+        .list_webhooks()
+        .await?
         .into_iter()
         .filter(|w| search_matches(&q.q, &[&w.spec.name, &w.spec.url, &w.spec.description]))
         .map(|w| WebhookSummary {
@@ -55,7 +56,7 @@ async fn read(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.store.get_webhook(&id)?))
+    Ok(Json(s.store.get_webhook(&id).await?))
 }
 
 async fn update(

@@ -23,15 +23,15 @@ use crate::model::call::{RecordedRequest, RecordedResponse};
 use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
 use crate::model::{CallRecord, Outcome, Source, now_rfc3339};
-use crate::store::Store;
 use resolve::ResolveError;
 pub use result::CallResult;
 
 /// What a call needs from the gateway, and nothing more: the secret store, the sender, the
 /// recorder, the counters and the size limits.
 pub struct Pipeline {
-    /// Where secret values are read, at the last moment.
-    pub secrets: Arc<dyn Store>,
+    /// Where secret values are read, at the last moment (opened once, then kept until a
+    /// secret write clears them).
+    pub secrets: Arc<crate::store::secret_cache::SecretCache>,
     /// Outbound HTTP under the network policy.
     pub sender: Arc<send::Sender>,
     /// History writer; `None` records nothing (`--no-history`).
@@ -46,6 +46,15 @@ pub struct Pipeline {
     /// an Aho-Corasick automaton) costs more than the rest of a call, and the values a webhook
     /// uses rarely change.
     pub redactors: crate::redact::RedactorCache,
+}
+
+impl Pipeline {
+    /// Drop every opened secret value and every redactor built from them (a secret was
+    /// written or deleted, here or on another node).
+    pub fn forget_secrets(&self) {
+        self.secrets.clear();
+        self.redactors.clear();
+    }
 }
 
 /// One call to make.
@@ -191,7 +200,22 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         }
     };
     let arguments = Value::Object(args.clone());
-    let resolved = match resolve::resolve(hook, &args, req.context, state.secrets.as_ref()) {
+    let opened = match state.secrets.get_all(&hook.secret_names).await {
+        Ok(o) => o,
+        Err(e) => {
+            let msg = e.to_string();
+            return Draft::refused(
+                Outcome::ConfigError,
+                format!(
+                    "The tool call was not made: its credentials could not be read ({msg}). Tell the user the action is unavailable right now."
+                ),
+                msg,
+                Vec::new(),
+                arguments,
+            );
+        }
+    };
+    let resolved = match resolve::resolve(hook, &args, req.context, &opened) {
         Ok(r) => r,
         Err(ResolveError::MissingContext(path)) => {
             let details = vec![FieldError::new(

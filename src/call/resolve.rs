@@ -7,7 +7,10 @@ use super::args::coerce;
 use crate::catalog::{CompiledField, CompiledWebhook, FieldSource};
 use crate::model::template::{Placeholder, Segment};
 use crate::model::{BodyEncoding, QueryStyle};
-use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::store::StoreError;
 
 /// Why a webhook could not be filled in.
 #[derive(Debug, thiserror::Error)]
@@ -66,20 +69,20 @@ pub use crate::model::template::scalar_text;
 struct Ctx<'a> {
     args: &'a Map<String, Value>,
     context: &'a Value,
-    store: &'a dyn Store,
+    opened: &'a HashMap<String, Arc<str>>,
     secrets: Vec<String>,
 }
 
 impl Ctx<'_> {
     fn secret(&mut self, name: &str) -> Result<String, ResolveError> {
         let v = self
-            .store
-            .secret_value(name)?
+            .opened
+            .get(name)
             .ok_or_else(|| ResolveError::MissingSecret(name.to_string()))?;
-        if !self.secrets.contains(&v) {
-            self.secrets.push(v.clone());
+        if !self.secrets.iter().any(|s| s.as_str() == &**v) {
+            self.secrets.push(v.to_string());
         }
-        Ok(v)
+        Ok(v.to_string())
     }
 
     fn context(&self, path: &str) -> Result<Value, ResolveError> {
@@ -142,17 +145,18 @@ impl Ctx<'_> {
     }
 }
 
-/// Fill in every field of `hook` for one call.
+/// Fill in every field of `hook` for one call; `opened` holds the values of the secrets it uses
+/// (a missing one fails the call).
 pub fn resolve(
     hook: &CompiledWebhook,
     args: &Map<String, Value>,
     context: &Value,
-    store: &dyn Store,
+    opened: &HashMap<String, Arc<str>>,
 ) -> Result<Resolved, ResolveError> {
     let mut ctx = Ctx {
         args,
         context,
-        store,
+        opened,
         secrets: Vec::new(),
     };
     let mut out = Resolved::default();
@@ -213,12 +217,11 @@ mod tests {
             "text": "He said \"hi\"\n}, \"evil\": {\"x\": 1} é 😀", "n": 5}))
         .unwrap();
         let ctx_value = json!({"tags": {"phone_number": "+4912345"}});
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SledStore::open(dir.path(), &[1u8; 32]).unwrap();
+        let opened = HashMap::new();
         let mut ctx = Ctx {
             args: &args,
             context: &ctx_value,
-            store: &store,
+            opened: &opened,
             secrets: Vec::new(),
         };
         let t = json!({"body": "{{ args.text }}", "count": "{{ args.n }}", "label": "n={{ args.n }}!",

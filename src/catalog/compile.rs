@@ -89,6 +89,8 @@ pub struct CompiledWebhook {
     validator: OnceLock<Result<jsonschema::Validator, String>>,
     /// Dynamic fields in definition order.
     pub dynamic: Vec<DynamicField>,
+    /// Every secret the webhook uses, sorted: opened before the fields are filled in.
+    pub secret_names: Vec<String>,
 }
 
 impl CompiledWebhook {
@@ -266,6 +268,7 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         path: compile_fields(&spec.path_params)?,
         body: compile_fields(&spec.body)?,
         body_template,
+        secret_names: webhook.spec.secret_names(),
         webhook,
         parameters,
         strict_parameters,

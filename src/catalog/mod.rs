@@ -4,7 +4,7 @@
 mod compile;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
@@ -66,7 +66,8 @@ impl Snapshot {
 /// The live catalog.
 pub struct Catalog {
     snap: ArcSwap<Snapshot>,
-    edit: Mutex<()>,
+    /// Serialises rebuilds, so a slow full reload cannot overwrite a newer single refresh.
+    edit: tokio::sync::Mutex<()>,
     version: tokio::sync::watch::Sender<u64>,
 }
 
@@ -74,7 +75,7 @@ impl Default for Catalog {
     fn default() -> Self {
         Catalog {
             snap: ArcSwap::from_pointee(Snapshot::default()),
-            edit: Mutex::new(()),
+            edit: tokio::sync::Mutex::new(()),
             version: tokio::sync::watch::channel(0).0,
         }
     }
@@ -102,10 +103,10 @@ impl Catalog {
     }
 
     /// Rebuild everything from the store (start-up).
-    pub fn load_all(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn load_all(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let _guard = self.edit.lock().await;
         let mut snap = Snapshot::default();
-        for w in store.list_webhooks()? {
+        for w in store.list_webhooks().await? {
             let id = w.id.clone();
             match compile_webhook(w) {
                 Ok(c) => {
@@ -116,7 +117,7 @@ impl Catalog {
                 }
             }
         }
-        for t in store.list_tools()? {
+        for t in store.list_tools().await? {
             if let Some(hook) = t
                 .spec
                 .webhook_id
@@ -133,12 +134,12 @@ impl Catalog {
     }
 
     /// Re-read one webhook (and the tools linked to it) after an edit or delete.
-    pub fn refresh_webhook(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
-        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.snap.load();
+    pub async fn refresh_webhook(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
+        let _guard = self.edit.lock().await;
+        let cur = self.snap.load_full();
         let mut webhooks = cur.webhooks.clone();
         let mut tools = cur.tools.clone();
-        match store.get_webhook(id) {
+        match store.get_webhook(id).await {
             Ok(w) => {
                 let hook = Arc::new(compile_webhook(w).map_err(StoreError::Corrupt)?);
                 webhooks.insert(id.to_string(), hook.clone());
@@ -163,21 +164,21 @@ impl Catalog {
     }
 
     /// Re-read one tool after an edit, unlink or delete (`previous_name` if it was renamed or deleted).
-    pub fn refresh_tool(
+    pub async fn refresh_tool(
         &self,
         store: &dyn Store,
         id: &str,
         previous_name: Option<&str>,
     ) -> Result<(), StoreError> {
-        let _guard = self.edit.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.snap.load();
+        let _guard = self.edit.lock().await;
+        let cur = self.snap.load_full();
         let webhooks = cur.webhooks.clone();
         let mut tools = cur.tools.clone();
         if let Some(prev) = previous_name {
             tools.remove(prev);
         }
         tools.retain(|_, t| t.tool.id != id);
-        match store.get_tool(id) {
+        match store.get_tool(id).await {
             Ok(t) => {
                 if let Some(hook) = t
                     .spec

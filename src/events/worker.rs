@@ -33,7 +33,7 @@ pub fn start(state: AppState, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> 
             if let Err(e) = tick(&state).await {
                 tracing::error!(error = %e, "event delivery worker");
             }
-            let idle = match state.store.next_due() {
+            let idle = match state.store.next_due().await {
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms()).min(250)),
                 _ => Duration::from_millis(250),
             };
@@ -48,7 +48,7 @@ pub fn start(state: AppState, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> 
 
 async fn tick(state: &AppState) -> Result<(), StoreError> {
     state.store.dispatch_outbox(now_ms(), 256).await?;
-    let due = state.store.due_deliveries(now_ms(), 32)?;
+    let due = state.store.due_deliveries(now_ms(), 32).await?;
     // Deliveries are sent concurrently, but each is saved before the worker looks again.
     let results = futures::future::join_all(due.into_iter().map(|d| deliver(state, d))).await;
     for r in results {
@@ -70,21 +70,20 @@ struct Outgoing {
 }
 
 fn build(
-    state: &AppState,
     d: &Delivery,
     auth: &SubscriptionAuth,
     url: &str,
     signing: &str,
+    opened: Option<Result<String, String>>,
 ) -> Result<Outgoing, String> {
     let mut payload = d.payload.clone();
     let mut used = Vec::new();
     let mut headers: Vec<(String, String)> = Vec::new();
+    // The one secret a subscription's auth uses, opened by the caller.
     let secret = |name: &str| -> Result<String, String> {
-        state
-            .store
-            .secret_value(name)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("secret '{name}' is not set"))
+        opened
+            .clone()
+            .unwrap_or_else(|| Err(format!("secret '{name}' is not set")))
     };
     match auth {
         SubscriptionAuth::None => {}
@@ -144,7 +143,7 @@ fn finish(d: &mut Delivery, status: DeliveryStatus) {
 async fn deliver(state: &AppState, mut d: Delivery) -> Result<(), StoreError> {
     let started_at = now_rfc3339();
     let attempt_no = d.attempts.len() as u32 + 1;
-    let sub = match state.store.get_subscription(&d.subscription_id) {
+    let sub = match state.store.get_subscription(&d.subscription_id).await {
         Ok(s) => Some(s),
         Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e),
@@ -163,9 +162,17 @@ async fn deliver(state: &AppState, mut d: Delivery) -> Result<(), StoreError> {
         return state.store.save_delivery(&d).await;
     };
     let start = std::time::Instant::now();
-    let signing = state.store.signing_secret(&sub.id)?;
-    let (sent, request, redactor) = match build(state, &d, &sub.spec.auth, &sub.spec.url, &signing)
-    {
+    let signing = state.store.signing_secret(&sub.id).await?;
+    let opened = match sub.spec.auth.secret_name() {
+        None => None,
+        Some(n) => Some(match state.pipeline.secrets.get(n).await {
+            Ok(Some(v)) => Ok(v.to_string()),
+            Ok(None) => Err(format!("secret '{n}' is not set")),
+            Err(e) => Err(e.to_string()),
+        }),
+    };
+    let built = build(&d, &sub.spec.auth, &sub.spec.url, &signing, opened);
+    let (sent, request, redactor) = match built {
         Ok(out) => {
             let sent = state
                 .sender

@@ -55,7 +55,14 @@ pub async fn sync(defs: &Definitions<'_>, dirs: &[&Path]) -> Synced {
     let mut agents_defined: HashSet<String> = HashSet::new();
     for (path, spec) in &scan.agents {
         let file = shown(path);
-        let known = |t: &str| tools_defined.contains(t) || store.get_tool_by_name(t).is_ok();
+        let stored: HashSet<String> = match store.list_tools().await {
+            Ok(t) => t.into_iter().map(|t| t.spec.name).collect(),
+            Err(e) => {
+                out.errors.push(format!("{file}: {e}"));
+                continue;
+            }
+        };
+        let known = |t: &str| tools_defined.contains(t) || stored.contains(t);
         let errs = agent_errors(spec, &known, prompts_dir);
         let applied = if errs.is_empty() {
             apply_agent(defs, &file, spec).await
@@ -102,15 +109,15 @@ fn api_conflict(kind: &str, name: &str, id: &str, identical: bool) -> Result<(),
 async fn apply_tool(defs: &Definitions<'_>, file: &str, f: &ToolFile) -> Result<bool, String> {
     let store = defs.store;
     let fail = |e: DefinitionError| e.to_string();
-    let existing = match store.get_tool_by_name(&f.tool.name) {
+    let existing = match store.get_tool_by_name(&f.tool.name).await {
         Ok(t) => Some(t),
         Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.to_string()),
     };
-    let linked = existing
-        .as_ref()
-        .and_then(|t| t.spec.webhook_id.clone())
-        .and_then(|w| store.get_webhook(&w).ok());
+    let linked = match existing.as_ref().and_then(|t| t.spec.webhook_id.clone()) {
+        Some(w) => store.get_webhook(&w).await.ok(),
+        None => None,
+    };
     if let Some(t) = &existing
         && !is_file_managed(t.spec.managed_by)
     {
@@ -156,7 +163,7 @@ async fn apply_tool(defs: &Definitions<'_>, file: &str, f: &ToolFile) -> Result<
         }
     }
     for name in f.webhook.secret_names() {
-        if !store.secret_exists(&name) {
+        if !store.secret_exists(&name).await.unwrap_or(true) {
             tracing::warn!(tool = %f.tool.name, secret = %name, "secret is not set yet; calls will fail until it is (POST /v1/secrets or TOOLGATE_SECRET_<NAME>)");
         }
     }
@@ -166,7 +173,7 @@ async fn apply_tool(defs: &Definitions<'_>, file: &str, f: &ToolFile) -> Result<
 /// Upsert one agent file; whether anything changed.
 async fn apply_agent(defs: &Definitions<'_>, file: &str, spec: &AgentSpec) -> Result<bool, String> {
     let store = defs.store;
-    let existing = match store.get_agent_by_name(&spec.name) {
+    let existing = match store.get_agent_by_name(&spec.name).await {
         Ok(a) => Some(a),
         Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.to_string()),
@@ -207,7 +214,8 @@ async fn remove_orphans(
         };
     let mut changed = false;
     let gone: Vec<Tool> = store
-        .list_tools()?
+        .list_tools()
+        .await?
         .into_iter()
         .filter(|t| orphan(t.spec.managed_by, &t.spec.managed_file, &t.spec.name, tools))
         .collect();
@@ -219,11 +227,12 @@ async fn remove_orphans(
     // Webhooks made by files and no longer linked by any tool (an API tool may still link one:
     // then it stays, as the delete guard says).
     let linked: HashSet<String> = store
-        .list_tools()?
+        .list_tools()
+        .await?
         .into_iter()
         .filter_map(|t| t.spec.webhook_id)
         .collect();
-    for w in store.list_webhooks()? {
+    for w in store.list_webhooks().await? {
         let file_gone = !w
             .spec
             .managed_file
@@ -238,7 +247,7 @@ async fn remove_orphans(
             }
         }
     }
-    for a in store.list_agents()? {
+    for a in store.list_agents().await? {
         if orphan(
             a.spec.managed_by,
             &a.spec.managed_file,

@@ -64,7 +64,8 @@ pub async fn apply(
 ) -> Result<Report, DefinitionError> {
     let store = defs.store;
     let earlier: HashMap<String, Webhook> = store
-        .list_webhooks()?
+        .list_webhooks()
+        .await?
         .into_iter()
         .filter_map(|w| {
             let mark = w.spec.openapi.clone()?;
@@ -72,7 +73,7 @@ pub async fn apply(
                 .then_some((mark.operation_id, w))
         })
         .collect();
-    let tools = store.list_tools()?;
+    let tools = store.list_tools().await?;
     let linked = |webhook_id: &str| -> Option<Tool> {
         tools
             .iter()
@@ -154,7 +155,7 @@ async fn create(
     p: &Planned,
     dry_run: bool,
 ) -> Result<(Option<String>, Change), String> {
-    if let Ok(t) = defs.store.get_tool_by_name(&p.name) {
+    if let Ok(t) = defs.store.get_tool_by_name(&p.name).await {
         return Err(format!(
             "a tool named '{}' already exists (id {}) and was not imported from this document; rename it or use tool_prefix",
             p.name, t.id

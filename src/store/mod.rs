@@ -3,6 +3,7 @@
 
 pub mod group_commit;
 pub mod seal;
+pub mod secret_cache;
 pub mod sled;
 
 use std::future::Future;
@@ -104,17 +105,17 @@ pub trait SecretStore: Send + Sync {
     /// Create or replace a secret by name (used for `TOOLGATE_SECRET_*`).
     fn upsert_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
     /// All secrets' metadata.
-    fn list_secrets(&self) -> Result<Vec<SecretMeta>, StoreError>;
+    fn list_secrets<'a>(&'a self) -> StoreFuture<'a, Vec<SecretMeta>>;
     /// One secret's metadata.
-    fn get_secret(&self, id: &str) -> Result<SecretMeta, StoreError>;
+    fn get_secret<'a>(&'a self, id: &'a str) -> StoreFuture<'a, SecretMeta>;
     /// Replace a secret's value.
     fn update_secret<'a>(&'a self, id: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
     /// Delete a secret unless a webhook references it.
     fn delete_secret<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
     /// Decrypted value of the named secret, `None` if absent.
-    fn secret_value(&self, name: &str) -> Result<Option<String>, StoreError>;
+    fn secret_value<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>>;
     /// Whether a secret with this name exists.
-    fn secret_exists(&self, name: &str) -> bool;
+    fn secret_exists<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
 }
 
 /// Webhooks, tools and agents.
@@ -126,9 +127,9 @@ pub trait DefinitionStore: Send + Sync {
         require_secrets: bool,
     ) -> StoreFuture<'a, Webhook>;
     /// All webhooks.
-    fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+    fn list_webhooks<'a>(&'a self) -> StoreFuture<'a, Vec<Webhook>>;
     /// One webhook.
-    fn get_webhook(&self, id: &str) -> Result<Webhook, StoreError>;
+    fn get_webhook<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Webhook>;
     /// Replace a webhook's definition in place.
     fn update_webhook<'a>(
         &'a self,
@@ -142,11 +143,11 @@ pub trait DefinitionStore: Send + Sync {
     /// Store a tool; its webhook, if any, must exist.
     fn create_tool<'a>(&'a self, spec: ToolSpec) -> StoreFuture<'a, Tool>;
     /// All tools.
-    fn list_tools(&self) -> Result<Vec<Tool>, StoreError>;
+    fn list_tools<'a>(&'a self) -> StoreFuture<'a, Vec<Tool>>;
     /// One tool by id.
-    fn get_tool(&self, id: &str) -> Result<Tool, StoreError>;
+    fn get_tool<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Tool>;
     /// One tool by name.
-    fn get_tool_by_name(&self, name: &str) -> Result<Tool, StoreError>;
+    fn get_tool_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Tool>;
     /// Replace a tool (rename, relink, unlink).
     fn update_tool<'a>(&'a self, id: &'a str, spec: ToolSpec) -> StoreFuture<'a, Tool>;
     /// Delete a tool.
@@ -155,11 +156,11 @@ pub trait DefinitionStore: Send + Sync {
     /// Store a new agent; `NameTaken` if the name exists.
     fn create_agent<'a>(&'a self, spec: AgentSpec) -> StoreFuture<'a, Agent>;
     /// All agents.
-    fn list_agents(&self) -> Result<Vec<Agent>, StoreError>;
+    fn list_agents<'a>(&'a self) -> StoreFuture<'a, Vec<Agent>>;
     /// One agent by id.
-    fn get_agent(&self, id: &str) -> Result<Agent, StoreError>;
+    fn get_agent<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Agent>;
     /// One agent by name.
-    fn get_agent_by_name(&self, name: &str) -> Result<Agent, StoreError>;
+    fn get_agent_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Agent>;
     /// Replace an agent.
     fn update_agent<'a>(&'a self, id: &'a str, spec: AgentSpec) -> StoreFuture<'a, Agent>;
     /// Delete an agent.
@@ -175,9 +176,9 @@ pub trait EventStore: Send + Sync {
         signing_secret: &'a str,
     ) -> StoreFuture<'a, Subscription>;
     /// All subscriptions.
-    fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+    fn list_subscriptions<'a>(&'a self) -> StoreFuture<'a, Vec<Subscription>>;
     /// One subscription.
-    fn get_subscription(&self, id: &str) -> Result<Subscription, StoreError>;
+    fn get_subscription<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Subscription>;
     /// Replace a subscription's definition (re-enabling clears `disabled_reason`).
     fn update_subscription<'a>(
         &'a self,
@@ -191,7 +192,7 @@ pub trait EventStore: Send + Sync {
     /// Replace the signing secret.
     fn set_signing_secret<'a>(&'a self, id: &'a str, secret: &'a str) -> StoreFuture<'a, ()>;
     /// The decrypted signing secret.
-    fn signing_secret(&self, id: &str) -> Result<String, StoreError>;
+    fn signing_secret<'a>(&'a self, id: &'a str) -> StoreFuture<'a, String>;
     /// Put an event in the outbox (changes put theirs in their own transaction).
     fn append_event<'a>(&'a self, event: &'a Event) -> StoreFuture<'a, ()>;
     /// Turn outbox events into pending deliveries for the subscriptions that want them.
@@ -204,15 +205,15 @@ pub trait EventStore: Send + Sync {
         now_ms: u64,
     ) -> StoreFuture<'a, Delivery>;
     /// Pending deliveries due at or before `now_ms`, oldest due first.
-    fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    fn due_deliveries<'a>(&'a self, now_ms: u64, limit: usize) -> StoreFuture<'a, Vec<Delivery>>;
     /// When the next pending delivery is due.
-    fn next_due(&self) -> Result<Option<u64>, StoreError>;
+    fn next_due<'a>(&'a self) -> StoreFuture<'a, Option<u64>>;
     /// Save a delivery after an attempt (keeps the due index in step).
     fn save_delivery<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, ()>;
     /// One delivery.
-    fn get_delivery(&self, id: &str) -> Result<Delivery, StoreError>;
+    fn get_delivery<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Delivery>;
     /// Deliveries, newest first.
-    fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
+    fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, Vec<Delivery>>;
 }
 
 /// The call history.
@@ -225,7 +226,7 @@ pub trait HistoryStore: Send + Sync {
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()>;
     /// One call record.
-    fn get_call(&self, id: &str) -> Result<CallRecord, StoreError>;
+    fn get_call<'a>(&'a self, id: &'a str) -> StoreFuture<'a, CallRecord>;
     /// Call records, newest first.
-    fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError>;
+    fn list_calls<'a>(&'a self, filter: &'a CallFilter) -> StoreFuture<'a, Vec<CallRecord>>;
 }

@@ -53,16 +53,25 @@ async fn secrets(s: &dyn Store) {
         s.create_secret("api_key", "v2").await,
         Err(StoreError::NameTaken(_))
     ));
-    assert_eq!(s.secret_value("api_key").unwrap().as_deref(), Some("v1"));
-    assert!(s.secret_exists("api_key"));
-    assert!(!s.secret_exists("nope"));
-    assert_eq!(s.secret_value("nope").unwrap(), None);
+    assert_eq!(
+        s.secret_value("api_key").await.unwrap().as_deref(),
+        Some("v1")
+    );
+    assert!(s.secret_exists("api_key").await.unwrap());
+    assert!(!s.secret_exists("nope").await.unwrap());
+    assert_eq!(s.secret_value("nope").await.unwrap(), None);
     s.update_secret(&m.id, "v2").await.expect("update");
-    assert_eq!(s.secret_value("api_key").unwrap().as_deref(), Some("v2"));
+    assert_eq!(
+        s.secret_value("api_key").await.unwrap().as_deref(),
+        Some("v2")
+    );
     s.upsert_secret("api_key", "v3").await.expect("upsert");
-    assert_eq!(s.secret_value("api_key").unwrap().as_deref(), Some("v3"));
-    assert_eq!(s.list_secrets().unwrap().len(), 1);
-    assert_eq!(s.get_secret(&m.id).unwrap().name, "api_key");
+    assert_eq!(
+        s.secret_value("api_key").await.unwrap().as_deref(),
+        Some("v3")
+    );
+    assert_eq!(s.list_secrets().await.unwrap().len(), 1);
+    assert_eq!(s.get_secret(&m.id).await.unwrap().name, "api_key");
     // The delete guard: a webhook references it.
     let w = s
         .create_webhook(
@@ -91,7 +100,10 @@ async fn secrets(s: &dyn Store) {
     ));
     s.delete_webhook(&w.id).await.expect("delete webhook");
     s.delete_secret(&m.id).await.expect("delete secret");
-    assert!(matches!(s.get_secret(&m.id), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.get_secret(&m.id).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn definitions(s: &dyn Store) {
@@ -99,14 +111,14 @@ async fn definitions(s: &dyn Store) {
         .create_webhook(hook("Orders", json!({})), true)
         .await
         .unwrap();
-    assert_eq!(s.get_webhook(&w.id).unwrap().spec.name, "Orders");
+    assert_eq!(s.get_webhook(&w.id).await.unwrap().spec.name, "Orders");
     let w2 = s
         .update_webhook(&w.id, hook("Orders v2", json!({})), true)
         .await
         .unwrap();
     assert_eq!(w2.id, w.id);
     assert_eq!(w2.created_at, w.created_at);
-    assert_eq!(s.list_webhooks().unwrap().len(), 1);
+    assert_eq!(s.list_webhooks().await.unwrap().len(), 1);
     let t = s.create_tool(tool("lookup", Some(&w.id))).await.unwrap();
     assert!(matches!(
         s.create_tool(tool("lookup", Some(&w.id))).await,
@@ -116,7 +128,7 @@ async fn definitions(s: &dyn Store) {
         s.create_tool(tool("dangling", Some("wh_missing"))).await,
         Err(StoreError::Invalid(_))
     ));
-    assert_eq!(s.get_tool_by_name("lookup").unwrap().id, t.id);
+    assert_eq!(s.get_tool_by_name("lookup").await.unwrap().id, t.id);
     // The delete guard lists the linked tools.
     match s.delete_webhook(&w.id).await {
         Err(StoreError::InUse { details, .. }) => {
@@ -130,18 +142,21 @@ async fn definitions(s: &dyn Store) {
     // Rename frees the old name; unlink lifts the guard.
     s.update_tool(&t.id, tool("lookup2", None)).await.unwrap();
     assert!(matches!(
-        s.get_tool_by_name("lookup"),
+        s.get_tool_by_name("lookup").await,
         Err(StoreError::NotFound(_))
     ));
     s.create_tool(tool("lookup", None)).await.unwrap();
     s.delete_webhook(&w.id)
         .await
         .expect("unlinked webhook deletes");
-    assert!(matches!(s.get_webhook(&w.id), Err(StoreError::NotFound(_))));
-    for t in s.list_tools().unwrap() {
+    assert!(matches!(
+        s.get_webhook(&w.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    for t in s.list_tools().await.unwrap() {
         s.delete_tool(&t.id).await.unwrap();
     }
-    assert!(s.list_tools().unwrap().is_empty());
+    assert!(s.list_tools().await.unwrap().is_empty());
     assert!(matches!(
         s.delete_tool("tl_missing").await,
         Err(StoreError::NotFound(_))
@@ -156,7 +171,7 @@ async fn agents(s: &dyn Store) {
         s.create_agent(spec.clone()).await,
         Err(StoreError::NameTaken(_))
     ));
-    assert_eq!(s.get_agent_by_name("support").unwrap().id, a.id);
+    assert_eq!(s.get_agent_by_name("support").await.unwrap().id, a.id);
     let mut changed = spec.clone();
     changed.max_steps = 3;
     assert_eq!(
@@ -164,7 +179,7 @@ async fn agents(s: &dyn Store) {
         3
     );
     s.delete_agent(&a.id).await.unwrap();
-    assert!(s.list_agents().unwrap().is_empty());
+    assert!(s.list_agents().await.unwrap().is_empty());
 }
 
 async fn events(s: &dyn Store) {
@@ -173,9 +188,9 @@ async fn events(s: &dyn Store) {
     )
     .unwrap();
     let sub = s.create_subscription(spec, "whsec_test").await.unwrap();
-    assert_eq!(s.signing_secret(&sub.id).unwrap(), "whsec_test");
+    assert_eq!(s.signing_secret(&sub.id).await.unwrap(), "whsec_test");
     s.set_signing_secret(&sub.id, "whsec_new").await.unwrap();
-    assert_eq!(s.signing_secret(&sub.id).unwrap(), "whsec_new");
+    assert_eq!(s.signing_secret(&sub.id).await.unwrap(), "whsec_new");
     // A change writes its event with it; dispatch fans it out to the subscription that wants it.
     s.create_webhook(hook("Evented", json!({})), true)
         .await
@@ -190,17 +205,20 @@ async fn events(s: &dyn Store) {
         0,
         "outbox drained"
     );
-    let due = s.due_deliveries(1_000, 10).unwrap();
+    let due = s.due_deliveries(1_000, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].event_type, "webhook.created");
-    assert!(s.due_deliveries(999, 10).unwrap().is_empty(), "not due yet");
+    assert!(
+        s.due_deliveries(999, 10).await.unwrap().is_empty(),
+        "not due yet"
+    );
     let mut d = due[0].clone();
     d.status = DeliveryStatus::Succeeded;
     d.next_attempt_at = None;
     s.save_delivery(&d).await.unwrap();
-    assert!(s.due_deliveries(u64::MAX, 10).unwrap().is_empty());
+    assert!(s.due_deliveries(u64::MAX, 10).await.unwrap().is_empty());
     assert_eq!(
-        s.get_delivery(&d.id).unwrap().status,
+        s.get_delivery(&d.id).await.unwrap().status,
         DeliveryStatus::Succeeded
     );
     let listed = s
@@ -209,18 +227,19 @@ async fn events(s: &dyn Store) {
             limit: 10,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(listed.len(), 1);
     let ping = s
         .enqueue_delivery(&sub.id, &Event::new("ping", json!({}), json!({})), 5)
         .await
         .unwrap();
-    assert_eq!(s.next_due().unwrap(), Some(5));
-    assert_eq!(s.due_deliveries(5, 10).unwrap()[0].id, ping.id);
+    assert_eq!(s.next_due().await.unwrap(), Some(5));
+    assert_eq!(s.due_deliveries(5, 10).await.unwrap()[0].id, ping.id);
     s.disable_subscription(&sub.id, "gone").await.unwrap();
-    assert!(!s.get_subscription(&sub.id).unwrap().spec.enabled);
+    assert!(!s.get_subscription(&sub.id).await.unwrap().spec.enabled);
     s.delete_subscription(&sub.id).await.unwrap();
-    assert!(s.list_subscriptions().unwrap().is_empty());
+    assert!(s.list_subscriptions().await.unwrap().is_empty());
 }
 
 async fn history(s: &dyn Store) {
@@ -235,15 +254,16 @@ async fn history(s: &dyn Store) {
         record(&ids[4], "a", Outcome::Success, Source::Invoke),
     ];
     s.insert_calls(&records, 0, 0).await.unwrap();
-    let page = |f: CallFilter| {
+    let page = async |f: CallFilter| {
         s.list_calls(&CallFilter { limit: 50, ..f })
+            .await
             .unwrap()
             .into_iter()
             .map(|r| r.id)
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        page(CallFilter::default()),
+        page(CallFilter::default()).await,
         ids.iter().rev().cloned().collect::<Vec<_>>(),
         "newest first"
     );
@@ -252,6 +272,7 @@ async fn history(s: &dyn Store) {
             tool: Some("a".into()),
             ..Default::default()
         })
+        .await
         .len(),
         3
     );
@@ -259,24 +280,27 @@ async fn history(s: &dyn Store) {
         page(CallFilter {
             outcome: Some(OutcomeFilter::Failed),
             ..Default::default()
-        }),
+        })
+        .await,
         vec![ids[3].clone(), ids[1].clone()]
     );
     assert_eq!(
         page(CallFilter {
             source: Some(Source::Mcp),
             ..Default::default()
-        }),
+        })
+        .await,
         vec![ids[2].clone()]
     );
     assert_eq!(
         page(CallFilter {
             before: Some(ids[2].clone()),
             ..Default::default()
-        }),
+        })
+        .await,
         vec![ids[1].clone(), ids[0].clone()]
     );
-    assert_eq!(s.get_call(&ids[3]).unwrap().outcome, Outcome::Timeout);
+    assert_eq!(s.get_call(&ids[3]).await.unwrap().outcome, Outcome::Timeout);
     // Retention keeps the newest records exactly.
     let more: Vec<CallRecord> = (0..3)
         .map(|_| {
@@ -289,11 +313,14 @@ async fn history(s: &dyn Store) {
         })
         .collect();
     s.insert_calls(&more, 4, 30 * 86_400).await.unwrap();
-    let kept = page(CallFilter::default());
+    let kept = page(CallFilter::default()).await;
     assert_eq!(kept.len(), 4, "{kept:?}");
     assert_eq!(kept[0], more[2].id);
     assert_eq!(kept[3], ids[4]);
-    assert!(matches!(s.get_call(&ids[0]), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.get_call(&ids[0]).await,
+        Err(StoreError::NotFound(_))
+    ));
     // One batch larger than the cap keeps its own newest records.
     let burst: Vec<CallRecord> = (0..10)
         .map(|_| {
@@ -307,7 +334,7 @@ async fn history(s: &dyn Store) {
         .collect();
     s.insert_calls(&burst, 2, 0).await.unwrap();
     assert_eq!(
-        page(CallFilter::default()),
+        page(CallFilter::default()).await,
         vec![burst[9].id.clone(), burst[8].id.clone()]
     );
 }

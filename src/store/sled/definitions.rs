@@ -227,17 +227,19 @@ impl DefinitionStore for SledStore {
         })
     }
 
-    fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
-        Self::all(&self.webhooks)
+    fn list_webhooks<'a>(&'a self) -> StoreFuture<'a, Vec<Webhook>> {
+        Box::pin(async move { Self::all(&self.webhooks) })
     }
 
-    fn get_webhook(&self, id: &str) -> Result<Webhook, StoreError> {
-        decode(
-            &self
-                .webhooks
-                .get(id.as_bytes())?
-                .ok_or(StoreError::NotFound("webhook"))?,
-        )
+    fn get_webhook<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Webhook> {
+        Box::pin(async move {
+            decode(
+                &self
+                    .webhooks
+                    .get(id.as_bytes())?
+                    .ok_or(StoreError::NotFound("webhook"))?,
+            )
+        })
     }
 
     fn update_webhook<'a>(
@@ -297,25 +299,29 @@ impl DefinitionStore for SledStore {
         })
     }
 
-    fn list_tools(&self) -> Result<Vec<Tool>, StoreError> {
-        Self::all(&self.tools)
+    fn list_tools<'a>(&'a self) -> StoreFuture<'a, Vec<Tool>> {
+        Box::pin(async move { Self::all(&self.tools) })
     }
 
-    fn get_tool(&self, id: &str) -> Result<Tool, StoreError> {
-        decode(
-            &self
-                .tools
-                .get(id.as_bytes())?
-                .ok_or(StoreError::NotFound("tool"))?,
-        )
+    fn get_tool<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Tool> {
+        Box::pin(async move {
+            decode(
+                &self
+                    .tools
+                    .get(id.as_bytes())?
+                    .ok_or(StoreError::NotFound("tool"))?,
+            )
+        })
     }
 
-    fn get_tool_by_name(&self, name: &str) -> Result<Tool, StoreError> {
-        let id = self
-            .tool_names
-            .get(name.as_bytes())?
-            .ok_or(StoreError::NotFound("tool"))?;
-        self.get_tool(&String::from_utf8_lossy(&id))
+    fn get_tool_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Tool> {
+        Box::pin(async move {
+            let id = self
+                .tool_names
+                .get(name.as_bytes())?
+                .ok_or(StoreError::NotFound("tool"))?;
+            self.get_tool(&String::from_utf8_lossy(&id)).await
+        })
     }
 
     fn update_tool<'a>(&'a self, id: &'a str, spec: ToolSpec) -> StoreFuture<'a, Tool> {
@@ -358,25 +364,29 @@ impl DefinitionStore for SledStore {
         })
     }
 
-    fn list_agents(&self) -> Result<Vec<Agent>, StoreError> {
-        Self::all(&self.agents)
+    fn list_agents<'a>(&'a self) -> StoreFuture<'a, Vec<Agent>> {
+        Box::pin(async move { Self::all(&self.agents) })
     }
 
-    fn get_agent(&self, id: &str) -> Result<Agent, StoreError> {
-        decode(
-            &self
-                .agents
-                .get(id.as_bytes())?
-                .ok_or(StoreError::NotFound("agent"))?,
-        )
+    fn get_agent<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Agent> {
+        Box::pin(async move {
+            decode(
+                &self
+                    .agents
+                    .get(id.as_bytes())?
+                    .ok_or(StoreError::NotFound("agent"))?,
+            )
+        })
     }
 
-    fn get_agent_by_name(&self, name: &str) -> Result<Agent, StoreError> {
-        let id = self
-            .agent_names
-            .get(name.as_bytes())?
-            .ok_or(StoreError::NotFound("agent"))?;
-        self.get_agent(&String::from_utf8_lossy(&id))
+    fn get_agent_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Agent> {
+        Box::pin(async move {
+            let id = self
+                .agent_names
+                .get(name.as_bytes())?
+                .ok_or(StoreError::NotFound("agent"))?;
+            self.get_agent(&String::from_utf8_lossy(&id)).await
+        })
     }
 
     fn update_agent<'a>(&'a self, id: &'a str, spec: AgentSpec) -> StoreFuture<'a, Agent> {

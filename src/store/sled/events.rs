@@ -88,17 +88,19 @@ impl EventStore for SledStore {
         })
     }
 
-    fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
-        Self::all(&self.subscriptions)
+    fn list_subscriptions<'a>(&'a self) -> StoreFuture<'a, Vec<Subscription>> {
+        Box::pin(async move { Self::all(&self.subscriptions) })
     }
 
-    fn get_subscription(&self, id: &str) -> Result<Subscription, StoreError> {
-        decode(
-            &self
-                .subscriptions
-                .get(id.as_bytes())?
-                .ok_or(StoreError::NotFound("subscription"))?,
-        )
+    fn get_subscription<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Subscription> {
+        Box::pin(async move {
+            decode(
+                &self
+                    .subscriptions
+                    .get(id.as_bytes())?
+                    .ok_or(StoreError::NotFound("subscription"))?,
+            )
+        })
     }
 
     fn update_subscription<'a>(
@@ -107,7 +109,7 @@ impl EventStore for SledStore {
         spec: SubscriptionSpec,
     ) -> StoreFuture<'a, Subscription> {
         Box::pin(async move {
-            let old = self.get_subscription(id)?;
+            let old = self.get_subscription(id).await?;
             let reason = if spec.enabled {
                 None
             } else {
@@ -121,7 +123,7 @@ impl EventStore for SledStore {
 
     fn disable_subscription<'a>(&'a self, id: &'a str, reason: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut sub = self.get_subscription(id)?;
+            let mut sub = self.get_subscription(id).await?;
             sub.spec.enabled = false;
             self.put_subscription(Some(id), sub.spec, Some(reason.to_string()), None)?;
             self.durable().await
@@ -152,19 +154,21 @@ impl EventStore for SledStore {
 
     fn set_signing_secret<'a>(&'a self, id: &'a str, secret: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.get_subscription(id)?;
+            self.get_subscription(id).await?;
             let sealed = self.sealer.seal(secret, id)?;
             self.sub_keys.insert(id.as_bytes(), sealed.as_bytes())?;
             self.durable().await
         })
     }
 
-    fn signing_secret(&self, id: &str) -> Result<String, StoreError> {
-        let raw = self
-            .sub_keys
-            .get(id.as_bytes())?
-            .ok_or(StoreError::NotFound("subscription"))?;
-        self.sealer.open(&String::from_utf8_lossy(&raw), id)
+    fn signing_secret<'a>(&'a self, id: &'a str) -> StoreFuture<'a, String> {
+        Box::pin(async move {
+            let raw = self
+                .sub_keys
+                .get(id.as_bytes())?
+                .ok_or(StoreError::NotFound("subscription"))?;
+            self.sealer.open(&String::from_utf8_lossy(&raw), id)
+        })
     }
 
     fn append_event<'a>(&'a self, event: &'a Event) -> StoreFuture<'a, ()> {
@@ -186,7 +190,7 @@ impl EventStore for SledStore {
             if pending.is_empty() {
                 return Ok(0);
             }
-            let subs: Vec<Subscription> = self.list_subscriptions()?;
+            let subs: Vec<Subscription> = self.list_subscriptions().await?;
             for (key, raw) in pending {
                 let event: Event = decode(&raw)?;
                 let deliveries = crate::events::fan_out(&event, &subs, now_ms)
@@ -219,7 +223,7 @@ impl EventStore for SledStore {
         now_ms: u64,
     ) -> StoreFuture<'a, Delivery> {
         Box::pin(async move {
-            self.get_subscription(subscription_id)?;
+            self.get_subscription(subscription_id).await?;
             let now = now_rfc3339();
             let d = Delivery {
                 id: new_id("dlv"),
@@ -240,32 +244,36 @@ impl EventStore for SledStore {
         })
     }
 
-    fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        let mut out = Vec::new();
-        for item in self
-            .due
-            .range(..due_key(now_ms.saturating_add(1), ""))
-            .take(limit)
-        {
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(&k[8..]).to_string();
-            match self.get_delivery(&id) {
-                Ok(d) => out.push(d),
-                Err(StoreError::NotFound(_)) => {
-                    self.due.remove(&k)?;
+    fn due_deliveries<'a>(&'a self, now_ms: u64, limit: usize) -> StoreFuture<'a, Vec<Delivery>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for item in self
+                .due
+                .range(..due_key(now_ms.saturating_add(1), ""))
+                .take(limit)
+            {
+                let (k, _) = item?;
+                let id = String::from_utf8_lossy(&k[8..]).to_string();
+                match self.get_delivery(&id).await {
+                    Ok(d) => out.push(d),
+                    Err(StoreError::NotFound(_)) => {
+                        self.due.remove(&k)?;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
-    fn next_due(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.due.first()?.and_then(|(k, _)| {
-            k.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-        }))
+    fn next_due<'a>(&'a self) -> StoreFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            Ok(self.due.first()?.and_then(|(k, _)| {
+                k.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+            }))
+        })
     }
 
     fn save_delivery<'a>(&'a self, delivery: &'a Delivery) -> StoreFuture<'a, ()> {
@@ -292,40 +300,44 @@ impl EventStore for SledStore {
         })
     }
 
-    fn get_delivery(&self, id: &str) -> Result<Delivery, StoreError> {
-        decode(
-            &self
-                .deliveries
-                .get(id.as_bytes())?
-                .ok_or(StoreError::NotFound("delivery"))?,
-        )
+    fn get_delivery<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Delivery> {
+        Box::pin(async move {
+            decode(
+                &self
+                    .deliveries
+                    .get(id.as_bytes())?
+                    .ok_or(StoreError::NotFound("delivery"))?,
+            )
+        })
     }
 
-    fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
-        let iter = match &filter.before {
-            Some(b) => self.deliveries.range(..b.as_bytes().to_vec()),
-            None => self.deliveries.iter(),
-        };
-        let mut out = Vec::new();
-        for item in iter.rev() {
-            let (_, v) = item?;
-            let d: Delivery = decode(&v)?;
-            if filter
-                .subscription_id
-                .as_ref()
-                .is_some_and(|s| *s != d.subscription_id)
-                || filter
-                    .status
+    fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, Vec<Delivery>> {
+        Box::pin(async move {
+            let iter = match &filter.before {
+                Some(b) => self.deliveries.range(..b.as_bytes().to_vec()),
+                None => self.deliveries.iter(),
+            };
+            let mut out = Vec::new();
+            for item in iter.rev() {
+                let (_, v) = item?;
+                let d: Delivery = decode(&v)?;
+                if filter
+                    .subscription_id
                     .as_ref()
-                    .is_some_and(|s| s != d.status.as_str())
-            {
-                continue;
+                    .is_some_and(|s| *s != d.subscription_id)
+                    || filter
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s != d.status.as_str())
+                {
+                    continue;
+                }
+                out.push(d);
+                if out.len() >= filter.limit {
+                    break;
+                }
             }
-            out.push(d);
-            if out.len() >= filter.limit {
-                break;
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }

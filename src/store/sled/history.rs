@@ -241,53 +241,57 @@ impl HistoryStore for SledStore {
         })
     }
 
-    fn get_call(&self, id: &str) -> Result<CallRecord, StoreError> {
-        let Ok(key) = codec::key(id) else {
-            return Err(StoreError::NotFound("call"));
-        };
-        let Some((_, v)) = self
-            .calls
-            .range(RECORDS.to_vec()..=key.to_vec())
-            .next_back()
-            .transpose()?
-        else {
-            return Err(StoreError::NotFound("call"));
-        };
-        if codec::chunk_header(&v)?.last < key {
-            return Err(StoreError::NotFound("call"));
-        }
-        codec::decode_chunk(&v)?
-            .into_iter()
-            .find(|r| r.id == id)
-            .ok_or(StoreError::NotFound("call"))
+    fn get_call<'a>(&'a self, id: &'a str) -> StoreFuture<'a, CallRecord> {
+        Box::pin(async move {
+            let Ok(key) = codec::key(id) else {
+                return Err(StoreError::NotFound("call"));
+            };
+            let Some((_, v)) = self
+                .calls
+                .range(RECORDS.to_vec()..=key.to_vec())
+                .next_back()
+                .transpose()?
+            else {
+                return Err(StoreError::NotFound("call"));
+            };
+            if codec::chunk_header(&v)?.last < key {
+                return Err(StoreError::NotFound("call"));
+            }
+            codec::decode_chunk(&v)?
+                .into_iter()
+                .find(|r| r.id == id)
+                .ok_or(StoreError::NotFound("call"))
+        })
     }
 
-    fn list_calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError> {
-        let before = match &filter.before {
-            // An id that is not a call id names no record: nothing is before it.
-            Some(b) => match codec::key(b) {
-                Ok(k) => Some(k),
-                Err(_) => return Ok(Vec::new()),
-            },
-            None => None,
-        };
-        let end = before.map(|k| k.to_vec()).unwrap_or_else(|| vec![0xff; 17]);
-        let mut out = Vec::new();
-        // The chunk holding `before` starts at or before it: the range includes it.
-        for item in self.calls.range(RECORDS.to_vec()..=end).rev() {
-            let (_, v) = item?;
-            for rec in codec::decode_chunk(&v)?.into_iter().rev() {
-                if before.is_some_and(|b| codec::key(&rec.id).is_ok_and(|k| k >= b)) {
-                    continue;
-                }
-                if matches(&rec, filter) {
-                    out.push(rec);
-                    if out.len() >= filter.limit {
-                        return Ok(out);
+    fn list_calls<'a>(&'a self, filter: &'a CallFilter) -> StoreFuture<'a, Vec<CallRecord>> {
+        Box::pin(async move {
+            let before = match &filter.before {
+                // An id that is not a call id names no record: nothing is before it.
+                Some(b) => match codec::key(b) {
+                    Ok(k) => Some(k),
+                    Err(_) => return Ok(Vec::new()),
+                },
+                None => None,
+            };
+            let end = before.map(|k| k.to_vec()).unwrap_or_else(|| vec![0xff; 17]);
+            let mut out = Vec::new();
+            // The chunk holding `before` starts at or before it: the range includes it.
+            for item in self.calls.range(RECORDS.to_vec()..=end).rev() {
+                let (_, v) = item?;
+                for rec in codec::decode_chunk(&v)?.into_iter().rev() {
+                    if before.is_some_and(|b| codec::key(&rec.id).is_ok_and(|k| k >= b)) {
+                        continue;
+                    }
+                    if matches(&rec, filter) {
+                        out.push(rec);
+                        if out.len() >= filter.limit {
+                            return Ok(out);
+                        }
                     }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }

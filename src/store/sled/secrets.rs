@@ -54,13 +54,15 @@ impl SecretStore for SledStore {
         })
     }
 
-    fn list_secrets(&self) -> Result<Vec<SecretMeta>, StoreError> {
-        let recs: Vec<SecretRecord> = Self::all(&self.secrets)?;
-        Ok(recs.into_iter().map(|r| r.meta).collect())
+    fn list_secrets<'a>(&'a self) -> StoreFuture<'a, Vec<SecretMeta>> {
+        Box::pin(async move {
+            let recs: Vec<SecretRecord> = Self::all(&self.secrets)?;
+            Ok(recs.into_iter().map(|r| r.meta).collect())
+        })
     }
 
-    fn get_secret(&self, id: &str) -> Result<SecretMeta, StoreError> {
-        Ok(self.secret_record_by_id(id)?.meta)
+    fn get_secret<'a>(&'a self, id: &'a str) -> StoreFuture<'a, SecretMeta> {
+        Box::pin(async move { Ok(self.secret_record_by_id(id)?.meta) })
     }
 
     fn update_secret<'a>(&'a self, id: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta> {
@@ -127,19 +129,26 @@ impl SecretStore for SledStore {
         })
     }
 
-    fn secret_value(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let Some(id) = self.secret_names.get(name.as_bytes())? else {
-            return Ok(None);
-        };
-        let id = String::from_utf8_lossy(&id).to_string();
-        match self.secret_record_by_id(&id) {
-            Ok(rec) => Ok(Some(self.sealer.open(&rec.sealed, &id)?)),
-            Err(StoreError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+    fn secret_value<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let Some(id) = self.secret_names.get(name.as_bytes())? else {
+                return Ok(None);
+            };
+            let id = String::from_utf8_lossy(&id).to_string();
+            match self.secret_record_by_id(&id) {
+                Ok(rec) => Ok(Some(self.sealer.open(&rec.sealed, &id)?)),
+                Err(StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
     }
 
-    fn secret_exists(&self, name: &str) -> bool {
-        matches!(self.secret_names.get(name.as_bytes()), Ok(Some(_)))
+    fn secret_exists<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            Ok(matches!(
+                self.secret_names.get(name.as_bytes()),
+                Ok(Some(_))
+            ))
+        })
     }
 }
