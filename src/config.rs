@@ -50,6 +50,11 @@ pub struct ServeConfig {
     /// Directory of the embedded store and master key.
     #[arg(long, env = "TOOLGATE_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://user@host:5432/db`): use the shared store instead of the
+    /// embedded one, so several nodes serve one set of definitions. Every node must share
+    /// TOOLGATE_MASTER_KEY.
+    #[arg(long, env = "TOOLGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Config-as-code tool definitions (*.toml), loaded at start.
     #[arg(long, env = "TOOLGATE_TOOLS_DIR", default_value = defaults::TOOLS_DIR)]
     pub tools_dir: PathBuf,
@@ -131,6 +136,7 @@ impl ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            database_url: None,
             tools_dir: PathBuf::from(defaults::TOOLS_DIR),
             prompts_dir: PathBuf::from(defaults::PROMPTS_DIR),
             admin_token: None,

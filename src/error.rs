@@ -86,6 +86,9 @@ pub enum ApiError {
         /// Sentence for a person.
         message: String,
     },
+    /// The shared store cannot be reached; the request may be retried.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(String),
     /// Something broke inside; the cause is logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::InvalidSpec(_) => "invalid_spec",
             ApiError::InvalidArguments { .. } => "invalid_arguments",
             ApiError::BadGateway { code, .. } => code,
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -132,6 +136,7 @@ impl ApiError {
             | ApiError::InvalidSpec(_)
             | ApiError::InvalidArguments { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -207,6 +212,7 @@ impl From<StoreError> for ApiError {
             StoreError::NameTaken(n) => ApiError::NameTaken(n),
             StoreError::InUse { message, details } => ApiError::InUse { message, details },
             StoreError::Invalid(d) => ApiError::InvalidDefinition(d),
+            StoreError::Unavailable(why) => ApiError::StoreUnavailable(why),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -137,7 +137,17 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
                 Err(e)
             }
         })?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir, &key)?);
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(
+            store::PgStore::connect(
+                url,
+                &key,
+                std::time::Duration::from_millis(config.event_timeout_ms.max(1)),
+            )
+            .await?,
+        ),
+        None => Arc::new(SledStore::open(&config.data_dir, &key)?),
+    };
     apply_env_secrets(store.as_ref()).await?;
     let catalog = Arc::new(Catalog::default());
     catalog.load_all(store.as_ref()).await?;
@@ -187,7 +197,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         max_content_bytes: config.max_content_bytes,
         redactors: Default::default(),
     });
-    Ok(AppState {
+    let state = AppState {
         config: Arc::new(config),
         store,
         catalog,
@@ -198,7 +208,50 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         llm: Arc::new(llm),
         shutdown: tokio_util::sync::CancellationToken::new(),
         events: Arc::new(events_settings),
-    })
+    };
+    follow_store_changes(&state);
+    Ok(state)
+}
+
+/// Apply what other nodes change through a shared store: rebuild the catalog (which tells MCP
+/// sessions the tool list changed) or forget opened secrets. Nothing to do for sled.
+fn follow_store_changes(state: &AppState) {
+    let Some(mut changes) = state.store.changes() else {
+        return;
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let change = tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                c = changes.recv() => c,
+            };
+            let reload_all = match change {
+                Ok(store::StoreChange::Secrets) => {
+                    state.pipeline.forget_secrets();
+                    continue;
+                }
+                Ok(store::StoreChange::Definitions) => false,
+                // Missed some: do everything.
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            };
+            if reload_all {
+                state.pipeline.forget_secrets();
+            }
+            // A store that is away now is retried until it answers: the change is not
+            // announced again.
+            while let Err(e) = state.catalog.load_all(state.store.as_ref()).await {
+                tracing::warn!(error = %e, "catalog reload after another node's change failed; retrying");
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+            tracing::debug!("catalog reloaded after another node's change");
+        }
+    });
 }
 
 /// The HTTP application.

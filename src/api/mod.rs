@@ -142,6 +142,9 @@ fn mcp_routes(state: &AppState) -> Router<AppState> {
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(state.shutdown.child_token())
         .with_max_request_body_bytes(state.config.max_body_bytes);
+    // With a shared store, a session started on one node is resumed by whichever node gets its
+    // next request: no sticky sessions needed behind a load balancer.
+    config.session_store = state.store.mcp_sessions();
     if state.config.mcp_token.is_some() || state.config.admin_token.is_some() {
         // A bearer token guards the endpoint, so the loopback-only Host check (a DNS-rebinding
         // defence for unauthenticated local servers) would only block legitimate remote clients.

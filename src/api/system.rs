@@ -13,8 +13,14 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-async fn health() -> impl IntoResponse {
-    Json(super::types::Health { status: "ok" })
+/// 200 while the store answers; 503 `store_unavailable` with the reason while it does not
+/// (calls to cached tools keep working meanwhile).
+async fn health(State(s): State<AppState>) -> Result<impl IntoResponse, crate::error::ApiError> {
+    s.store.check().await?;
+    Ok(Json(super::types::Health {
+        status: "ok",
+        store: s.store.kind(),
+    }))
 }
 
 /// The OpenAPI document, built once.

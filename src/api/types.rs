@@ -102,6 +102,8 @@ pub struct ExportQuery {
 pub struct Health {
     /// `ok`.
     pub status: &'static str,
+    /// The store backend (`sled` or `postgres`); it answered.
+    pub store: &'static str,
 }
 
 /// A whole list.

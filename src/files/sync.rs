@@ -36,6 +36,15 @@ pub async fn sync(defs: &Definitions<'_>, dirs: &[&Path]) -> Synced {
         errors: scan.error_lines(),
         ..Synced::default()
     };
+    // Nodes sharing a store apply their files one at a time, so two starting together see each
+    // other's definitions instead of both creating them.
+    let _lock = match store.config_lock().await {
+        Ok(l) => l,
+        Err(e) => {
+            out.errors.push(format!("config files not applied: {e}"));
+            return out;
+        }
+    };
     // Definitions from these files stay: the file exists but is broken right now.
     let mut kept: HashSet<String> = scan.broken.iter().map(|(p, _)| shown(p)).collect();
     let mut tools_defined: HashSet<String> = HashSet::new();

@@ -2,6 +2,7 @@
 //! can replace the embedded sled store without touching the API or call layers.
 
 pub mod group_commit;
+pub mod postgres;
 pub mod seal;
 pub mod secret_cache;
 pub mod sled;
@@ -17,6 +18,7 @@ use crate::model::{
     SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec,
 };
 
+pub use postgres::PgStore;
 pub use sled::SledStore;
 
 /// Errors of the store layer.
@@ -40,8 +42,19 @@ pub enum StoreError {
     #[error("invalid definition")]
     Invalid(Vec<FieldError>),
     /// The master key does not open the stored secrets.
-    #[error("the master key does not match the one this data dir was created with")]
+    #[error(
+        "the master key does not match the one this store was created with (every node sharing a database must use the same TOOLGATE_MASTER_KEY)"
+    )]
     WrongKey,
+    /// The database cannot be reached (connection refused or lost, pool timed out).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database answered with an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// Applying the embedded schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(String),
     /// Stored data written by a newer toolgate.
     #[error("data dir has schema version {0}, newer than this build understands")]
     NewerSchema(u64),
@@ -92,10 +105,49 @@ pub struct DeliveryFilter {
     pub before: Option<String>,
 }
 
+/// What another node changed, as told by a shared store's change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChange {
+    /// Webhooks, tools, agents or subscriptions: the catalog must be rebuilt.
+    Definitions,
+    /// A secret was written or deleted: opened values must be forgotten.
+    Secrets,
+}
+
+/// Held while config files are applied; dropping it lets the next node apply them.
+pub type ConfigLock = Box<dyn std::any::Any + Send>;
+
 /// Every domain operation a backend provides, by concern. Writes resolve once they are durable.
 pub trait Store: SecretStore + DefinitionStore + EventStore + HistoryStore + 'static {
     /// Make every acknowledged write durable.
     fn flush(&self) -> StoreFuture<'_, ()>;
+
+    /// The backend's name, for `/healthz`.
+    fn kind(&self) -> &'static str;
+
+    /// Whether the store answers now: `Unavailable` with the reason if it does not.
+    fn check(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Changes made through other nodes; `None` for a store only this process opens.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        None
+    }
+
+    /// Taken while `tools/` and `prompts/` are applied, so two nodes starting together do not
+    /// both create the same definitions. `None` where one process owns the store.
+    fn config_lock(&self) -> StoreFuture<'_, Option<ConfigLock>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Where MCP sessions are kept so any node can serve them; `None` keeps them in memory.
+    fn mcp_sessions(
+        &self,
+    ) -> Option<std::sync::Arc<dyn rmcp::transport::streamable_http_server::session::SessionStore>>
+    {
+        None
+    }
 }
 
 /// Secrets: write-only values, sealed at rest.

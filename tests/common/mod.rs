@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use toolgate::config::ServeConfig;
 
+pub mod pg;
+
 /// Assert `v` is the error envelope with `code` and a message for a person.
 pub fn assert_error(v: &Value, code: &str) {
     assert_eq!(v["error"]["code"], code, "{v}");

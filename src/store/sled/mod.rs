@@ -242,4 +242,8 @@ impl Store for SledStore {
     fn flush(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.durable())
     }
+
+    fn kind(&self) -> &'static str {
+        "sled"
+    }
 }
