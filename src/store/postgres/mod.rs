@@ -30,7 +30,7 @@ const CHANNEL: &str = "toolgate_changes";
 
 /// The shortest time a claimed delivery stays with the node that claimed it: long enough for
 /// one attempt, short enough that a dead node's deliveries continue within a minute.
-pub const MIN_DELIVERY_LEASE: Duration = Duration::from_secs(30);
+pub const MIN_DELIVERY_LEASE: Duration = Duration::from_secs(5);
 
 /// Key of the advisory lock held while config files are applied.
 const CONFIG_LOCK_KEY: i64 = 0x746f_6f6c_6761_7465; // "toolgate"
@@ -107,7 +107,8 @@ type Tx = Transaction<'static, Postgres>;
 
 impl PgStore {
     /// Connect, apply the migrations, check that `key` opens the stored secrets, and start the
-    /// change feed. A claimed delivery is held for twice `attempt_timeout`, and at least
+    /// change feed. A claimed delivery is held for three times `attempt_timeout` (30 s by
+    /// default), and at least
     /// [`MIN_DELIVERY_LEASE`].
     pub async fn connect(
         url: &str,
@@ -136,7 +137,7 @@ impl PgStore {
             node: crate::model::ids::new_id("node"),
             changes: broadcast::channel(64).0,
             version: Arc::new(AtomicI64::new(0)),
-            lease: (attempt_timeout * 2).max(MIN_DELIVERY_LEASE),
+            lease: (attempt_timeout * 3).max(MIN_DELIVERY_LEASE),
             stop: tokio_util::sync::CancellationToken::new(),
         };
         store.check_key().await?;
