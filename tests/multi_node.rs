@@ -641,3 +641,60 @@ async fn a_node_that_loses_its_database_reports_it_keeps_calling_and_recovers() 
         .await;
     assert_eq!(st, 201, "{body}");
 }
+
+/// `toolgate mcp` (stdio) runs beside `serve` on the same database: it sees what `serve` holds
+/// and calls it.
+#[tokio::test]
+async fn stdio_mcp_runs_beside_serve_on_the_shared_store() {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+    let db = TestDb::create().await;
+    let node = Node::spawn(&db.url, None, &[]).ready().await;
+    let up = Upstream::start().await;
+    let (_, hook) = node
+        .post(
+            "/v1/webhooks",
+            json!({"name": "Echo", "method": "GET", "url": format!("{}/echo", up.base)}),
+        )
+        .await;
+    node.post(
+        "/v1/tools",
+        json!({"name": "echo", "webhook_id": hook["id"]}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.clone();
+    let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_toolgate")).configure(|c| {
+        c.arg("mcp")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--tools-dir")
+            .arg(dir.path().join("no-tools"))
+            .arg("--prompts-dir")
+            .arg(dir.path().join("no-prompts"))
+            .args(["--database-url", &url, "--allow-hosts", "127.0.0.1"])
+            .env("TOOLGATE_MASTER_KEY", MASTER_KEY)
+            .env_remove("TOOLGATE_ADMIN_TOKEN")
+            .stderr(Stdio::null());
+    });
+    let mcp =
+        ().serve(TokioChildProcess::new(cmd).expect("spawn"))
+            .await
+            .expect("initialize over stdio");
+    let tools = mcp.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 1);
+    let r = mcp
+        .call_tool(CallToolRequestParams::new("echo"))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    assert_eq!(up.count(), 1);
+    // The stdio process's call is in the shared history, seen through `serve`.
+    eventually(5, || async {
+        let (_, calls) = node.get("/v1/calls?source=mcp").await;
+        (calls["items"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    mcp.cancel().await.ok();
+}

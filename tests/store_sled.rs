@@ -76,7 +76,20 @@ async fn a_json_history_is_converted_at_open() {
         }
         db.flush().unwrap();
     }
-    let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+    // sled's background flusher can hold the directory lock for a moment after the Db is
+    // dropped (seen under a loaded full suite): wait for it rather than fail on timing.
+    let mut tries = 0;
+    let store = loop {
+        match toolgate::store::SledStore::open(dir.path(), &[7u8; 32]) {
+            Ok(s) => break s,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("open: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    };
     let got = listed(&store).await;
     assert_eq!(got, old.iter().rev().cloned().collect::<Vec<_>>());
     assert_eq!(

@@ -25,9 +25,15 @@ pub fn document() -> Value {
     let mut d = Doc::new();
     let any = json!({});
 
-    let op = d.op("get", "/healthz", "Liveness", "system").public();
+    let op = d
+        .op("get", "/healthz", "Liveness and store health", "system")
+        .public();
     let health = d.schema::<Health>();
-    let op = op.ok(200, "The gateway is up", Some(health));
+    let op = op.ok(
+        200,
+        "The gateway is up and its store answers (503 `store_unavailable` with the reason when it does not)",
+        Some(health),
+    );
     d.add(op);
     let op = d
         .op("get", "/metrics", "Prometheus metrics", "system")
