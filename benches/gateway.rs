@@ -15,6 +15,9 @@ const BODY: &str = r#"{"order":{"number":"A-1001","status":"shipped","eta":"2026
 #[path = "support/soak.rs"]
 mod soak;
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -371,6 +374,9 @@ async fn main() {
     if only == "soak" {
         report.push_str(&soak::run(tmp.path(), &client).await);
     }
+    if only.is_empty() || only == "postgres" {
+        report.push_str(&postgres::run(tmp.path(), &client).await);
+    }
     if only.is_empty() || only == "latency" {
         let up_port = free_port();
         let proxy_port = free_port();
@@ -591,48 +597,15 @@ async fn main() {
 }
 
 async fn seed_history(data: &Path, n: usize) {
-    use toolgate::model::call::{RecordedRequest, RecordedResponse};
-    use toolgate::model::ids::new_id;
-    use toolgate::model::{CallRecord, Outcome, Source, now_rfc3339};
     use toolgate::store::HistoryStore;
     let key = toolgate::store::seal::load_or_create_key(data, None).or_else(|_| {
         std::fs::create_dir_all(data).expect("dir");
         toolgate::store::seal::load_or_create_key(data, None)
     });
     let store = toolgate::store::SledStore::open(data, &key.expect("key")).expect("store");
-    let now = now_rfc3339();
     let mut batch = Vec::with_capacity(1000);
     for i in 0..n {
-        let failed = i % 20 == 0;
-        batch.push(CallRecord {
-            id: new_id("call"),
-            tool: Some(format!("tool_{}", i % 10)),
-            webhook_id: format!("wh_{}", i % 10),
-            source: Source::Invoke,
-            started_at: now.clone(),
-            duration_ms: 3,
-            outcome: if failed {
-                Outcome::HttpError
-            } else {
-                Outcome::Success
-            },
-            error: failed.then(|| "upstream answered HTTP 500".to_string()),
-            arguments: json!({"order_number": format!("A-{i}")}),
-            request: Some(RecordedRequest {
-                method: "GET".into(),
-                url: format!("https://shop.example.com/api/orders/A-{i}?format=json"),
-                headers: vec![("X-Api-Key".into(), "[REDACTED]".into())],
-                body: Value::Null,
-            }),
-            response: Some(RecordedResponse {
-                status: if failed { 500 } else { 200 },
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: json!({"order": {"number": format!("A-{i}"), "status": "shipped"}}),
-            }),
-            attempts: 1,
-            agent: None,
-            conversation_id: None,
-        });
+        batch.push(history_record(i));
         if batch.len() == 1000 {
             store.insert_calls(&batch, 0, 0).await.expect("insert");
             batch.clear();
@@ -640,5 +613,42 @@ async fn seed_history(data: &Path, n: usize) {
     }
     if !batch.is_empty() {
         store.insert_calls(&batch, 0, 0).await.expect("insert");
+    }
+}
+
+/// The `i`th record of a seeded history: ten tools, one call in twenty failed.
+fn history_record(i: usize) -> toolgate::model::CallRecord {
+    use toolgate::model::call::{RecordedRequest, RecordedResponse};
+    use toolgate::model::ids::new_id;
+    use toolgate::model::{CallRecord, Outcome, Source, now_rfc3339};
+    let failed = i % 20 == 0;
+    CallRecord {
+        id: new_id("call"),
+        tool: Some(format!("tool_{}", i % 10)),
+        webhook_id: format!("wh_{}", i % 10),
+        source: Source::Invoke,
+        started_at: now_rfc3339(),
+        duration_ms: 3,
+        outcome: if failed {
+            Outcome::HttpError
+        } else {
+            Outcome::Success
+        },
+        error: failed.then(|| "upstream answered HTTP 500".to_string()),
+        arguments: json!({"order_number": format!("A-{i}")}),
+        request: Some(RecordedRequest {
+            method: "GET".into(),
+            url: format!("https://shop.example.com/api/orders/A-{i}?format=json"),
+            headers: vec![("X-Api-Key".into(), "[REDACTED]".into())],
+            body: Value::Null,
+        }),
+        response: Some(RecordedResponse {
+            status: if failed { 500 } else { 200 },
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: json!({"order": {"number": format!("A-{i}"), "status": "shipped"}}),
+        }),
+        attempts: 1,
+        agent: None,
+        conversation_id: None,
     }
 }
