@@ -650,5 +650,6 @@ fn history_record(i: usize) -> toolgate::model::CallRecord {
         attempts: 1,
         agent: None,
         conversation_id: None,
+        caller: None,
     }
 }

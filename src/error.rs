@@ -20,6 +20,12 @@ pub enum ApiError {
     /// Missing or wrong admin token.
     #[error("a valid admin token is required: send Authorization: Bearer <token>")]
     Unauthorized,
+    /// An API key that was revoked, never issued, or has expired.
+    #[error("{0}")]
+    BadKey(String),
+    /// The key's rate limit is used up.
+    #[error("the rate limit of this key is reached; retry in {0} s")]
+    RateLimited(u64),
     /// The caller may not do this (e.g. a cross-site browser request without an admin token).
     #[error("{0}")]
     Forbidden(String),
@@ -99,7 +105,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::BadKey(_) => "unauthorized",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Http { status, .. } => status_code_name(*status),
@@ -122,7 +129,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadKey(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Http { status, .. } => *status,
@@ -201,7 +209,14 @@ impl IntoResponse for ApiError {
         if let ApiError::InvalidArguments { call_id, .. } = &self {
             err["call_id"] = json!(call_id);
         }
-        (self.status(), axum::Json(json!({ "error": err }))).into_response()
+        let mut resp = (self.status(), axum::Json(json!({ "error": err }))).into_response();
+        if let ApiError::RateLimited(secs) = &self {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*secs),
+            );
+        }
+        resp
     }
 }
 

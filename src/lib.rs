@@ -2,6 +2,7 @@
 //! link it to a tool, and let models call it safely through one validated, audited pipeline.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod call;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub events: Arc<EventSettings>,
     /// Cancelled at shutdown, to end long-lived MCP streams.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every API key (hashes), for authentication.
+    pub keys: Arc<access::keys::Keys>,
 }
 
 impl AppState {
@@ -196,7 +199,10 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         max_response_bytes: config.max_response_bytes,
         max_content_bytes: config.max_content_bytes,
         redactors: Default::default(),
+        limits: Default::default(),
     });
+    let keys = Arc::new(access::keys::Keys::default());
+    keys.reload(store.as_ref()).await?;
     let state = AppState {
         config: Arc::new(config),
         store,
@@ -208,6 +214,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         llm: Arc::new(llm),
         shutdown: tokio_util::sync::CancellationToken::new(),
         events: Arc::new(events_settings),
+        keys,
     };
     follow_store_changes(&state);
     Ok(state)
@@ -232,13 +239,21 @@ fn follow_store_changes(state: &AppState) {
                     state.pipeline.forget_secrets();
                     continue;
                 }
-                Ok(store::StoreChange::Definitions) => false,
+                Ok(store::StoreChange::Definitions) => {
+                    // Keys are announced as definitions: a key revoked on another node is
+                    // refused here on its next request.
+                    if let Err(e) = state.keys.reload(state.store.as_ref()).await {
+                        tracing::warn!(error = %e, "key reload after another node's change failed");
+                    }
+                    false
+                }
                 // Missed some: do everything.
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => return,
             };
             if reload_all {
                 state.pipeline.forget_secrets();
+                let _ = state.keys.reload(state.store.as_ref()).await;
             }
             // A store that is away now is retried until it answers: the change is not
             // announced again.

@@ -41,6 +41,14 @@ impl McpServer {
         ctx.extensions.get::<axum::http::request::Parts>()
     }
 
+    /// The caller the HTTP layer authenticated; `None` over stdio (the local user).
+    fn caller(ctx: &RequestContext<RoleServer>) -> Option<crate::access::Caller> {
+        Self::parts(ctx)?
+            .extensions
+            .get::<crate::access::Caller>()
+            .cloned()
+    }
+
     fn agent_for(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
         if self.agent.is_some() {
             return self.agent.clone();
@@ -106,7 +114,10 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let tools = self.visible_tools(self.agent_for(&ctx).as_deref()).await?;
+        let mut tools = self.visible_tools(self.agent_for(&ctx).as_deref()).await?;
+        if let Some(c) = Self::caller(&ctx) {
+            tools.retain(|t| c.may_use(&t.tool.spec));
+        }
         Ok(ListToolsResult {
             tools: tools.iter().map(|t| mcp_tool(t)).collect(),
             ..Default::default()
@@ -124,8 +135,12 @@ impl ServerHandler for McpServer {
         let Some(tool) = tools.into_iter().find(|t| t.tool.spec.name == name) else {
             return Ok(error_result(format!("There is no tool named '{name}'.")));
         };
+        let caller = Self::caller(&ctx);
         let context = match self.context_for(&ctx) {
-            Ok(c) => c,
+            Ok(c) => match &caller {
+                Some(who) => who.bind_context(&c),
+                None => c,
+            },
             Err(e) => return Ok(error_result(e)),
         };
         let arguments = request
@@ -142,6 +157,8 @@ impl ServerHandler for McpServer {
                 source: Source::Mcp,
                 agent: agent.as_deref(),
                 conversation_id: None,
+                caller: caller.as_ref(),
+                authorized: &tool.tool.spec.authorized,
             },
         )
         .await;

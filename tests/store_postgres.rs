@@ -37,6 +37,7 @@ fn tool(name: &str, webhook_id: &str) -> ToolSpec {
         webhook_id: Some(webhook_id.into()),
         managed_by: None,
         managed_file: None,
+        authorized: Default::default(),
     }
 }
 

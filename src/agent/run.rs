@@ -33,6 +33,8 @@ pub struct AgentRun {
     pub agent: Option<String>,
     /// Conversation id, carried into history and events.
     pub conversation_id: String,
+    /// Who asked: their tools only are offered, and their calls are recorded as theirs.
+    pub caller: Option<crate::access::Caller>,
 }
 
 /// One tool call the gateway executed.
@@ -262,7 +264,25 @@ async fn execute(
     let tc = &tc;
     let id = tc["id"].as_str().unwrap_or("").to_string();
     let name = tool_call_name(tc).to_string();
-    let Some(tool) = gateway.get(name.as_str()) else {
+    // A tool the caller may not use was not offered; called anyway, it is refused in words the
+    // model can read, and recorded as forbidden.
+    let hidden = state
+        .catalog
+        .snapshot()
+        .tools
+        .get(name.as_str())
+        .filter(|t| {
+            run.caller
+                .as_ref()
+                .is_some_and(|c| !c.may_use(&t.tool.spec))
+        })
+        .cloned();
+    let tool = match (gateway.get(name.as_str()), &hidden) {
+        (Some(t), _) => Some(*t),
+        (None, Some(h)) => Some(h),
+        (None, None) => None,
+    };
+    let Some(tool) = tool else {
         let mut names: Vec<&&str> = gateway.keys().collect();
         names.sort();
         let list: Vec<&str> = names.into_iter().copied().collect();
@@ -296,6 +316,8 @@ async fn execute(
             source: Source::Chat,
             agent: run.agent.as_deref(),
             conversation_id: Some(&run.conversation_id),
+            caller: run.caller.as_ref(),
+            authorized: &tool.tool.spec.authorized,
         },
     )
     .await;
@@ -340,6 +362,7 @@ impl AgentRun {
             params: Map::new(),
             agent: Some(agent.spec.name.clone()),
             conversation_id: crate::model::ids::new_id("conv"),
+            caller: None,
         })
     }
 
@@ -355,6 +378,14 @@ impl AgentRun {
             params: Map::new(),
             agent: None,
             conversation_id: crate::model::ids::new_id("conv"),
+            caller: None,
         }
+    }
+
+    /// This run on behalf of `caller`: the tools it may not use are not offered to the model.
+    pub fn for_caller(mut self, caller: crate::access::Caller) -> AgentRun {
+        self.tools.retain(|t| caller.may_use(&t.tool.spec));
+        self.caller = Some(caller);
+        self
     }
 }

@@ -122,20 +122,24 @@ pub(super) fn prompt_error(message: String) -> ApiError {
 
 async fn chat(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::access::Caller>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ChatBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_messages(&body.messages)?;
     super::check_context(&body.context)?;
     let agent = find(&s, &id).await?;
-    let mut run = AgentRun::for_agent(&s, &agent).map_err(prompt_error)?;
+    let mut run = AgentRun::for_agent(&s, &agent)
+        .map_err(prompt_error)?
+        .for_caller(caller.clone());
     if let Some(c) = body
         .conversation_id
         .filter(|c| !c.is_empty() && c.len() <= 128)
     {
         run.conversation_id = c;
     }
-    let out = agent::run(&s, &run, body.messages, &body.context).await?;
+    let context = caller.bind_context(&body.context);
+    let out = agent::run(&s, &run, body.messages, &context).await?;
     Ok(Json(ChatReply {
         reply: out.reply,
         messages: out.messages,

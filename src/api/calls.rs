@@ -6,8 +6,21 @@ use axum::{Json, Router, response::IntoResponse};
 
 use super::types::{ListQuery, Page};
 use crate::AppState;
+use crate::access::{Caller, Permission};
 use crate::error::ApiError;
+use crate::model::CallRecord;
 use crate::store::CallFilter;
+
+/// A record as `caller` may see it: without arguments, request and response unless its role
+/// reads history bodies (customer data lives there).
+fn shown(caller: &Caller, mut r: CallRecord) -> CallRecord {
+    if !caller.role.grants(Permission::ReadHistoryBodies) {
+        r.arguments = serde_json::Value::Null;
+        r.request = None;
+        r.response = None;
+    }
+    r
+}
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -17,6 +30,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn list(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.recorder.sync().await;
@@ -28,7 +42,13 @@ async fn list(
         limit: q.limit.unwrap_or(50).clamp(1, 500),
         before: q.before,
     };
-    let items = s.store.list_calls(&filter).await?;
+    let items: Vec<CallRecord> = s
+        .store
+        .list_calls(&filter)
+        .await?
+        .into_iter()
+        .map(|r| shown(&caller, r))
+        .collect();
     let next = if items.len() == filter.limit {
         items.last().map(|r| r.id.clone())
     } else {
@@ -42,8 +62,9 @@ async fn list(
 
 async fn read(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.recorder.sync().await;
-    Ok(Json(s.store.get_call(&id).await?))
+    Ok(Json(shown(&caller, s.store.get_call(&id).await?)))
 }

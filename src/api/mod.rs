@@ -1,9 +1,11 @@
 //! The HTTP surface: one file per resource, merged here under admin auth and the body limit.
 
 mod agents;
+pub mod auth;
 mod calls;
 pub mod doc;
 pub mod guard;
+mod keys;
 mod openai;
 mod openapi_import;
 mod secrets;
@@ -14,9 +16,8 @@ pub mod types;
 mod webhooks;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::Response;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -45,41 +46,16 @@ pub(crate) fn check_context(context: &serde_json::Value) -> Result<(), ApiError>
     }
 }
 
-/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time so the
-/// answer's timing says nothing about how much of a guess was right.
-pub(crate) fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim();
-    // `ct_eq` on slices of different lengths is false without comparing; the length of the
-    // configured token is not a secret worth hiding.
-    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
-}
-
-/// Refuse a request without the admin token, when one is configured. Takes the token, not the
-/// whole state: extracting `AppState` clones a dozen `Arc`s per request, and under load those
-/// shared counters cost more than the check.
-async fn require_admin(
-    token: Option<std::sync::Arc<str>>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if let Some(token) = token
-        && !bearer_matches(req.headers(), &token)
-    {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(next.run(req).await)
-}
-
 /// Every route, with auth on `/v1/*`, the body limit and enveloped 404/405 answers.
 pub fn router(state: AppState) -> Router {
-    let admin_token: Option<std::sync::Arc<str>> =
-        state.config.admin_token.as_deref().map(Into::into);
+    let gate = auth::Gate {
+        admin_token: state.config.admin_token.as_deref().map(Into::into),
+        mcp_token: state.config.mcp_token.as_deref().map(Into::into),
+        keys: state.keys.clone(),
+        limits: state.pipeline.limits.clone(),
+        store: state.store.clone(),
+    };
+    let audit_store = state.store.clone();
     // Without a token the browser guard applies.
     let browser_guard = state.config.admin_token.is_none();
     let v1 = Router::new()
@@ -91,16 +67,26 @@ pub fn router(state: AppState) -> Router {
         .merge(openai::routes())
         .merge(subscriptions::routes())
         .merge(openapi_import::routes())
+        .merge(keys::routes())
+        // Route layers run once the route is known: its permission, then the audit entry
+        // (outermost, so refused writes are logged too).
+        .route_layer(middleware::from_fn(auth::authorize))
+        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+            auth::audit(audit_store.clone(), req, next)
+        }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // A layer, not a route layer: unknown /v1 routes answer 401 before 404, so an anonymous
         // caller learns nothing about which routes exist.
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            require_admin(admin_token.clone(), req, next)
-        }));
+        .layer({
+            let gate = gate.clone();
+            middleware::from_fn(move |req: Request, next: Next| {
+                auth::authenticate(gate.clone(), req, next)
+            })
+        });
     Router::new()
         .merge(system::routes())
-        .merge(mcp_routes(&state))
+        .merge(mcp_routes(&state, gate))
         .nest("/v1", v1)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -115,26 +101,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn require_mcp_token(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let token = state
-        .config
-        .mcp_token
-        .as_ref()
-        .or(state.config.admin_token.as_ref());
-    if let Some(token) = token
-        && !bearer_matches(req.headers(), token)
-    {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(next.run(req).await)
-}
-
 /// MCP over streamable HTTP: `/mcp` (every linked tool) and `/mcp/agents/{name}` (that agent's).
-fn mcp_routes(state: &AppState) -> Router<AppState> {
+fn mcp_routes(state: &AppState, gate: auth::Gate) -> Router<AppState> {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService,
@@ -166,8 +134,7 @@ fn mcp_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route_service("/mcp", service.clone())
         .route_service("/mcp/agents/{name}", service)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_mcp_token,
-        ))
+        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+            auth::authenticate_mcp(gate.clone(), req, next)
+        }))
 }

@@ -29,6 +29,7 @@ pub(super) fn context_from_headers(headers: &HeaderMap) -> Result<Value, ApiErro
 
 async fn completions(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::access::Caller>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
@@ -52,14 +53,15 @@ async fn completions(
         None | Some(Value::Null) => Vec::new(),
         Some(_) => return Err(ApiError::BadRequest("tools must be an array".into())),
     };
-    let context = context_from_headers(&headers)?;
+    let context = caller.bind_context(&context_from_headers(&headers)?);
     let mut run = match model.strip_prefix("agent:") {
         Some(name) => {
             let agent = find(&s, name).await?;
             AgentRun::for_agent(&s, &agent).map_err(prompt_error)?
         }
         None => AgentRun::for_model(&s, model.clone()),
-    };
+    }
+    .for_caller(caller);
     run.client_tools = client_tools;
     run.params = params;
     let out = agent::run(&s, &run, messages, &context).await?;

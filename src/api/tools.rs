@@ -114,18 +114,29 @@ async fn schema(
 
 async fn openai(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::access::Caller>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let snap = s.catalog.snapshot();
+    let everything = snap.all_visible_to(&caller);
     Ok(match q.dialect {
-        Dialect::Openai => (
+        // The common case (every tool visible) is the export serialised once per snapshot.
+        Dialect::Openai if everything => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             snap.openai_json(),
         )
             .into_response(),
+        Dialect::Openai => {
+            let tools: Vec<serde_json::Value> = snap
+                .tools_for(None, Some(&caller))
+                .iter()
+                .map(|t| t.definition.clone())
+                .collect();
+            Json(json!({ "tools": tools })).into_response()
+        }
         Dialect::Gemini => {
             let tools: Vec<serde_json::Value> = snap
-                .visible_tools(None)
+                .tools_for(None, Some(&caller))
                 .iter()
                 .map(|t| {
                     let mut d = t.definition.clone();
@@ -147,11 +158,15 @@ pub(super) fn call_response(result: CallResult) -> Result<Response, ApiError> {
             call_id: result.call_id,
         });
     }
+    if result.outcome == Outcome::Forbidden {
+        return Err(ApiError::Forbidden(result.content));
+    }
     Ok(Json(result).into_response())
 }
 
 async fn invoke(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::access::Caller>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CallBody>,
 ) -> Result<Response, ApiError> {
@@ -176,10 +191,12 @@ async fn invoke(
             tool: Some(&compiled.tool.spec.name),
             hook: compiled.hook.clone(),
             arguments: &body.arguments,
-            context: &body.context,
+            context: &caller.bind_context(&body.context),
             source: Source::Invoke,
             agent: None,
             conversation_id: None,
+            caller: Some(&caller),
+            authorized: &compiled.tool.spec.authorized,
         },
     )
     .await;

@@ -93,6 +93,7 @@ pub(super) struct CallBody {
 
 async fn test(
     State(s): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::access::Caller>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CallBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -110,10 +111,12 @@ async fn test(
             tool: None,
             hook,
             arguments: &body.arguments,
-            context: &body.context,
+            context: &caller.bind_context(&body.context),
             source: Source::Test,
             agent: None,
             conversation_id: None,
+            caller: Some(&caller),
+            authorized: &crate::access::Authorized::All,
         },
     )
     .await;

@@ -46,6 +46,8 @@ pub struct Pipeline {
     /// an Aho-Corasick automaton) costs more than the rest of a call, and the values a webhook
     /// uses rarely change.
     pub redactors: crate::redact::RedactorCache,
+    /// Per-key rate limits, also taken by each tool call of a chat turn.
+    pub limits: Arc<crate::access::limits::Limits>,
 }
 
 impl Pipeline {
@@ -73,6 +75,10 @@ pub struct CallRequest<'a> {
     pub agent: Option<&'a str>,
     /// Conversation the call belongs to.
     pub conversation_id: Option<&'a str>,
+    /// Who asked for the call; `None` for calls toolgate makes itself.
+    pub caller: Option<&'a crate::access::Caller>,
+    /// Who may use the tool (`all` for test sends).
+    pub authorized: &'a crate::access::Authorized,
 }
 
 struct Draft {
@@ -164,6 +170,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         attempts: draft.attempts,
         agent: req.agent.map(str::to_string),
         conversation_id: req.conversation_id.map(str::to_string),
+        caller: req.caller.map(|c| c.actor.clone()),
     };
     if let Some(recorder) = &state.recorder {
         recorder.record(record).await;
@@ -180,7 +187,46 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     }
 }
 
+/// Whether the caller may make this call now: authorized for the tool, and (for the tool calls
+/// of a chat turn, which the HTTP layer counted as one request) within its key's rate limit.
+fn admitted(state: &Pipeline, req: &CallRequest<'_>) -> Result<(), Box<Draft>> {
+    let (Some(caller), Some(tool)) = (req.caller, req.tool) else {
+        return Ok(());
+    };
+    if !caller.may_use_authorized(req.authorized) {
+        return Err(Box::new(Draft::refused(
+            Outcome::Forbidden,
+            format!(
+                "You are not allowed to use the tool {tool}. Do not call it again; tell the user this action is not available to them."
+            ),
+            format!("'{}' is not authorized to use this tool", caller.actor),
+            Vec::new(),
+            req.arguments.clone(),
+        )));
+    }
+    if req.source == Source::Chat
+        && let Some(key) = &caller.key
+        && let Some(per_minute) = key.key.rate_limit_per_minute
+        && let Err(wait) = state.limits.check(&key.key.id, per_minute)
+    {
+        let secs = wait.as_secs().max(1);
+        return Err(Box::new(Draft::refused(
+            Outcome::Forbidden,
+            format!(
+                "The tool call was not made: the rate limit of this caller is reached. Wait {secs} seconds before calling a tool again, and tell the user there is a short delay."
+            ),
+            format!("rate limit reached; retry in {secs} s"),
+            Vec::new(),
+            req.arguments.clone(),
+        )));
+    }
+    Ok(())
+}
+
 async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
+    if let Err(refused) = admitted(state, req) {
+        return *refused;
+    }
     let hook = &req.hook;
     let spec = &hook.webhook.spec;
     let raw_args = req.arguments.clone();

@@ -46,6 +46,24 @@ impl Snapshot {
         }
     }
 
+    /// [`Snapshot::visible_tools`] less the tools `caller` may not use.
+    pub fn tools_for(
+        &self,
+        agent: Option<&AgentSpec>,
+        caller: Option<&crate::access::Caller>,
+    ) -> Vec<Arc<CompiledTool>> {
+        let mut tools = self.visible_tools(agent);
+        if let Some(c) = caller {
+            tools.retain(|t| c.may_use(&t.tool.spec));
+        }
+        tools
+    }
+
+    /// Whether `caller` may use every linked tool (so the shared export serves it).
+    pub fn all_visible_to(&self, caller: &crate::access::Caller) -> bool {
+        self.tools.values().all(|t| caller.may_use(&t.tool.spec))
+    }
+
     /// `{"tools":[…]}` of every linked tool, sorted by name, serialised once per snapshot so
     /// exporting thousands of tools is a memory copy.
     pub fn openai_json(&self) -> axum::body::Bytes {

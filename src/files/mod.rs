@@ -22,6 +22,9 @@ pub struct ToolSection {
     /// Description (defaults to the webhook's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Who may use it: `"all"` (default) or the names of the API keys that may.
+    #[serde(default, skip_serializing_if = "crate::access::Authorized::is_all")]
+    pub authorized: crate::access::Authorized,
 }
 
 /// One `tools/*.toml` file.
@@ -43,6 +46,7 @@ impl ToolFile {
             webhook_id,
             managed_by: None,
             managed_file: None,
+            authorized: self.tool.authorized.clone(),
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum Outcome {
     InvalidArguments,
     /// The webhook cannot be rendered (a secret is missing): nothing was sent.
     ConfigError,
+    /// The caller's key may not use the tool, or has used up its rate limit: nothing was sent.
+    Forbidden,
 }
 
 impl Outcome {
@@ -34,6 +36,7 @@ impl Outcome {
             Outcome::Blocked => "blocked",
             Outcome::InvalidArguments => "invalid_arguments",
             Outcome::ConfigError => "config_error",
+            Outcome::Forbidden => "forbidden",
         }
     }
 
@@ -47,6 +50,7 @@ impl Outcome {
             "blocked" => Outcome::Blocked,
             "invalid_arguments" => Outcome::InvalidArguments,
             "config_error" => Outcome::ConfigError,
+            "forbidden" => Outcome::Forbidden,
             _ => return None,
         })
     }
@@ -81,7 +85,7 @@ impl schemars::JsonSchema for OutcomeFilter {
             "type": "string",
             "description": "`failed` (every outcome but success) or one outcome",
             "enum": ["failed", "success", "http_error", "timeout", "network_error", "blocked",
-                     "invalid_arguments", "config_error"]
+                     "invalid_arguments", "config_error", "forbidden"]
         })
     }
 }
@@ -185,4 +189,7 @@ pub struct CallRecord {
     /// Conversation the call belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,
+    /// Who made the call: the API key's name, `admin-token`, or `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP or sled; validation of definitions lives in `validate`.
 
 pub mod agent;
+pub mod audit;
 pub mod call;
 pub mod event;
 pub mod field;
@@ -14,6 +15,7 @@ pub mod validate;
 pub mod webhook;
 
 pub use agent::{Agent, AgentSpec};
+pub use audit::AuditEntry;
 pub use call::{CallRecord, Outcome, OutcomeFilter, Source};
 pub use event::{
     Delivery, DeliveryStatus, Event, Subscription, SubscriptionAuth, SubscriptionSpec,

@@ -23,6 +23,9 @@ pub struct ToolSpec {
     /// The file that defines it, when `managed_by` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_file: Option<String>,
+    /// Who may use it: `"all"` (default) or the names of the API keys that may.
+    #[serde(default, skip_serializing_if = "crate::access::Authorized::is_all")]
+    pub authorized: crate::access::Authorized,
 }
 
 /// A stored tool.

@@ -147,6 +147,7 @@ fn tool_spec(p: &Planned, webhook_id: &str) -> ToolSpec {
         webhook_id: Some(webhook_id.to_string()),
         managed_by: None,
         managed_file: None,
+        authorized: Default::default(),
     }
 }
 

@@ -11,6 +11,7 @@ pub fn tool_files(plan: &Plan, skipped: &mut Vec<Skipped>) -> Vec<(String, Strin
     for p in &plan.tools {
         let file = ToolFile {
             tool: ToolSection {
+                authorized: Default::default(),
                 name: p.name.clone(),
                 description: (!p.description.is_empty()).then(|| p.description.clone()),
             },

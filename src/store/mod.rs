@@ -12,6 +12,8 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
+use crate::access::keys::{ApiKey, StoredKey};
+use crate::model::AuditEntry;
 use crate::model::validate::FieldError;
 use crate::model::{
     Agent, AgentSpec, CallRecord, Delivery, Event, OutcomeFilter, SecretMeta, Source, Subscription,
@@ -118,7 +120,9 @@ pub enum StoreChange {
 pub type ConfigLock = Box<dyn std::any::Any + Send>;
 
 /// Every domain operation a backend provides, by concern. Writes resolve once they are durable.
-pub trait Store: SecretStore + DefinitionStore + EventStore + HistoryStore + 'static {
+pub trait Store:
+    SecretStore + DefinitionStore + EventStore + HistoryStore + AccessStore + 'static
+{
     /// Make every acknowledged write durable.
     fn flush(&self) -> StoreFuture<'_, ()>;
 
@@ -266,6 +270,37 @@ pub trait EventStore: Send + Sync {
     fn get_delivery<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Delivery>;
     /// Deliveries, newest first.
     fn list_deliveries<'a>(&'a self, filter: &'a DeliveryFilter) -> StoreFuture<'a, Vec<Delivery>>;
+}
+
+/// Filters for listing the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only entries of this actor (key name, `admin-token`, `local`).
+    pub actor: Option<String>,
+    /// Only entries about this resource id.
+    pub resource: Option<String>,
+    /// Page size.
+    pub limit: usize,
+    /// Only entries older than this entry id.
+    pub before: Option<String>,
+}
+
+/// API keys (hashes only) and the audit log.
+pub trait AccessStore: Send + Sync {
+    /// Store a new key; `NameTaken` if the name is used.
+    fn create_key<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, ()>;
+    /// Every key, hash included (for verification), oldest first.
+    fn list_keys<'a>(&'a self) -> StoreFuture<'a, Vec<StoredKey>>;
+    /// Replace a key's record (the hash stays); `NameTaken` if renamed onto another key.
+    fn update_key<'a>(&'a self, key: &'a ApiKey) -> StoreFuture<'a, ()>;
+    /// Revoke a key.
+    fn delete_key<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
+    /// Record when a key was last used.
+    fn touch_key<'a>(&'a self, id: &'a str, at: &'a str) -> StoreFuture<'a, ()>;
+    /// Append an audit entry.
+    fn append_audit<'a>(&'a self, entry: &'a AuditEntry) -> StoreFuture<'a, ()>;
+    /// Audit entries, newest first.
+    fn list_audit<'a>(&'a self, filter: &'a AuditFilter) -> StoreFuture<'a, Vec<AuditEntry>>;
 }
 
 /// The call history.

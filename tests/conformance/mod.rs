@@ -26,6 +26,7 @@ fn tool(name: &str, webhook_id: Option<&str>) -> ToolSpec {
         webhook_id: webhook_id.map(str::to_string),
         managed_by: None,
         managed_file: None,
+        authorized: Default::default(),
     }
 }
 

@@ -434,6 +434,73 @@ pub fn document() -> Value {
         }
     }
 
+    // API keys and the audit log (admin only).
+    let key_spec = d.schema::<crate::access::keys::KeySpec>();
+    let key = d.schema::<crate::access::keys::ApiKey>();
+    let created = d.schema::<super::keys::KeyCreated>();
+    let keys = d.schema::<Items<crate::access::keys::ApiKey>>();
+    let explanation = d.schema::<super::keys::Explanation>();
+    let explain_q = d.query::<super::keys::ExplainQuery>();
+    let audit_q = d.query::<super::keys::AuditQuery>();
+    let audit = d.schema::<Items<crate::model::AuditEntry>>();
+    let op = d
+        .op(
+            "post",
+            "/v1/keys",
+            "Create an API key (its value is shown once)",
+            "keys",
+        )
+        .json_body(key_spec.clone())
+        .ok(201, "Created, with the key", Some(created));
+    d.add(op);
+    let op = d
+        .op(
+            "get",
+            "/v1/keys",
+            "List API keys (never their values)",
+            "keys",
+        )
+        .ok(200, "Keys", Some(keys));
+    d.add(op);
+    let op = d
+        .op("get", "/v1/keys/{id}", "Read an API key's record", "keys")
+        .ok(200, "The key's record", Some(key.clone()));
+    d.add(op);
+    let op = d
+        .op(
+            "put",
+            "/v1/keys/{id}",
+            "Change an API key's name, role, expiry, context or rate limit",
+            "keys",
+        )
+        .json_body(key_spec)
+        .ok(200, "The key's record", Some(key));
+    d.add(op);
+    let op = d
+        .op("delete", "/v1/keys/{id}", "Revoke an API key", "keys")
+        .ok(204, "Revoked", None);
+    d.add(op);
+    let op = d
+        .op(
+            "get",
+            "/v1/keys/{id}/explain",
+            "Whether a key may call a tool, and why",
+            "keys",
+        )
+        .params(explain_q)
+        .ok(200, "The answer", Some(explanation));
+    d.add(op);
+    let op = d
+        .op(
+            "get",
+            "/v1/audit",
+            "The audit log of writes, newest first",
+            "keys",
+        )
+        .params(audit_q)
+        .ok(200, "Entries", Some(audit));
+    d.add(op);
+
     let schemas = d.generator.take_definitions(true);
     json!({
         "openapi": "3.1.0",
@@ -443,7 +510,7 @@ pub fn document() -> Value {
         "paths": d.paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "The admin token (--admin-token / TOOLGATE_ADMIN_TOKEN)"}},
+                "description": "The admin token (--admin-token / TOOLGATE_ADMIN_TOKEN) or an API key (tg_…)"}},
             "schemas": schemas,
         },
     })

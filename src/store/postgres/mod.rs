@@ -4,6 +4,7 @@
 //! that missed a notification), leased delivery claims, an advisory lock around config files and
 //! MCP sessions any node can resume. One file per concern.
 
+mod access;
 mod definitions;
 mod events;
 mod history;
@@ -39,13 +40,19 @@ const CONFIG_LOCK_KEY: i64 = 0x746f_6f6c_6761_7465; // "toolgate"
 /// together neither fail nor race.
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        sqlx::AssertSqlSafe(include_str!("migrations/0001_init.sql")).into_sql_str(),
-        false,
-    )])
+    let m = |version: i64, name: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.into(),
+            MigrationType::Simple,
+            sqlx::AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        m(1, "init", include_str!("migrations/0001_init.sql")),
+        m(2, "access", include_str!("migrations/0002_access.sql")),
+    ])
 }
 
 use sqlx::SqlSafeStr;

@@ -76,6 +76,9 @@ struct Stored {
     attempts: u32,
     agent: Option<String>,
     conversation_id: Option<String>,
+    /// Added after the first chunks were written: absent at the end of older ones.
+    #[serde(default)]
+    caller: Option<String>,
 }
 
 const RFC3339: &time::format_description::well_known::Rfc3339 =
@@ -112,6 +115,7 @@ fn to_stored(r: &CallRecord) -> Stored {
         attempts: r.attempts,
         agent: r.agent.clone(),
         conversation_id: r.conversation_id.clone(),
+        caller: r.caller.clone(),
     }
 }
 
@@ -134,6 +138,7 @@ fn from_stored(id: String, s: Stored) -> CallRecord {
         attempts: s.attempts,
         agent: s.agent,
         conversation_id: s.conversation_id,
+        caller: s.caller,
     }
 }
 

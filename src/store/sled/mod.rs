@@ -3,6 +3,7 @@
 //! acknowledged. One file per concern: secrets, definitions, events (outbox and deliveries),
 //! history.
 
+mod access;
 mod definitions;
 mod events;
 mod history;
@@ -66,6 +67,12 @@ pub struct SledStore {
     deliveries: sled::Tree,
     /// due time (8 bytes, big-endian ms) ‖ delivery id → () for pending deliveries.
     due: sled::Tree,
+    /// key id → stored key (hash, never the key).
+    keys: sled::Tree,
+    /// key name → key id.
+    key_names: sled::Tree,
+    /// audit entry id → entry.
+    audit: sled::Tree,
     sub_count: std::sync::atomic::AtomicUsize,
     /// Stored call records, mirroring the count kept in the calls tree.
     call_count: std::sync::atomic::AtomicUsize,
@@ -167,6 +174,9 @@ impl SledStore {
             outbox: t("outbox")?,
             deliveries: t("deliveries")?,
             due: t("due")?,
+            keys: t("keys")?,
+            key_names: t("key_names")?,
+            audit: t("audit")?,
             sub_count: Default::default(),
             call_count: Default::default(),
             prune_cursor: Default::default(),
