@@ -45,6 +45,7 @@ pub async fn all(store: Arc<dyn Store>) {
     agents(store.as_ref()).await;
     events(store.as_ref()).await;
     history(store.as_ref()).await;
+    access(store.as_ref()).await;
     store.flush().await.expect("flush");
 }
 
@@ -338,4 +339,120 @@ async fn history(s: &dyn Store) {
         page(CallFilter::default()).await,
         vec![burst[9].id.clone(), burst[8].id.clone()]
     );
+}
+
+async fn access(s: &dyn Store) {
+    use toolgate::access::Role;
+    use toolgate::access::keys::{ApiKey, StoredKey};
+    use toolgate::store::AuditFilter;
+    let record = |id: &str, name: &str| ApiKey {
+        id: id.into(),
+        name: name.into(),
+        role: Role::Invoker,
+        prefix: "tg_abcdefg".into(),
+        context: None,
+        rate_limit_per_minute: Some(5),
+        expires_at: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+        last_used_at: None,
+    };
+    let k1 = StoredKey {
+        key: record("key_1", "bot"),
+        hash: "h1".into(),
+    };
+    s.create_key(&k1).await.unwrap();
+    assert!(matches!(
+        s.create_key(&StoredKey {
+            key: record("key_2", "bot"),
+            hash: "h2".into()
+        })
+        .await,
+        Err(StoreError::NameTaken(_))
+    ));
+    s.create_key(&StoredKey {
+        key: record("key_2", "other"),
+        hash: "h2".into(),
+    })
+    .await
+    .unwrap();
+    let mut renamed = record("key_1", "other");
+    assert!(matches!(
+        s.update_key(&renamed).await,
+        Err(StoreError::NameTaken(_))
+    ));
+    renamed.name = "bot-renamed".into();
+    s.update_key(&renamed).await.unwrap();
+    s.touch_key("key_1", "2026-02-02T00:00:00Z").await.unwrap();
+    let keys = s.list_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].key.name, "bot-renamed");
+    assert_eq!(keys[0].hash, "h1", "an update keeps the hash");
+    assert_eq!(
+        keys[0].key.last_used_at.as_deref(),
+        Some("2026-02-02T00:00:00Z")
+    );
+    // The old name is free again.
+    s.create_key(&StoredKey {
+        key: record("key_3", "bot"),
+        hash: "h3".into(),
+    })
+    .await
+    .unwrap();
+    s.delete_key("key_2").await.unwrap();
+    assert!(matches!(
+        s.delete_key("key_2").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.list_keys().await.unwrap().len(), 2);
+
+    for (i, actor) in ["a", "b", "a"].iter().enumerate() {
+        s.append_audit(&toolgate::model::AuditEntry {
+            id: toolgate::model::ids::new_id("aud"),
+            at: "2026-01-01T00:00:00Z".into(),
+            actor: actor.to_string(),
+            method: "POST".into(),
+            route: "/v1/webhooks".into(),
+            resource: Some(format!("wh_{i}")),
+            status: 201,
+        })
+        .await
+        .unwrap();
+    }
+    let all = s
+        .list_audit(&AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].resource.as_deref(), Some("wh_2"), "newest first");
+    let by_a = s
+        .list_audit(&AuditFilter {
+            actor: Some("a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_a.len(), 2);
+    let older = s
+        .list_audit(&AuditFilter {
+            before: Some(all[0].id.clone()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older[0].id, all[1].id);
+    let by_res = s
+        .list_audit(&AuditFilter {
+            resource: Some("wh_1".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_res.len(), 1);
 }
