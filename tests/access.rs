@@ -648,3 +648,41 @@ async fn every_write_is_in_the_audit_log_and_editors_see_no_history_bodies() {
     assert!(calls["items"][0]["request"].is_null(), "{calls}");
     assert!(calls["items"][0]["response"].is_null());
 }
+
+/// A context field marked sensitive (the end user's own token) reaches the upstream and is
+/// redacted like a secret in the result and in history.
+#[tokio::test]
+async fn a_sensitive_context_value_is_redacted_like_a_secret() {
+    let s = server_with_llm(None).await;
+    let up = Upstream::start().await;
+    let mut def = get_hook("Profile", &format!("{}/echo", up.base));
+    def["headers"] = json!([{"name": "X-User-Token", "value_type": "context", "value": "user.token", "sensitive": true}]);
+    let w = s.webhook(def).await;
+    s.tool("profile", &w).await;
+    let token = "user-oauth-token-5f1c9a";
+    let (st, v) = s
+        .post(
+            "/v1/tools/profile/invoke",
+            json!({"arguments": {}, "context": {"user": {"token": token}}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(up.last().header("x-user-token"), Some(token));
+    assert!(
+        !v.to_string().contains(token),
+        "result leaks the token: {v}"
+    );
+    assert!(v.to_string().contains("[REDACTED]"), "{v}");
+    let (_, calls) = s.get("/v1/calls").await;
+    assert!(
+        !calls.to_string().contains(token),
+        "history leaks the token"
+    );
+    // Only context fields may be sensitive.
+    let mut bad = get_hook("Bad", "http://127.0.0.1:9/x");
+    bad["headers"] =
+        json!([{"name": "X", "value_type": "static", "value": "v", "sensitive": true}]);
+    let (st, v) = s.post("/v1/webhooks", bad).await;
+    assert_eq!(st, 422);
+    assert_eq!(common::error_fields(&v), vec!["headers[0].sensitive"]);
+}

@@ -121,6 +121,13 @@ impl Ctx<'_> {
             }
             FieldSource::Context(path) => {
                 let v = self.context(path)?;
+                if f.sensitive {
+                    // Redacted like a secret wherever the call is shown.
+                    let text = scalar_text(&v);
+                    if !text.is_empty() && !self.secrets.contains(&text) {
+                        self.secrets.push(text);
+                    }
+                }
                 if f.data_type.is_scalar() && matches!(v, Value::Array(_) | Value::Object(_)) {
                     return Err(ResolveError::BadValue {
                         field: format!("context.{path}"),

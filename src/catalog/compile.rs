@@ -61,6 +61,8 @@ pub struct CompiledField {
     pub data_type: DataType,
     /// Where its value comes from.
     pub source: FieldSource,
+    /// A context value to redact like a secret.
+    pub sensitive: bool,
 }
 
 /// A webhook ready to be called: its fields, URL and body template parsed, its argument schema
@@ -200,6 +202,7 @@ fn compile_field(f: &Field) -> Result<CompiledField, String> {
         style: f.style,
         data_type: f.data_type,
         source,
+        sensitive: f.sensitive,
     })
 }
 

@@ -139,6 +139,10 @@ pub struct Field {
     /// How an array query parameter is sent.
     #[serde(default, skip_serializing_if = "is_default_style")]
     pub style: QueryStyle,
+    /// A context value that is a credential (the end user's own token, say): redacted like a
+    /// secret in history, events, logs and tool results. Context fields only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
 
 impl Field {

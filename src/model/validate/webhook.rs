@@ -35,6 +35,12 @@ fn check_field(
     errs: &mut Vec<FieldError>,
 ) {
     let at = |k: &str| format!("{list}[{i}].{k}");
+    if f.sensitive && f.value_type != ValueType::Context {
+        errs.push(FieldError::new(
+            at("sensitive"),
+            "only context fields can be sensitive (secrets are redacted anyway; dynamic values come from the model)",
+        ));
+    }
     if f.name.is_empty() {
         errs.push(FieldError::new(at("name"), "name must not be empty"));
     } else if let Some(arg) = &f.argument {
