@@ -76,6 +76,7 @@ fn allowed(method: &str, path: &str) -> BTreeSet<&'static str> {
     let read = method == "get";
     match path {
         "/v1/keys" | "/v1/keys/{id}" | "/v1/keys/{id}/explain" | "/v1/audit" => set(&["admin"]),
+        "/v1/secrets/{id}/values/{subject}" => set(&["admin", "editor"]),
         "/v1/tools/openai"
         | "/v1/tools/{id}/invoke"
         | "/v1/agents/{id}/chat"
@@ -88,6 +89,7 @@ fn allowed(method: &str, path: &str) -> BTreeSet<&'static str> {
         "/v1/calls" | "/v1/calls/{id}" => set(&["admin", "editor", "viewer"]),
         "/v1/secrets"
         | "/v1/secrets/{id}"
+        | "/v1/secrets/{id}/values"
         | "/v1/webhooks"
         | "/v1/webhooks/{id}"
         | "/v1/tools"
@@ -133,7 +135,10 @@ async fn every_route_answers_each_role_as_the_matrix_says() {
         }
         for method in item.as_object().unwrap().keys() {
             let who = allowed(method, path);
-            let url = path.replace("{id}", "nope").replace("{name}", "nope");
+            let url = path
+                .replace("{id}", "nope")
+                .replace("{name}", "nope")
+                .replace("{subject}", "nope");
             for (role, k) in &keys {
                 let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let body = (method == "post" || method == "put").then(|| json!({}));
@@ -685,4 +690,158 @@ async fn a_sensitive_context_value_is_redacted_like_a_secret() {
     let (st, v) = s.post("/v1/webhooks", bad).await;
     assert_eq!(st, 422);
     assert_eq!(common::error_fields(&v), vec!["headers[0].sensitive"]);
+}
+
+/// A secret with one value per end user: the call uses the value of the subject the context
+/// names, fails clearly for a subject without one, and never falls back to another's.
+#[tokio::test]
+async fn per_user_secret_values_follow_the_subject_in_the_context() {
+    let s = server_with_llm(None).await;
+    let up = Upstream::start().await;
+    let secret = s.secret("crm_token", "shared-value").await;
+    for (subject, value) in [("u1", "token-of-user-one"), ("u2", "token-of-user-two")] {
+        let (st, v, _) = send(
+            &s,
+            ADMIN,
+            reqwest::Method::PUT,
+            &format!("/v1/secrets/{secret}/values/{subject}"),
+            Some(json!({"value": value})),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        assert!(!v.to_string().contains(value));
+    }
+    let mut def = get_hook("Crm", &format!("{}/echo", up.base));
+    def["headers"] = json!([{"name": "X-Token", "value_type": "secret", "secret": "crm_token", "subject": "user.id"}]);
+    let w = s.webhook(def).await;
+    s.tool("crm", &w).await;
+    let call = |user: Value| {
+        let s = &s;
+        async move {
+            s.post(
+                "/v1/tools/crm/invoke",
+                json!({"arguments": {}, "context": {"user": {"id": user}}}),
+            )
+            .await
+        }
+    };
+    let (st, v) = call(json!("u1")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(up.last().header("x-token"), Some("token-of-user-one"));
+    assert!(!v.to_string().contains("token-of-user-one"), "{v}");
+    call(json!("u2")).await;
+    assert_eq!(up.last().header("x-token"), Some("token-of-user-two"));
+    let sent = up.count();
+    let (st, v) = call(json!("u3")).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["outcome"], "config_error", "{v}");
+    assert!(
+        v["content"]
+            .as_str()
+            .unwrap()
+            .contains("no value for the subject 'u3'"),
+        "{v}"
+    );
+    assert_eq!(
+        up.count(),
+        sent,
+        "nothing sent for a subject without a value"
+    );
+    let (_, v) = s
+        .post(
+            "/v1/tools/crm/invoke",
+            json!({"arguments": {}, "context": {}}),
+        )
+        .await;
+    assert_ne!(v["outcome"], "success", "{v}");
+    assert_eq!(up.count(), sent);
+    assert!(
+        up.received()
+            .iter()
+            .all(|r| r.header("x-token") != Some("shared-value"))
+    );
+
+    let (_, list) = s.get(&format!("/v1/secrets/{secret}/values")).await;
+    let subjects: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, vec!["u1", "u2"]);
+    assert!(!list.to_string().contains("token-of"));
+    let (st, _) = s.delete(&format!("/v1/secrets/{secret}/values/u1")).await;
+    assert_eq!(st, 204);
+    let (_, v) = call(json!("u1")).await;
+    assert_eq!(
+        v["outcome"], "config_error",
+        "a removed value is not used: {v}"
+    );
+    let (_, calls) = s.get("/v1/calls").await;
+    assert!(
+        !calls.to_string().contains("token-of-user"),
+        "history leaks a user's token"
+    );
+    // `subject` belongs to secret fields only.
+    let mut bad = get_hook("Bad", "http://127.0.0.1:9/x");
+    bad["headers"] =
+        json!([{"name": "X", "value_type": "static", "value": "v", "subject": "user.id"}]);
+    let (st, v) = s.post("/v1/webhooks", bad).await;
+    assert_eq!(st, 422);
+    assert_eq!(common::error_fields(&v), vec!["headers[0].subject"]);
+}
+
+/// Mid-conversation, the tool calls of a chat turn take from the key's bucket too: past the
+/// limit the model is told to wait instead of the call being made.
+#[tokio::test]
+async fn a_rate_limited_agent_is_told_to_wait() {
+    let llm = FakeLlm::start().await;
+    let s = server_with_llm(Some(&llm)).await;
+    let up = Upstream::start().await;
+    two_tools(&s, &up).await;
+    let (_, k) = key(
+        &s,
+        json!({"name": "chatty", "role": "invoker", "rate_limit_per_minute": 2}),
+    )
+    .await;
+    llm.push(
+        200,
+        tool_calls(&[
+            ("c1", "open_tool", json!({})),
+            ("c2", "open_tool", json!({})),
+        ]),
+    );
+    llm.push(200, reply("One moment."));
+    let (st, v) = post(
+        &s,
+        &k,
+        "/v1/agents/helper/chat",
+        json!({"messages": [{"role": "user", "content": "twice"}]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let outcomes: Vec<&str> = v["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "success").count(),
+        1,
+        "{v}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "forbidden").count(),
+        1,
+        "{v}"
+    );
+    let told = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .any(|c| c.contains("rate limit") && c.contains("Wait"));
+    assert!(told, "{v}");
+    assert_eq!(up.count(), 1);
 }

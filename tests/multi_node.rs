@@ -703,3 +703,36 @@ async fn stdio_mcp_runs_beside_serve_on_the_shared_store() {
     .await;
     mcp.cancel().await.ok();
 }
+
+/// A key made through one node works on the other; revoked through that other node, it is
+/// refused by the first on its next request.
+#[tokio::test]
+async fn a_key_revoked_through_one_node_is_refused_by_the_other() {
+    let db = TestDb::create().await;
+    let (a, b) = two_nodes(&db).await;
+    let (st, k) = a
+        .post("/v1/keys", json!({"name": "bot", "role": "viewer"}))
+        .await;
+    assert_eq!(st, 201, "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+    let with_key = |node: &Node| {
+        client()
+            .get(format!("{}/v1/webhooks", node.base))
+            .bearer_auth(&key)
+            .send()
+    };
+    eventually(2, || async {
+        let r = with_key(&b).await.ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let (st, _) = b
+        .delete(&format!("/v1/keys/{}", k["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(st, 204);
+    eventually(2, || async {
+        let r = with_key(&a).await.ok()?;
+        (r.status().as_u16() == 401).then_some(())
+    })
+    .await;
+}

@@ -98,8 +98,8 @@ pub fn route_permission(method: &str, path: &str) -> Option<Permission> {
     let read = method == "GET";
     Some(match path {
         "/keys" | "/keys/{id}" | "/keys/{id}/explain" | "/audit" => ManageKeys,
-        "/secrets" | "/secrets/{id}" if read => ReadDefinitions,
-        "/secrets" | "/secrets/{id}" => WriteSecrets,
+        "/secrets" | "/secrets/{id}" | "/secrets/{id}/values" if read => ReadDefinitions,
+        "/secrets" | "/secrets/{id}" | "/secrets/{id}/values/{subject}" => WriteSecrets,
         "/tools/openai" | "/tools/{id}/invoke" | "/agents/{id}/chat" | "/chat/completions" => {
             Invoke
         }

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, response::IntoResponse};
 use serde::Deserialize;
 
@@ -29,6 +29,56 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/secrets", get(list).post(create))
         .route("/secrets/{id}", get(read).put(update).delete(remove))
+        .route("/secrets/{id}/values", get(list_values))
+        .route("/secrets/{id}/values/{subject}", put(set).delete(unset))
+}
+
+/// A subject is an end user's id as the calling application names it.
+fn check_subject(subject: &str) -> Result<(), ApiError> {
+    if subject.is_empty() || subject.len() > 256 || subject.chars().any(|c| c.is_control()) {
+        return Err(ApiError::InvalidDefinition(vec![
+            crate::model::validate::FieldError::new(
+                "subject",
+                "a subject is 1-256 characters without control characters",
+            ),
+        ]));
+    }
+    Ok(())
+}
+
+async fn set(
+    State(s): State<AppState>,
+    Path((id, subject)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateSecret>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_subject(&subject)?;
+    let errs = validate_secret(None, &body.value);
+    if !errs.is_empty() {
+        return Err(ApiError::InvalidDefinition(errs));
+    }
+    let meta = s
+        .store
+        .set_subject_value(&id, &subject, &body.value)
+        .await?;
+    s.pipeline.forget_secrets();
+    Ok(Json(meta))
+}
+
+async fn unset(
+    State(s): State<AppState>,
+    Path((id, subject)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.store.delete_subject_value(&id, &subject).await?;
+    s.pipeline.forget_secrets();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_values(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let items = s.store.list_subject_values(&id).await?;
+    Ok(Json(super::types::Items { items }))
 }
 
 async fn create(

@@ -223,6 +223,32 @@ fn admitted(state: &Pipeline, req: &CallRequest<'_>) -> Result<(), Box<Draft>> {
     Ok(())
 }
 
+/// Every secret value the call may need: the shared values of the webhook's secrets, and each
+/// per-subject value for the subject the context names (a missing one is left out: resolving
+/// then fails the call, never falling back to someone else's value).
+async fn open_secrets(
+    state: &Pipeline,
+    hook: &CompiledWebhook,
+    context: &Value,
+) -> Result<std::collections::HashMap<String, Arc<str>>, crate::store::StoreError> {
+    let mut opened = state.secrets.get_all(&hook.secret_names).await?;
+    let subject_fields = hook
+        .headers
+        .iter()
+        .chain(&hook.query)
+        .chain(&hook.path)
+        .chain(&hook.body);
+    for f in subject_fields {
+        if let (crate::catalog::FieldSource::Secret(name), Some(path)) = (&f.source, &f.subject)
+            && let Ok(subject) = resolve::subject_of(context, path)
+            && let Some(v) = state.secrets.get_for(name, &subject).await?
+        {
+            opened.insert(crate::store::secret_cache::subject_key(name, &subject), v);
+        }
+    }
+    Ok(opened)
+}
+
 async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
     if let Err(refused) = admitted(state, req) {
         return *refused;
@@ -246,7 +272,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         }
     };
     let arguments = Value::Object(args.clone());
-    let opened = match state.secrets.get_all(&hook.secret_names).await {
+    let opened = match open_secrets(state, hook, req.context).await {
         Ok(o) => o,
         Err(e) => {
             let msg = e.to_string();

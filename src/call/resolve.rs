@@ -29,6 +29,14 @@ pub enum ResolveError {
     /// A referenced secret is not stored.
     #[error("secret '{0}' is not set")]
     MissingSecret(String),
+    /// The secret has no value for the subject the context names.
+    #[error("secret '{name}' has no value for the subject '{subject}'")]
+    MissingSubjectValue {
+        /// Secret name.
+        name: String,
+        /// The subject from the context.
+        subject: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -116,7 +124,24 @@ impl Ctx<'_> {
         match &f.source {
             FieldSource::Dynamic => Ok(self.args.get(&f.argument).cloned()),
             FieldSource::Secret(name) => {
-                let v = self.secret(name)?;
+                let v = match &f.subject {
+                    None => self.secret(name)?,
+                    Some(path) => {
+                        let subject = subject_of(self.context, path)?;
+                        let v = self
+                            .opened
+                            .get(&crate::store::secret_cache::subject_key(name, &subject))
+                            .ok_or_else(|| ResolveError::MissingSubjectValue {
+                                name: name.to_string(),
+                                subject: subject.clone(),
+                            })?
+                            .to_string();
+                        if !self.secrets.contains(&v) {
+                            self.secrets.push(v.clone());
+                        }
+                        v
+                    }
+                };
                 typed(Value::String(v)).map(Some)
             }
             FieldSource::Context(path) => {
@@ -149,6 +174,21 @@ impl Ctx<'_> {
             }
             FieldSource::Static(v) => Ok(Some(v.clone())),
         }
+    }
+}
+
+/// The subject a context path names: a non-empty scalar.
+pub fn subject_of(context: &Value, path: &str) -> Result<String, ResolveError> {
+    match lookup_path(context, path) {
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
+            let s = scalar_text(v);
+            if s.is_empty() {
+                Err(ResolveError::MissingContext(path.to_string()))
+            } else {
+                Ok(s)
+            }
+        }
+        _ => Err(ResolveError::MissingContext(path.to_string())),
     }
 }
 

@@ -63,6 +63,8 @@ pub struct CompiledField {
     pub source: FieldSource,
     /// A context value to redact like a secret.
     pub sensitive: bool,
+    /// For a secret field: the context path naming whose value to use.
+    pub subject: Option<String>,
 }
 
 /// A webhook ready to be called: its fields, URL and body template parsed, its argument schema
@@ -203,6 +205,7 @@ fn compile_field(f: &Field) -> Result<CompiledField, String> {
         data_type: f.data_type,
         source,
         sensitive: f.sensitive,
+        subject: f.subject.clone(),
     })
 }
 

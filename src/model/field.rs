@@ -139,6 +139,10 @@ pub struct Field {
     /// How an array query parameter is sent.
     #[serde(default, skip_serializing_if = "is_default_style")]
     pub style: QueryStyle,
+    /// For a secret field: the context path (`user.id`) naming whose value of the secret to use
+    /// (`PUT /v1/secrets/{id}/values/{subject}`). A subject without a value fails the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// A context value that is a credential (the end user's own token, say): redacted like a
     /// secret in history, events, logs and tool results. Context fields only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -77,6 +77,23 @@ pub enum StoreError {
 /// A boxed future returned by store operations.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// One subject's value of a secret, as listed (never the value).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct SubjectValueMeta {
+    /// The secret's id.
+    pub secret_id: String,
+    /// Whose value it is (matched against the context path a field names).
+    pub subject: String,
+    /// When it was last set.
+    pub updated_at: String,
+}
+
+/// Additional authenticated data sealing a subject's value: it cannot be moved to another
+/// subject or secret.
+pub fn subject_aad(secret_id: &str, subject: &str) -> String {
+    format!("{secret_id}\u{1f}{subject}")
+}
+
 /// Filters for listing call history.
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
@@ -172,6 +189,23 @@ pub trait SecretStore: Send + Sync {
     fn secret_value<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>>;
     /// Whether a secret with this name exists.
     fn secret_exists<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
+    /// Store (or replace) the secret's value for one subject (an end user's id).
+    fn set_subject_value<'a>(
+        &'a self,
+        id: &'a str,
+        subject: &'a str,
+        value: &'a str,
+    ) -> StoreFuture<'a, SubjectValueMeta>;
+    /// Remove the secret's value for one subject.
+    fn delete_subject_value<'a>(&'a self, id: &'a str, subject: &'a str) -> StoreFuture<'a, ()>;
+    /// The subjects that have a value of the secret (never the values).
+    fn list_subject_values<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Vec<SubjectValueMeta>>;
+    /// The decrypted value of the named secret for `subject`, `None` if there is none.
+    fn subject_value<'a>(
+        &'a self,
+        name: &'a str,
+        subject: &'a str,
+    ) -> StoreFuture<'a, Option<String>>;
 }
 
 /// Webhooks, tools and agents.

@@ -9,6 +9,12 @@ use std::sync::{Arc, RwLock};
 
 use super::{Store, StoreError};
 
+/// Where a subject's value is kept among the opened values: a name cannot hold the separator,
+/// so it never collides with a shared value.
+pub fn subject_key(name: &str, subject: &str) -> String {
+    format!("{name}\u{1f}{subject}")
+}
+
 /// Name → opened value, cleared on every secret write.
 pub struct SecretCache {
     store: Arc<dyn Store>,
@@ -45,6 +51,30 @@ impl SecretCache {
         let mut map = self.values.write().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::Acquire) == generation {
             map.insert(name.to_string(), value.clone());
+        }
+        Ok(Some(value))
+    }
+
+    /// The opened value of the named secret for one subject, `None` if that subject has none
+    /// (never another subject's value, nor the shared one).
+    pub async fn get_for(&self, name: &str, subject: &str) -> Result<Option<Arc<str>>, StoreError> {
+        let key = subject_key(name, subject);
+        if let Some(v) = self
+            .values
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(v.clone()));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(value) = self.store.subject_value(name, subject).await? else {
+            return Ok(None);
+        };
+        let value: Arc<str> = value.into();
+        let mut map = self.values.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) == generation {
+            map.insert(key, value.clone());
         }
         Ok(Some(value))
     }

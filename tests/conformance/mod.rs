@@ -50,6 +50,7 @@ pub async fn all(store: Arc<dyn Store>) {
 }
 
 async fn secrets(s: &dyn Store) {
+    subject_values(s).await;
     let m = s.create_secret("api_key", "v1").await.expect("create");
     assert!(matches!(
         s.create_secret("api_key", "v2").await,
@@ -455,4 +456,39 @@ async fn access(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(by_res.len(), 1);
+}
+
+async fn subject_values(s: &dyn Store) {
+    let m = s.create_secret("per_user", "shared").await.unwrap();
+    s.set_subject_value(&m.id, "u1", "one").await.unwrap();
+    s.set_subject_value(&m.id, "u2", "two").await.unwrap();
+    s.set_subject_value(&m.id, "u1", "one-again").await.unwrap();
+    assert_eq!(
+        s.subject_value("per_user", "u1").await.unwrap().as_deref(),
+        Some("one-again")
+    );
+    assert_eq!(s.subject_value("per_user", "u3").await.unwrap(), None);
+    assert_eq!(s.subject_value("nope", "u1").await.unwrap(), None);
+    let listed: Vec<String> = s
+        .list_subject_values(&m.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.subject)
+        .collect();
+    assert_eq!(listed, vec!["u1", "u2"]);
+    s.delete_subject_value(&m.id, "u2").await.unwrap();
+    assert!(matches!(
+        s.delete_subject_value(&m.id, "u2").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.set_subject_value("sec_missing", "u1", "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Deleting the secret takes its subjects' values with it.
+    s.delete_secret(&m.id).await.unwrap();
+    let again = s.create_secret("per_user", "shared").await.unwrap();
+    assert_eq!(s.subject_value("per_user", "u1").await.unwrap(), None);
+    s.delete_secret(&again.id).await.unwrap();
 }

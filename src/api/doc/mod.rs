@@ -111,6 +111,43 @@ pub fn document() -> Value {
         .ok(204, "Deleted", None);
     d.add(op);
 
+    let subject_meta = d.schema::<crate::store::SubjectValueMeta>();
+    let subjects = d.schema::<Items<crate::store::SubjectValueMeta>>();
+    let value_only = json!({"type": "object", "additionalProperties": false, "required": ["value"],
+        "properties": {"value": {"type": "string", "writeOnly": true}}});
+    let op = d
+        .op(
+            "put",
+            "/v1/secrets/{id}/values/{subject}",
+            "Set the secret's value for one subject (an end user)",
+            "secrets",
+        )
+        .json_body(value_only)
+        .ok(
+            200,
+            "The subject's entry (never the value)",
+            Some(subject_meta),
+        );
+    d.add(op);
+    let op = d
+        .op(
+            "delete",
+            "/v1/secrets/{id}/values/{subject}",
+            "Remove the secret's value for one subject",
+            "secrets",
+        )
+        .ok(204, "Removed", None);
+    d.add(op);
+    let op = d
+        .op(
+            "get",
+            "/v1/secrets/{id}/values",
+            "List the subjects that have a value of the secret",
+            "secrets",
+        )
+        .ok(200, "Subjects", Some(subjects));
+    d.add(op);
+
     // Webhooks.
     let spec = d.schema::<WebhookSpec>();
     let hook = d.schema::<Webhook>();

@@ -35,6 +35,19 @@ fn check_field(
     errs: &mut Vec<FieldError>,
 ) {
     let at = |k: &str| format!("{list}[{i}].{k}");
+    if let Some(subject) = &f.subject {
+        if f.value_type != ValueType::Secret {
+            errs.push(FieldError::new(
+                at("subject"),
+                "only secret fields have a subject (the context path naming whose value to use)",
+            ));
+        } else if !crate::model::names::is_dotted_path(subject) {
+            errs.push(FieldError::new(
+                at("subject"),
+                "a subject is a context path such as user.id",
+            ));
+        }
+    }
     if f.sensitive && f.value_type != ValueType::Context {
         errs.push(FieldError::new(
             at("sensitive"),

@@ -52,6 +52,11 @@ fn migrator() -> sqlx::migrate::Migrator {
     Migrator::with_migrations(vec![
         m(1, "init", include_str!("migrations/0001_init.sql")),
         m(2, "access", include_str!("migrations/0002_access.sql")),
+        m(
+            3,
+            "secret_values",
+            include_str!("migrations/0003_secret_values.sql"),
+        ),
     ])
 }
 

@@ -8,7 +8,9 @@ use sqlx::Row;
 use super::{PgStore, Tx, db, is_unique_violation};
 use crate::model::ids::new_id;
 use crate::model::{SecretMeta, now_rfc3339};
-use crate::store::{SecretStore, StoreChange, StoreError, StoreFuture};
+use crate::store::{
+    SecretStore, StoreChange, StoreError, StoreFuture, SubjectValueMeta, subject_aad,
+};
 
 fn meta(row: &sqlx::postgres::PgRow) -> SecretMeta {
     SecretMeta {
@@ -213,6 +215,111 @@ impl SecretStore for PgStore {
                 .await
                 .map_err(db)?;
             Ok(found.is_some())
+        })
+    }
+
+    fn set_subject_value<'a>(
+        &'a self,
+        id: &'a str,
+        subject: &'a str,
+        value: &'a str,
+    ) -> StoreFuture<'a, SubjectValueMeta> {
+        Box::pin(async move {
+            let sealed = self.sealer.seal(value, &subject_aad(id, subject))?;
+            let now = now_rfc3339();
+            let mut tx = self.begin().await?;
+            let found: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM secrets WHERE id = $1 FOR KEY SHARE")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            if found.is_none() {
+                return Err(StoreError::NotFound("secret"));
+            }
+            sqlx::query(
+                "INSERT INTO secret_values (secret_id, subject, sealed, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (secret_id, subject) DO UPDATE SET sealed = $3, updated_at = $4",
+            )
+            .bind(id)
+            .bind(subject)
+            .bind(&sealed)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            self.announce(&mut tx, StoreChange::Secrets).await?;
+            Self::commit(tx).await?;
+            Ok(SubjectValueMeta {
+                secret_id: id.to_string(),
+                subject: subject.to_string(),
+                updated_at: now,
+            })
+        })
+    }
+
+    fn delete_subject_value<'a>(&'a self, id: &'a str, subject: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            let done =
+                sqlx::query("DELETE FROM secret_values WHERE secret_id = $1 AND subject = $2")
+                    .bind(id)
+                    .bind(subject)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound("subject value"));
+            }
+            self.announce(&mut tx, StoreChange::Secrets).await?;
+            Self::commit(tx).await
+        })
+    }
+
+    fn list_subject_values<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Vec<SubjectValueMeta>> {
+        Box::pin(async move {
+            self.get_secret(id).await?;
+            let rows = sqlx::query(
+                "SELECT subject, updated_at FROM secret_values WHERE secret_id = $1 ORDER BY subject",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| SubjectValueMeta {
+                    secret_id: id.to_string(),
+                    subject: r.get(0),
+                    updated_at: r.get(1),
+                })
+                .collect())
+        })
+    }
+
+    fn subject_value<'a>(
+        &'a self,
+        name: &'a str,
+        subject: &'a str,
+    ) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT s.id, v.sealed FROM secrets s JOIN secret_values v ON v.secret_id = s.id
+                 WHERE s.name = $1 AND v.subject = $2",
+            )
+            .bind(name)
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+            match row {
+                None => Ok(None),
+                Some(r) => {
+                    let id: String = r.get(0);
+                    let sealed: String = r.get(1);
+                    Ok(Some(self.sealer.open(&sealed, &subject_aad(&id, subject))?))
+                }
+            }
         })
     }
 }

@@ -73,6 +73,8 @@ pub struct SledStore {
     key_names: sled::Tree,
     /// audit entry id → entry.
     audit: sled::Tree,
+    /// secret id ‖ 0 ‖ subject → sealed per-subject value.
+    secret_values: sled::Tree,
     sub_count: std::sync::atomic::AtomicUsize,
     /// Stored call records, mirroring the count kept in the calls tree.
     call_count: std::sync::atomic::AtomicUsize,
@@ -177,6 +179,7 @@ impl SledStore {
             keys: t("keys")?,
             key_names: t("key_names")?,
             audit: t("audit")?,
+            secret_values: t("secret_values")?,
             sub_count: Default::default(),
             call_count: Default::default(),
             prune_cursor: Default::default(),

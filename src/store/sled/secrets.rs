@@ -1,6 +1,26 @@
-//! Secrets: sealed values, name index, and the webhooks that use each.
+//! Secrets: sealed values, name index, the webhooks that use each, and per-subject values.
 
 use super::*;
+use crate::store::{SubjectValueMeta, subject_aad};
+
+#[derive(Serialize, Deserialize)]
+struct SubjectRecord {
+    sealed: String,
+    updated_at: String,
+}
+
+fn subject_key(id: &str, subject: &str) -> Vec<u8> {
+    let mut k = id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(subject.as_bytes());
+    k
+}
+
+fn subject_prefix(id: &str) -> Vec<u8> {
+    let mut k = id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
 
 impl SledStore {
     pub(super) fn secret_record_by_id(&self, id: &str) -> Result<SecretRecord, StoreError> {
@@ -125,6 +145,10 @@ impl SecretStore for SledStore {
                     Ok(())
                 })
                 .map_err(tx_err)?;
+            // The secret is gone: its per-subject values go with it.
+            for k in self.secret_values.scan_prefix(subject_prefix(id)).keys() {
+                self.secret_values.remove(k?)?;
+            }
             self.durable().await
         })
     }
@@ -149,6 +173,82 @@ impl SecretStore for SledStore {
                 self.secret_names.get(name.as_bytes()),
                 Ok(Some(_))
             ))
+        })
+    }
+
+    fn set_subject_value<'a>(
+        &'a self,
+        id: &'a str,
+        subject: &'a str,
+        value: &'a str,
+    ) -> StoreFuture<'a, SubjectValueMeta> {
+        Box::pin(async move {
+            self.secret_record_by_id(id)?;
+            let rec = SubjectRecord {
+                sealed: self.sealer.seal(value, &subject_aad(id, subject))?,
+                updated_at: now_rfc3339(),
+            };
+            self.secret_values
+                .insert(subject_key(id, subject), encode(&rec)?)?;
+            self.durable().await?;
+            Ok(SubjectValueMeta {
+                secret_id: id.to_string(),
+                subject: subject.to_string(),
+                updated_at: rec.updated_at,
+            })
+        })
+    }
+
+    fn delete_subject_value<'a>(&'a self, id: &'a str, subject: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if self
+                .secret_values
+                .remove(subject_key(id, subject))?
+                .is_none()
+            {
+                return Err(StoreError::NotFound("subject value"));
+            }
+            self.durable().await
+        })
+    }
+
+    fn list_subject_values<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Vec<SubjectValueMeta>> {
+        Box::pin(async move {
+            self.secret_record_by_id(id)?;
+            let prefix = subject_prefix(id);
+            let mut out = Vec::new();
+            for item in self.secret_values.scan_prefix(&prefix) {
+                let (k, v) = item?;
+                let rec: SubjectRecord = decode(&v)?;
+                out.push(SubjectValueMeta {
+                    secret_id: id.to_string(),
+                    subject: String::from_utf8_lossy(&k[prefix.len()..]).to_string(),
+                    updated_at: rec.updated_at,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn subject_value<'a>(
+        &'a self,
+        name: &'a str,
+        subject: &'a str,
+    ) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let Some(id) = self.secret_names.get(name.as_bytes())? else {
+                return Ok(None);
+            };
+            let id = String::from_utf8_lossy(&id).to_string();
+            match self.secret_values.get(subject_key(&id, subject))? {
+                None => Ok(None),
+                Some(raw) => {
+                    let rec: SubjectRecord = decode(&raw)?;
+                    Ok(Some(
+                        self.sealer.open(&rec.sealed, &subject_aad(&id, subject))?,
+                    ))
+                }
+            }
         })
     }
 }
