@@ -9,6 +9,7 @@ pub mod call;
 pub mod catalog;
 pub mod chat_cli;
 pub mod config;
+pub mod console;
 pub mod definitions;
 pub mod demo_api;
 pub mod error;

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         });
     Router::new()
         .merge(system::routes())
+        .merge(crate::console::routes())
         .merge(mcp_routes(&state, gate))
         .nest("/v1", v1)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

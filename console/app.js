@@ -1,0 +1,634 @@
+// toolgate console: a small single-page app over the public JSON API (/v1). No framework, no
+// build step. Every text from the API is put in the page as text (never as HTML), so a hostile
+// upstream answer or definition cannot script the console.
+"use strict";
+
+const TOKEN_KEY = "toolgate-token";
+const main = document.getElementById("main");
+
+// ---------- DOM helpers ----------
+
+/** Build an element: h("button", {class: "x", onclick: f}, "text", child). */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+let uid = 0;
+/** A labelled control: returns {wrap, input}. */
+function control(labelText, input, opts = {}) {
+  const id = input.id || `f${++uid}`;
+  input.id = id;
+  const wrap = h("div", { class: "field" }, h("label", { for: id }, labelText), input);
+  if (opts.hint) wrap.append(h("p", { class: "hint" }, opts.hint));
+  if (opts.field) {
+    input.dataset.field = opts.field;
+    wrap.append(h("p", { class: "error", "data-error-for": opts.field, hidden: true }));
+  }
+  return { wrap, input };
+}
+
+function select(options, value) {
+  const s = h("select", {});
+  for (const [v, label] of options) s.append(h("option", { value: v, selected: v === value }, label));
+  return s;
+}
+
+function toast(text) {
+  const t = h("p", {}, text);
+  document.getElementById("toast").append(t);
+  setTimeout(() => t.remove(), 4000);
+}
+
+function fmtTime(t) {
+  if (!t) return "";
+  const d = new Date(t);
+  return isNaN(d) ? t : d.toLocaleString();
+}
+
+function json(v) {
+  return JSON.stringify(v, null, 2);
+}
+
+// ---------- API ----------
+
+class ApiError extends Error {
+  constructor(status, err) {
+    super((err && err.message) || `HTTP ${status}`);
+    this.status = status;
+    this.code = (err && err.code) || "";
+    this.details = (err && err.details) || [];
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let r;
+  try {
+    r = await fetch(`/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new ApiError(0, { code: "network", message: "The gateway cannot be reached." });
+  }
+  const text = await r.text();
+  let data = null;
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = { error: { code: "bad_response", message: text.slice(0, 200) } }; }
+  }
+  if (r.status === 401) {
+    signIn(data && data.error && data.error.message);
+    throw new ApiError(401, data && data.error);
+  }
+  if (!r.ok) throw new ApiError(r.status, data && data.error);
+  return data;
+}
+
+/** Show an API error as a friendly message in `where`. */
+function showError(where, e) {
+  const msg = e instanceof ApiError ? e.message : "Something went wrong.";
+  where.replaceChildren(h("p", { class: "error", role: "alert" }, msg));
+}
+
+// ---------- sign-in ----------
+
+function signIn(reason) {
+  document.getElementById("sign-out").hidden = true;
+  const token = h("input", { type: "password", autocomplete: "current-password", required: true });
+  const c = control("Admin token", token);
+  const form = h("form", { class: "card", onsubmit: (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, token.value.trim());
+    route();
+  } },
+    h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, "This gateway has an admin token. Enter it (or an API key) once; it is kept for this tab only."),
+    reason ? h("p", { class: "error" }, reason) : null,
+    c.wrap,
+    h("button", { type: "submit" }, "Sign in"));
+  main.replaceChildren(form);
+  token.focus();
+}
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  location.hash = "#/webhooks";
+  route();
+});
+
+// ---------- routing ----------
+
+const routes = [
+  [/^#\/webhooks$/, () => webhooksPage()],
+  [/^#\/webhooks\/new$/, () => webhookForm(null)],
+  [/^#\/webhooks\/([^/]+)\/edit$/, (m) => webhookForm(m[1])],
+  [/^#\/webhooks\/([^/]+)\/test$/, (m) => testPage(m[1])],
+  [/^#\/secrets$/, () => secretsPage()],
+  [/^#\/tools$/, () => toolsPage()],
+  [/^#\/history$/, () => historyPage()],
+];
+
+async function route() {
+  const hash = location.hash || "#/webhooks";
+  document.getElementById("sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  for (const a of document.querySelectorAll("nav a")) {
+    if (hash.startsWith(`#/${a.dataset.nav}`)) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  for (const [re, page] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      try { await page(m); } catch (e) { if (!(e instanceof ApiError && e.status === 401)) showError(main, e); }
+      return;
+    }
+  }
+  location.hash = "#/webhooks";
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", route);
+
+// ---------- webhooks list ----------
+
+const PAGE = 50;
+
+async function webhooksPage() {
+  const search = h("input", { type: "search", placeholder: "Name, URL or description" });
+  const searchCtl = control("Search webhooks", search);
+  const list = h("div", {});
+  const header = h("div", { class: "bar" },
+    h("h1", {}, "Webhooks"),
+    h("button", { type: "button", "aria-label": "Create webhook", title: "Create webhook", onclick: () => { location.hash = "#/webhooks/new"; } }, "+"));
+  main.replaceChildren(header, searchCtl.wrap, list);
+  let shown = PAGE;
+  let timer = null;
+  let items = [];
+  const render = () => {
+    const q = search.value.trim();
+    if (!items.length) {
+      list.replaceChildren(q
+        ? h("p", { class: "card muted" }, `No webhook matches "${q}".`)
+        : h("div", { class: "card empty" },
+          h("h2", {}, "No webhooks created yet"),
+          h("p", { class: "muted" }, "A webhook is one HTTP call your agents can make: its URL, method and the values it sends."),
+          h("button", { type: "button", onclick: () => { location.hash = "#/webhooks/new"; } }, "Create Webhook")));
+      return;
+    }
+    const rows = items.slice(0, shown).map((w) => h("tr", {},
+      h("td", {}, w.name), h("td", { class: "url" }, w.url), h("td", {}, w.method), h("td", {}, fmtTime(w.created_at)),
+      h("td", {}, actionMenu(w))));
+    const table = h("table", {},
+      h("thead", {}, h("tr", {}, ["Name", "URL", "Method", "Created at", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, rows));
+    const more = items.length > shown
+      ? h("button", { type: "button", class: "secondary", onclick: () => { shown += PAGE; render(); } }, `Load more (${items.length - shown} left)`)
+      : null;
+    list.replaceChildren(table, h("p", { class: "muted" }, `${items.length} webhook(s)`), more);
+  };
+  const load = async () => {
+    const q = search.value.trim();
+    try {
+      const data = await api("GET", `/webhooks${q ? `?q=${encodeURIComponent(q)}` : ""}`);
+      items = data.items.slice().reverse();
+      shown = PAGE;
+      render();
+    } catch (e) { if (e.status !== 401) showError(list, e); }
+  };
+  search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(load, 150); });
+  await load();
+}
+
+function actionMenu(w) {
+  const menu = h("div", { role: "menu", hidden: true });
+  const toggle = h("button", { type: "button", class: "secondary", "aria-haspopup": "menu", "aria-expanded": "false", "aria-label": `Actions for ${w.name}` }, "⋯");
+  const close = () => { menu.hidden = true; toggle.setAttribute("aria-expanded", "false"); };
+  toggle.addEventListener("click", () => {
+    const open = menu.hidden;
+    menu.hidden = !open;
+    toggle.setAttribute("aria-expanded", String(open));
+    if (open) menu.querySelector("button").focus();
+  });
+  menu.addEventListener("keydown", (e) => { if (e.key === "Escape") { close(); toggle.focus(); } });
+  menu.append(
+    h("button", { type: "button", role: "menuitem", onclick: () => { location.hash = `#/webhooks/${w.id}/edit`; } }, "Edit"),
+    h("button", { type: "button", role: "menuitem", onclick: () => { location.hash = `#/webhooks/${w.id}/test`; } }, "Test"),
+    h("button", { type: "button", role: "menuitem", onclick: () => { close(); deleteWebhook(w); } }, "Delete"));
+  return h("div", { class: "menu" }, toggle, menu);
+}
+
+// ---------- delete guard ----------
+
+async function deleteWebhook(w) {
+  try {
+    await api("DELETE", `/webhooks/${w.id}`);
+    toast(`Deleted ${w.name}`);
+    route();
+  } catch (e) {
+    if (e.code !== "in_use") { toast(e.message); return; }
+    guardDialog(w, e.details);
+  }
+}
+
+function guardDialog(w, tools) {
+  const list = h("ul", {});
+  const del = h("button", { type: "button", class: "danger", disabled: true }, "Delete");
+  const remaining = new Set(tools.map((t) => t.tool_id));
+  for (const t of tools) {
+    const li = h("li", {}, h("span", {}, t.tool_name || t.tool_id), " ");
+    const unlink = h("button", { type: "button", class: "secondary", onclick: async () => {
+      try {
+        await api("POST", `/tools/${t.tool_id}/unlink`);
+        remaining.delete(t.tool_id);
+        li.remove();
+        del.disabled = remaining.size > 0;
+      } catch (e) { toast(e.message); }
+    } }, "Unlink Tool");
+    li.append(unlink);
+    list.append(li);
+  }
+  const dlg = h("dialog", { "aria-labelledby": "guard-title" },
+    h("h2", { id: "guard-title" }, `Delete ${w.name}?`),
+    h("p", {}, "This webhook is currently in use. To prevent breaking active tools, you must unlink it from the connected tools listed below before deleting."),
+    list,
+    h("div", { class: "bar" },
+      h("button", { type: "button", class: "secondary", onclick: () => dlg.close() }, "Cancel"),
+      del));
+  del.addEventListener("click", async () => {
+    try {
+      await api("DELETE", `/webhooks/${w.id}`);
+      dlg.close();
+      toast(`Deleted ${w.name}`);
+      route();
+    } catch (e) { toast(e.message); }
+  });
+  dlg.addEventListener("close", () => dlg.remove());
+  document.body.append(dlg);
+  dlg.showModal();
+}
+
+// ---------- webhook form ----------
+
+const SECTIONS = [
+  ["headers", "Headers", "Header"],
+  ["query_params", "Query Params", "Query param"],
+  ["path_params", "Path Params", "Path param"],
+  ["body", "Body", "Body field"],
+];
+const DATA_TYPES = [["string", "String"], ["number", "Number"], ["integer", "Integer"], ["boolean", "Boolean"]];
+const VALUE_TYPES = [["dynamic", "Dynamic"], ["static", "Static"], ["secret", "Secret"], ["context", "Context"]];
+
+async function webhookForm(id) {
+  const [existing, secrets] = await Promise.all([
+    id ? api("GET", `/webhooks/${id}`) : Promise.resolve(null),
+    api("GET", "/secrets"),
+  ]);
+  const secretNames = secrets.items.map((s) => s.name);
+  const spec = existing ? { ...existing } : { method: "GET", timeout_ms: 10000 };
+  for (const k of ["id", "created_at", "updated_at"]) delete spec[k];
+  const formError = h("div", {});
+  const name = control("Name", h("input", { value: spec.name || "", required: true }), { field: "name" });
+  const description = control("Description", h("textarea", { rows: 2 }, spec.description || ""),
+    { field: "description", hint: "The agent reads this to decide when to call the webhook." });
+  const method = control("Method", select(["GET", "POST", "PUT", "PATCH", "DELETE"].map((m) => [m, m]), spec.method || "GET"), { field: "method" });
+  const url = control("URL", h("input", { value: spec.url || "", placeholder: "https://api.example.com/orders/{order_number}", required: true }), { field: "url" });
+  const secs = Math.min(120, Math.max(1, Math.round((spec.timeout_ms || 10000) / 1000)));
+  const timeoutOut = h("output", {}, `${secs} s`);
+  const timeout = control("Timeout", h("input", { type: "range", min: 1, max: 120, step: 1, value: secs }), { field: "timeout_ms" });
+  timeout.input.addEventListener("input", () => { timeoutOut.textContent = `${timeout.input.value} s`; });
+  timeout.wrap.querySelector("label").append(" ", timeoutOut);
+
+  const sections = {};
+  const sectionEls = [];
+  for (const [key, title, rowName] of SECTIONS) {
+    const rows = h("div", {});
+    const fs = h("fieldset", {}, h("legend", {}, title), rows);
+    const state = { rows: [], container: rows, rowName, key };
+    sections[key] = state;
+    const add = h("button", { type: "button", class: "secondary", "aria-label": `Add ${rowName.toLowerCase()}` }, "Add");
+    add.addEventListener("click", () => { addRow(state, {}, secretNames, true); });
+    fs.append(add);
+    for (const f of spec[key] || []) addRow(state, f, secretNames);
+    sectionEls.push(fs);
+  }
+  const bodySection = sectionEls[3];
+  const syncBody = () => { bodySection.hidden = method.input.value === "GET"; };
+  method.input.addEventListener("change", syncBody);
+  syncBody();
+  // {placeholders} typed in the URL become path params by themselves.
+  url.input.addEventListener("input", () => {
+    const names = [...url.input.value.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => m[1]);
+    const have = new Set(sections.path_params.rows.map((r) => r.get().name));
+    for (const n of names) if (!have.has(n)) addRow(sections.path_params, { name: n, value_type: "dynamic" }, secretNames);
+  });
+
+  const submit = h("button", { type: "submit" }, id ? "Save" : "Create");
+  const form = h("form", { class: "card", novalidate: true },
+    h("div", { class: "bar" }, h("h1", {}, id ? `Edit ${spec.name}` : "Create webhook"),
+      h("a", { href: "#/webhooks" }, "Back to webhooks")),
+    formError, name.wrap, description.wrap, h("div", { class: "grid" }, method.wrap, timeout.wrap), url.wrap,
+    sectionEls, submit);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    for (const e of form.querySelectorAll("[data-error-for]")) { e.hidden = true; e.textContent = ""; }
+    formError.replaceChildren();
+    const body = { ...spec, name: name.input.value.trim(), description: description.input.value, method: method.input.value,
+      url: url.input.value.trim(), timeout_ms: Number(timeout.input.value) * 1000 };
+    for (const [key] of SECTIONS) body[key] = sections[key].rows.map((r) => r.get());
+    if (body.method === "GET") body.body = [];
+    submit.disabled = true;
+    try {
+      const saved = id ? await api("PUT", `/webhooks/${id}`, body) : await api("POST", "/webhooks", body);
+      toast(id ? `Saved ${saved.name}` : `Created ${saved.name}`);
+      location.hash = "#/webhooks";
+    } catch (e) {
+      if (e.status === 401) return;
+      const unplaced = [];
+      for (const d of e.details || []) {
+        const slot = form.querySelector(`[data-error-for="${CSS.escape(d.field)}"]`);
+        if (slot) { slot.textContent = d.message; slot.hidden = false; } else unplaced.push(`${d.field}: ${d.message}`);
+      }
+      formError.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), ...unplaced.map((u) => h("p", { class: "error" }, u)));
+      const first = form.querySelector("[data-error-for]:not([hidden])");
+      if (first) first.parentElement.querySelector("input,select,textarea")?.focus();
+    } finally { submit.disabled = false; }
+  });
+  main.replaceChildren(form);
+  name.input.focus();
+}
+
+/** Add a field row to a section; `f` is an existing field (kept whole, so unknown keys survive). */
+function addRow(section, f, secretNames, focus = false) {
+  const i = section.rows.length;
+  const at = (k) => `${section.key}[${i}].${k}`;
+  const name = control("Name", h("input", { value: f.name || "" }), { field: at("name") });
+  const dataType = control("Data type", select(DATA_TYPES, f.data_type || "string"), { field: at("data_type") });
+  const valueType = control("Value type", select(VALUE_TYPES, f.value_type || "dynamic"), { field: at("value_type") });
+  const desc = control("Description", h("input", { value: f.description || "" }), { field: at("description") });
+  const required = h("input", { type: "checkbox", checked: f.required !== false });
+  const requiredCtl = control("Required", required, { field: at("required") });
+  const staticValue = control("Value", h("input", { value: f.value_type === "static" && f.value !== undefined ? String(f.value) : "" }), { field: at("value") });
+  const secretPick = control("Secret", select([["", "Choose a secret"], ...secretNames.map((n) => [n, n])], f.secret || ""), { field: at("secret") });
+  const contextPath = control("Context path", h("input", { value: f.value_type === "context" ? f.value || "" : "", placeholder: "user.id" }),
+    { field: at("value"), hint: "Where the calling application puts the value in its context." });
+  const extra = h("div", { class: "grid" });
+  const sync = () => {
+    const vt = valueType.input.value;
+    extra.replaceChildren(...(vt === "dynamic" ? [desc.wrap, requiredCtl.wrap]
+      : vt === "static" ? [staticValue.wrap] : vt === "secret" ? [secretPick.wrap] : [contextPath.wrap]));
+  };
+  valueType.input.addEventListener("change", sync);
+  sync();
+  const remove = h("button", { type: "button", class: "link" }, "Remove");
+  const row = h("fieldset", { class: "row" }, h("legend", {}, `${section.rowName} ${i + 1}`),
+    h("div", { class: "grid" }, name.wrap, dataType.wrap, valueType.wrap), extra, remove);
+  const entry = {
+    el: row,
+    get() {
+      const out = { ...f, name: name.input.value.trim(), data_type: dataType.input.value, value_type: valueType.input.value };
+      for (const k of ["description", "required", "value", "secret"]) delete out[k];
+      const vt = out.value_type;
+      if (vt === "dynamic") { out.description = desc.input.value; out.required = required.checked; }
+      if (vt === "static") {
+        const raw = staticValue.input.value;
+        const dt = out.data_type;
+        out.value = dt === "number" || dt === "integer" ? (raw.trim() === "" ? raw : Number(raw)) : dt === "boolean" ? raw === "true" : raw;
+      }
+      if (vt === "secret") out.secret = secretPick.input.value;
+      if (vt === "context") out.value = contextPath.input.value.trim();
+      return out;
+    },
+  };
+  remove.addEventListener("click", () => { section.rows = section.rows.filter((r) => r !== entry); row.remove(); });
+  section.rows.push(entry);
+  section.container.append(row);
+  if (focus) name.input.focus();
+}
+
+// ---------- test send ----------
+
+async function testPage(id) {
+  const w = await api("GET", `/webhooks/${id}`);
+  const inputs = [];
+  const fields = h("div", { class: "grid" });
+  for (const key of ["headers", "query_params", "path_params", "body"]) {
+    for (const f of w[key] || []) {
+      if (f.value_type !== "dynamic") continue;
+      const arg = f.argument || f.name;
+      let input;
+      if (f.data_type === "boolean") input = h("input", { type: "checkbox" });
+      else if (f.data_type === "number" || f.data_type === "integer") input = h("input", { type: "number", step: f.data_type === "integer" ? 1 : "any" });
+      else input = h("input", {});
+      inputs.push([arg, f.data_type, input]);
+      fields.append(control(arg, input, { hint: f.description || undefined }).wrap);
+    }
+  }
+  const context = control("Context (JSON)", h("textarea", { rows: 3 }, "{}"), { hint: "Values the calling application would send, e.g. {\"user\": {\"id\": \"42\"}}" });
+  const out = h("div", { "aria-live": "polite" });
+  const collect = () => {
+    const args = {};
+    for (const [arg, dt, input] of inputs) {
+      if (dt === "boolean") args[arg] = input.checked;
+      else if (input.value === "") continue;
+      else if (dt === "number" || dt === "integer") args[arg] = Number(input.value);
+      else args[arg] = input.value;
+    }
+    let ctx;
+    try { ctx = JSON.parse(context.input.value || "{}"); } catch { throw new ApiError(422, { message: "The context is not valid JSON." }); }
+    return { arguments: args, context: ctx };
+  };
+  const send = h("button", { type: "button" }, "Send test");
+  send.addEventListener("click", async () => {
+    out.replaceChildren(h("p", { class: "muted" }, "Sending…"));
+    try {
+      const r = await api("POST", `/webhooks/${id}/test`, collect());
+      const record = r.call_id ? await api("GET", `/calls/${r.call_id}`).catch(() => null) : null;
+      out.replaceChildren(resultView(r, record));
+    } catch (e) {
+      if (e.status === 401) return;
+      const details = (e.details || []).map((d) => h("li", {}, `${d.field}: ${d.message}`));
+      out.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), details.length ? h("ul", {}, details) : null);
+    }
+  });
+  main.replaceChildren(h("div", { class: "card" },
+    h("div", { class: "bar" }, h("h1", {}, `Test ${w.name}`), h("a", { href: "#/webhooks" }, "Back to webhooks")),
+    h("p", { class: "muted" }, `${w.method} ${w.url}`),
+    inputs.length ? fields : h("p", { class: "muted" }, "This webhook takes no arguments."),
+    context.wrap, send), out);
+}
+
+function resultView(r, record) {
+  const cls = r.ok ? "outcome-success" : "outcome-failed";
+  return h("div", { class: "card" },
+    h("p", {}, "Outcome: ", h("span", { class: cls, "data-testid": "outcome" }, r.outcome),
+      " · HTTP status: ", h("span", { "data-testid": "status" }, r.status ?? "none"),
+      " · Duration: ", `${r.duration_ms} ms`),
+    record && record.request ? [h("h3", {}, "Request (secrets redacted)"), h("pre", {}, json(record.request))] : null,
+    h("h3", {}, "Response"), h("pre", {}, r.content || json(r.response)));
+}
+
+// ---------- secrets ----------
+
+async function secretsPage() {
+  const data = await api("GET", "/secrets");
+  const msg = h("div", {});
+  const name = control("Name", h("input", { autocomplete: "off" }), { field: "name" });
+  const value = control("Value", h("input", { type: "password", autocomplete: "new-password" }), { field: "value" });
+  const add = h("form", { class: "card", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/secrets", { name: name.input.value.trim(), value: value.input.value });
+      toast(`Added ${name.input.value.trim()}`);
+      route();
+    } catch (e) { if (e.status !== 401) showError(msg, e); }
+  } }, h("h2", {}, "Add secret"), h("div", { class: "grid" }, name.wrap, value.wrap), h("button", { type: "submit" }, "Add secret"));
+  const rows = data.items.map((s) => {
+    const actions = h("td", {});
+    const update = h("button", { type: "button", class: "secondary" }, "Update value");
+    update.addEventListener("click", () => {
+      const v = control(`New value for ${s.name}`, h("input", { type: "password", autocomplete: "new-password" }));
+      const f = h("form", { onsubmit: async (ev) => {
+        ev.preventDefault();
+        try { await api("PUT", `/secrets/${s.id}`, { value: v.input.value }); toast(`Updated ${s.name}`); route(); }
+        catch (e) { if (e.status !== 401) showError(msg, e); }
+      } }, v.wrap, h("button", { type: "submit" }, "Save value"));
+      actions.replaceChildren(f);
+      v.input.focus();
+    });
+    const del = h("button", { type: "button", class: "danger" }, "Delete");
+    del.addEventListener("click", async () => {
+      try { await api("DELETE", `/secrets/${s.id}`); toast(`Deleted ${s.name}`); route(); }
+      catch (e) {
+        if (e.status === 401) return;
+        const users = (e.details || []).map((d) => h("li", {}, d.webhook_name || d.webhook_id || d.subscription_id));
+        msg.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), users.length ? h("ul", {}, users) : null);
+      }
+    });
+    actions.append(update, " ", del);
+    return h("tr", {}, h("td", {}, s.name), h("td", {}, fmtTime(s.created_at)), h("td", {}, fmtTime(s.updated_at)), actions);
+  });
+  const list = data.items.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Created at", "Updated at", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
+    : h("div", { class: "card empty" }, h("h2", {}, "No webhooks secrets added yet"),
+      h("p", { class: "muted" }, "Secrets hold API keys and tokens your webhooks send. Values are write-only: they are never shown again."));
+  main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, "API & Webhook Secrets")), msg, list, add);
+}
+
+// ---------- tools ----------
+
+async function toolsPage() {
+  const [tools, hooks] = await Promise.all([api("GET", "/tools"), api("GET", "/webhooks")]);
+  const hookName = new Map(hooks.items.map((w) => [w.id, w.name]));
+  const msg = h("div", {});
+  const schemaView = h("div", {});
+  const rows = tools.items.map((t) => {
+    const view = h("button", { type: "button", class: "secondary" }, "View schema");
+    view.addEventListener("click", () => showSchema(t, schemaView));
+    const unlink = h("button", { type: "button", class: "secondary", disabled: !t.webhook_id }, "Unlink");
+    unlink.addEventListener("click", async () => {
+      try { await api("POST", `/tools/${t.id}/unlink`); toast(`Unlinked ${t.name}`); route(); }
+      catch (e) { if (e.status !== 401) showError(msg, e); }
+    });
+    return h("tr", {}, h("td", {}, t.name), h("td", {}, t.webhook_id ? hookName.get(t.webhook_id) || t.webhook_id : h("span", { class: "muted" }, "not linked")),
+      h("td", {}, t.description || ""), h("td", {}, view, " ", unlink));
+  });
+  const name = control("Tool name", h("input", {}), { field: "name", hint: "Letters, digits, _ and -: the function name the model sees." });
+  const desc = control("Tool description", h("input", {}), { field: "description", hint: "Defaults to the webhook's description." });
+  const hook = control("Webhook", select([["", "Choose a webhook"], ...hooks.items.map((w) => [w.id, w.name])], ""), { field: "webhook_id" });
+  const create = h("form", { class: "card", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const body = { name: name.input.value.trim(), webhook_id: hook.input.value || null };
+    if (desc.input.value.trim()) body.description = desc.input.value.trim();
+    try { await api("POST", "/tools", body); toast(`Created ${body.name}`); route(); }
+    catch (e) { if (e.status !== 401) showError(msg, e); }
+  } }, h("h2", {}, "Create tool"), h("div", { class: "grid" }, name.wrap, desc.wrap, hook.wrap), h("button", { type: "submit" }, "Create tool"));
+  const list = tools.items.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Webhook", "Description", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
+    : h("div", { class: "card empty" }, h("h2", {}, "No tools yet"), h("p", { class: "muted" }, "A tool offers a webhook to the model under a function name."));
+  main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, "Tools")), msg, list, schemaView, create);
+}
+
+async function showSchema(t, where) {
+  const strict = h("input", { type: "checkbox" });
+  const pre = h("pre", { "data-testid": "schema" });
+  const load = async () => {
+    try { pre.textContent = json(await api("GET", `/tools/${t.id}/schema${strict.checked ? "?strict=true" : ""}`)); }
+    catch (e) { pre.textContent = e.message; }
+  };
+  strict.addEventListener("change", load);
+  where.replaceChildren(h("div", { class: "card" }, h("h2", {}, `Schema of ${t.name}`),
+    h("p", { class: "muted" }, "Exactly the JSON the model sees."), control("Strict mode", strict).wrap, pre));
+  await load();
+}
+
+// ---------- history ----------
+
+async function historyPage() {
+  const [tools, hooks] = await Promise.all([api("GET", "/tools"), api("GET", "/webhooks")]);
+  let tab = "success";
+  let before = null;
+  const list = h("div", {});
+  const more = h("button", { type: "button", class: "secondary", hidden: true }, "Load more");
+  const tool = control("Tool", select([["", "All tools"], ...tools.items.map((t) => [t.name, t.name])], ""));
+  const hook = control("Webhook", select([["", "All webhooks"], ...hooks.items.map((w) => [w.id, w.name])], ""));
+  const tabs = h("div", { class: "tabs", role: "tablist" });
+  const mkTab = (key, label) => {
+    const b = h("button", { type: "button", role: "tab", "aria-selected": String(key === tab) }, label);
+    b.addEventListener("click", () => {
+      tab = key;
+      for (const x of tabs.children) x.setAttribute("aria-selected", String(x === b));
+      reload();
+    });
+    return b;
+  };
+  tabs.append(mkTab("success", "Succeeded"), mkTab("failed", "Failed"));
+  const page = async () => {
+    const q = new URLSearchParams({ outcome: tab, limit: "20" });
+    if (tool.input.value) q.set("tool", tool.input.value);
+    if (hook.input.value) q.set("webhook_id", hook.input.value);
+    if (before) q.set("before", before);
+    const data = await api("GET", `/calls?${q}`);
+    for (const c of data.items) list.append(callEntry(c));
+    before = data.next_before || null;
+    more.hidden = !before;
+    if (!list.children.length) list.append(h("p", { class: "card muted" }, tab === "success" ? "No successful calls yet." : "No failed calls."));
+  };
+  const reload = async () => { before = null; list.replaceChildren(); try { await page(); } catch (e) { if (e.status !== 401) showError(list, e); } };
+  more.addEventListener("click", () => page().catch((e) => showError(list, e)));
+  tool.input.addEventListener("change", reload);
+  hook.input.addEventListener("change", reload);
+  main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, "History")), tabs, h("div", { class: "grid" }, tool.wrap, hook.wrap), list, more);
+  await reload();
+}
+
+function callEntry(c) {
+  const replay = h("button", { type: "button", class: "secondary" }, "Replay");
+  const result = h("div", {});
+  replay.addEventListener("click", async () => {
+    try {
+      const r = await api("POST", `/webhooks/${c.webhook_id}/test`, { arguments: c.arguments || {}, context: {} });
+      result.replaceChildren(resultView(r, null));
+    } catch (e) { if (e.status !== 401) showError(result, e); }
+  });
+  const cls = c.outcome === "success" ? "outcome-success" : "outcome-failed";
+  return h("details", {},
+    h("summary", {}, `${fmtTime(c.started_at)} · ${c.tool || "(test)"} · `, h("span", { class: cls }, c.outcome),
+      c.response ? ` · HTTP ${c.response.status}` : "", ` · ${c.duration_ms} ms`),
+    c.error ? h("p", { class: "error" }, c.error) : null,
+    h("h3", {}, "Arguments"), h("pre", {}, json(c.arguments)),
+    c.request ? [h("h3", {}, "Request"), h("pre", {}, json(c.request))] : null,
+    c.response ? [h("h3", {}, "Response"), h("pre", {}, json(c.response))] : null,
+    replay, result);
+}

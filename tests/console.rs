@@ -1,0 +1,99 @@
+//! The web console in a real headless Chromium (Playwright driving Debian's Chromium) against a
+//! real toolgate and a real upstream: the flow a new user takes, from the empty state to the
+//! delete guard, test sends, history and sign-in. `tests/browser/ensure.sh` installs Chromium
+//! and Playwright when missing; the flow itself is `tests/browser/console_flow.py`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Server, Upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ensure = tokio::process::Command::new("bash")
+        .arg(root.join("tests/browser/ensure.sh"))
+        .output()
+        .await
+        .expect("run tests/browser/ensure.sh");
+    assert!(
+        ensure.status.success(),
+        "the browser test needs Chromium and Playwright; tests/browser/ensure.sh could not install them \
+         (apt-get install chromium; pip install playwright):\n{}{}",
+        String::from_utf8_lossy(&ensure.stdout),
+        String::from_utf8_lossy(&ensure.stderr)
+    );
+    let open = Server::start().await;
+    let guarded = Server::start_with(|c| c.admin_token = Some("console-admin-token".into())).await;
+    let up = Upstream::start().await;
+    let shots = root.join("target/console-shots");
+    let out = tokio::process::Command::new("python3")
+        .arg(root.join("tests/browser/console_flow.py"))
+        .env("TOOLGATE_BASE", &open.base)
+        .env("TOOLGATE_TOKEN_BASE", &guarded.base)
+        .env("TOOLGATE_TOKEN", "console-admin-token")
+        .env("UPSTREAM_BASE", &up.base)
+        .env("SHOTS_DIR", &shots)
+        .output()
+        .await
+        .expect("run the browser flow");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the console flow failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("console flow passed"), "{stdout}");
+    // What the browser did reached the real gateway and upstream.
+    let (_, calls) = open.get("/v1/calls").await;
+    assert_eq!(calls["items"].as_array().map(Vec::len), Some(2), "{calls}");
+    assert!(up.count() >= 2);
+}
+
+/// The console is served by the gateway itself, small, with a strict Content-Security-Policy.
+#[tokio::test]
+async fn the_console_is_embedded_small_and_locked_down() {
+    let s = Server::start().await;
+    let mut total = 0;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let r = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        total += r.bytes().await.unwrap().len();
+    }
+    assert!(total < 200 * 1024, "first load is {total} bytes");
+    let index = s
+        .http
+        .get(format!("{}/", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !index.contains("http://") && !index.contains("https://"),
+        "no CDN: {index}"
+    );
+}
