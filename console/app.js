@@ -462,11 +462,21 @@ async function testPage(id) {
       out.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), details.length ? h("ul", {}, details) : null);
     }
   });
+  const dry = h("button", { type: "button", class: "secondary" }, "Dry run");
+  dry.addEventListener("click", async () => {
+    try {
+      const r = await api("POST", `/webhooks/${id}/test`, { ...collect(), dry_run: true });
+      out.replaceChildren(r.ok
+        ? h("div", { class: "card" }, h("h3", {}, "The request that would be sent (secrets redacted; nothing sent)"),
+          h("pre", { "data-testid": "curl" }, r.curl))
+        : h("div", { class: "card" }, h("p", { class: "error", role: "alert" }, r.content || r.outcome)));
+    } catch (e) { if (e.status !== 401) showError(out, e); }
+  });
   main.replaceChildren(h("div", { class: "card" },
     h("div", { class: "bar" }, h("h1", {}, `Test ${w.name}`), h("a", { href: "#/webhooks" }, "Back to webhooks")),
     h("p", { class: "muted" }, `${w.method} ${w.url}`),
     inputs.length ? fields : h("p", { class: "muted" }, "This webhook takes no arguments."),
-    context.wrap, send), out);
+    context.wrap, h("div", { class: "bar" }, h("div", {}, send, " ", dry))), out);
 }
 
 function resultView(r, record) {

@@ -707,3 +707,52 @@ async fn templated_bodies_stay_valid_json() {
     assert_eq!(st, 422);
     assert!(v["error"]["details"].as_array().unwrap().len() >= 3, "{v}");
 }
+
+/// `dry_run: true` shows the exact request as a curl command, secrets redacted, and sends and
+/// records nothing.
+#[tokio::test]
+async fn a_dry_run_shows_the_request_without_sending_it() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    s.secret("api_key", "dry-run-secret-4411").await;
+    let hook = s
+        .webhook(json!({"name": "Create", "method": "POST", "url": format!("{}/orders/{{id}}", up.base),
+            "path_params": [{"name": "id", "value_type": "dynamic"}],
+            "headers": [{"name": "X-Api-Key", "value_type": "secret", "secret": "api_key"}],
+            "body": [{"name": "note", "value_type": "dynamic"}, {"name": "key", "value_type": "static", "value": "it's {{ secret.api_key }}"}]}))
+        .await;
+    let (st, v) = s
+        .post(
+            &format!("/v1/webhooks/{hook}/test"),
+            json!({"arguments": {"id": "A 1", "note": "hi"}, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["ok"], true);
+    let curl = v["curl"].as_str().unwrap();
+    assert!(curl.starts_with("curl -X POST '"), "{curl}");
+    assert!(curl.contains("/orders/A%201'"), "{curl}");
+    assert!(curl.contains("-H 'X-Api-Key: [REDACTED]'"), "{curl}");
+    assert!(curl.contains("--data-binary"), "{curl}");
+    assert!(
+        curl.contains(r"it'\''s [REDACTED]"),
+        "quotes survive the shell: {curl}"
+    );
+    assert!(!v.to_string().contains("dry-run-secret-4411"), "{v}");
+    assert_eq!(up.count(), 0, "a dry run sends nothing");
+    let (_, calls) = s.get("/v1/calls").await;
+    assert!(
+        calls["items"].as_array().unwrap().is_empty(),
+        "and records nothing"
+    );
+    let (st, v) = s
+        .post(
+            &format!("/v1/webhooks/{hook}/test"),
+            json!({"arguments": {}, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["outcome"], "invalid_arguments", "{v}");
+}

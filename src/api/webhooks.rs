@@ -91,12 +91,28 @@ pub(super) struct CallBody {
     pub context: Value,
 }
 
+/// Body of a test send.
+#[derive(Deserialize, Default, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TestBody {
+    /// The arguments: an object, or a JSON string holding one (as models send them).
+    #[serde(default)]
+    pub arguments: Value,
+    /// Values from the calling application (a JSON object), never from the model.
+    #[serde(default)]
+    pub context: Value,
+    /// Show the request (and a curl command) that would be sent, secrets redacted, without
+    /// sending or recording it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 async fn test(
     State(s): State<AppState>,
     axum::Extension(caller): axum::Extension<crate::access::Caller>,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<CallBody>,
-) -> Result<impl IntoResponse, ApiError> {
+    ApiJson(body): ApiJson<TestBody>,
+) -> Result<axum::response::Response, ApiError> {
     super::check_context(&body.context)?;
     let hook = s
         .catalog
@@ -105,20 +121,21 @@ async fn test(
         .get(&id)
         .cloned()
         .ok_or_else(|| ApiError::NotFound("webhook not found".into()))?;
-    let result = call::invoke(
-        &s.pipeline,
-        CallRequest {
-            tool: None,
-            hook,
-            arguments: &body.arguments,
-            context: &caller.bind_context(&body.context),
-            source: Source::Test,
-            agent: None,
-            conversation_id: None,
-            caller: Some(&caller),
-            authorized: &crate::access::Authorized::All,
-        },
-    )
-    .await;
+    let context = caller.bind_context(&body.context);
+    let req = CallRequest {
+        tool: None,
+        hook,
+        arguments: &body.arguments,
+        context: &context,
+        source: Source::Test,
+        agent: None,
+        conversation_id: None,
+        caller: Some(&caller),
+        authorized: &crate::access::Authorized::All,
+    };
+    if body.dry_run {
+        return Ok(Json(call::dry_run(&s.pipeline, req).await).into_response());
+    }
+    let result = call::invoke(&s.pipeline, req).await;
     super::tools::call_response(result)
 }

@@ -249,12 +249,11 @@ async fn open_secrets(
     Ok(opened)
 }
 
-async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
-    if let Err(refused) = admitted(state, req) {
-        return *refused;
-    }
+/// Everything up to sending: admission, arguments, secrets, fields, rendering. A refusal is the
+/// finished draft.
+async fn prepare(state: &Pipeline, req: &CallRequest<'_>) -> Result<Ready, Box<Draft>> {
+    admitted(state, req)?;
     let hook = &req.hook;
-    let spec = &hook.webhook.spec;
     let raw_args = req.arguments.clone();
     let args = match args::parse_arguments(req.arguments)
         .map_err(|e| vec![e])
@@ -262,13 +261,13 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
     {
         Ok(a) => a,
         Err(details) => {
-            return Draft::refused(
+            return Err(Box::new(Draft::refused(
                 Outcome::InvalidArguments,
                 result::refusal_content(&details),
                 "invalid arguments".into(),
                 details,
                 raw_args,
-            );
+            )));
         }
     };
     let arguments = Value::Object(args.clone());
@@ -276,7 +275,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         Ok(o) => o,
         Err(e) => {
             let msg = e.to_string();
-            return Draft::refused(
+            return Err(Box::new(Draft::refused(
                 Outcome::ConfigError,
                 format!(
                     "The tool call was not made: its credentials could not be read ({msg}). Tell the user the action is unavailable right now."
@@ -284,7 +283,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
                 msg,
                 Vec::new(),
                 arguments,
-            );
+            )));
         }
     };
     let resolved = match resolve::resolve(hook, &args, req.context, &opened) {
@@ -294,7 +293,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
                 format!("context.{path}"),
                 "missing context value supplied by the calling application",
             )];
-            return Draft::refused(
+            return Err(Box::new(Draft::refused(
                 Outcome::InvalidArguments,
                 format!(
                     "The tool call was not made: the application did not supply the context value '{path}'. This is not something the model can fix."
@@ -302,21 +301,21 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
                 format!("missing context value '{path}'"),
                 details,
                 arguments,
-            );
+            )));
         }
         Err(ResolveError::BadValue { field, message }) => {
             let details = vec![FieldError::new(field.clone(), message.clone())];
-            return Draft::refused(
+            return Err(Box::new(Draft::refused(
                 Outcome::InvalidArguments,
                 result::refusal_content(&details),
                 format!("{field}: {message}"),
                 details,
                 arguments,
-            );
+            )));
         }
         Err(e) => {
             let msg = e.to_string();
-            return Draft::refused(
+            return Err(Box::new(Draft::refused(
                 Outcome::ConfigError,
                 format!(
                     "The tool call was not made: the tool is misconfigured ({msg}). Tell the user the action is unavailable right now."
@@ -324,7 +323,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
                 msg,
                 Vec::new(),
                 arguments,
-            );
+            )));
         }
     };
     let redactor = state.redactors.get(&resolved.secrets);
@@ -340,7 +339,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
                 arguments,
             );
             d.redactor = redactor;
-            return d;
+            return Err(Box::new(d));
         }
     };
     let request = RecordedRequest {
@@ -349,6 +348,122 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         headers: prepared.headers.clone(),
         body: prepared.recorded_body.clone(),
     };
+    Ok(Ready {
+        prepared,
+        redactor,
+        arguments,
+        request,
+    })
+}
+
+/// What a dry run answers: the request exactly as it would be sent (secrets and sensitive
+/// context values redacted), or why it would not be sent. Nothing is sent or recorded.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct DryRun {
+    /// Always true: nothing was sent.
+    pub dry_run: bool,
+    /// Whether the request would be sent.
+    pub ok: bool,
+    /// Why not, when it would not (`invalid_arguments`, `config_error`, `forbidden`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The refusal, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Field problems, when refused for its arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+    /// The request that would be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RecordedRequest>,
+    /// The same request as a curl command line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curl: Option<String>,
+}
+
+/// Prepare a call as `invoke` would, and show it instead of sending it.
+pub async fn dry_run(state: &Pipeline, req: CallRequest<'_>) -> DryRun {
+    match prepare(state, &req).await {
+        Err(refused) => {
+            let r = &refused.redactor;
+            DryRun {
+                dry_run: true,
+                ok: false,
+                outcome: Some(refused.outcome),
+                content: Some(r.text(&refused.content)),
+                details: refused.details.clone(),
+                request: None,
+                curl: None,
+            }
+        }
+        Ok(ready) => {
+            let r = &ready.redactor;
+            let request = RecordedRequest {
+                method: ready.request.method.clone(),
+                url: r.text(&ready.request.url),
+                headers: r.headers(&ready.request.headers),
+                body: r.value(&ready.request.body),
+            };
+            let body = ready
+                .prepared
+                .body
+                .as_ref()
+                .map(|(b, kind)| (r.text(&String::from_utf8_lossy(b)), *kind));
+            DryRun {
+                dry_run: true,
+                ok: true,
+                outcome: None,
+                content: None,
+                details: Vec::new(),
+                curl: Some(curl(&request, body.as_ref())),
+                request: Some(request),
+            }
+        }
+    }
+}
+
+/// A shell-safe curl command line of a (redacted) request.
+fn curl(req: &RecordedRequest, body: Option<&(String, &str)>) -> String {
+    let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut out = format!("curl -X {} {}", req.method, q(&req.url));
+    for (k, v) in &req.headers {
+        out.push_str(&format!(" \\\n  -H {}", q(&format!("{k}: {v}"))));
+    }
+    if let Some((text, kind)) = body {
+        if !req
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            out.push_str(&format!(
+                " \\\n  -H {}",
+                q(&format!("Content-Type: {kind}"))
+            ));
+        }
+        out.push_str(&format!(" \\\n  --data-binary {}", q(text)));
+    }
+    out
+}
+
+/// A call ready to be sent.
+struct Ready {
+    prepared: render::PreparedRequest,
+    redactor: Arc<Redactor>,
+    arguments: Value,
+    request: RecordedRequest,
+}
+
+async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
+    let Ready {
+        prepared,
+        redactor,
+        arguments,
+        request,
+    } = match prepare(state, req).await {
+        Ok(r) => r,
+        Err(refused) => return *refused,
+    };
+    let spec = &req.hook.webhook.spec;
     let sent = state
         .sender
         .send(

@@ -178,6 +178,13 @@ def main():
         expect(page.get_by_label("quantity")).to_have_attribute("type", "number")
         page.get_by_label("quantity").fill("2")
         page.get_by_label("Context (JSON)").fill('{"tenant": "acme"}')
+        page.get_by_role("button", name="Dry run").click()
+        curl = page.get_by_test_id("curl")
+        expect(curl).to_contain_text("curl -X POST")
+        expect(curl).to_contain_text("X-Api-Key: [REDACTED]")
+        expect(curl).to_contain_text("/orders/A-1001?format=json")
+        assert SECRET not in page.content(), "the secret value is in the dry run"
+        shot(page, "dry-run")
         page.get_by_role("button", name="Send test").click()
         expect(page.get_by_test_id("outcome")).to_have_text("success")
         expect(page.get_by_test_id("status")).to_have_text("200")

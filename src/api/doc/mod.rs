@@ -153,6 +153,8 @@ pub fn document() -> Value {
     let hook = d.schema::<Webhook>();
     let summaries = d.schema::<Items<WebhookSummary>>();
     let call_body = d.schema::<super::webhooks::CallBody>();
+    let test_body = d.schema::<super::webhooks::TestBody>();
+    let dry_run = d.schema::<crate::call::DryRun>();
     let result = d.schema::<CallResult>();
     let op = d
         .op("post", "/v1/webhooks", "Register a webhook", "webhooks")
@@ -199,8 +201,12 @@ pub fn document() -> Value {
             "Send a test call",
             "webhooks",
         )
-        .json_body(call_body.clone())
-        .ok(200, "The call result", Some(result.clone()));
+        .json_body(test_body)
+        .ok(
+            200,
+            "The call result, or with `dry_run` the request that would be sent",
+            Some(json!({"oneOf": [result.clone(), dry_run]})),
+        );
     d.add(op);
 
     // Tools.
