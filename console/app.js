@@ -139,6 +139,11 @@ const routes = [
   [/^#\/secrets$/, () => secretsPage()],
   [/^#\/tools$/, () => toolsPage()],
   [/^#\/history$/, () => historyPage()],
+  [/^#\/agents$/, () => agentsPage()],
+  [/^#\/agents\/new$/, () => agentForm(null)],
+  [/^#\/agents\/([^/]+)\/edit$/, (m) => agentForm(m[1])],
+  [/^#\/agents\/([^/]+)\/chat$/, (m) => chatPage(m[1])],
+  [/^#\/subscriptions$/, () => subscriptionsPage()],
 ];
 
 async function route() {
@@ -641,4 +646,175 @@ function callEntry(c) {
     c.request ? [h("h3", {}, "Request"), h("pre", {}, json(c.request))] : null,
     c.response ? [h("h3", {}, "Response"), h("pre", {}, json(c.response))] : null,
     replay, result);
+}
+
+// ---------- agents ----------
+
+async function agentsPage() {
+  const data = await api("GET", "/agents");
+  const rows = data.items.map((a) => h("tr", {},
+    h("td", {}, a.name), h("td", {}, a.model || h("span", { class: "muted" }, "default")),
+    h("td", {}, (a.tools || []).join(", ")), h("td", {}, String(a.max_steps)),
+    h("td", {},
+      h("a", { href: `#/agents/${a.id}/chat`, class: "button" }, "Chat"), " ",
+      a.managed_by ? h("span", { class: "muted" }, "from a file") : h("a", { href: `#/agents/${a.id}/edit` }, "Edit"))));
+  const list = data.items.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Model", "Tools", "Max steps", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
+    : h("div", { class: "card empty" }, h("h2", {}, "No agents yet"),
+      h("p", { class: "muted" }, "An agent is a model with a prompt and the tools it may call."),
+      h("button", { type: "button", onclick: () => { location.hash = "#/agents/new"; } }, "Create agent"));
+  main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, "Agents"),
+    h("button", { type: "button", "aria-label": "Create agent", onclick: () => { location.hash = "#/agents/new"; } }, "+")), list);
+}
+
+async function agentForm(id) {
+  const [agent, tools] = await Promise.all([id ? api("GET", `/agents/${id}`) : Promise.resolve(null), api("GET", "/tools")]);
+  const spec = agent ? { ...agent } : { max_steps: 8, tools: [] };
+  for (const k of ["id", "created_at", "updated_at"]) delete spec[k];
+  const err = h("div", {});
+  const name = control("Name", h("input", { value: spec.name || "" }), { field: "name" });
+  const model = control("Model", h("input", { value: spec.model || "", placeholder: "the gateway's default" }), { field: "model" });
+  const usePrompt = !!spec.prompt;
+  const promptFile = control("Prompt file", h("input", { value: spec.prompt || "", placeholder: "support.md" }),
+    { field: "prompt", hint: "A file in the prompts directory; or write the system prompt below." });
+  const system = control("System prompt", h("textarea", { rows: 5 }, spec.system_prompt || ""), { field: "system_prompt" });
+  const steps = control("Max steps", h("input", { type: "number", min: 1, max: 50, value: spec.max_steps || 8 }), { field: "max_steps" });
+  const picks = h("fieldset", {}, h("legend", {}, "Tools"));
+  for (const t of tools.items) {
+    const box = h("input", { type: "checkbox", value: t.name, checked: (spec.tools || []).includes(t.name) });
+    const c = control(t.name, box);
+    picks.append(c.wrap);
+  }
+  if (!tools.items.length) picks.append(h("p", { class: "muted" }, "No tools yet."));
+  const submit = h("button", { type: "submit" }, id ? "Save" : "Create");
+  const form = h("form", { class: "card", novalidate: true, onsubmit: async (ev) => {
+    ev.preventDefault();
+    for (const e of form.querySelectorAll("[data-error-for]")) { e.hidden = true; e.textContent = ""; }
+    const body = { ...spec, name: name.input.value.trim(), max_steps: Number(steps.input.value),
+      tools: [...picks.querySelectorAll("input:checked")].map((b) => b.value) };
+    if (model.input.value.trim()) body.model = model.input.value.trim(); else delete body.model;
+    if (promptFile.input.value.trim()) { body.prompt = promptFile.input.value.trim(); delete body.system_prompt; }
+    else { body.system_prompt = system.input.value; delete body.prompt; }
+    try {
+      await (id ? api("PUT", `/agents/${id}`, body) : api("POST", "/agents", body));
+      toast(id ? `Saved ${body.name}` : `Created ${body.name}`);
+      location.hash = "#/agents";
+    } catch (e) {
+      if (e.status === 401) return;
+      const unplaced = [];
+      for (const d of e.details || []) {
+        const slot = form.querySelector(`[data-error-for="${CSS.escape(d.field)}"]`);
+        if (slot) { slot.textContent = d.message; slot.hidden = false; } else unplaced.push(`${d.field}: ${d.message}`);
+      }
+      err.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), ...unplaced.map((u) => h("p", { class: "error" }, u)));
+    }
+  } }, h("div", { class: "bar" }, h("h1", {}, id ? `Edit ${spec.name}` : "Create agent"), h("a", { href: "#/agents" }, "Back to agents")),
+    err, h("div", { class: "grid" }, name.wrap, model.wrap, steps.wrap), promptFile.wrap, system.wrap, picks, submit);
+  if (usePrompt) system.input.disabled = false;
+  main.replaceChildren(form);
+  name.input.focus();
+}
+
+async function chatPage(id) {
+  const agent = await api("GET", `/agents/${id}`);
+  const messages = [];
+  let conversation = null;
+  const log = h("div", { "aria-live": "polite" });
+  const text = control("Message", h("textarea", { rows: 2 }));
+  const context = control("Context (JSON)", h("textarea", { rows: 2 }, "{}"), { hint: "Optional: what the calling application knows, e.g. the user's id." });
+  const send = h("button", { type: "submit" }, "Send");
+  const form = h("form", { class: "card", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const content = text.input.value.trim();
+    if (!content) return;
+    let ctx;
+    try { ctx = JSON.parse(context.input.value || "{}"); } catch { log.append(h("p", { class: "error" }, "The context is not valid JSON.")); return; }
+    messages.push({ role: "user", content });
+    log.append(h("p", {}, h("strong", {}, "You: "), content));
+    text.input.value = "";
+    send.disabled = true;
+    try {
+      const r = await api("POST", `/agents/${id}/chat`, { messages, context: ctx, conversation_id: conversation || undefined });
+      conversation = r.conversation_id;
+      for (const c of r.tool_calls || []) {
+        log.append(h("p", { class: "muted", "data-testid": "tool-call" }, `Tool ${c.tool}: `,
+          h("span", { class: c.ok ? "outcome-success" : "outcome-failed" }, c.outcome)));
+      }
+      messages.push(...(r.messages || []));
+      log.append(h("p", { "data-testid": "reply" }, h("strong", {}, `${agent.name}: `), r.reply));
+    } catch (e) { if (e.status !== 401) log.append(h("p", { class: "error", role: "alert" }, e.message)); }
+    finally { send.disabled = false; text.input.focus(); }
+  } }, text.wrap, context.wrap, send);
+  main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, `Chat with ${agent.name}`), h("a", { href: "#/agents" }, "Back to agents")),
+    h("div", { class: "card" }, log), form);
+  text.input.focus();
+}
+
+// ---------- event subscriptions ----------
+
+const EVENT_TYPES = ["call.succeeded", "call.failed", "webhook.created", "webhook.updated", "webhook.deleted",
+  "tool.linked", "tool.unlinked", "conversation.completed"];
+
+async function subscriptionsPage() {
+  const [subs, secrets] = await Promise.all([api("GET", "/subscriptions"), api("GET", "/secrets")]);
+  const msg = h("div", {});
+  const deliveries = h("div", {});
+  const rows = subs.items.map((s) => {
+    const log = h("button", { type: "button", class: "secondary" }, "Deliveries");
+    log.addEventListener("click", () => deliveryLog(s, deliveries));
+    return h("tr", {}, h("td", {}, s.name), h("td", { class: "url" }, s.url), h("td", {}, (s.event_types || []).join(", ")),
+      h("td", {}, s.enabled ? "enabled" : `disabled${s.disabled_reason ? `: ${s.disabled_reason}` : ""}`), h("td", {}, log));
+  });
+  const name = control("Subscription name", h("input", {}), { field: "name" });
+  const url = control("Receiver URL", h("input", { placeholder: "https://crm.example.com/hooks/toolgate" }), { field: "url" });
+  const types = h("fieldset", {}, h("legend", {}, "Event types"));
+  for (const t of EVENT_TYPES) types.append(control(t, h("input", { type: "checkbox", value: t })).wrap);
+  const auth = control("Authentication", select([["none", "None (signature only)"], ["api_key", "API key"], ["client_secret", "Client secret"], ["basic", "Basic"]], "none"));
+  const secretNames = [["", "Choose a secret"], ...secrets.items.map((x) => [x.name, x.name])];
+  const header = control("Header", h("input", { value: "X-Api-Key" }));
+  const secret = control("Auth secret", select(secretNames, ""), { field: "auth.secret" });
+  const user = control("Username", h("input", {}));
+  const authExtra = h("div", { class: "grid" });
+  const syncAuth = () => {
+    const a = auth.input.value;
+    authExtra.replaceChildren(...(a === "api_key" ? [header.wrap, secret.wrap] : a === "client_secret" ? [secret.wrap] : a === "basic" ? [user.wrap, secret.wrap] : []));
+  };
+  auth.input.addEventListener("change", syncAuth);
+  const shown = h("div", {});
+  const form = h("form", { class: "card", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const a = auth.input.value;
+    const authBody = a === "api_key" ? { type: "api_key", header: header.input.value, secret: secret.input.value }
+      : a === "client_secret" ? { type: "client_secret", secret: secret.input.value }
+      : a === "basic" ? { type: "basic", username: user.input.value, password_secret: secret.input.value } : { type: "none" };
+    const body = { name: name.input.value.trim(), url: url.input.value.trim(),
+      event_types: [...types.querySelectorAll("input:checked")].map((b) => b.value), auth: authBody };
+    try {
+      const r = await api("POST", "/subscriptions", body);
+      shown.replaceChildren(h("div", { class: "card", role: "alert" },
+        h("p", {}, "Signing secret (shown once; store it now):"), h("pre", { "data-testid": "signing-secret" }, r.signing_secret),
+        h("button", { type: "button", onclick: () => route() }, "Done")));
+    } catch (e) { if (e.status !== 401) showError(msg, e); }
+  } }, h("h2", {}, "Create subscription"), h("div", { class: "grid" }, name.wrap, url.wrap), types, auth.wrap, authExtra,
+    h("button", { type: "submit" }, "Create subscription"));
+  const list = subs.items.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "URL", "Events", "State", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
+    : h("div", { class: "card empty" }, h("h2", {}, "No event subscriptions yet"),
+      h("p", { class: "muted" }, "Subscriptions receive signed events (calls, definition changes) at your URL."));
+  main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, "Event subscriptions")), msg, shown, list, deliveries, form);
+}
+
+async function deliveryLog(s, where) {
+  const data = await api("GET", `/deliveries?subscription_id=${encodeURIComponent(s.id)}&limit=50`);
+  const rows = data.items.map((d) => {
+    const last = (d.attempts || [])[d.attempts.length - 1];
+    const retry = d.status === "failed" ? h("button", { type: "button", class: "secondary", onclick: async () => {
+      try { await api("POST", `/deliveries/${d.id}/retry`); toast("Retry queued"); deliveryLog(s, where); } catch (e) { toast(e.message); }
+    } }, "Retry") : null;
+    return h("tr", {}, h("td", {}, fmtTime(d.created_at)), h("td", {}, d.event_type), h("td", {}, d.status),
+      h("td", {}, last ? (last.status ?? last.error ?? "") : ""), h("td", {}, retry));
+  });
+  where.replaceChildren(h("div", { class: "card" }, h("h2", {}, `Deliveries of ${s.name}`),
+    rows.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Created", "Event", "Status", "Last answer", ""].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows))
+      : h("p", { class: "muted" }, "No deliveries yet.")));
 }

@@ -7,7 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{Server, Upstream};
+use common::{FakeLlm, Server, Upstream, reply, tool_calls};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_chromium() {
@@ -24,7 +25,19 @@ async fn the_console_works_in_a_real_chromium() {
         String::from_utf8_lossy(&ensure.stdout),
         String::from_utf8_lossy(&ensure.stderr)
     );
-    let open = Server::start().await;
+    // The chat playground's model: one tool call, then the answer.
+    let llm = FakeLlm::start().await;
+    llm.push(
+        200,
+        tool_calls(&[("call_1", "lookup_order", json!({"order_number": "A-7"}))]),
+    );
+    llm.push(200, reply("Your order A-7 has shipped."));
+    let llm_base = llm.base.clone();
+    let open = Server::start_with(move |c| {
+        c.llm_base_url = llm_base;
+        c.llm_api_key = Some("sk-test".into());
+    })
+    .await;
     let guarded = Server::start_with(|c| c.admin_token = Some("console-admin-token".into())).await;
     let up = Upstream::start().await;
     let shots = root.join("target/console-shots");
@@ -47,8 +60,9 @@ async fn the_console_works_in_a_real_chromium() {
     assert!(stdout.contains("console flow passed"), "{stdout}");
     // What the browser did reached the real gateway and upstream.
     let (_, calls) = open.get("/v1/calls").await;
-    assert_eq!(calls["items"].as_array().map(Vec::len), Some(2), "{calls}");
-    assert!(up.count() >= 2);
+    assert_eq!(calls["items"].as_array().map(Vec::len), Some(3), "{calls}");
+    assert!(up.count() >= 3);
+    assert_eq!(llm.requests().len(), 2);
 }
 
 /// The console is served by the gateway itself, small, with a strict Content-Security-Policy.
