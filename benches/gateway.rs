@@ -651,5 +651,6 @@ fn history_record(i: usize) -> toolgate::model::CallRecord {
         agent: None,
         conversation_id: None,
         caller: None,
+        context: None,
     }
 }

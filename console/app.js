@@ -633,7 +633,7 @@ function callEntry(c) {
   const result = h("div", {});
   replay.addEventListener("click", async () => {
     try {
-      const r = await api("POST", `/webhooks/${c.webhook_id}/test`, { arguments: c.arguments || {}, context: {} });
+      const r = await api("POST", `/webhooks/${c.webhook_id}/test`, { arguments: c.arguments || {}, context: c.context || {} });
       result.replaceChildren(resultView(r, null));
     } catch (e) { if (e.status !== 401) showError(result, e); }
   });
@@ -643,6 +643,7 @@ function callEntry(c) {
       c.response ? ` · HTTP ${c.response.status}` : "", ` · ${c.duration_ms} ms`),
     c.error ? h("p", { class: "error" }, c.error) : null,
     h("h3", {}, "Arguments"), h("pre", {}, json(c.arguments)),
+    c.context ? [h("h3", {}, "Context"), h("pre", {}, json(c.context))] : null,
     c.request ? [h("h3", {}, "Request"), h("pre", {}, json(c.request))] : null,
     c.response ? [h("h3", {}, "Response"), h("pre", {}, json(c.response))] : null,
     replay, result);

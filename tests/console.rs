@@ -60,8 +60,16 @@ async fn the_console_works_in_a_real_chromium() {
     assert!(stdout.contains("console flow passed"), "{stdout}");
     // What the browser did reached the real gateway and upstream.
     let (_, calls) = open.get("/v1/calls").await;
-    assert_eq!(calls["items"].as_array().map(Vec::len), Some(3), "{calls}");
-    assert!(up.count() >= 3);
+    // Test success, test failure, the replay of the success, the chat's tool call.
+    let items = calls["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{calls}");
+    let (first, replay) = (&items[3], &items[1]);
+    assert_eq!(
+        replay["arguments"], first["arguments"],
+        "a replay sends the same arguments"
+    );
+    assert_eq!(replay["context"], first["context"], "and the same context");
+    assert!(up.count() >= 4);
     assert_eq!(llm.requests().len(), 2);
 }
 

@@ -16,6 +16,7 @@ use crate::store::CallFilter;
 fn shown(caller: &Caller, mut r: CallRecord) -> CallRecord {
     if !caller.role.grants(Permission::ReadHistoryBodies) {
         r.arguments = serde_json::Value::Null;
+        r.context = None;
         r.request = None;
         r.response = None;
     }

@@ -171,6 +171,10 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         agent: req.agent.map(str::to_string),
         conversation_id: req.conversation_id.map(str::to_string),
         caller: req.caller.map(|c| c.actor.clone()),
+        context: match req.context {
+            Value::Object(m) if !m.is_empty() => Some(r.value(req.context)),
+            _ => None,
+        },
     };
     if let Some(recorder) = &state.recorder {
         recorder.record(record).await;

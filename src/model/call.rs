@@ -192,4 +192,8 @@ pub struct CallRecord {
     /// Who made the call: the API key's name, `admin-token`, or `local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
+    /// The context the call was made with (secrets and sensitive values redacted), so it can be
+    /// replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
 }

@@ -58,9 +58,16 @@ def main():
         page = browser.new_page(viewport={"width": 1024, "height": 900})
         watch(page, BASE)
 
-        step("empty state")
+        step("empty state, interactive within a second")
         page.goto(BASE + "/")
         expect(page.get_by_text("No webhooks created yet")).to_be_visible()
+        timing = page.evaluate(
+            "() => { const n = performance.getEntriesByType('navigation')[0];"
+            " return {interactive: n.domInteractive, loaded: n.loadEventEnd, bytes: performance.getEntriesByType('resource')"
+            ".reduce((s, r) => s + r.transferSize, n.transferSize)}; }")
+        print(f"first load: {timing}", flush=True)
+        assert timing["interactive"] < 1000, timing
+        assert timing["bytes"] < 200 * 1024, timing
         expect(page.get_by_role("button", name="Create Webhook", exact=True)).to_be_visible()
         shot(page, "webhooks-empty")
 
@@ -146,6 +153,14 @@ def main():
         page.get_by_role("button", name="Create", exact=True).click()
         expect(page.get_by_role("cell", name="Broken", exact=True)).to_be_visible()
 
+        step("editing in place keeps the webhook (and what links it)")
+        page.get_by_role("button", name="Actions for Broken").click()
+        page.get_by_role("menuitem", name="Edit").click()
+        expect(page.get_by_role("heading", name="Edit Broken")).to_be_visible()
+        page.get_by_label("Description").first.fill("Always fails, for the Failed tab")
+        page.get_by_role("button", name="Save", exact=True).click()
+        expect(page.get_by_role("cell", name="Broken", exact=True)).to_be_visible()
+
         step("search filters as you type")
         search = page.get_by_label("Search webhooks")
         search.fill("order")
@@ -209,9 +224,24 @@ def main():
         expect(page.locator("details pre").first).to_be_visible()
         assert SECRET not in page.content(), "the secret value is in history"
         shot(page, "history")
+        page.locator("details").first.get_by_role("button", name="Replay").click()
+        expect(page.locator("details").first.get_by_test_id("outcome")).to_have_text("success")
         page.get_by_role("tab", name="Failed").click()
         expect(page.locator("details")).to_have_count(1)
         expect(page.locator("details summary").first).to_contain_text("http_error")
+        page.get_by_label("Tool", exact=True).select_option("lookup_order")
+        expect(page.get_by_text("No failed calls.")).to_be_visible()
+
+        step("a secret's value is updated, and a secret in use is not deleted")
+        page.get_by_role("link", name="API & Webhook Secrets").click()
+        page.get_by_role("button", name="Update value").click()
+        page.get_by_label("New value for api_key").fill(SECRET + "-2")
+        page.get_by_role("button", name="Save value").click()
+        expect(page.get_by_role("cell", name="api_key", exact=True)).to_be_visible()
+        page.get_by_role("button", name="Delete").click()
+        expect(page.get_by_role("alert")).to_contain_text("in use")
+        expect(page.get_by_role("listitem").filter(has_text="Order status")).to_be_visible()
+        assert SECRET not in page.content()
 
         step("an agent is created and answers in the chat playground, its tool call inline")
         page.get_by_role("link", name="Agents").click()

@@ -79,6 +79,8 @@ struct Stored {
     /// Added after the first chunks were written: absent at the end of older ones.
     #[serde(default)]
     caller: Option<String>,
+    #[serde(default)]
+    context: Option<Value>,
 }
 
 const RFC3339: &time::format_description::well_known::Rfc3339 =
@@ -116,6 +118,7 @@ fn to_stored(r: &CallRecord) -> Stored {
         agent: r.agent.clone(),
         conversation_id: r.conversation_id.clone(),
         caller: r.caller.clone(),
+        context: r.context.clone(),
     }
 }
 
@@ -139,6 +142,7 @@ fn from_stored(id: String, s: Stored) -> CallRecord {
         agent: s.agent,
         conversation_id: s.conversation_id,
         caller: s.caller,
+        context: s.context,
     }
 }
 
