@@ -40,6 +40,7 @@ async fn the_console_works_in_a_real_chromium() {
     .await;
     let guarded = Server::start_with(|c| c.admin_token = Some("console-admin-token".into())).await;
     let up = Upstream::start().await;
+    let (big, _big_dir) = big_gateway().await;
     let shots = root.join("target/console-shots");
     let out = tokio::process::Command::new("python3")
         .arg(root.join("tests/browser/console_flow.py"))
@@ -47,6 +48,7 @@ async fn the_console_works_in_a_real_chromium() {
         .env("TOOLGATE_TOKEN_BASE", &guarded.base)
         .env("TOOLGATE_TOKEN", "console-admin-token")
         .env("UPSTREAM_BASE", &up.base)
+        .env("TOOLGATE_BIG_BASE", &big.base)
         .env("SHOTS_DIR", &shots)
         .output()
         .await
@@ -118,4 +120,29 @@ async fn the_console_is_embedded_small_and_locked_down() {
         !index.contains("http://") && !index.contains("https://"),
         "no CDN: {index}"
     );
+}
+
+/// A gateway holding 10,000 webhooks, written straight into its store before it starts.
+async fn big_gateway() -> (Server, tempfile::TempDir) {
+    use toolgate::store::DefinitionStore;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        std::fs::create_dir_all(&data).unwrap();
+        let key = toolgate::store::seal::load_or_create_key(&data, None).unwrap();
+        let store = std::sync::Arc::new(toolgate::store::SledStore::open(&data, &key).unwrap());
+        for chunk in (0..10_000).collect::<Vec<_>>().chunks(500) {
+            let writes = chunk.iter().map(|i| {
+                let store = store.clone();
+                let spec =
+                    serde_json::from_value(json!({"name": format!("hook-{i:05}"), "method": "GET",
+                    "url": format!("http://127.0.0.1:9/items/{i}")}))
+                    .unwrap();
+                async move { store.create_webhook(spec, true).await.unwrap() }
+            });
+            futures::future::join_all(writes).await;
+        }
+    }
+    let server = Server::start_with(move |c| c.data_dir = data.clone()).await;
+    (server, dir)
 }

@@ -181,7 +181,10 @@ pub async fn audit(store: Arc<dyn Store>, req: Request, next: Next) -> Response 
     let status = resp.status().as_u16();
     let (resp, resource) = match from_path {
         Some(r) => (resp, Some(r)),
-        None => id_in_body(resp).await,
+        // Only a creation names its resource in the answer (a small JSON record); other
+        // answers are passed through untouched.
+        None if resp.status() == axum::http::StatusCode::CREATED => id_in_body(resp).await,
+        None => (resp, None),
     };
     let entry = AuditEntry {
         id: crate::model::ids::new_id("aud"),
@@ -215,7 +218,8 @@ fn resource_in_path(route: &str, path: &str) -> Option<String> {
 /// The `id` of a created resource, read from the (small, JSON) answer and put back.
 async fn id_in_body(resp: Response) -> (Response, Option<String>) {
     let (parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else {
+    // Our own answers are in memory already; the limit only bounds the copy.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
         return (Response::from_parts(parts, Body::empty()), None);
     };
     let id = serde_json::from_slice::<serde_json::Value>(&bytes)

@@ -17,6 +17,7 @@ BASE = os.environ["TOOLGATE_BASE"]
 TOKEN_BASE = os.environ["TOOLGATE_TOKEN_BASE"]
 TOKEN = os.environ["TOOLGATE_TOKEN"]
 UPSTREAM = os.environ["UPSTREAM_BASE"]
+BIG_BASE = os.environ["TOOLGATE_BIG_BASE"]
 SHOTS = os.environ.get("SHOTS_DIR", "target/console-shots")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SECRET = "s3cr3t-console-value-9f2"
@@ -304,6 +305,19 @@ def main():
         expect(page.get_by_role("menuitem", name="Edit")).to_be_focused()
         page.keyboard.press("Escape")
         expect(page.get_by_role("menuitem", name="Edit")).to_be_hidden()
+
+        step("10,000 webhooks stay usable: paged, searchable")
+        page3 = browser.new_page(viewport={"width": 1024, "height": 800})
+        watch(page3, BIG_BASE)
+        page3.goto(BIG_BASE + "/")
+        rows = page3.locator("tbody tr")
+        expect(rows).to_have_count(50)
+        expect(page3.get_by_text("10000 webhook(s)")).to_be_visible()
+        page3.get_by_role("button", name=re.compile("Load more")).click()
+        expect(rows).to_have_count(100)
+        page3.get_by_label("Search webhooks").fill("hook-09876")
+        expect(rows).to_have_count(1)
+        expect(page3.get_by_role("cell", name="hook-09876", exact=True)).to_be_visible()
 
         step("sign-in with an admin token")
         page2 = browser.new_page(viewport={"width": 1024, "height": 700})
