@@ -372,7 +372,12 @@ async fn main() {
 
     // Minutes long: only when asked for by name.
     if only == "soak" {
-        report.push_str(&soak::run(tmp.path(), &client).await);
+        report.push_str(&soak::run(tmp.path(), &client, None).await);
+    }
+    if only == "soak-postgres" {
+        let db = postgres::Db::create().await;
+        report.push_str(&soak::run(tmp.path(), &client, Some(&db)).await);
+        db.drop_it().await;
     }
     if only.is_empty() || only == "postgres" {
         report.push_str(&postgres::run(tmp.path(), &client).await);

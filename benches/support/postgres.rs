@@ -6,14 +6,17 @@
 use super::*;
 use sqlx::Connection;
 
-struct Db {
+/// A database created for one benchmark part and dropped after it.
+pub struct Db {
     admin: String,
     name: String,
-    url: String,
+    /// Its URL.
+    pub url: String,
 }
 
 impl Db {
-    async fn create() -> Db {
+    /// A fresh database on the benchmark's server.
+    pub async fn create() -> Db {
         let admin = std::env::var("BENCH_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let mut conn = sqlx::PgConnection::connect(&admin)
@@ -31,7 +34,21 @@ impl Db {
         Db { admin, name, url }
     }
 
-    async fn drop_it(self) {
+    /// Size of the history table with its indexes, in bytes.
+    pub async fn calls_bytes(&self) -> u64 {
+        let Ok(mut conn) = sqlx::PgConnection::connect(&self.url).await else {
+            return 0;
+        };
+        let n: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('calls')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(0);
+        let _ = conn.close().await;
+        n as u64
+    }
+
+    /// Drop the database.
+    pub async fn drop_it(self) {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

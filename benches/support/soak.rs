@@ -15,8 +15,9 @@ struct Window {
     rss_mb: f64,
 }
 
-/// Run the soak and return its report section.
-pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
+/// Run the soak and return its report section; with `pg`, on the PostgreSQL store (history size
+/// is then the `calls` table's, indexes included).
+pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgres::Db>) -> String {
     let minutes: u64 = env_or("SOAK_MINUTES", 5);
     let window: u64 = env_or("SOAK_WINDOW_SECS", 30);
     let cap: u64 = env_or("SOAK_CAP", 1_000_000);
@@ -32,7 +33,11 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     wait_http(&format!("http://127.0.0.1:{up_port}/api/orders/A-1001"));
     let data = tmp.join("data-soak");
     let cap_arg = cap.to_string();
-    let (gw, _) = start_toolgate(&data, &["--history-max-records", &cap_arg]);
+    let mut args = vec!["--history-max-records", cap_arg.as_str()];
+    if let Some(db) = pg {
+        args.extend(["--database-url", db.url.as_str()]);
+    }
+    let (gw, _) = start_toolgate(&data, &args);
     setup_tool(client, &gw.base, up_port).await;
     let script = tmp.join("soak.lua");
     std::fs::write(
@@ -52,7 +57,10 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
             rps: r.rps,
             errors: r.errors,
             records: total.min(cap),
-            dir_mb: dir_size(&data) as f64 / 1e6,
+            dir_mb: match pg {
+                Some(db) => db.calls_bytes().await as f64 / 1e6,
+                None => dir_size(&data) as f64 / 1e6,
+            },
             rss_mb: rss_mb(pid),
         });
     }
@@ -65,8 +73,9 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     .await;
     drop(gw);
 
+    let store = if pg.is_some() { "PostgreSQL" } else { "sled" };
     let mut out = format!(
-        "## Soak: {minutes} min, {conns} connections, history cap {cap} records\n\n\
+        "## Soak ({store} store): {minutes} min, {conns} connections, history cap {cap} records\n\n\
          | time | req/s | errors | records | data dir | bytes/record | RSS |\n|---|---|---|---|---|---|---|\n"
     );
     for w in &windows {
