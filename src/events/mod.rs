@@ -40,6 +40,44 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
     Ok(out)
 }
 
+/// One pending delivery of `event` (already serialised as `payload`) to a subscription, due at
+/// `now_ms`.
+fn pending(
+    event: &Event,
+    payload: &serde_json::Value,
+    subscription_id: &str,
+    now_ms: u64,
+) -> Delivery {
+    let now = now_rfc3339();
+    Delivery {
+        id: new_id("dlv"),
+        event_id: event.event_id.clone(),
+        event_type: event.event_type.clone(),
+        subscription_id: subscription_id.to_string(),
+        status: DeliveryStatus::Pending,
+        payload: payload.clone(),
+        attempts: Vec::new(),
+        next_attempt_at: Some(now_ms),
+        schedule_start: 0,
+        created_at: now.clone(),
+        updated_at: now,
+    }
+}
+
+/// A pending delivery of `event` to one subscription, due at `now_ms` (test pings).
+pub fn delivery_to(
+    event: &Event,
+    subscription_id: &str,
+    now_ms: u64,
+) -> Result<Delivery, serde_json::Error> {
+    Ok(pending(
+        event,
+        &serde_json::to_value(event)?,
+        subscription_id,
+        now_ms,
+    ))
+}
+
 /// The deliveries `event` makes: one pending delivery, due at `now_ms`, per subscription that
 /// wants its type. Fails only if the event cannot be serialised (then nothing is delivered and
 /// the outbox keeps it, rather than sending `null`).
@@ -49,23 +87,10 @@ pub fn fan_out(
     now_ms: u64,
 ) -> Result<Vec<Delivery>, serde_json::Error> {
     let payload = serde_json::to_value(event)?;
-    let now = now_rfc3339();
     Ok(subscriptions
         .iter()
         .filter(|s| s.spec.wants(&event.event_type))
-        .map(|s| Delivery {
-            id: new_id("dlv"),
-            event_id: event.event_id.clone(),
-            event_type: event.event_type.clone(),
-            subscription_id: s.id.clone(),
-            status: DeliveryStatus::Pending,
-            payload: payload.clone(),
-            attempts: Vec::new(),
-            next_attempt_at: Some(now_ms),
-            schedule_start: 0,
-            created_at: now.clone(),
-            updated_at: now.clone(),
-        })
+        .map(|s| pending(event, &payload, &s.id, now_ms))
         .collect())
 }
 

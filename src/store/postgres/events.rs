@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::{PgStore, db, decode, encode};
 use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
-use crate::model::{Delivery, DeliveryStatus, Event, Subscription, SubscriptionSpec, now_rfc3339};
+use crate::model::{Delivery, Event, Subscription, SubscriptionSpec, now_rfc3339};
 use crate::store::{DeliveryFilter, EventStore, StoreChange, StoreError, StoreFuture};
 
 /// Milliseconds as stored (PostgreSQL has no unsigned integers; ours stay far below i64::MAX).
@@ -260,21 +260,8 @@ impl EventStore for PgStore {
     ) -> StoreFuture<'a, Delivery> {
         Box::pin(async move {
             self.get_subscription(subscription_id).await?;
-            let now = now_rfc3339();
-            let d = Delivery {
-                id: new_id("dlv"),
-                event_id: event.event_id.clone(),
-                event_type: event.event_type.clone(),
-                subscription_id: subscription_id.to_string(),
-                status: DeliveryStatus::Pending,
-                payload: serde_json::to_value(event)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                attempts: Vec::new(),
-                next_attempt_at: Some(now_ms),
-                schedule_start: 0,
-                created_at: now.clone(),
-                updated_at: now,
-            };
+            let d = crate::events::delivery_to(event, subscription_id, now_ms)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             self.save_delivery(&d).await?;
             Ok(d)
         })

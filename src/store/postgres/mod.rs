@@ -57,6 +57,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "secret_values",
             include_str!("migrations/0003_secret_values.sql"),
         ),
+        m(
+            4,
+            "history_upkeep",
+            include_str!("migrations/0004_history_upkeep.sql"),
+        ),
     ])
 }
 
