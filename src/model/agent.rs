@@ -54,3 +54,5 @@ pub struct Agent {
     /// Last edit time.
     pub updated_at: String,
 }
+
+stamped!(Agent, AgentSpec, "ag");

@@ -1,6 +1,34 @@
 //! Plain serde domain types: what toolgate stores and serves.
 //! Nothing here knows about HTTP or sled; validation of definitions lives in `validate`.
 
+/// `stamped` for a stored definition (`id`, `spec`, `created_at`, `updated_at`): a new one with
+/// a fresh id, or `previous` revised to a new spec, keeping its id and creation time. Every store
+/// backend stamps definitions the same way through it.
+macro_rules! stamped {
+    ($record:ident, $spec:ty, $prefix:literal) => {
+        impl $record {
+            /// A new record of `spec`, or `previous` revised to `spec` (same id and creation time).
+            pub fn stamped(spec: $spec, previous: Option<&$record>) -> $record {
+                let now = $crate::model::now_rfc3339();
+                match previous {
+                    None => $record {
+                        id: $crate::model::ids::new_id($prefix),
+                        spec,
+                        created_at: now.clone(),
+                        updated_at: now,
+                    },
+                    Some(p) => $record {
+                        id: p.id.clone(),
+                        spec,
+                        created_at: p.created_at.clone(),
+                        updated_at: now,
+                    },
+                }
+            }
+        }
+    };
+}
+
 pub mod agent;
 pub mod audit;
 pub mod call;

@@ -14,3 +14,16 @@ pub struct SecretMeta {
     /// Last value change.
     pub updated_at: String,
 }
+
+impl SecretMeta {
+    /// The metadata of a new secret: a fresh id, created and updated now.
+    pub fn new(name: &str) -> SecretMeta {
+        let now = super::now_rfc3339();
+        SecretMeta {
+            id: super::ids::new_id("sec"),
+            name: name.to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+}

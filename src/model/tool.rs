@@ -41,3 +41,5 @@ pub struct Tool {
     /// Last edit time.
     pub updated_at: String,
 }
+
+stamped!(Tool, ToolSpec, "tl");

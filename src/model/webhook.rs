@@ -228,3 +228,5 @@ pub struct Webhook {
     /// Last edit time (RFC 3339).
     pub updated_at: String,
 }
+
+stamped!(Webhook, WebhookSpec, "wh");

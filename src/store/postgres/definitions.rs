@@ -8,9 +8,8 @@ use sqlx::Row;
 
 use super::{PgStore, Tx, db, decode, encode, is_unique_violation};
 use crate::events::payload::{tool_event, webhook_event};
-use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
-use crate::model::{Agent, AgentSpec, Tool, ToolSpec, Webhook, WebhookSpec, now_rfc3339};
+use crate::model::{Agent, AgentSpec, Tool, ToolSpec, Webhook, WebhookSpec};
 use crate::store::{DefinitionStore, StoreChange, StoreError, StoreFuture};
 
 impl PgStore {
@@ -93,49 +92,30 @@ impl PgStore {
         spec: WebhookSpec,
         require: bool,
     ) -> Result<Webhook, StoreError> {
-        let now = now_rfc3339();
         let names = spec.secret_names();
         let mut tx = self.begin().await?;
         self.lock_secrets(&mut tx, &names, require).await?;
-        let webhook = match id {
-            None => {
-                let w = Webhook {
-                    id: new_id("wh"),
-                    spec,
-                    created_at: now.clone(),
-                    updated_at: now,
-                };
-                sqlx::query("INSERT INTO webhooks (id, doc) VALUES ($1, $2)")
-                    .bind(&w.id)
-                    .bind(encode(&w)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                w
-            }
-            Some(id) => {
-                let old: Webhook = Self::locked_doc(
+        let old: Option<Webhook> = match id {
+            None => None,
+            Some(id) => Some(
+                Self::locked_doc(
                     &mut tx,
                     "SELECT doc FROM webhooks WHERE id = $1 FOR UPDATE",
                     id,
                     "webhook",
                 )
-                .await?;
-                let w = Webhook {
-                    id: old.id,
-                    spec,
-                    created_at: old.created_at,
-                    updated_at: now,
-                };
-                sqlx::query("UPDATE webhooks SET doc = $2 WHERE id = $1")
-                    .bind(&w.id)
-                    .bind(encode(&w)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                w
-            }
+                .await?,
+            ),
         };
+        let webhook = Webhook::stamped(spec, old.as_ref());
+        sqlx::query(
+            "INSERT INTO webhooks (id, doc) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET doc = $2",
+        )
+        .bind(&webhook.id)
+        .bind(encode(&webhook)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         self.set_refs(&mut tx, &webhook.id, &names).await?;
         let kind = if id.is_none() {
             "webhook.created"
@@ -149,7 +129,6 @@ impl PgStore {
     }
 
     async fn put_tool(&self, id: Option<&str>, spec: ToolSpec) -> Result<Tool, StoreError> {
-        let now = now_rfc3339();
         let mut tx = self.begin().await?;
         let old: Option<Tool> = match id {
             None => None,
@@ -177,20 +156,7 @@ impl PgStore {
                 )]));
             }
         }
-        let tool = match &old {
-            None => Tool {
-                id: new_id("tl"),
-                spec: spec.clone(),
-                created_at: now.clone(),
-                updated_at: now,
-            },
-            Some(o) => Tool {
-                id: o.id.clone(),
-                spec: spec.clone(),
-                created_at: o.created_at.clone(),
-                updated_at: now,
-            },
-        };
+        let tool = Tool::stamped(spec.clone(), old.as_ref());
         let written = sqlx::query(
             "INSERT INTO tools (id, name, webhook_id, doc) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET name = $2, webhook_id = $3, doc = $4",
@@ -222,31 +188,20 @@ impl PgStore {
     }
 
     async fn put_agent(&self, id: Option<&str>, spec: AgentSpec) -> Result<Agent, StoreError> {
-        let now = now_rfc3339();
         let mut tx = self.begin().await?;
-        let agent = match id {
-            None => Agent {
-                id: new_id("ag"),
-                spec: spec.clone(),
-                created_at: now.clone(),
-                updated_at: now,
-            },
-            Some(id) => {
-                let old: Agent = Self::locked_doc(
+        let old: Option<Agent> = match id {
+            None => None,
+            Some(id) => Some(
+                Self::locked_doc(
                     &mut tx,
                     "SELECT doc FROM agents WHERE id = $1 FOR UPDATE",
                     id,
                     "agent",
                 )
-                .await?;
-                Agent {
-                    id: old.id,
-                    spec: spec.clone(),
-                    created_at: old.created_at,
-                    updated_at: now,
-                }
-            }
+                .await?,
+            ),
         };
+        let agent = Agent::stamped(spec.clone(), old.as_ref());
         let written = sqlx::query(
             "INSERT INTO agents (id, name, doc) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET name = $2, doc = $3",

@@ -6,7 +6,6 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::{PgStore, Tx, db, is_unique_violation};
-use crate::model::ids::new_id;
 use crate::model::{SecretMeta, now_rfc3339};
 use crate::store::{
     SecretStore, StoreChange, StoreError, StoreFuture, SubjectValueMeta, subject_aad,
@@ -57,13 +56,7 @@ impl PgStore {
 impl SecretStore for PgStore {
     fn create_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta> {
         Box::pin(async move {
-            let now = now_rfc3339();
-            let m = SecretMeta {
-                id: new_id("sec"),
-                name: name.to_string(),
-                created_at: now.clone(),
-                updated_at: now,
-            };
+            let m = SecretMeta::new(name);
             let sealed = self.sealer.seal(value, &m.id)?;
             let mut tx = self.begin().await?;
             let inserted = sqlx::query(

@@ -31,7 +31,6 @@ impl SledStore {
         spec: WebhookSpec,
         require: bool,
     ) -> Result<Webhook, StoreError> {
-        let now = now_rfc3339();
         let new_names = spec.secret_names();
         let res = (
             &self.webhooks,
@@ -41,33 +40,18 @@ impl SledStore {
         )
             .transaction(|(wh, sn, su, ob)| {
                 self.check_secret_refs(&new_names, require, sn)?;
-                let (webhook, old_names) = match id {
-                    None => (
-                        Webhook {
-                            id: new_id("wh"),
-                            spec: spec.clone(),
-                            created_at: now.clone(),
-                            updated_at: now.clone(),
-                        },
-                        Vec::new(),
-                    ),
-                    Some(id) => {
-                        let Some(raw) = wh.get(id.as_bytes())? else {
-                            return abort(StoreError::NotFound("webhook"));
-                        };
-                        let old: Webhook = tx_decode(&raw)?;
-                        let names = old.spec.secret_names();
-                        (
-                            Webhook {
-                                id: old.id,
-                                spec: spec.clone(),
-                                created_at: old.created_at,
-                                updated_at: now.clone(),
-                            },
-                            names,
-                        )
-                    }
+                let old: Option<Webhook> = match id {
+                    None => None,
+                    Some(id) => match wh.get(id.as_bytes())? {
+                        Some(raw) => Some(tx_decode(&raw)?),
+                        None => return abort(StoreError::NotFound("webhook")),
+                    },
                 };
+                let old_names = old
+                    .as_ref()
+                    .map(|o| o.spec.secret_names())
+                    .unwrap_or_default();
+                let webhook = Webhook::stamped(spec.clone(), old.as_ref());
                 for n in old_names.iter().filter(|n| !new_names.contains(n)) {
                     list_remove(su, n, &webhook.id)?;
                 }
@@ -88,7 +72,6 @@ impl SledStore {
     }
 
     pub(super) fn put_tool(&self, id: Option<&str>, spec: ToolSpec) -> Result<Tool, StoreError> {
-        let now = now_rfc3339();
         let res = (
             &self.tools,
             &self.tool_names,
@@ -119,20 +102,7 @@ impl SledStore {
                         format!("unknown webhook '{w}'"),
                     )]));
                 }
-                let tool = match &old {
-                    None => Tool {
-                        id: new_id("tl"),
-                        spec: spec.clone(),
-                        created_at: now.clone(),
-                        updated_at: now.clone(),
-                    },
-                    Some(o) => Tool {
-                        id: o.id.clone(),
-                        spec: spec.clone(),
-                        created_at: o.created_at.clone(),
-                        updated_at: now.clone(),
-                    },
-                };
+                let tool = Tool::stamped(spec.clone(), old.as_ref());
                 if let Some(o) = &old {
                     if o.spec.name != spec.name {
                         tn.remove(o.spec.name.as_bytes())?;
@@ -168,7 +138,6 @@ impl SledStore {
     }
 
     pub(super) fn put_agent(&self, id: Option<&str>, spec: AgentSpec) -> Result<Agent, StoreError> {
-        let now = now_rfc3339();
         let res = (&self.agents, &self.agent_names).transaction(|(at, an)| {
             let old: Option<Agent> = match id {
                 None => None,
@@ -184,25 +153,12 @@ impl SledStore {
             {
                 return abort(StoreError::NameTaken(spec.name.clone()));
             }
-            let agent = match &old {
-                None => Agent {
-                    id: new_id("ag"),
-                    spec: spec.clone(),
-                    created_at: now.clone(),
-                    updated_at: now.clone(),
-                },
-                Some(o) => {
-                    if o.spec.name != spec.name {
-                        an.remove(o.spec.name.as_bytes())?;
-                    }
-                    Agent {
-                        id: o.id.clone(),
-                        spec: spec.clone(),
-                        created_at: o.created_at.clone(),
-                        updated_at: now.clone(),
-                    }
-                }
-            };
+            if let Some(o) = &old
+                && o.spec.name != spec.name
+            {
+                an.remove(o.spec.name.as_bytes())?;
+            }
+            let agent = Agent::stamped(spec.clone(), old.as_ref());
             an.insert(spec.name.as_bytes(), agent.id.as_bytes())?;
             at.insert(
                 agent.id.as_bytes(),

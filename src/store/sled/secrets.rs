@@ -35,13 +35,7 @@ impl SledStore {
 impl SecretStore for SledStore {
     fn create_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta> {
         Box::pin(async move {
-            let now = now_rfc3339();
-            let meta = SecretMeta {
-                id: new_id("sec"),
-                name: name.to_string(),
-                created_at: now.clone(),
-                updated_at: now,
-            };
+            let meta = SecretMeta::new(name);
             let rec = SecretRecord {
                 sealed: self.sealer.seal(value, &meta.id)?,
                 meta: meta.clone(),
