@@ -287,13 +287,22 @@ pub trait EventStore: Send + Sync {
     fn append_event<'a>(&'a self, event: &'a Event) -> StoreFuture<'a, ()>;
     /// Turn outbox events into pending deliveries for the subscriptions that want them.
     fn dispatch_outbox(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, usize>;
-    /// A pending delivery of `event` to one subscription, due now (test pings).
+    /// A pending delivery of `event` to one subscription, due now (test pings). The same on
+    /// every backend: the subscription must exist, then the delivery is saved.
     fn enqueue_delivery<'a>(
         &'a self,
         subscription_id: &'a str,
         event: &'a Event,
         now_ms: u64,
-    ) -> StoreFuture<'a, Delivery>;
+    ) -> StoreFuture<'a, Delivery> {
+        Box::pin(async move {
+            self.get_subscription(subscription_id).await?;
+            let d = crate::events::delivery_to(event, subscription_id, now_ms)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.save_delivery(&d).await?;
+            Ok(d)
+        })
+    }
     /// Pending deliveries due at or before `now_ms`, oldest due first.
     fn due_deliveries<'a>(&'a self, now_ms: u64, limit: usize) -> StoreFuture<'a, Vec<Delivery>>;
     /// When the next pending delivery is due.

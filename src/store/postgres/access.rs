@@ -132,11 +132,7 @@ impl AccessStore for PgStore {
             if let Some(r) = &filter.resource {
                 q.push(" AND resource = ").push_bind(r.clone());
             }
-            if let Some(b) = &filter.before {
-                q.push(" AND id < ").push_bind(b.clone());
-            }
-            q.push(" ORDER BY id DESC LIMIT ")
-                .push_bind(i64::try_from(filter.limit).unwrap_or(i64::MAX));
+            super::newest_first(&mut q, filter.before.as_deref(), filter.limit);
             let docs: Vec<String> = q
                 .build_query_scalar()
                 .fetch_all(&self.pool)

@@ -252,21 +252,6 @@ impl EventStore for PgStore {
         })
     }
 
-    fn enqueue_delivery<'a>(
-        &'a self,
-        subscription_id: &'a str,
-        event: &'a Event,
-        now_ms: u64,
-    ) -> StoreFuture<'a, Delivery> {
-        Box::pin(async move {
-            self.get_subscription(subscription_id).await?;
-            let d = crate::events::delivery_to(event, subscription_id, now_ms)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.save_delivery(&d).await?;
-            Ok(d)
-        })
-    }
-
     fn due_deliveries<'a>(&'a self, now_ms: u64, limit: usize) -> StoreFuture<'a, Vec<Delivery>> {
         Box::pin(async move {
             let lease = ms(now_ms.saturating_add(self.lease.as_millis() as u64));
@@ -344,11 +329,7 @@ impl EventStore for PgStore {
             if let Some(s) = &filter.status {
                 q.push(" AND status = ").push_bind(s.clone());
             }
-            if let Some(b) = &filter.before {
-                q.push(" AND id < ").push_bind(b.clone());
-            }
-            q.push(" ORDER BY id DESC LIMIT ")
-                .push_bind(i64::try_from(filter.limit).unwrap_or(i64::MAX));
+            super::newest_first(&mut q, filter.before.as_deref(), filter.limit);
             let docs: Vec<String> = q
                 .build_query_scalar()
                 .fetch_all(&self.pool)

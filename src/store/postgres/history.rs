@@ -178,11 +178,7 @@ impl HistoryStore for PgStore {
             if let Some(s) = filter.source {
                 q.push(" AND source = ").push_bind(s.as_str());
             }
-            if let Some(b) = &filter.before {
-                q.push(" AND id < ").push_bind(b.clone());
-            }
-            q.push(" ORDER BY id DESC LIMIT ")
-                .push_bind(i64::try_from(filter.limit).unwrap_or(i64::MAX));
+            super::newest_first(&mut q, filter.before.as_deref(), filter.limit);
             let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
             rows.iter().map(|r| unpack(r.get::<&[u8], _>(0))).collect()
         })

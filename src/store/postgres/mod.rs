@@ -122,6 +122,16 @@ fn encode<T: Serialize>(v: &T) -> Result<String, StoreError> {
 
 type Tx = Transaction<'static, Postgres>;
 
+/// End a list query the way every page is read: older than `before`, newest first, at most
+/// `limit` (ids are time-ordered).
+fn newest_first(q: &mut sqlx::QueryBuilder<Postgres>, before: Option<&str>, limit: usize) {
+    if let Some(b) = before {
+        q.push(" AND id < ").push_bind(b.to_string());
+    }
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+}
+
 impl PgStore {
     /// Connect, apply the migrations, check that `key` opens the stored secrets, and start the
     /// change feed. A claimed delivery is held for three times `attempt_timeout` (30 s by

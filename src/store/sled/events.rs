@@ -216,21 +216,6 @@ impl EventStore for SledStore {
         })
     }
 
-    fn enqueue_delivery<'a>(
-        &'a self,
-        subscription_id: &'a str,
-        event: &'a Event,
-        now_ms: u64,
-    ) -> StoreFuture<'a, Delivery> {
-        Box::pin(async move {
-            self.get_subscription(subscription_id).await?;
-            let d = crate::events::delivery_to(event, subscription_id, now_ms)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.save_delivery(&d).await?;
-            Ok(d)
-        })
-    }
-
     fn due_deliveries<'a>(&'a self, now_ms: u64, limit: usize) -> StoreFuture<'a, Vec<Delivery>> {
         Box::pin(async move {
             let mut out = Vec::new();
