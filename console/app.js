@@ -97,6 +97,24 @@ async function api(method, path, body) {
   return data;
 }
 
+/** Clear the messages a previous submit of `form` showed. */
+function clearFieldErrors(form, box) {
+  for (const e of form.querySelectorAll("[data-error-for]")) { e.hidden = true; e.textContent = ""; }
+  box.replaceChildren();
+}
+
+/** Put a 422's details next to the fields they name; the rest, and the message, go in `box`. */
+function showFieldErrors(form, box, e) {
+  const unplaced = [];
+  for (const d of e.details || []) {
+    const slot = form.querySelector(`[data-error-for="${CSS.escape(d.field)}"]`);
+    if (slot) { slot.textContent = d.message; slot.hidden = false; } else unplaced.push(`${d.field}: ${d.message}`);
+  }
+  box.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), ...unplaced.map((u) => h("p", { class: "error" }, u)));
+  const first = form.querySelector("[data-error-for]:not([hidden])");
+  if (first) first.parentElement.querySelector("input,select,textarea")?.focus();
+}
+
 /** Show an API error as a friendly message in `where`. */
 function showError(where, e) {
   const msg = e instanceof ApiError ? e.message : "Something went wrong.";
@@ -347,8 +365,7 @@ async function webhookForm(id) {
     sectionEls, submit);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    for (const e of form.querySelectorAll("[data-error-for]")) { e.hidden = true; e.textContent = ""; }
-    formError.replaceChildren();
+    clearFieldErrors(form, formError);
     const body = { ...spec, name: name.input.value.trim(), description: description.input.value, method: method.input.value,
       url: url.input.value.trim(), timeout_ms: Number(timeout.input.value) * 1000 };
     for (const [key] of SECTIONS) body[key] = sections[key].rows.map((r) => r.get());
@@ -359,15 +376,7 @@ async function webhookForm(id) {
       toast(id ? `Saved ${saved.name}` : `Created ${saved.name}`);
       location.hash = "#/webhooks";
     } catch (e) {
-      if (e.status === 401) return;
-      const unplaced = [];
-      for (const d of e.details || []) {
-        const slot = form.querySelector(`[data-error-for="${CSS.escape(d.field)}"]`);
-        if (slot) { slot.textContent = d.message; slot.hidden = false; } else unplaced.push(`${d.field}: ${d.message}`);
-      }
-      formError.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), ...unplaced.map((u) => h("p", { class: "error" }, u)));
-      const first = form.querySelector("[data-error-for]:not([hidden])");
-      if (first) first.parentElement.querySelector("input,select,textarea")?.focus();
+      if (e.status !== 401) showFieldErrors(form, formError, e);
     } finally { submit.disabled = false; }
   });
   main.replaceChildren(form);
@@ -675,7 +684,6 @@ async function agentForm(id) {
   const err = h("div", {});
   const name = control("Name", h("input", { value: spec.name || "" }), { field: "name" });
   const model = control("Model", h("input", { value: spec.model || "", placeholder: "the gateway's default" }), { field: "model" });
-  const usePrompt = !!spec.prompt;
   const promptFile = control("Prompt file", h("input", { value: spec.prompt || "", placeholder: "support.md" }),
     { field: "prompt", hint: "A file in the prompts directory; or write the system prompt below." });
   const system = control("System prompt", h("textarea", { rows: 5 }, spec.system_prompt || ""), { field: "system_prompt" });
@@ -690,7 +698,7 @@ async function agentForm(id) {
   const submit = h("button", { type: "submit" }, id ? "Save" : "Create");
   const form = h("form", { class: "card", novalidate: true, onsubmit: async (ev) => {
     ev.preventDefault();
-    for (const e of form.querySelectorAll("[data-error-for]")) { e.hidden = true; e.textContent = ""; }
+    clearFieldErrors(form, err);
     const body = { ...spec, name: name.input.value.trim(), max_steps: Number(steps.input.value),
       tools: [...picks.querySelectorAll("input:checked")].map((b) => b.value) };
     if (model.input.value.trim()) body.model = model.input.value.trim(); else delete body.model;
@@ -701,17 +709,10 @@ async function agentForm(id) {
       toast(id ? `Saved ${body.name}` : `Created ${body.name}`);
       location.hash = "#/agents";
     } catch (e) {
-      if (e.status === 401) return;
-      const unplaced = [];
-      for (const d of e.details || []) {
-        const slot = form.querySelector(`[data-error-for="${CSS.escape(d.field)}"]`);
-        if (slot) { slot.textContent = d.message; slot.hidden = false; } else unplaced.push(`${d.field}: ${d.message}`);
-      }
-      err.replaceChildren(h("p", { class: "error", role: "alert" }, e.message), ...unplaced.map((u) => h("p", { class: "error" }, u)));
+      if (e.status !== 401) showFieldErrors(form, err, e);
     }
   } }, h("div", { class: "bar" }, h("h1", {}, id ? `Edit ${spec.name}` : "Create agent"), h("a", { href: "#/agents" }, "Back to agents")),
     err, h("div", { class: "grid" }, name.wrap, model.wrap, steps.wrap), promptFile.wrap, system.wrap, picks, submit);
-  if (usePrompt) system.input.disabled = false;
   main.replaceChildren(form);
   name.input.focus();
 }

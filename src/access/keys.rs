@@ -215,15 +215,6 @@ impl Keys {
         Ok(entry.clone())
     }
 
-    /// The loaded entry of a key id.
-    pub fn verify_by_id(&self, id: &str) -> Option<Arc<KeyEntry>> {
-        self.by_hash
-            .load()
-            .values()
-            .find(|e| e.key.id == id)
-            .cloned()
-    }
-
     /// Note a use of `entry`; returns the time to persist when the stored value is a minute or
     /// more old (persisting every request would be a write per call).
     pub fn touch(&self, entry: &KeyEntry) -> Option<String> {

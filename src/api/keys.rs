@@ -200,23 +200,19 @@ async fn explain(
         }
         Err(e) => return Err(e.into()),
     };
+    // Judged from the stored record, the same way a request with the key is.
+    let entry = std::sync::Arc::new(keys::KeyEntry::from_record(key.clone()));
+    let expired = entry.expired();
     let caller = Caller {
         actor: key.name.clone(),
         role: key.role,
-        key: s.keys.verify_by_id(&key.id).or_else(|| {
-            Some(std::sync::Arc::new(keys::KeyEntry::from_record(
-                key.clone(),
-            )))
-        }),
+        key: Some(entry),
     };
     let (mut allowed, mut reason) = caller.explain(&tool.spec);
     if allowed && tool.spec.webhook_id.is_none() {
         (allowed, reason) = (false, "the tool is not linked to a webhook".into());
     }
-    if let Some(e) = &key.expires_at
-        && keys::parse_time(e)
-            .is_some_and(|t| t <= time::OffsetDateTime::now_utc().unix_timestamp())
-    {
+    if expired {
         (allowed, reason) = (false, "the key has expired".into());
     }
     Ok(Json(Explanation {
