@@ -3,6 +3,7 @@
 //! and the store's transaction writes its event. Handlers only parse, call one of these, and shape
 //! the answer.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use crate::catalog::Catalog;
@@ -92,6 +93,38 @@ fn checked(errs: Vec<FieldError>) -> Result<(), DefinitionError> {
 }
 
 impl Definitions<'_> {
+    /// Which of `names` are stored secrets: one lookup per name, not a read of every secret.
+    pub async fn existing_secrets<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut out = HashSet::new();
+        for n in names {
+            if self.store.secret_exists(n).await? {
+                out.insert(n.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `names` are stored tools: one lookup per name, not a read of every tool.
+    pub async fn existing_tools<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut out = HashSet::new();
+        for n in names {
+            match self.store.get_tool_by_name(n).await {
+                Ok(_) => {
+                    out.insert(n.to_string());
+                }
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     async fn check_webhook(
         &self,
         spec: &WebhookSpec,
@@ -104,13 +137,10 @@ impl Definitions<'_> {
         }
         let errs = match author {
             Author::Api => {
-                let stored: std::collections::HashSet<String> = self
-                    .store
-                    .list_secrets()
-                    .await?
-                    .into_iter()
-                    .map(|m| m.name)
-                    .collect();
+                let names = probe.secret_names();
+                let stored = self
+                    .existing_secrets(names.iter().map(String::as_str))
+                    .await?;
                 validate_webhook(&probe, &|name| stored.contains(name))
             }
             Author::File => validate_webhook(&probe, &|_| true),
@@ -223,13 +253,9 @@ impl Definitions<'_> {
         if author == Author::File {
             (probe.managed_by, probe.managed_file) = (None, None);
         }
-        let tools: std::collections::HashSet<String> = self
-            .store
-            .list_tools()
-            .await?
-            .into_iter()
-            .map(|t| t.spec.name)
-            .collect();
+        let tools = self
+            .existing_tools(probe.tools.iter().map(String::as_str))
+            .await?;
         let dir = self.prompts_dir;
         checked(validate_agent(&probe, &|t| tools.contains(t), &|p| {
             dir.join(p).is_file()

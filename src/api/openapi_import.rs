@@ -35,7 +35,13 @@ async fn import(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let stored = super::subscriptions::stored_secret_names(&s).await?;
+    let referenced: Vec<&str> = body
+        .options
+        .auth
+        .values()
+        .map(|v| v.secret.as_str())
+        .collect();
+    let stored = s.definitions().existing_secrets(referenced).await?;
     let missing: Vec<FieldError> = body
         .options
         .auth

@@ -27,20 +27,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/deliveries/{id}/retry", post(retry))
 }
 
-/// Names of the stored secrets, for validating references to them.
-pub(super) async fn stored_secret_names(
-    s: &AppState,
-) -> Result<std::collections::HashSet<String>, ApiError> {
-    Ok(s.store
-        .list_secrets()
-        .await?
-        .into_iter()
-        .map(|m| m.name)
-        .collect())
-}
-
 async fn check(s: &AppState, spec: &SubscriptionSpec) -> Result<(), ApiError> {
-    let stored = stored_secret_names(s).await?;
+    let stored = s
+        .definitions()
+        .existing_secrets(spec.auth.secret_name())
+        .await?;
     let errs = validate_subscription(spec, &|n| stored.contains(n));
     if errs.is_empty() {
         Ok(())

@@ -64,8 +64,11 @@ pub async fn sync(defs: &Definitions<'_>, dirs: &[&Path]) -> Synced {
     let mut agents_defined: HashSet<String> = HashSet::new();
     for (path, spec) in &scan.agents {
         let file = shown(path);
-        let stored: HashSet<String> = match store.list_tools().await {
-            Ok(t) => t.into_iter().map(|t| t.spec.name).collect(),
+        let stored = match defs
+            .existing_tools(spec.tools.iter().map(String::as_str))
+            .await
+        {
+            Ok(t) => t,
             Err(e) => {
                 out.errors.push(format!("{file}: {e}"));
                 continue;
