@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Upstream, client, eventually};
+use common::{Upstream, client, eventually, free_port};
 use serde_json::{Value, json};
 
 fn bin() -> Command {
@@ -19,14 +19,6 @@ fn bin() -> Command {
         }
     }
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Proc {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use common::pg::TestDb;
-use common::{Upstream, client, eventually};
+use common::{Upstream, client, eventually, free_port};
 use serde_json::{Value, json};
 
 const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -31,14 +31,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Node {

@@ -35,46 +35,41 @@ impl SecretCache {
 
     /// The opened value of the named secret, `None` if it is not stored.
     pub async fn get(&self, name: &str) -> Result<Option<Arc<str>>, StoreError> {
-        if let Some(v) = self
-            .values
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(Some(v.clone()));
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        let Some(value) = self.store.secret_value(name).await? else {
-            return Ok(None);
-        };
-        let value: Arc<str> = value.into();
-        let mut map = self.values.write().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::Acquire) == generation {
-            map.insert(name.to_string(), value.clone());
-        }
-        Ok(Some(value))
+        self.cached(name, || self.store.secret_value(name)).await
     }
 
     /// The opened value of the named secret for one subject, `None` if that subject has none
     /// (never another subject's value, nor the shared one).
     pub async fn get_for(&self, name: &str, subject: &str) -> Result<Option<Arc<str>>, StoreError> {
-        let key = subject_key(name, subject);
+        self.cached(&subject_key(name, subject), || {
+            self.store.subject_value(name, subject)
+        })
+        .await
+    }
+
+    /// The value kept under `key`, or what `fetch` reads (kept unless a clear came meanwhile).
+    /// A hit allocates nothing: the store is only asked on a miss.
+    async fn cached<'a>(
+        &'a self,
+        key: &str,
+        fetch: impl FnOnce() -> crate::store::StoreFuture<'a, Option<String>>,
+    ) -> Result<Option<Arc<str>>, StoreError> {
         if let Some(v) = self
             .values
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(key)
         {
             return Ok(Some(v.clone()));
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let Some(value) = self.store.subject_value(name, subject).await? else {
+        let Some(value) = fetch().await? else {
             return Ok(None);
         };
         let value: Arc<str> = value.into();
         let mut map = self.values.write().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::Acquire) == generation {
-            map.insert(key, value.clone());
+            map.insert(key.to_string(), value.clone());
         }
         Ok(Some(value))
     }

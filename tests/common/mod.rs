@@ -36,6 +36,15 @@ pub fn error_fields(v: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// A loopback port free right now, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
 /// An HTTP client for tests (installs the TLS provider reqwest needs).
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
