@@ -18,6 +18,18 @@ mod soak;
 #[path = "support/postgres.rs"]
 mod postgres;
 
+#[path = "support/procstat.rs"]
+mod procstat;
+
+#[path = "support/latency.rs"]
+mod latency;
+
+#[path = "support/agent_loop.rs"]
+mod agent_loop;
+
+#[path = "support/callgrind.rs"]
+mod callgrind;
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -122,13 +134,19 @@ struct Gateway {
     base: String,
 }
 
+/// The gateway under test: this build's, or `BENCH_TOOLGATE_BIN` (an earlier build, for
+/// before/after runs of the same benchmark).
 fn toolgate_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_toolgate"))
+    std::env::var_os("BENCH_TOOLGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_toolgate")))
 }
 
 fn start_toolgate(data: &Path, extra: &[&str]) -> (Gateway, Duration) {
     let port = free_port();
     let start = Instant::now();
+    std::fs::create_dir_all(data).expect("data dir");
+    let log = std::fs::File::create(data.with_extension("log")).expect("log file");
     let child = Command::new(toolgate_bin())
         .args([
             "serve",
@@ -143,10 +161,14 @@ fn start_toolgate(data: &Path, extra: &[&str]) -> (Gateway, Duration) {
         .arg(data.join("no-prompts"))
         .args(["--allow-hosts", "127.0.0.1"])
         .args(extra)
-        .env("TOOLGATE_LOG", "warn")
+        // The default log level, into a file: what a deployment pays for its logs.
+        .env(
+            "TOOLGATE_LOG",
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .env("TOOLGATE_SECRET_BENCH_KEY", "bench-secret-value")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start toolgate");
     let base = format!("http://127.0.0.1:{port}");
@@ -383,103 +405,15 @@ async fn main() {
         report.push_str(&postgres::run(tmp.path(), &client).await);
     }
     if only.is_empty() || only == "latency" {
-        let up_port = free_port();
-        let proxy_port = free_port();
-        let _upstream = start_nginx(
-            tmp.path(),
-            "upstream",
-            &format!(
-                "server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
-            ),
-        );
-        let _proxy = start_nginx(
-            tmp.path(),
-            "proxy",
-            &format!(
-                "upstream u {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
-                 server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-            ),
-        );
-        wait_http(&format!("http://127.0.0.1:{up_port}/api/orders/A-1001"));
-        wait_http(&format!("http://127.0.0.1:{proxy_port}/api/orders/A-1001"));
-        let script = tmp.path().join("invoke.lua");
-        std::fs::write(
-            &script,
-            "wrk.method = \"POST\"\nwrk.body = '{\"arguments\":{\"order_number\":\"A-1001\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
-        )
-        .expect("lua");
-        let path = "/api/orders/A-1001?format=json";
-        let mut rows = Vec::new();
-        let mut results = std::collections::HashMap::new();
-        for history in [true, false] {
-            let data = tmp.path().join(if history { "data-h" } else { "data-nh" });
-            let extra: &[&str] = if history { &[] } else { &["--no-history"] };
-            let (gw, _) = start_toolgate(&data, extra);
-            setup_tool(&client, &gw.base, up_port).await;
-            for conns in [1u32, 32] {
-                if history {
-                    let d = wrk(&format!("http://127.0.0.1:{up_port}{path}"), conns, None);
-                    let p = wrk(&format!("http://127.0.0.1:{proxy_port}{path}"), conns, None);
-                    rows.push(("direct (nginx upstream)".to_string(), conns, d.clone()));
-                    rows.push((
-                        "nginx reverse proxy (1 worker)".to_string(),
-                        conns,
-                        p.clone(),
-                    ));
-                    results.insert(("direct", conns), d);
-                    results.insert(("proxy", conns), p);
-                }
-                let g = wrk(
-                    &format!("{}/v1/tools/bench_order/invoke", gw.base),
-                    conns,
-                    Some(&script),
-                );
-                let label = if history {
-                    "toolgate invoke, history on"
-                } else {
-                    "toolgate invoke, history off"
-                };
-                rows.push((label.to_string(), conns, g.clone()));
-                results.insert((if history { "toolgate" } else { "toolgate_nh" }, conns), g);
-            }
-            drop(gw);
-        }
-        report.push_str(
-            "| target | conns | req/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n",
-        );
-        for (name, c, r) in &rows {
-            report.push_str(&format!(
-                "| {name} | {c} | {:.0} | {:.0} µs | {:.0} µs | {} |\n",
-                r.rps, r.p50_us, r.p99_us, r.errors
-            ));
-        }
-        let get = |k: &str, c: u32| results.get(&(k, c)).cloned().unwrap_or_default();
-        let (d1, g1, d32, p32, g32, gnh1, gnh32) = (
-            get("direct", 1),
-            get("toolgate", 1),
-            get("direct", 32),
-            get("proxy", 32),
-            get("toolgate", 32),
-            get("toolgate_nh", 1),
-            get("toolgate_nh", 32),
-        );
-        report.push_str(&format!(
-            "\n- added p50 at 1 connection over direct: {:.0} µs (target ≤ 60 µs); added p99: {:.0} µs\n\
-             - throughput at 32 connections: toolgate/direct {:.2}×, toolgate/nginx proxy {:.2}× (target ≥ 1.0×)\n\
-             - history on vs off, p99: {:.0} µs vs {:.0} µs at 1 conn ({:+.1} %), {:.0} µs vs {:.0} µs at 32 conns ({:+.1} %) (target within 10 %)\n\n",
-            g1.p50_us - d1.p50_us,
-            g1.p99_us - d1.p99_us,
-            g32.rps / d32.rps,
-            g32.rps / p32.rps,
-            g1.p99_us,
-            gnh1.p99_us,
-            (g1.p99_us / gnh1.p99_us - 1.0) * 100.0,
-            g32.p99_us,
-            gnh32.p99_us,
-            (g32.p99_us / gnh32.p99_us - 1.0) * 100.0,
-        ));
+        report.push_str(&latency::run(tmp.path(), &client).await);
     }
-
+    if only.is_empty() || only == "agent" {
+        report.push_str(&agent_loop::run(tmp.path(), &client).await);
+    }
+    // Minutes under valgrind: only when asked for by name.
+    if only == "callgrind" {
+        report.push_str(&callgrind::run(tmp.path(), &client).await);
+    }
     if only.is_empty() || only == "scale" {
         let data = tmp.path().join("data-scale");
         let (gw, _) = start_toolgate(&data, &[]);

@@ -39,6 +39,8 @@ pub mod defaults {
     pub const EVENT_TIMEOUT_MS: u64 = 10_000;
     /// Default of `--tool-concurrency`.
     pub const TOOL_CONCURRENCY: usize = 4;
+    /// Default of `--http-threads` (0: one per core).
+    pub const HTTP_THREADS: usize = 0;
 }
 
 /// Everything `toolgate serve` can be told.
@@ -128,6 +130,10 @@ pub struct ServeConfig {
     /// Tool calls of one model turn run at most this many at a time.
     #[arg(long, env = "TOOLGATE_TOOL_CONCURRENCY", default_value_t = defaults::TOOL_CONCURRENCY)]
     pub tool_concurrency: usize,
+    /// Threads serving HTTP, each running its own connections start to finish (0: one per
+    /// core). A request never hops between threads on its way through.
+    #[arg(long, env = "TOOLGATE_HTTP_THREADS", default_value_t = defaults::HTTP_THREADS)]
+    pub http_threads: usize,
 }
 
 impl ServeConfig {
@@ -155,6 +161,7 @@ impl ServeConfig {
             llm_timeout_secs: defaults::LLM_TIMEOUT_SECS,
             llm_max_retries: defaults::LLM_MAX_RETRIES,
             tool_concurrency: defaults::TOOL_CONCURRENCY,
+            http_threads: defaults::HTTP_THREADS,
             event_retry_schedule: defaults::EVENT_RETRY_SCHEDULE.into(),
             event_timeout_ms: defaults::EVENT_TIMEOUT_MS,
         }

@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod redact;
 pub mod retry;
 pub mod schema;
+pub mod serving;
 pub mod store;
 
 use std::future::Future;
@@ -291,12 +292,12 @@ pub async fn run(
     let router = app(state.clone());
     let cancel = state.shutdown.clone();
     // Cancelling ends MCP streams and the delivery worker, so shutdown does not wait on them.
-    let served = axum::serve(listener::EnvelopeListener(listener), router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        })
-        .await;
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+    });
+    let threads = serving::thread_count(state.config.http_threads);
+    let served = serving::serve(listener, router, threads, state.shutdown.clone()).await;
     state.shutdown.cancel();
     let _ = worker.await;
     if let Some(w) = watcher {

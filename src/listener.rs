@@ -8,30 +8,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A TCP listener whose connections envelope hyper's own error answers.
-pub struct EnvelopeListener(pub TcpListener);
-
-impl axum::serve::Listener for EnvelopeListener {
-    type Io = EnvelopeIo<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (
-            EnvelopeIo {
-                inner: io,
-                pending: Vec::new(),
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
 
 /// A connection that rewrites hyper's empty-bodied error answers into enveloped ones.
 pub struct EnvelopeIo<T> {
@@ -76,6 +52,16 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
         )
         .into_bytes(),
     )
+}
+
+impl<T> EnvelopeIo<T> {
+    /// Wrap a connection.
+    pub fn new(inner: T) -> Self {
+        EnvelopeIo {
+            inner,
+            pending: Vec::new(),
+        }
+    }
 }
 
 impl<T: AsyncWrite + Unpin> EnvelopeIo<T> {

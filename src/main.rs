@@ -184,6 +184,11 @@ fn import_openapi(
     Ok(())
 }
 
+/// mimalloc: a call allocates and frees many small buffers on two threads at once, where glibc's
+/// malloc was a fifth of the call path's CPU time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::access::keys::{Keys, Refusal};
 use crate::access::limits::Limits;
@@ -132,52 +132,46 @@ fn refusal(caller: &Caller, p: Permission) -> ApiError {
     ))
 }
 
-/// The matched route without the `/v1` prefix.
-fn route(req: &Request) -> String {
-    let full = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_default();
-    full.strip_prefix("/v1").unwrap_or(&full).to_string()
-}
-
-/// Check the matched route's permission (a route layer: it runs once the route is known).
-pub async fn authorize(req: Request, next: Next) -> Result<Response, ApiError> {
-    let caller = req
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or(ApiError::Unauthorized)?;
-    let method = req.method().as_str().to_string();
-    match route_permission(&method, &route(&req)) {
-        Some(p) if caller.role.grants(p) => {}
-        Some(p) => return Err(refusal(&caller, p)),
-        // A route the table does not know is an admin's only.
-        None if caller.role == Role::Admin => {}
-        None => return Err(refusal(&caller, Permission::ManageKeys)),
-    }
-    Ok(next.run(req).await)
-}
-
-/// Append every write to the audit log: who, which route and resource, when, and the status.
-pub async fn audit(store: Arc<dyn Store>, req: Request, next: Next) -> Response {
+/// Check the matched route's permission, then append every write to the audit log (refused
+/// ones too): who, which route and resource, when, and the status. One route layer for both, as
+/// each layer costs a boxed future on every request.
+pub async fn authorize_and_audit(store: Arc<dyn Store>, req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let full = matched.as_ref().map_or("", MatchedPath::as_str);
+    let route = full.strip_prefix("/v1").unwrap_or(full);
     let method = req.method().clone();
+    let permission = route_permission(method.as_str(), route);
+    let refused = match req.extensions().get::<Caller>() {
+        None => Some(ApiError::Unauthorized),
+        Some(caller) => match permission {
+            Some(p) if caller.role.grants(p) => None,
+            Some(p) => Some(refusal(caller, p)),
+            // A route the table does not know is an admin's only.
+            None if caller.role == Role::Admin => None,
+            None => Some(refusal(caller, Permission::ManageKeys)),
+        },
+    };
     // Reads change nothing; calls (invoke, chat, MCP) are in the call history with their caller.
     if method == axum::http::Method::GET
         || method == axum::http::Method::HEAD
-        || route_permission(method.as_str(), &route(&req)) == Some(Permission::Invoke)
+        || permission == Some(Permission::Invoke)
     {
-        return next.run(req).await;
+        return match refused {
+            Some(e) => e.into_response(),
+            None => next.run(req).await,
+        };
     }
     let actor = req
         .extensions()
         .get::<Caller>()
         .map(|c| c.actor.clone())
         .unwrap_or_else(|| "anonymous".into());
-    let route = route(&req);
-    let from_path = resource_in_path(&route, req.uri().path());
-    let resp = next.run(req).await;
+    let from_path = resource_in_path(route, req.uri().path());
+    let route = route.to_string();
+    let resp = match refused {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    };
     let status = resp.status().as_u16();
     let (resp, resource) = match from_path {
         Some(r) => (resp, Some(r)),

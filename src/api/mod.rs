@@ -68,11 +68,10 @@ pub fn router(state: AppState) -> Router {
         .merge(subscriptions::routes())
         .merge(openapi_import::routes())
         .merge(keys::routes())
-        // Route layers run once the route is known: its permission, then the audit entry
-        // (outermost, so refused writes are logged too).
-        .route_layer(middleware::from_fn(auth::authorize))
+        // A route layer runs once the route is known: its permission, and the audit entry of
+        // a write (refused ones too).
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
-            auth::audit(audit_store.clone(), req, next)
+            auth::authorize_and_audit(audit_store.clone(), req, next)
         }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -32,11 +32,29 @@ pub struct Sent {
     pub attempts: u32,
 }
 
-/// The outbound HTTP side: one pooled client, shared by every call.
+/// The outbound HTTP side: a pooled client per thread, shared by every call on that thread.
 pub struct Sender {
+    /// Distinguishes this sender's clients in a thread's cache from other senders' (tests run
+    /// several gateways in one process).
+    id: u64,
+    /// Built at start (so a bad configuration fails there); also serves threads whose own
+    /// client could not be built.
     client: reqwest::Client,
     policy: Arc<NetworkPolicy>,
     read_cap: usize,
+}
+
+/// Source of `Sender::id`.
+static NEXT_SENDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Most senders whose clients one thread keeps.
+const CLIENTS_PER_THREAD: usize = 8;
+
+thread_local! {
+    /// This thread's clients, by sender. A pooled connection's task runs on the runtime that
+    /// opened it: with one client per serving thread, a call and its upstream connection stay
+    /// on the same thread instead of waking another one twice per request.
+    static CLIENTS: std::cell::RefCell<Vec<(u64, reqwest::Client)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Headers that carry credentials whatever their value's source (as browsers and curl treat them).
@@ -61,7 +79,33 @@ impl Sender {
     pub fn new(policy: NetworkPolicy, read_cap: usize) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
+        let client = Self::build_client(&policy)?;
+        Ok(Sender {
+            id: NEXT_SENDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            client,
+            policy,
+            read_cap,
+        })
+    }
+
+    /// This thread's client (built on first use).
+    fn client(&self) -> reqwest::Client {
+        CLIENTS.with(|c| {
+            let mut clients = c.borrow_mut();
+            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return client.clone();
+            }
+            let client = Self::build_client(&self.policy).unwrap_or_else(|_| self.client.clone());
+            if clients.len() >= CLIENTS_PER_THREAD {
+                clients.remove(0);
+            }
+            clients.push((self.id, client.clone()));
+            client
+        })
+    }
+
+    fn build_client(policy: &Arc<NetworkPolicy>) -> Result<reqwest::Client, String> {
+        reqwest::Client::builder()
             .dns_resolver(Arc::new(PolicyResolver {
                 policy: policy.clone(),
             }))
@@ -75,12 +119,7 @@ impl Sender {
             .tcp_nodelay(true)
             .user_agent(concat!("toolgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Sender {
-            client,
-            policy,
-            read_cap,
-        })
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
 
     /// Send `req` with an overall `timeout` and optional retry policy.
@@ -180,6 +219,7 @@ impl Sender {
         timeout: Duration,
     ) -> (Sent, Option<Duration>) {
         let cap = self.read_cap;
+        let client = self.client();
         let work = async move {
             let mut hop = Hop {
                 url: req.url.clone(),
@@ -189,7 +229,7 @@ impl Sender {
             };
             let mut redirects = 0;
             let mut resp = loop {
-                let mut b = self.client.request(hop.method.clone(), hop.url.clone());
+                let mut b = client.request(hop.method.clone(), hop.url.clone());
                 for &i in &hop.headers {
                     let (k, v) = &req.headers[i];
                     b = b.header(k, v);

@@ -89,7 +89,7 @@ impl SledStore {
         count: usize,
         max_records: usize,
         max_age_secs: u64,
-        fresh: &mut Vec<Vec<CallRecord>>,
+        fresh: &mut Vec<Vec<&CallRecord>>,
     ) -> Result<(Vec<Op>, usize), StoreError> {
         let mut excess = if max_records > 0 {
             count.saturating_sub(max_records)
@@ -182,19 +182,19 @@ impl HistoryStore for SledStore {
             if records.is_empty() {
                 return Ok(());
             }
-            let mut sorted: Vec<CallRecord> = records.to_vec();
+            let mut sorted: Vec<&CallRecord> = records.iter().collect();
             for r in &sorted {
                 codec::key(&r.id)?;
             }
             sorted.sort_by(|a, b| a.id.cmp(&b.id));
-            let mut fresh: Vec<Vec<CallRecord>> =
+            let mut fresh: Vec<Vec<&CallRecord>> =
                 sorted.chunks(CHUNK_MAX).map(<[_]>::to_vec).collect();
             let guard = self.history_write.lock().unwrap_or_else(|p| p.into_inner());
             let count = self.call_count.load(Relaxed) + records.len();
             let (mut ops, removed) =
                 self.retention(count, max_records, max_age_secs, &mut fresh)?;
             for chunk in &fresh {
-                let (k, v) = codec::encode_chunk(&chunk.iter().collect::<Vec<_>>())?;
+                let (k, v) = codec::encode_chunk(chunk)?;
                 ops.push((k, Some(v)));
             }
             let after = count - removed;

@@ -1,0 +1,101 @@
+//! Instructions per invoke, counted by callgrind: the same for the same binary and inputs
+//! whatever else the machine is doing (this machine has no hardware counters for `perf stat`).
+//! The gateway runs under valgrind; after set-up and a warm-up the counters are zeroed
+//! (`callgrind_control -z`), N sequential invokes are sent, and the counters are dumped
+//! (`callgrind_control -d`): start-up and set-up are left out, and an idle gateway's background
+//! work is a few hundred thousand instructions in 5 s against the hundreds of millions counted.
+
+use super::latency::upstream;
+use super::*;
+
+fn callgrind_control(flag: &str, pid: u32) {
+    let ok = Command::new("callgrind_control")
+        .arg(flag)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "callgrind_control {flag} failed");
+}
+
+/// Instructions the gateway spent on `n` sequential invokes, after `warm` unmeasured ones.
+async fn count(tmp: &Path, client: &reqwest::Client, up_port: u16, warm: usize, n: usize) -> u64 {
+    let data = tmp.join("data-callgrind");
+    let out = tmp.join("callgrind.out");
+    let port = free_port();
+    let child = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(toolgate_bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--tools-dir")
+        .arg(data.join("no-tools"))
+        .arg("--prompts-dir")
+        .arg(data.join("no-prompts"))
+        .args(["--allow-hosts", "127.0.0.1"])
+        .env("TOOLGATE_SECRET_BENCH_KEY", "bench-secret-value")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start valgrind (benches/run.sh installs it)");
+    let proc = Proc(child);
+    let pid = proc.0.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while http_status(&format!("{base}/healthz")).map_or(true, |s| s >= 500) {
+        assert!(
+            Instant::now() < deadline,
+            "toolgate under valgrind did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    setup_tool(client, &base, up_port).await;
+    let url = format!("{base}/v1/tools/bench_order/invoke");
+    let body = json!({"arguments": {"order_number": "A-1001"}});
+    for i in 0..warm + n {
+        if i == warm {
+            callgrind_control("-z", pid);
+        }
+        let r = client.post(&url).json(&body).send().await.expect("invoke");
+        assert!(r.status().is_success(), "invoke failed: {}", r.status());
+        r.bytes().await.expect("body");
+    }
+    callgrind_control("-d", pid);
+    drop(proc);
+    let dump = std::fs::read_dir(tmp)
+        .expect("tmp")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("callgrind.out.")
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .expect("callgrind dump");
+    let text = std::fs::read_to_string(dump.path()).expect("callgrind dump");
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("summary: ")
+                .or_else(|| l.strip_prefix("totals: "))
+        })
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .expect("callgrind totals")
+}
+
+/// Run the count and return its report section.
+pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
+    let n: usize = env_or("BENCH_CALLGRIND_N", 1000);
+    let (_upstream, up_port) = upstream(tmp, "callgrind-upstream");
+    let total = count(tmp, client, up_port, 100, n).await;
+    format!(
+        "Instructions per invoke (callgrind, {n} sequential invokes after 100 unmeasured, history on): {:.0}\n\n",
+        total as f64 / n as f64
+    )
+}

@@ -1,0 +1,161 @@
+//! The call path against a reverse-proxy hop: wrk at 1 and 32 connections on the same nginx
+//! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
+//! (history on and off), with each server's CPU time and context switches per request.
+
+use super::procstat::{Usage, usage, with_children};
+use super::*;
+
+/// One wrk run and what the server under test spent on it.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub run: Run,
+    pub used: Usage,
+}
+
+impl Measured {
+    /// CPU time per request, in µs.
+    pub fn cpu_us(&self) -> f64 {
+        self.used.cpu.as_secs_f64() * 1e6 / self.run.requests.max(1) as f64
+    }
+    /// Context switches per request.
+    pub fn switches(&self) -> f64 {
+        self.used.switches as f64 / self.run.requests.max(1) as f64
+    }
+}
+
+/// wrk against `url` while watching `pids`.
+pub fn measure(url: &str, conns: u32, script: Option<&Path>, pids: &[u32]) -> Measured {
+    let before = usage(pids);
+    let run = wrk(url, conns, script);
+    Measured {
+        used: usage(pids) - before,
+        run,
+    }
+}
+
+/// The wrk script of the benchmark's invoke.
+pub fn invoke_script(dir: &Path) -> PathBuf {
+    let script = dir.join("invoke.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = '{\"arguments\":{\"order_number\":\"A-1001\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )
+    .expect("lua");
+    script
+}
+
+/// Start the nginx upstream (`BODY` on every path) on a free port.
+pub fn upstream(dir: &Path, name: &str) -> (Proc, u16) {
+    let port = free_port();
+    let p = start_nginx(
+        dir,
+        name,
+        &format!(
+            "server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
+        ),
+    );
+    wait_http(&format!("http://127.0.0.1:{port}/api/orders/A-1001"));
+    (p, port)
+}
+
+/// Run the comparison and return its report section.
+pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
+    let (upstream_proc, up_port) = upstream(tmp, "upstream");
+    let proxy_port = free_port();
+    let proxy = start_nginx(
+        tmp,
+        "proxy",
+        &format!(
+            "upstream u {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
+             server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+        ),
+    );
+    wait_http(&format!("http://127.0.0.1:{proxy_port}/api/orders/A-1001"));
+    let up_pids = with_children(upstream_proc.0.id());
+    let proxy_pids = with_children(proxy.0.id());
+    let script = invoke_script(tmp);
+    let path = "/api/orders/A-1001?format=json";
+    let mut rows: Vec<(&str, u32, Measured)> = Vec::new();
+    for history in [true, false] {
+        let data = tmp.join(if history { "data-h" } else { "data-nh" });
+        let extra: &[&str] = if history { &[] } else { &["--no-history"] };
+        let (gw, _) = start_toolgate(&data, extra);
+        setup_tool(client, &gw.base, up_port).await;
+        let gw_pid = [gw.proc.0.id()];
+        for conns in [1u32, 32] {
+            if history {
+                let url = format!("http://127.0.0.1:{up_port}{path}");
+                rows.push(("direct", conns, measure(&url, conns, None, &up_pids)));
+                let url = format!("http://127.0.0.1:{proxy_port}{path}");
+                rows.push(("proxy", conns, measure(&url, conns, None, &proxy_pids)));
+            }
+            let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
+            let label = if history { "toolgate" } else { "toolgate_nh" };
+            rows.push((label, conns, measure(&url, conns, Some(&script), &gw_pid)));
+        }
+        drop(gw);
+    }
+    let name = |k: &str| match k {
+        "direct" => "direct (nginx upstream)",
+        "proxy" => "nginx reverse proxy (1 worker)",
+        "toolgate" => "toolgate invoke, history on",
+        _ => "toolgate invoke, history off",
+    };
+    let mut out = String::from(
+        "| target | conns | req/s | p50 | p99 | errors | server CPU per request | context switches per request |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (k, c, m) in &rows {
+        out.push_str(&format!(
+            "| {} | {c} | {:.0} | {:.0} µs | {:.0} µs | {} | {:.1} µs | {:.2} |\n",
+            name(k),
+            m.run.rps,
+            m.run.p50_us,
+            m.run.p99_us,
+            m.run.errors,
+            m.cpu_us(),
+            m.switches()
+        ));
+    }
+    let get = |k: &str, c: u32| {
+        rows.iter()
+            .find(|(n, cc, _)| *n == k && *cc == c)
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_default()
+    };
+    let (d1, p1, g1, h1) = (
+        get("direct", 1),
+        get("proxy", 1),
+        get("toolgate", 1),
+        get("toolgate_nh", 1),
+    );
+    let (p32, g32, h32) = (
+        get("proxy", 32),
+        get("toolgate", 32),
+        get("toolgate_nh", 32),
+    );
+    let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
+    out.push_str(&format!(
+        "\n- added p50 at 1 connection over direct: {:.0} µs (nginx hop: {:.0} µs; target ≤ 60 µs)\n\
+         - throughput at 32 connections: toolgate/nginx proxy {:.2}× (target ≥ 0.5×), {} errors\n\
+         - c=1 p99/p50: {:.1}× (target ≤ 3×)\n\
+         - history on vs off at 1 connection: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} %; at 32: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} % (target within 25 %)\n\
+         - toolgate CPU per invoke: {:.1} µs at 32 connections (target ≤ 30 µs), {:.1} µs at 1; the nginx proxy's: {:.1} µs and {:.1} µs\n\n",
+        g1.run.p50_us - d1.run.p50_us,
+        p1.run.p50_us - d1.run.p50_us,
+        g32.run.rps / p32.run.rps,
+        g32.run.errors + g1.run.errors,
+        g1.run.p99_us / g1.run.p50_us,
+        pct(g1.run.p50_us, h1.run.p50_us),
+        pct(g1.run.p99_us, h1.run.p99_us),
+        pct(g1.run.rps, h1.run.rps),
+        pct(g32.run.p50_us, h32.run.p50_us),
+        pct(g32.run.p99_us, h32.run.p99_us),
+        pct(g32.run.rps, h32.run.rps),
+        g32.cpu_us(),
+        g1.cpu_us(),
+        p32.cpu_us(),
+        p1.cpu_us(),
+    ));
+    out
+}

@@ -1,0 +1,131 @@
+//! HTTP served by one single-threaded runtime per core. One acceptor hands each new connection
+//! to the next serving thread, which then runs every request of that connection start to finish:
+//! parsing, the handler, the outbound call (on that thread's own client pool) and the answer.
+//! On a multi-threaded runtime a request woke several threads on its way through (the worker
+//! that read it, the one that polled the upstream connection, the ones stealing work), and on
+//! two cores those wake-ups cost more CPU than the call itself.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::EnvelopeIo;
+
+/// The connections handed to one serving thread, as an `axum::serve` listener.
+struct Handed {
+    connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for Handed {
+    type Io = EnvelopeIo<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // The acceptor is gone only at shutdown, which ends this listener's server anyway.
+            let Some(std) = self.connections.recv().await else {
+                std::future::pending::<()>().await;
+                continue;
+            };
+            let peer = std.peer_addr().unwrap_or(self.local);
+            match TcpStream::from_std(std) {
+                Ok(io) => return (EnvelopeIo::new(io), peer),
+                Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// How many serving threads `configured` asks for (0: one per core).
+pub fn thread_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Serve `router` on `threads` serving threads until `stop` is cancelled (or this future is
+/// dropped), then let each thread finish the requests it has in flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    threads: usize,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    // Dropping this future (a test's runtime going away) stops the threads too.
+    let _stop_on_drop = stop.clone().drop_guard();
+    let mut senders = Vec::with_capacity(threads);
+    let mut finished = Vec::with_capacity(threads);
+    for i in 0..threads.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let router = router.clone();
+        let stop = stop.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("toolgate-http-{i}"))
+            .spawn(move || {
+                let listener = Handed {
+                    connections: rx,
+                    local,
+                };
+                let served = runtime.block_on(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                });
+                let _ = done_tx.send(served);
+            })?;
+        senders.push(tx);
+        finished.push(done_rx);
+    }
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors and the like: wait a moment rather than spin.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // A request and its answer are small writes that must not wait for an ACK.
+        let _ = stream.set_nodelay(true);
+        match stream.into_std() {
+            Ok(std) => {
+                if senders[next % senders.len()].send(std).is_err() {
+                    tracing::error!("a serving thread has stopped");
+                    stop.cancel();
+                }
+                next = next.wrapping_add(1);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not hand over a connection"),
+        }
+    }
+    drop(senders);
+    let mut result = Ok(());
+    for done in finished {
+        match done.await {
+            Ok(Err(e)) => result = Err(e),
+            Ok(Ok(())) => {}
+            Err(_) => result = Err(std::io::Error::other("a serving thread panicked")),
+        }
+    }
+    result
+}
