@@ -177,7 +177,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         4096,
         config.history_max_records,
         max_age,
-    ));
+    )?);
     let events_settings = EventSettings {
         schedule: events::parse_schedule(&config.event_retry_schedule)
             .map_err(StartError::Config)?,

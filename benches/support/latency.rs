@@ -82,6 +82,10 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         let (gw, _) = start_toolgate(&data, extra);
         setup_tool(client, &gw.base, up_port).await;
         let gw_pid = [gw.proc.0.id()];
+        // Warm up (connections, pools, lazily compiled validators, the allocator's pages), so a
+        // fresh process's first seconds are not counted against it.
+        let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
+        wrk_for(&url, 32, Some(&script), 2);
         for conns in [1u32, 32] {
             if history {
                 let url = format!("http://127.0.0.1:{up_port}{path}");

@@ -28,11 +28,18 @@ pub(crate) use types::Search;
 pub(crate) fn search_matches(q: &Option<String>, fields: &[&str]) -> bool {
     match q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         None => true,
-        Some(q) => {
-            let q = q.to_lowercase();
-            fields.iter().any(|f| f.to_lowercase().contains(&q))
-        }
+        Some(q) => fields.iter().any(|f| contains_ignoring_case(f, q)),
     }
+}
+
+/// Whether `hay` contains `needle`, ignoring case; without allocating when both are ASCII (a
+/// search runs this over every name, URL and description in the catalog).
+fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
+    if hay.is_ascii() && needle.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle.as_bytes());
+        return n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    hay.to_lowercase().contains(&needle.to_lowercase())
 }
 
 /// Refuse a `context` that is neither absent nor a JSON object (it is looked up by dotted paths).

@@ -34,18 +34,20 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut items: Vec<WebhookSummary> = s
-        .store
-        .list_webhooks()
-        .await?
-        .into_iter()
+    // From the in-memory catalog (every saved webhook compiles: it was validated on the way
+    // in), not the store: a search over 10,000 webhooks took 50 ms decoding them from disk.
+    let snap = s.catalog.snapshot();
+    let mut items: Vec<WebhookSummary> = snap
+        .webhooks
+        .values()
+        .map(|c| &c.webhook)
         .filter(|w| search_matches(&q.q, &[&w.spec.name, &w.spec.url, &w.spec.description]))
         .map(|w| WebhookSummary {
-            id: w.id,
-            name: w.spec.name,
-            url: w.spec.url,
+            id: w.id.clone(),
+            name: w.spec.name.clone(),
+            url: w.spec.url.clone(),
             method: w.spec.method,
-            created_at: w.created_at,
+            created_at: w.created_at.clone(),
         })
         .collect();
     items.sort_by(|a, b| a.created_at.cmp(&b.created_at));
