@@ -86,14 +86,13 @@ impl McpServer {
 }
 
 fn mcp_tool(t: &CompiledTool) -> Tool {
-    let f = &t.definition["function"];
     let schema = match &t.hook.parameters {
         Value::Object(m) => m.clone(),
         _ => serde_json::Map::new(),
     };
     Tool::new(
         t.tool.spec.name.clone(),
-        f["description"].as_str().unwrap_or("").to_string(),
+        t.description().to_string(),
         Arc::new(schema),
     )
 }

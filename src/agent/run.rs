@@ -161,7 +161,7 @@ async fn turn(
         .tools
         .iter()
         .filter(|t| !client_names.contains(&t.tool.spec.name.as_str()))
-        .map(|t| t.definition.clone())
+        .map(|t| t.definition())
         .collect();
     defs.extend(run.client_tools.iter().cloned());
     let mut convo = Vec::with_capacity(messages.len() + 1);

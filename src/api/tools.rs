@@ -106,9 +106,9 @@ async fn schema(
         .filter(|c| c.tool.id == id)
         .ok_or_else(|| not_linked(&tool.spec.name))?;
     Ok(Json(if q.strict {
-        compiled.strict_definition.clone()
+        compiled.strict_definition()
     } else {
-        compiled.definition.clone()
+        compiled.definition()
     }))
 }
 
@@ -130,7 +130,7 @@ async fn openai(
             let tools: Vec<serde_json::Value> = snap
                 .tools_for(None, Some(&caller))
                 .iter()
-                .map(|t| t.definition.clone())
+                .map(|t| t.definition())
                 .collect();
             Json(json!({ "tools": tools })).into_response()
         }
@@ -139,7 +139,7 @@ async fn openai(
                 .tools_for(None, Some(&caller))
                 .iter()
                 .map(|t| {
-                    let mut d = t.definition.clone();
+                    let mut d = t.definition();
                     d["function"]["parameters"] = crate::schema::gemini_variant(&t.hook.parameters);
                     d
                 })

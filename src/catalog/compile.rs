@@ -86,8 +86,8 @@ pub struct CompiledWebhook {
     pub body_template: Option<JsonTemplate>,
     /// JSON Schema of the arguments (`parameters`).
     pub parameters: Value,
-    /// The structured-outputs strict variant.
-    pub strict_parameters: Value,
+    /// The structured-outputs strict variant, built on first use (see `strict_parameters()`).
+    strict_parameters: OnceLock<Value>,
     /// Validator of `parameters`, compiled on the first call: most of thousands of stored tools are
     /// never called by one process, and eager validators dominated idle memory and start time.
     validator: OnceLock<Result<jsonschema::Validator, String>>,
@@ -98,6 +98,25 @@ pub struct CompiledWebhook {
 }
 
 impl CompiledWebhook {
+    /// The structured-outputs strict variant of `parameters`: every property required, the
+    /// optional ones nullable, every object closed. Built on first use: only strict exports need
+    /// it, and a copy per webhook was a good part of idle memory with thousands of tools.
+    pub fn strict_parameters(&self) -> &Value {
+        self.strict_parameters.get_or_init(|| {
+            let mut props = Map::new();
+            let mut all = Vec::with_capacity(self.dynamic.len());
+            for d in &self.dynamic {
+                let mut strict = crate::schema::strict_variant(&self.parameters["properties"][&d.name]);
+                if !d.required {
+                    crate::schema::make_nullable(&mut strict);
+                }
+                props.insert(d.name.clone(), strict);
+                all.push(json!(d.name));
+            }
+            json!({"type": "object", "properties": props, "required": all, "additionalProperties": false})
+        })
+    }
+
     /// The argument validator, compiled once.
     pub fn validator(&self) -> Result<&jsonschema::Validator, &str> {
         self.validator
@@ -119,10 +138,31 @@ pub struct CompiledTool {
     pub tool: Tool,
     /// Its webhook.
     pub hook: Arc<CompiledWebhook>,
-    /// OpenAI tool definition.
-    pub definition: Value,
+}
+
+impl CompiledTool {
+    /// What the model is told the tool does: the tool's description, else its webhook's.
+    pub fn description(&self) -> &str {
+        self.tool
+            .spec
+            .description
+            .as_deref()
+            .unwrap_or(&self.hook.webhook.spec.description)
+    }
+
+    /// OpenAI tool definition. Built when asked for (exports are cached per catalog snapshot):
+    /// keeping two JSON trees per tool cost more memory than anything else in the catalog.
+    pub fn definition(&self) -> Value {
+        json!({"type": "function", "function": {
+            "name": self.tool.spec.name, "description": self.description(), "parameters": self.hook.parameters}})
+    }
+
     /// OpenAI tool definition, strict variant.
-    pub strict_definition: Value,
+    pub fn strict_definition(&self) -> Value {
+        json!({"type": "function", "function": {
+            "name": self.tool.spec.name, "description": self.description(),
+            "parameters": self.hook.strict_parameters(), "strict": true}})
+    }
 }
 
 /// A bound as JSON: whole numbers without a fraction (`100`, not `100.0`).
@@ -217,9 +257,7 @@ fn compile_fields(fields: &[Field]) -> Result<Vec<CompiledField>, String> {
 /// definition that validation would refuse (stored by an older build, or corrupt).
 pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
     let mut props = Map::new();
-    let mut strict_props = Map::new();
     let mut required = Vec::new();
-    let mut all = Vec::new();
     let mut dynamic = Vec::new();
     for (_, _, f) in webhook.spec.all_fields() {
         if f.value_type != ValueType::Dynamic {
@@ -227,16 +265,10 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         }
         let name = f.arg_name().to_string();
         let schema = property(f)?;
-        let mut strict = crate::schema::strict_variant(&schema);
-        if !f.required {
-            crate::schema::make_nullable(&mut strict);
-        }
         props.insert(name.clone(), schema);
-        strict_props.insert(name.clone(), strict);
         if f.required {
             required.push(json!(name));
         }
-        all.push(json!(name));
         dynamic.push(DynamicField {
             name,
             data_type: f.data_type,
@@ -249,9 +281,7 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
             continue;
         }
         props.insert(name.clone(), json!({"type": "string"}));
-        strict_props.insert(name.clone(), json!({"type": "string"}));
         required.push(json!(name));
-        all.push(json!(name));
         dynamic.push(DynamicField {
             name,
             data_type: DataType::String,
@@ -260,7 +290,6 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         });
     }
     let parameters = json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
-    let strict_parameters = json!({"type": "object", "properties": strict_props, "required": all, "additionalProperties": false});
     let spec = &webhook.spec;
     let body_template = spec
         .body_template
@@ -277,7 +306,7 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         secret_names: webhook.spec.secret_names(),
         webhook,
         parameters,
-        strict_parameters,
+        strict_parameters: OnceLock::new(),
         validator: OnceLock::new(),
         dynamic,
     })
@@ -285,21 +314,7 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
 
 /// Compile a linked tool against its compiled webhook.
 pub fn compile_tool(tool: Tool, hook: Arc<CompiledWebhook>) -> CompiledTool {
-    let description = tool
-        .spec
-        .description
-        .clone()
-        .unwrap_or_else(|| hook.webhook.spec.description.clone());
-    let definition = json!({"type": "function", "function": {
-        "name": tool.spec.name, "description": description, "parameters": hook.parameters}});
-    let strict_definition = json!({"type": "function", "function": {
-        "name": tool.spec.name, "description": description, "parameters": hook.strict_parameters, "strict": true}});
-    CompiledTool {
-        tool,
-        hook,
-        definition,
-        strict_definition,
-    }
+    CompiledTool { tool, hook }
 }
 
 #[cfg(test)]
@@ -340,15 +355,15 @@ mod tests {
               "required": ["order_number"], "additionalProperties": false})
         );
         assert_eq!(
-            c.strict_parameters["properties"]["verbose"]["type"],
+            c.strict_parameters()["properties"]["verbose"]["type"],
             json!(["boolean", "null"])
         );
         assert_eq!(
-            c.strict_parameters["required"],
+            c.strict_parameters()["required"],
             json!(["verbose", "order_number"])
         );
         assert!(jsonschema::meta::is_valid(&c.parameters));
-        assert!(jsonschema::meta::is_valid(&c.strict_parameters));
+        assert!(jsonschema::meta::is_valid(c.strict_parameters()));
     }
 
     #[test]

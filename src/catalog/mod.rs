@@ -71,7 +71,7 @@ impl Snapshot {
             .get_or_init(|| {
                 let mut names: Vec<&String> = self.tools.keys().collect();
                 names.sort();
-                let defs: Vec<&Value> = names.iter().map(|n| &self.tools[*n].definition).collect();
+                let defs: Vec<Value> = names.iter().map(|n| self.tools[*n].definition()).collect();
                 // Serialising plain JSON values cannot fail.
                 serde_json::to_vec(&json!({ "tools": defs }))
                     .unwrap_or_default()

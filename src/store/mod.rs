@@ -156,6 +156,13 @@ pub trait Store:
         None
     }
 
+    /// Whether other processes write this store too. If not, the in-memory catalog (refreshed
+    /// by every write before it is acknowledged) is as current as the store itself and may
+    /// answer listings; if so, another node's write reaches the catalog only through `changes`.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Taken while `tools/` and `prompts/` are applied, so two nodes starting together do not
     /// both create the same definitions. `None` where one process owns the store.
     fn config_lock(&self) -> StoreFuture<'_, Option<ConfigLock>> {
