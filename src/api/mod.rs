@@ -28,18 +28,27 @@ pub(crate) use types::Search;
 pub(crate) fn search_matches(q: &Option<String>, fields: &[&str]) -> bool {
     match q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         None => true,
-        Some(q) => fields.iter().any(|f| contains_ignoring_case(f, q)),
+        Some(q) => {
+            let q = q.to_lowercase();
+            fields.iter().any(|f| contains_ignoring_case(f, &q))
+        }
     }
 }
 
-/// Whether `hay` contains `needle`, ignoring case; without allocating when both are ASCII (a
-/// search runs this over every name, URL and description in the catalog).
+/// Whether `hay` contains `needle` (lower-case), ignoring case; without allocating when both
+/// are ASCII (a search runs this over every name, URL and description in the catalog).
 fn contains_ignoring_case(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let Some(&first) = n.first() else {
+        return true;
+    };
     if hay.is_ascii() && needle.is_ascii() {
-        let (h, n) = (hay.as_bytes(), needle.as_bytes());
-        return n.len() <= h.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+        // The first byte rules out almost every position before the whole window is compared.
+        return n.len() <= h.len()
+            && h.windows(n.len())
+                .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(n));
     }
-    hay.to_lowercase().contains(&needle.to_lowercase())
+    hay.to_lowercase().contains(needle)
 }
 
 /// Refuse a `context` that is neither absent nor a JSON object (it is looked up by dotted paths).
@@ -144,4 +153,27 @@ fn mcp_routes(state: &AppState, gate: auth::Gate) -> Router<AppState> {
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             auth::authenticate_mcp(gate.clone(), req, next)
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::search_matches;
+
+    #[test]
+    fn search_ignores_case_and_surrounding_space() {
+        let q = |s: &str| Some(s.to_string());
+        assert!(search_matches(
+            &q(" System 42 "),
+            &["Look up record 9 in system 42"]
+        ));
+        assert!(search_matches(&q("SYS"), &["a", "ecosystem"]));
+        assert!(!search_matches(
+            &q("system 43"),
+            &["Look up record 9 in system 42"]
+        ));
+        assert!(!search_matches(&q("longer than the field"), &["short"]));
+        assert!(search_matches(&q("ÉTÉ"), &["un été chaud"]));
+        assert!(search_matches(&None, &["anything"]));
+        assert!(search_matches(&q("  "), &["blank query matches all"]));
+    }
 }

@@ -145,7 +145,7 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 }
 
 /// sled page cache size.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl SledStore {
     /// Open (or create) the store in `dir` with the given master key.
