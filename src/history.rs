@@ -66,9 +66,6 @@ impl Queue {
 /// Most records written in one batch.
 const BATCH: usize = 256;
 
-/// Records written (and freed) between two yields of the writer's core.
-const PIECE: usize = 64;
-
 /// Longest a record waits for companions before its batch is written.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
@@ -124,19 +121,11 @@ impl Shared {
             let closing = q.closing.take();
             drop(q);
             self.room.notify_waiters();
-            // In pieces, yielding the core between them: a piece is a fraction of a
-            // millisecond of CPU, so a request waiting for this core waits no longer than that.
-            // (Freeing a piece's many small allocations is part of its work.)
-            let mut batch = batch;
-            while !batch.is_empty() {
-                let piece: Vec<CallRecord> = batch.drain(..batch.len().min(PIECE)).collect();
-                if let Err(e) =
-                    runtime.block_on(store.insert_calls(&piece, max_records, max_age_secs))
-                {
-                    tracing::error!(error = %e, records = piece.len(), "could not write call history");
-                }
-                drop(piece);
-                std::thread::yield_now();
+            if !batch.is_empty()
+                && let Err(e) =
+                    runtime.block_on(store.insert_calls(&batch, max_records, max_age_secs))
+            {
+                tracing::error!(error = %e, records = batch.len(), "could not write call history");
             }
             for w in waiters {
                 let _ = w.send(());
