@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::types::ChatReply;
-use super::{Search, search_matches};
+use super::{Matcher, Search};
 use crate::AppState;
 use crate::agent::{self, AgentRun, FinishReason};
 use crate::definitions::Author;
@@ -43,12 +43,13 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let m = Matcher::new(&q.q);
     let mut items: Vec<Agent> = s
         .store
         .list_agents()
         .await?
         .into_iter()
-        .filter(|a| search_matches(&q.q, &[&a.spec.name]))
+        .filter(|a| m.matches(&[&a.spec.name]))
         .collect();
     items.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     Ok(Json(super::types::Items { items }))

@@ -7,7 +7,7 @@ use axum::routing::{get, put};
 use axum::{Json, response::IntoResponse};
 use serde::Deserialize;
 
-use super::{Search, search_matches};
+use super::{Matcher, Search};
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
 use crate::model::validate::validate_secret;
@@ -97,12 +97,13 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let m = Matcher::new(&q.q);
     let items: Vec<_> = s
         .store
         .list_secrets()
         .await?
         .into_iter()
-        .filter(|m| search_matches(&q.q, &[&m.name]))
+        .filter(|meta| m.matches(&[&meta.name]))
         .collect();
     Ok(Json(super::types::Items { items }))
 }

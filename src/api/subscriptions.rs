@@ -7,7 +7,7 @@ use axum::{Json, Router, response::IntoResponse};
 use serde_json::json;
 
 use super::types::{DeliveryQuery, Items, Page, PingSent, RotatedSecret, SubscriptionCreated};
-use super::{Search, search_matches};
+use super::{Matcher, Search};
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
 use crate::events::sign::new_secret;
@@ -60,12 +60,13 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let m = Matcher::new(&q.q);
     let items: Vec<_> = s
         .store
         .list_subscriptions()
         .await?
         .into_iter()
-        .filter(|x| search_matches(&q.q, &[&x.spec.name, &x.spec.url]))
+        .filter(|x| m.matches(&[&x.spec.name, &x.spec.url]))
         .collect();
     Ok(Json(Items { items }))
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::types::{Dialect, ExportQuery, Items, SchemaQuery};
 use super::webhooks::CallBody;
-use super::{Search, search_matches};
+use super::{Matcher, Search};
 use crate::AppState;
 use crate::call::{self, CallRequest, CallResult};
 use crate::definitions::Author;
@@ -38,17 +38,13 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let m = Matcher::new(&q.q);
     let mut items: Vec<_> = s
         .store
         .list_tools()
         .await?
         .into_iter()
-        .filter(|t| {
-            search_matches(
-                &q.q,
-                &[&t.spec.name, t.spec.description.as_deref().unwrap_or("")],
-            )
-        })
+        .filter(|t| m.matches(&[&t.spec.name, t.spec.description.as_deref().unwrap_or("")]))
         .collect();
     items.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     Ok(Json(Items { items }))

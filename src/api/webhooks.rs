@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::types::{Items, WebhookSummary};
-use super::{Search, search_matches};
+use super::{Matcher, Search};
 use crate::AppState;
 use crate::call::{self, CallRequest};
 use crate::definitions::Author;
@@ -34,6 +34,7 @@ async fn list(
     State(s): State<AppState>,
     Query(q): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let m = Matcher::new(&q.q);
     let summary = |w: &crate::model::Webhook| WebhookSummary {
         id: w.id.clone(),
         name: w.spec.name.clone(),
@@ -41,9 +42,8 @@ async fn list(
         method: w.spec.method,
         created_at: w.created_at.clone(),
     };
-    let matches = |w: &crate::model::Webhook| {
-        search_matches(&q.q, &[&w.spec.name, &w.spec.url, &w.spec.description])
-    };
+    let matches =
+        |w: &crate::model::Webhook| m.matches(&[&w.spec.name, &w.spec.url, &w.spec.description]);
     let mut items: Vec<WebhookSummary> = if s.store.shared() {
         // Another node's write reaches this node's catalog a moment later: the store answers.
         s.store
@@ -59,12 +59,18 @@ async fn list(
         // way in), and searching 10,000 webhooks in memory takes a millisecond where decoding
         // them from disk took 50.
         let snap = s.catalog.snapshot();
-        snap.webhooks
-            .values()
-            .map(|c| &c.webhook)
-            .filter(|w| matches(w))
-            .map(summary)
-            .collect()
+        match q.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            None => snap
+                .webhooks
+                .values()
+                .map(|c| summary(&c.webhook))
+                .collect(),
+            Some(query) => snap
+                .search_webhooks(query)
+                .iter()
+                .map(|c| summary(&c.webhook))
+                .collect(),
+        }
     };
     items.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
     Ok(Json(Items { items }))

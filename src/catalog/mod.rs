@@ -25,6 +25,17 @@ pub struct Snapshot {
     /// Every linked tool, by name.
     pub tools: HashMap<String, Arc<CompiledTool>>,
     openai_json: OnceLock<axum::body::Bytes>,
+    webhook_text: OnceLock<WebhookText>,
+}
+
+/// Every webhook's name, URL and description in one string (fields and webhooks separated by
+/// NUL, which no query can match across), with where each webhook's part starts: a search is
+/// then one SIMD scan of contiguous memory instead of 30,000 small searches behind as many
+/// pointers (5 ms at 10,000 webhooks, most of it waiting on memory).
+struct WebhookText {
+    text: String,
+    /// (start offset, webhook), in offset order.
+    starts: Vec<(usize, Arc<CompiledWebhook>)>,
 }
 
 impl Snapshot {
@@ -62,6 +73,55 @@ impl Snapshot {
     /// Whether `caller` may use every linked tool (so the shared export serves it).
     pub fn all_visible_to(&self, caller: &crate::access::Caller) -> bool {
         self.tools.values().all(|t| caller.may_use(&t.tool.spec))
+    }
+
+    /// Webhooks whose name, URL or description contains `query`, ignoring ASCII case (a
+    /// non-ASCII query compares lower-cased text instead).
+    pub fn search_webhooks(&self, query: &str) -> Vec<Arc<CompiledWebhook>> {
+        fn fields(c: &CompiledWebhook) -> [&str; 3] {
+            let s = &c.webhook.spec;
+            [s.name.as_str(), s.url.as_str(), s.description.as_str()]
+        }
+        if !query.is_ascii() || query.contains('\0') {
+            let q = query.to_lowercase();
+            return self
+                .webhooks
+                .values()
+                .filter(|c| fields(c).iter().any(|f| f.to_lowercase().contains(&q)))
+                .cloned()
+                .collect();
+        }
+        let Ok(searcher) = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([query])
+        else {
+            return Vec::new();
+        };
+        let index = self.webhook_text.get_or_init(|| {
+            let mut text = String::new();
+            let mut starts = Vec::with_capacity(self.webhooks.len());
+            for c in self.webhooks.values() {
+                starts.push((text.len(), c.clone()));
+                for f in fields(c) {
+                    text.push_str(f);
+                    text.push('\0');
+                }
+            }
+            WebhookText { text, starts }
+        });
+        let mut found: Vec<Arc<CompiledWebhook>> = Vec::new();
+        let mut last = None;
+        for m in searcher.find_iter(&index.text) {
+            let owner = index
+                .starts
+                .partition_point(|(start, _)| *start <= m.start())
+                - 1;
+            if last != Some(owner) {
+                found.push(index.starts[owner].1.clone());
+                last = Some(owner);
+            }
+        }
+        found
     }
 
     /// `{"tools":[…]}` of every linked tool, sorted by name, serialised once per snapshot so
@@ -217,5 +277,60 @@ impl Catalog {
             ..Default::default()
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Webhook, WebhookSpec};
+    use serde_json::json;
+
+    fn compiled(id: &str, name: &str, description: &str) -> Arc<CompiledWebhook> {
+        let spec: WebhookSpec =
+            serde_json::from_value(json!({"name": name, "description": description,
+            "method": "GET", "url": format!("https://{id}.example/x")}))
+            .expect("spec");
+        let w = Webhook {
+            id: id.into(),
+            spec,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        Arc::new(compile::compile_webhook(w).expect("compiles"))
+    }
+
+    #[test]
+    fn webhook_search_matches_any_field_once_and_never_across_fields() {
+        let mut snap = Snapshot::default();
+        for (id, name, description) in [
+            ("wh_a", "Orders", "Look up an order in system 42"),
+            (
+                "wh_b",
+                "System 42 orders",
+                "system 42, twice in one webhook",
+            ),
+            ("wh_c", "Users", "Look up a user in system 4"),
+            ("wh_d", "Café", "Réservation"),
+        ] {
+            snap.webhooks
+                .insert(id.into(), compiled(id, name, description));
+        }
+        let ids = |q: &str| {
+            let mut v: Vec<String> = snap
+                .search_webhooks(q)
+                .iter()
+                .map(|c| c.webhook.id.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids("SYSTEM 42"), ["wh_a", "wh_b"]);
+        assert_eq!(ids("wh_c.example"), ["wh_c"], "the URL is searched");
+        // "Users" + the URL after it must not match as one string.
+        assert!(ids("usershttps").is_empty());
+        assert_eq!(ids("réserv"), ["wh_d"], "a non-ASCII query");
+        assert_eq!(ids("RÉSERV"), ["wh_d"]);
+        assert!(ids("nothing like it").is_empty());
     }
 }
