@@ -67,7 +67,7 @@ impl Queue {
 const BATCH: usize = 256;
 
 /// Longest a record waits for companions before its batch is written.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The writer's nice value: below the serving threads, above nothing.
 const WRITER_NICE: i32 = 10;
