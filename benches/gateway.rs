@@ -142,31 +142,64 @@ fn toolgate_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_toolgate")))
 }
 
+/// The arguments of `toolgate serve` on `port` with its data in `data`, no tool or prompt files
+/// and loopback upstreams allowed, and the benchmark's secret: added to `cmd` (the binary
+/// itself, or valgrind running it).
+fn serve_args(cmd: &mut Command, data: &Path, port: u16) {
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data)
+    .arg("--tools-dir")
+    .arg(data.join("no-tools"))
+    .arg("--prompts-dir")
+    .arg(data.join("no-prompts"))
+    .args(["--allow-hosts", "127.0.0.1"])
+    .env("TOOLGATE_SECRET_BENCH_KEY", "bench-secret-value");
+}
+
+/// Start the nginx upstream (`BODY` on every path) on a free port.
+fn upstream(dir: &Path, name: &str) -> (Proc, u16) {
+    let port = free_port();
+    let p = start_nginx(
+        dir,
+        name,
+        &format!(
+            "server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
+        ),
+    );
+    wait_http(&format!("http://127.0.0.1:{port}/api/orders/A-1001"));
+    (p, port)
+}
+
+/// The wrk script of the benchmark's invoke, written into `dir`.
+fn invoke_script(dir: &Path) -> PathBuf {
+    let script = dir.join("invoke.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.body = '{\"arguments\":{\"order_number\":\"A-1001\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )
+    .expect("lua");
+    script
+}
+
 fn start_toolgate(data: &Path, extra: &[&str]) -> (Gateway, Duration) {
     let port = free_port();
     let start = Instant::now();
     std::fs::create_dir_all(data).expect("data dir");
     let log = std::fs::File::create(data.with_extension("log")).expect("log file");
-    let child = Command::new(toolgate_bin())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .arg("--tools-dir")
-        .arg(data.join("no-tools"))
-        .arg("--prompts-dir")
-        .arg(data.join("no-prompts"))
-        .args(["--allow-hosts", "127.0.0.1"])
+    let mut cmd = Command::new(toolgate_bin());
+    serve_args(&mut cmd, data, port);
+    let child = cmd
         .args(extra)
         // The default log level, into a file: what a deployment pays for its logs.
         .env(
             "TOOLGATE_LOG",
             std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into()),
         )
-        .env("TOOLGATE_SECRET_BENCH_KEY", "bench-secret-value")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -3,7 +3,6 @@
 //! a direct round trip to the model (twice: the tool-call answer and the final answer) and one
 //! to the upstream, from the same client, so the noise of the moment hits both sides alike.
 
-use super::latency::upstream;
 use super::*;
 
 /// The scripted model: a tool call for `bench_order` until the conversation holds a tool

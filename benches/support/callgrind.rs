@@ -5,7 +5,6 @@
 //! (`callgrind_control -d`): start-up and set-up are left out, and an idle gateway's background
 //! work is a few hundred thousand instructions in 5 s against the hundreds of millions counted.
 
-use super::latency::upstream;
 use super::*;
 
 fn callgrind_control(flag: &str, pid: u32) {
@@ -23,23 +22,12 @@ async fn count(tmp: &Path, client: &reqwest::Client, up_port: u16, warm: usize, 
     let data = tmp.join("data-callgrind");
     let out = tmp.join("callgrind.out");
     let port = free_port();
-    let child = Command::new("valgrind")
-        .arg("--tool=callgrind")
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(toolgate_bin())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(&data)
-        .arg("--tools-dir")
-        .arg(data.join("no-tools"))
-        .arg("--prompts-dir")
-        .arg(data.join("no-prompts"))
-        .args(["--allow-hosts", "127.0.0.1"])
-        .env("TOOLGATE_SECRET_BENCH_KEY", "bench-secret-value")
+        .arg(toolgate_bin());
+    serve_args(&mut cmd, &data, port);
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

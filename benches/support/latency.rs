@@ -33,31 +33,6 @@ pub fn measure(url: &str, conns: u32, script: Option<&Path>, pids: &[u32]) -> Me
     }
 }
 
-/// The wrk script of the benchmark's invoke.
-pub fn invoke_script(dir: &Path) -> PathBuf {
-    let script = dir.join("invoke.lua");
-    std::fs::write(
-        &script,
-        "wrk.method = \"POST\"\nwrk.body = '{\"arguments\":{\"order_number\":\"A-1001\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
-    )
-    .expect("lua");
-    script
-}
-
-/// Start the nginx upstream (`BODY` on every path) on a free port.
-pub fn upstream(dir: &Path, name: &str) -> (Proc, u16) {
-    let port = free_port();
-    let p = start_nginx(
-        dir,
-        name,
-        &format!(
-            "server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
-        ),
-    );
-    wait_http(&format!("http://127.0.0.1:{port}/api/orders/A-1001"));
-    (p, port)
-}
-
 /// Run the comparison and return its report section.
 pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     let (upstream_proc, up_port) = upstream(tmp, "upstream");

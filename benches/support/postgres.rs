@@ -64,21 +64,8 @@ impl Db {
 pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     let db = Db::create().await;
     let mut out = String::from("### PostgreSQL store vs sled\n\n");
-    let up_port = free_port();
-    let _upstream = start_nginx(
-        tmp,
-        "pg-upstream",
-        &format!(
-            "server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
-        ),
-    );
-    wait_http(&format!("http://127.0.0.1:{up_port}/api/orders/A-1001"));
-    let script = tmp.join("pg-invoke.lua");
-    std::fs::write(
-        &script,
-        "wrk.method = \"POST\"\nwrk.body = '{\"arguments\":{\"order_number\":\"A-1001\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
-    )
-    .expect("lua");
+    let (_upstream, up_port) = upstream(tmp, "pg-upstream");
+    let script = invoke_script(tmp);
     out.push_str("| store | conns | req/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n");
     let direct = wrk(
         &format!("http://127.0.0.1:{up_port}/api/orders/A-1001?format=json"),

@@ -22,15 +22,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     let window: u64 = env_or("SOAK_WINDOW_SECS", 30);
     let cap: u64 = env_or("SOAK_CAP", 1_000_000);
     let conns: u32 = env_or("SOAK_CONNS", 16);
-    let up_port = free_port();
-    let _upstream = start_nginx(
-        tmp,
-        "soak-upstream",
-        &format!(
-            "server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
-        ),
-    );
-    wait_http(&format!("http://127.0.0.1:{up_port}/api/orders/A-1001"));
+    let (_upstream, up_port) = upstream(tmp, "soak-upstream");
     let data = tmp.join("data-soak");
     let cap_arg = cap.to_string();
     let mut args = vec!["--history-max-records", cap_arg.as_str()];
@@ -39,12 +31,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     }
     let (gw, _) = start_toolgate(&data, &args);
     setup_tool(client, &gw.base, up_port).await;
-    let script = tmp.join("soak.lua");
-    std::fs::write(
-        &script,
-        "wrk.method = \"POST\"\nwrk.body = '{\"arguments\":{\"order_number\":\"A-1001\"}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
-    )
-    .expect("lua");
+    let script = invoke_script(tmp);
     let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
     let pid = gw.proc.0.id();
     let mut windows = Vec::new();
