@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod redact;
 pub mod retry;
 pub mod schema;
+pub mod search;
 pub mod serving;
 pub mod store;
 

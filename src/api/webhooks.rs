@@ -59,18 +59,10 @@ async fn list(
         // way in), and searching 10,000 webhooks in memory takes a millisecond where decoding
         // them from disk took 50.
         let snap = s.catalog.snapshot();
-        match q.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            None => snap
-                .webhooks
-                .values()
-                .map(|c| summary(&c.webhook))
-                .collect(),
-            Some(query) => snap
-                .search_webhooks(query)
-                .iter()
-                .map(|c| summary(&c.webhook))
-                .collect(),
-        }
+        snap.search_webhooks(&m)
+            .iter()
+            .map(|c| summary(&c.webhook))
+            .collect()
     };
     items.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
     Ok(Json(Items { items }))

@@ -75,27 +75,19 @@ impl Snapshot {
         self.tools.values().all(|t| caller.may_use(&t.tool.spec))
     }
 
-    /// Webhooks whose name, URL or description contains `query`, ignoring ASCII case (a
-    /// non-ASCII query compares lower-cased text instead).
-    pub fn search_webhooks(&self, query: &str) -> Vec<Arc<CompiledWebhook>> {
+    /// Webhooks whose name, URL or description `m` matches.
+    pub fn search_webhooks(&self, m: &crate::search::Matcher) -> Vec<Arc<CompiledWebhook>> {
         fn fields(c: &CompiledWebhook) -> [&str; 3] {
             let s = &c.webhook.spec;
             [s.name.as_str(), s.url.as_str(), s.description.as_str()]
         }
-        if !query.is_ascii() || query.contains('\0') {
-            let q = query.to_lowercase();
+        let Some(searcher) = m.ascii() else {
             return self
                 .webhooks
                 .values()
-                .filter(|c| fields(c).iter().any(|f| f.to_lowercase().contains(&q)))
+                .filter(|c| m.matches(&fields(c)))
                 .cloned()
                 .collect();
-        }
-        let Ok(searcher) = aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build([query])
-        else {
-            return Vec::new();
         };
         let index = self.webhook_text.get_or_init(|| {
             let mut text = String::new();
@@ -111,10 +103,10 @@ impl Snapshot {
         });
         let mut found: Vec<Arc<CompiledWebhook>> = Vec::new();
         let mut last = None;
-        for m in searcher.find_iter(&index.text) {
+        for hit in searcher.find_iter(&index.text) {
             let owner = index
                 .starts
-                .partition_point(|(start, _)| *start <= m.start())
+                .partition_point(|(start, _)| *start <= hit.start())
                 - 1;
             if last != Some(owner) {
                 found.push(index.starts[owner].1.clone());
@@ -318,7 +310,7 @@ mod tests {
         }
         let ids = |q: &str| {
             let mut v: Vec<String> = snap
-                .search_webhooks(q)
+                .search_webhooks(&crate::search::Matcher::new(&Some(q.to_string())))
                 .iter()
                 .map(|c| c.webhook.id.clone())
                 .collect();

@@ -160,7 +160,8 @@ pub trait Store:
     /// by every write before it is acknowledged) is as current as the store itself and may
     /// answer listings; if so, another node's write reaches the catalog only through `changes`.
     fn shared(&self) -> bool {
-        false
+        // A store others write is exactly one with a change feed.
+        self.changes().is_some()
     }
 
     /// Taken while `tools/` and `prompts/` are applied, so two nodes starting together do not

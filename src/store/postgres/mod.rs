@@ -279,10 +279,6 @@ impl Store for PgStore {
         Some(self.changes.subscribe())
     }
 
-    fn shared(&self) -> bool {
-        true
-    }
-
     fn config_lock(&self) -> StoreFuture<'_, Option<ConfigLock>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
