@@ -51,6 +51,19 @@ impl PgStore {
         }
         Ok(out)
     }
+
+    /// The value sealed in a `(secret id, sealed)` row, opened with the associated data `aad`
+    /// derives from the secret id (the shared value's or a subject's); no row, no value.
+    fn open_row(
+        &self,
+        row: Option<sqlx::postgres::PgRow>,
+        aad: impl FnOnce(&str) -> String,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(r) = row else { return Ok(None) };
+        let id: String = r.get(0);
+        let sealed: String = r.get(1);
+        Ok(Some(self.sealer.open(&sealed, &aad(&id))?))
+    }
 }
 
 impl SecretStore for PgStore {
@@ -189,14 +202,7 @@ impl SecretStore for PgStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-            match row {
-                None => Ok(None),
-                Some(r) => {
-                    let id: String = r.get(0);
-                    let sealed: String = r.get(1);
-                    Ok(Some(self.sealer.open(&sealed, &id)?))
-                }
-            }
+            self.open_row(row, |id| id.to_string())
         })
     }
 
@@ -305,14 +311,7 @@ impl SecretStore for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-            match row {
-                None => Ok(None),
-                Some(r) => {
-                    let id: String = r.get(0);
-                    let sealed: String = r.get(1);
-                    Ok(Some(self.sealer.open(&sealed, &subject_aad(&id, subject))?))
-                }
-            }
+            self.open_row(row, |id| subject_aad(id, subject))
         })
     }
 }
