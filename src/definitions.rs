@@ -254,7 +254,7 @@ impl Definitions<'_> {
             (probe.managed_by, probe.managed_file) = (None, None);
         }
         let tools = self
-            .existing_tools(probe.tools.iter().map(String::as_str))
+            .existing_tools(probe.tools.iter().map(crate::model::ToolName::as_str))
             .await?;
         let dir = self.prompts_dir;
         checked(validate_agent(&probe, &|t| tools.contains(t), &|p| {

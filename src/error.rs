@@ -312,27 +312,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::BadRequest("could not read the request body".into())
             }
         })?;
-        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            json!({})
-        } else if !json_type {
+        let empty = bytes.iter().all(u8::is_ascii_whitespace);
+        if !empty && !json_type {
             return Err(ApiError::UnsupportedMediaType);
-        } else {
+        }
+        let parse = || -> Result<Value, ApiError> {
+            if empty {
+                return Ok(json!({}));
+            }
             serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::BadRequest(format!(
                     "malformed JSON: {}",
                     scrub_serde_message(&e.to_string())
                 ))
-            })?
-        };
-        serde_path_to_error::deserialize(value)
-            .map(ApiJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                ApiError::InvalidDefinition(vec![FieldError::new(
-                    if path == "." { String::new() } else { path },
-                    scrub_serde_message(&e.inner().to_string()),
-                )])
             })
+        };
+        let value = parse()?;
+        match T::deserialize(value) {
+            Ok(t) => Ok(ApiJson(t)),
+            // Read again, slowly, to report every bad name and id with its path; the first
+            // attempt moved the value so the common case copies nothing.
+            Err(_) => {
+                let errs = crate::model::submitted::deserialize_reporting_all::<T>(
+                    parse()?,
+                    &scrub_serde_message,
+                );
+                match errs {
+                    Ok(t) => Ok(ApiJson(t)),
+                    Err(errs) => Err(ApiError::InvalidDefinition(errs)),
+                }
+            }
+        }
     }
 }
 

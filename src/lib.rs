@@ -39,7 +39,6 @@ use crate::catalog::Catalog;
 use crate::config::ServeConfig;
 use crate::history::Recorder;
 use crate::metrics::Metrics;
-use crate::model::validate::is_identifier;
 use crate::store::{SledStore, Store, StoreError};
 
 /// Shared state of a running gateway: cheap to clone, made of Arcs.
@@ -116,12 +115,14 @@ async fn apply_env_secrets(store: &dyn Store) -> Result<(), StartError> {
         let Some(rest) = k.strip_prefix(SECRET_ENV_PREFIX) else {
             continue;
         };
-        let name = rest.to_ascii_lowercase();
-        if !is_identifier(&name) || v.is_empty() {
-            return Err(StartError::Config(format!(
-                "{k}: not a valid secret name or empty value"
-            )));
-        }
+        let name = match crate::model::SecretName::parse(rest.to_ascii_lowercase()) {
+            Ok(name) if !v.is_empty() => name,
+            _ => {
+                return Err(StartError::Config(format!(
+                    "{k}: not a valid secret name or empty value"
+                )));
+            }
+        };
         store.upsert_secret(&name, &v).await?;
         tracing::info!(secret = %name, "secret set from environment");
     }

@@ -91,7 +91,7 @@ fn mcp_tool(t: &CompiledTool) -> Tool {
         _ => serde_json::Map::new(),
     };
     Tool::new(
-        t.tool.spec.name.clone(),
+        t.tool.spec.name.to_string(),
         t.description().to_string(),
         Arc::new(schema),
     )

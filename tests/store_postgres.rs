@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::pg::TestDb;
 use serde_json::json;
-use toolgate::model::{Event, SubscriptionSpec, ToolSpec, WebhookSpec};
+use toolgate::model::{
+    Event, SecretName, SubscriptionSpec, ToolName, ToolSpec, WebhookId, WebhookSpec,
+};
 use toolgate::store::{DefinitionStore, EventStore, PgStore, SecretStore, StoreError};
 
 const KEY: [u8; 32] = [7u8; 32];
@@ -30,11 +32,15 @@ fn hook(name: &str, secret: Option<&str>) -> WebhookSpec {
     serde_json::from_value(v).unwrap()
 }
 
+fn secret(name: &str) -> SecretName {
+    SecretName::parse(name).expect("a valid secret name")
+}
+
 fn tool(name: &str, webhook_id: &str) -> ToolSpec {
     ToolSpec {
-        name: name.into(),
+        name: ToolName::parse(name).expect("a valid tool name"),
         description: None,
-        webhook_id: Some(webhook_id.into()),
+        webhook_id: Some(WebhookId::parse(webhook_id).expect("a webhook id")),
         managed_by: None,
         managed_file: None,
         authorized: Default::default(),
@@ -53,7 +59,10 @@ async fn nodes_starting_together_migrate_once() {
     let opened = futures::future::join_all((0..4).map(|_| open(&db))).await;
     assert_eq!(opened.len(), 4);
     // Each sees the others' writes.
-    opened[0].create_secret("shared", "v").await.unwrap();
+    opened[0]
+        .create_secret(&secret("shared"), "v")
+        .await
+        .unwrap();
     for s in &opened {
         assert!(s.secret_exists("shared").await.unwrap());
     }
@@ -63,7 +72,7 @@ async fn nodes_starting_together_migrate_once() {
 async fn a_node_with_another_master_key_refuses_to_start() {
     let db = TestDb::create().await;
     let first = open(&db).await;
-    first.create_secret("k", "value").await.unwrap();
+    first.create_secret(&secret("k"), "value").await.unwrap();
     let other = PgStore::connect(&db.url, &[9u8; 32], TIMEOUT).await;
     match other {
         Err(e @ StoreError::WrongKey) => {
@@ -124,7 +133,10 @@ async fn delete_guards_hold_against_a_link_from_another_node() {
         );
     }
     for i in 0..30 {
-        let s = a.create_secret(&format!("s{i}"), "v").await.unwrap();
+        let s = a
+            .create_secret(&secret(&format!("s{i}")), "v")
+            .await
+            .unwrap();
         let (del, link) = tokio::join!(
             a.delete_secret(&s.id),
             b.create_webhook(hook(&format!("h{i}"), Some(&format!("s{i}"))), true)
@@ -184,4 +196,162 @@ async fn outbox_and_deliveries_are_claimed_once() {
         a.due_deliveries(10 + lease_ms, 500).await.unwrap().len(),
         200
     );
+}
+
+fn call(tool: &str) -> toolgate::model::CallRecord {
+    serde_json::from_value(json!({
+        "id": toolgate::model::ids::new_id("call"), "tool": tool, "webhook_id": "wh_x",
+        "source": "invoke", "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1,
+        "outcome": "success", "error": null, "arguments": {}, "request": null, "response": null
+    }))
+    .unwrap()
+}
+
+/// Visible ids, newest first.
+async fn visible(s: &PgStore) -> Vec<String> {
+    use toolgate::store::{CallFilter, HistoryStore};
+    s.list_calls(&CallFilter {
+        limit: 100_000,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| r.id)
+    .collect()
+}
+
+/// (partitions, rows stored including hidden ones, the counter's n).
+async fn layout(db: &TestDb) -> (i64, i64, i64) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let parts: i64 = sqlx::query_scalar("SELECT count(*) FROM call_parts")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM calls")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT n FROM call_count")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    (parts, rows, n)
+}
+
+#[tokio::test]
+async fn history_retention_drops_whole_partitions_and_stays_exact() {
+    use toolgate::store::HistoryStore;
+    let db = TestDb::create().await;
+    let s = open(&db).await;
+    // A cap of 3,000 makes partitions of 375 records (an eighth).
+    let cap = 3_000;
+    let mut written: Vec<String> = Vec::new();
+    for round in 0..12 {
+        let batch: Vec<_> = (0..1_000).map(|_| call(&format!("t{round}"))).collect();
+        written.extend(batch.iter().map(|r| r.id.clone()));
+        s.insert_calls(&batch, cap, 0).await.unwrap();
+        let seen = visible(&s).await;
+        let expect: Vec<String> = written.iter().rev().take(cap).cloned().collect();
+        assert_eq!(
+            seen, expect,
+            "round {round}: exactly the newest {cap}, newest first"
+        );
+        let (parts, rows, n) = layout(&db).await;
+        assert_eq!(n, seen.len() as i64, "round {round}: the count is exact");
+        // Storage: the cap plus at most one partition of hidden records.
+        assert!(
+            rows < (cap + 375) as i64,
+            "round {round}: {rows} rows stored"
+        );
+        assert!(parts <= 10, "round {round}: {parts} partitions");
+    }
+    // A hidden record is gone for reads by id too.
+    use toolgate::store::StoreError;
+    assert!(matches!(
+        s.get_call(&written[0]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.get_call(written.last().unwrap()).await.is_ok());
+    // A batch sent again (its commit's answer lost) adds nothing.
+    let again: Vec<_> = written[written.len() - 3..]
+        .iter()
+        .map(|id| {
+            let mut r = call("again");
+            r.id = id.clone();
+            r
+        })
+        .collect();
+    s.insert_calls(&again, cap, 0).await.unwrap();
+    assert_eq!(visible(&s).await.len(), cap);
+    assert_eq!(layout(&db).await.2, cap as i64);
+    // A node that stops mid-batch (its transaction dropped after it took the counter) changes
+    // nothing: the partition table is locked so the batch waits inside its transaction.
+    {
+        use sqlx::Connection;
+        let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut tx = blocker.begin().await.unwrap();
+        sqlx::query("LOCK TABLE call_parts IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let lost: Vec<_> = (0..500).map(|_| call("lost")).collect();
+        let cut =
+            tokio::time::timeout(Duration::from_millis(500), s.insert_calls(&lost, cap, 0)).await;
+        assert!(cut.is_err(), "the batch waited on the lock");
+        tx.rollback().await.unwrap();
+    }
+    let before = visible(&s).await;
+    assert_eq!(before.len(), cap);
+    assert_eq!(before[0], *written.last().unwrap());
+    // Another node on the same database goes on from the exact count.
+    let other = open(&db).await;
+    let one = vec![call("after")];
+    other.insert_calls(&one, cap, 0).await.unwrap();
+    let after = visible(&other).await;
+    assert_eq!(after.len(), cap);
+    assert_eq!(after[0], one[0].id);
+    assert_eq!(after[1..], before[..cap - 1]);
+    assert_eq!(layout(&db).await.2, cap as i64);
+}
+
+#[tokio::test]
+async fn history_written_before_partitions_is_kept_in_order_by_the_upgrade() {
+    use sqlx::Connection;
+    use toolgate::store::HistoryStore;
+    let db = TestDb::create().await;
+    PgStore::migrate_to(&db.url, 4).await.expect("schema 4");
+    // Five records as schema 4 stored them: zstd JSON, the count beside them.
+    let old: Vec<_> = (0..5).map(|i| call(&format!("old{i}"))).collect();
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for r in &old {
+        let json = serde_json::to_vec(r).unwrap();
+        sqlx::query(
+            "INSERT INTO calls (id, tool, webhook_id, outcome, source, started_ms, record)
+             VALUES ($1, $2, 'wh_x', 'success', 'invoke', 0, $3)",
+        )
+        .bind(&r.id)
+        .bind(&r.tool)
+        .bind(zstd::bulk::compress(&json, 3).unwrap())
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE call_count SET n = 5")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let _ = c.close().await;
+    let s = open(&db).await;
+    let newest_first: Vec<String> = old.iter().rev().map(|r| r.id.clone()).collect();
+    assert_eq!(visible(&s).await, newest_first);
+    assert_eq!(layout(&db).await, (1, 5, 5));
+    // Retention goes on from the converted rows: a cap of 4 hides the two oldest.
+    let new = vec![call("new")];
+    s.insert_calls(&new, 4, 0).await.unwrap();
+    let seen = visible(&s).await;
+    assert_eq!(seen[0], new[0].id);
+    assert_eq!(seen[1..], newest_first[..3]);
+    assert_eq!(layout(&db).await.2, 4);
 }

@@ -6,6 +6,10 @@
 use super::*;
 use sqlx::Connection;
 
+/// Bytes on disk of the history with its indexes: the sum over its partitions.
+const CALLS_BYTES: &str = "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::bigint \
+     FROM pg_inherits WHERE inhparent = 'calls'::regclass";
+
 /// A database created for one benchmark part and dropped after it.
 pub struct Db {
     admin: String,
@@ -39,7 +43,7 @@ impl Db {
         let Ok(mut conn) = sqlx::PgConnection::connect(&self.url).await else {
             return 0;
         };
-        let n: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('calls')")
+        let n: i64 = sqlx::query_scalar(CALLS_BYTES)
             .fetch_one(&mut conn)
             .await
             .unwrap_or(0);
@@ -142,7 +146,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     let (deep, _) = time_get(client, &page("tool=tool_3&source=test&limit=50"), 11).await;
     drop(gw);
     let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    let size: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('calls')")
+    let size: i64 = sqlx::query_scalar(CALLS_BYTES)
         .fetch_one(&mut conn)
         .await
         .expect("size");

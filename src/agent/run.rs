@@ -360,7 +360,7 @@ impl AgentRun {
             client_tools: Vec::new(),
             max_steps: agent.spec.max_steps,
             params: Map::new(),
-            agent: Some(agent.spec.name.clone()),
+            agent: Some(agent.spec.name.to_string()),
             conversation_id: crate::model::ids::new_id("conv"),
             caller: None,
         })

@@ -48,7 +48,7 @@ pub struct Explanation {
     /// The key's name.
     pub key: String,
     /// The tool.
-    pub tool: String,
+    pub tool: crate::model::ToolName,
     /// Whether the key may call it.
     pub allowed: bool,
     /// Why, in a sentence.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::{Matcher, Search};
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
+use crate::model::SecretName;
 use crate::model::validate::validate_secret;
 
 #[derive(Deserialize)]
@@ -85,11 +86,13 @@ async fn create(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<CreateSecret>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Both fields are checked together, so a bad name and an empty value are reported at once.
     let errs = validate_secret(Some(&body.name), &body.value);
-    if !errs.is_empty() {
-        return Err(ApiError::InvalidDefinition(errs));
-    }
-    let meta = s.store.create_secret(&body.name, &body.value).await?;
+    let name = match SecretName::parse(body.name) {
+        Ok(name) if errs.is_empty() => name,
+        _ => return Err(ApiError::InvalidDefinition(errs)),
+    };
+    let meta = s.store.create_secret(&name, &body.value).await?;
     Ok((StatusCode::CREATED, Json(meta)))
 }
 

@@ -168,7 +168,7 @@ async fn invoke(
 ) -> Result<Response, ApiError> {
     super::check_context(&body.context)?;
     let snap = s.catalog.snapshot();
-    let compiled = match snap.tools.get(&name) {
+    let compiled = match snap.tools.get(name.as_str()) {
         Some(c) => c.clone(),
         None => {
             let tool = match s.store.get_tool_by_name(&name).await {

@@ -126,7 +126,7 @@ pub struct Page<T> {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WebhookSummary {
     /// Id.
-    pub id: String,
+    pub id: crate::model::WebhookId,
     /// Name.
     pub name: String,
     /// URL template.

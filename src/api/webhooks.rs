@@ -134,7 +134,7 @@ async fn test(
         .catalog
         .snapshot()
         .webhooks
-        .get(&id)
+        .get(id.as_str())
         .cloned()
         .ok_or_else(|| ApiError::NotFound("webhook not found".into()))?;
     let context = caller.bind_context(&body.context);

@@ -153,7 +153,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     let record = CallRecord {
         id: call_id.clone(),
         tool: req.tool.map(str::to_string),
-        webhook_id,
+        webhook_id: webhook_id.into(),
         source: req.source,
         started_at,
         duration_ms,

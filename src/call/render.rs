@@ -201,7 +201,7 @@ mod tests {
 
     fn compiled(spec: crate::model::WebhookSpec) -> CompiledWebhook {
         crate::catalog::compile_webhook(crate::model::Webhook {
-            id: "wh_t".into(),
+            id: crate::model::WebhookId::new(),
             spec,
             created_at: String::new(),
             updated_at: String::new(),

@@ -331,7 +331,7 @@ mod tests {
             .extend(fields.as_object().unwrap().clone());
         let spec: WebhookSpec = serde_json::from_value(spec).unwrap();
         Webhook {
-            id: "wh_1".into(),
+            id: crate::model::WebhookId::new(),
             spec,
             created_at: String::new(),
             updated_at: String::new(),

@@ -14,16 +14,16 @@ pub use compile::{
     compile_webhook,
 };
 
-use crate::model::AgentSpec;
+use crate::model::{AgentSpec, ToolName, WebhookId};
 use crate::store::{Store, StoreError};
 
 /// One consistent view of everything callable.
 #[derive(Default)]
 pub struct Snapshot {
     /// Every webhook, by id.
-    pub webhooks: HashMap<String, Arc<CompiledWebhook>>,
+    pub webhooks: HashMap<WebhookId, Arc<CompiledWebhook>>,
     /// Every linked tool, by name.
-    pub tools: HashMap<String, Arc<CompiledTool>>,
+    pub tools: HashMap<ToolName, Arc<CompiledTool>>,
     openai_json: OnceLock<axum::body::Bytes>,
     webhook_text: OnceLock<WebhookText>,
 }
@@ -121,9 +121,12 @@ impl Snapshot {
     pub fn openai_json(&self) -> axum::body::Bytes {
         self.openai_json
             .get_or_init(|| {
-                let mut names: Vec<&String> = self.tools.keys().collect();
+                let mut names: Vec<&ToolName> = self.tools.keys().collect();
                 names.sort();
-                let defs: Vec<Value> = names.iter().map(|n| self.tools[*n].definition()).collect();
+                let defs: Vec<Value> = names
+                    .iter()
+                    .map(|n| self.tools[n.as_str()].definition())
+                    .collect();
                 // Serialising plain JSON values cannot fail.
                 serde_json::to_vec(&json!({ "tools": defs }))
                     .unwrap_or_default()
@@ -212,7 +215,7 @@ impl Catalog {
         match store.get_webhook(id).await {
             Ok(w) => {
                 let hook = Arc::new(compile_webhook(w).map_err(StoreError::Corrupt)?);
-                webhooks.insert(id.to_string(), hook.clone());
+                webhooks.insert(hook.webhook.id.clone(), hook.clone());
                 for t in tools.values_mut() {
                     if t.tool.spec.webhook_id.as_deref() == Some(id) {
                         *t = Arc::new(compile_tool(t.tool.clone(), hook.clone()));
@@ -278,13 +281,13 @@ mod tests {
     use crate::model::{Webhook, WebhookSpec};
     use serde_json::json;
 
-    fn compiled(id: &str, name: &str, description: &str) -> Arc<CompiledWebhook> {
+    fn compiled(host: &str, name: &str, description: &str) -> Arc<CompiledWebhook> {
         let spec: WebhookSpec =
             serde_json::from_value(json!({"name": name, "description": description,
-            "method": "GET", "url": format!("https://{id}.example/x")}))
+            "method": "GET", "url": format!("https://{host}.example/x")}))
             .expect("spec");
         let w = Webhook {
-            id: id.into(),
+            id: WebhookId::new(),
             spec,
             created_at: String::new(),
             updated_at: String::new(),
@@ -295,34 +298,31 @@ mod tests {
     #[test]
     fn webhook_search_matches_any_field_once_and_never_across_fields() {
         let mut snap = Snapshot::default();
-        for (id, name, description) in [
-            ("wh_a", "Orders", "Look up an order in system 42"),
-            (
-                "wh_b",
-                "System 42 orders",
-                "system 42, twice in one webhook",
-            ),
-            ("wh_c", "Users", "Look up a user in system 4"),
-            ("wh_d", "Café", "Réservation"),
+        for (host, name, description) in [
+            ("a", "Orders", "Look up an order in system 42"),
+            ("b", "System 42 orders", "system 42, twice in one webhook"),
+            ("c", "Users", "Look up a user in system 4"),
+            ("d", "Café", "Réservation"),
         ] {
-            snap.webhooks
-                .insert(id.into(), compiled(id, name, description));
+            let hook = compiled(host, name, description);
+            snap.webhooks.insert(hook.webhook.id.clone(), hook);
         }
-        let ids = |q: &str| {
+        // The hosts of the matching webhooks, sorted.
+        let hosts = |q: &str| {
             let mut v: Vec<String> = snap
                 .search_webhooks(&crate::search::Matcher::new(&Some(q.to_string())))
                 .iter()
-                .map(|c| c.webhook.id.clone())
+                .map(|c| c.webhook.spec.url[8..9].to_string())
                 .collect();
             v.sort();
             v
         };
-        assert_eq!(ids("SYSTEM 42"), ["wh_a", "wh_b"]);
-        assert_eq!(ids("wh_c.example"), ["wh_c"], "the URL is searched");
+        assert_eq!(hosts("SYSTEM 42"), ["a", "b"]);
+        assert_eq!(hosts("c.example"), ["c"], "the URL is searched");
         // "Users" + the URL after it must not match as one string.
-        assert!(ids("usershttps").is_empty());
-        assert_eq!(ids("réserv"), ["wh_d"], "a non-ASCII query");
-        assert_eq!(ids("RÉSERV"), ["wh_d"]);
-        assert!(ids("nothing like it").is_empty());
+        assert!(hosts("usershttps").is_empty());
+        assert_eq!(hosts("réserv"), ["d"], "a non-ASCII query");
+        assert_eq!(hosts("RÉSERV"), ["d"]);
+        assert!(hosts("nothing like it").is_empty());
     }
 }

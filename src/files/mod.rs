@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::validate::{validate_agent, validate_tool, validate_webhook};
+use crate::model::submitted::{deserialize_reporting_all, read_with_stand_ins, without_follow_ons};
+use crate::model::validate::{FieldError, validate_agent, validate_tool, validate_webhook};
 use crate::model::{AgentSpec, ToolSpec, WebhookSpec};
 
 /// The `[tool]` table.
@@ -18,7 +19,7 @@ use crate::model::{AgentSpec, ToolSpec, WebhookSpec};
 #[serde(deny_unknown_fields)]
 pub struct ToolSection {
     /// Tool name.
-    pub name: String,
+    pub name: crate::model::ToolName,
     /// Description (defaults to the webhook's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -39,7 +40,7 @@ pub struct ToolFile {
 
 impl ToolFile {
     /// The tool as the store keeps it, linked to `webhook_id`.
-    pub fn tool_spec(&self, webhook_id: Option<String>) -> ToolSpec {
+    pub fn tool_spec(&self, webhook_id: Option<crate::model::WebhookId>) -> ToolSpec {
         ToolSpec {
             name: self.tool.name.clone(),
             description: self.tool.description.clone(),
@@ -225,24 +226,36 @@ fn read_json(p: &Path) -> Result<serde_json::Value, Vec<String>> {
     serde_json::to_value(value).map_err(|e| vec![format!("toml: {e}")])
 }
 
+/// Serde's errors as `path: message` lines.
+fn lines(errs: Vec<FieldError>) -> Vec<String> {
+    errs.into_iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect()
+}
+
+/// Tools and the prompt are checked later, against everything the directories define.
 fn parse_agent(json: serde_json::Value) -> Result<AgentSpec, Vec<String>> {
-    let file: AgentFile = serde_path_to_error::deserialize(json)
-        .map_err(|e| vec![format!("{}: {}", e.path(), e.inner())])?;
+    let file: AgentFile = deserialize_reporting_all(json, &str::to_string).map_err(lines)?;
     Ok(file.agent)
 }
 
 /// Secret references are checked by name only: values may be provided after the files.
 fn parse_tool(json: serde_json::Value) -> Result<ToolFile, Vec<String>> {
-    let file: ToolFile = serde_path_to_error::deserialize(json)
-        .map_err(|e| vec![format!("{}: {}", e.path(), e.inner())])?;
-    let mut errs: Vec<String> = validate_webhook(&file.webhook, &|_| true)
-        .into_iter()
-        .map(|e| format!("webhook.{}: {}", e.field, e.message))
-        .collect();
-    errs.extend(
-        validate_tool(&file.tool_spec(None))
-            .into_iter()
-            .map(|e| format!("tool.{}: {}", e.field, e.message)),
-    );
-    if errs.is_empty() { Ok(file) } else { Err(errs) }
+    let (file, read_errs) = read_with_stand_ins::<ToolFile>(json, &str::to_string);
+    let Some(file) = file else {
+        return Err(lines(read_errs));
+    };
+    let prefixed = |section: &str, errs: Vec<FieldError>| {
+        errs.into_iter()
+            .map(|e| FieldError::new(format!("{section}.{}", e.field), e.message))
+            .collect::<Vec<_>>()
+    };
+    let mut errs = prefixed("webhook", validate_webhook(&file.webhook, &|_| true));
+    errs.extend(prefixed("tool", validate_tool(&file.tool_spec(None))));
+    let errs = without_follow_ons(read_errs, errs);
+    if errs.is_empty() {
+        Ok(file)
+    } else {
+        Err(lines(errs))
+    }
 }

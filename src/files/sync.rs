@@ -53,7 +53,7 @@ pub async fn sync(defs: &Definitions<'_>, dirs: &[&Path]) -> Synced {
         match apply_tool(defs, &file, f).await {
             Ok(changed) => {
                 out.changed |= changed;
-                tools_defined.insert(f.tool.name.clone());
+                tools_defined.insert(f.tool.name.to_string());
             }
             Err(e) => {
                 out.errors.push(format!("{file}: {e}"));
@@ -65,7 +65,7 @@ pub async fn sync(defs: &Definitions<'_>, dirs: &[&Path]) -> Synced {
     for (path, spec) in &scan.agents {
         let file = shown(path);
         let stored = match defs
-            .existing_tools(spec.tools.iter().map(String::as_str))
+            .existing_tools(spec.tools.iter().map(crate::model::ToolName::as_str))
             .await
         {
             Ok(t) => t,
@@ -84,7 +84,7 @@ pub async fn sync(defs: &Definitions<'_>, dirs: &[&Path]) -> Synced {
         match applied {
             Ok(changed) => {
                 out.changed |= changed;
-                agents_defined.insert(spec.name.clone());
+                agents_defined.insert(spec.name.to_string());
             }
             Err(e) => {
                 out.errors.push(format!("{file}: {e}"));
@@ -238,7 +238,7 @@ async fn remove_orphans(
     }
     // Webhooks made by files and no longer linked by any tool (an API tool may still link one:
     // then it stays, as the delete guard says).
-    let linked: HashSet<String> = store
+    let linked: HashSet<crate::model::WebhookId> = store
         .list_tools()
         .await?
         .into_iter()

@@ -16,7 +16,7 @@ fn default_max_steps() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// Unique name, `^[A-Za-z0-9_-]{1,64}$` (used in `model: "agent:<name>"`).
-    pub name: String,
+    pub name: super::AgentName,
     /// Model id; the gateway's `--llm-model` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -28,7 +28,7 @@ pub struct AgentSpec {
     pub prompt: Option<String>,
     /// Tool names offered to the model.
     #[serde(default)]
-    pub tools: Vec<String>,
+    pub tools: Vec<super::ToolName>,
     /// Most model calls per conversation turn.
     #[serde(default = "default_max_steps")]
     pub max_steps: u32,
@@ -45,7 +45,7 @@ pub struct AgentSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Agent {
     /// Opaque id.
-    pub id: String,
+    pub id: super::AgentId,
     /// The definition.
     #[serde(flatten)]
     pub spec: AgentSpec,
@@ -55,4 +55,4 @@ pub struct Agent {
     pub updated_at: String,
 }
 
-stamped!(Agent, AgentSpec, "ag");
+stamped!(Agent, AgentSpec, AgentId);

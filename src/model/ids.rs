@@ -1,7 +1,100 @@
 //! Opaque, prefixed, time-ordered identifiers (`wh_…`, `tl_…`, `sec_…`, `call_…`).
 //! UUIDv7 underneath, so ids of one kind sort by creation time, which history paging relies on.
+//! Definition ids are newtypes that only hold a well-formed id of their own kind.
 
 /// A fresh id with the given prefix, e.g. `new_id("wh")` → `wh_0190…`.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Whether `s` is `prefix` + `_` + 32 lower-case hex digits, the shape `new_id` makes.
+pub fn is_id(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|hex| {
+            hex.len() == 32 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        })
+}
+
+/// Defines an id newtype for one prefix, with `new()` for a fresh one.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        text_type!(
+            $(#[$doc])*
+            $name,
+            |s| is_id(s, $prefix),
+            concat!($kind, " ids are ", $prefix, "_ followed by 32 lower-case hex digits"),
+            concat!("^", $prefix, "_[0-9a-f]{32}$")
+        );
+
+        impl $name {
+            /// A fresh id of this kind.
+            #[allow(clippy::new_without_default)]
+            pub fn new() -> Self {
+                $name(new_id($prefix))
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A webhook's id, `wh_…`.
+    WebhookId,
+    "wh",
+    "webhook"
+);
+id_type!(
+    /// A tool's id, `tl_…`.
+    ToolId,
+    "tl",
+    "tool"
+);
+id_type!(
+    /// An agent's id, `ag_…`.
+    AgentId,
+    "ag",
+    "agent"
+);
+id_type!(
+    /// A secret's id, `sec_…`.
+    SecretId,
+    "sec",
+    "secret"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_validate_on_construction() {
+        let fresh = WebhookId::new();
+        assert!(WebhookId::parse(fresh.as_str()).is_ok());
+        assert!(
+            ToolId::parse(fresh.as_str()).is_err(),
+            "a webhook id is not a tool id"
+        );
+        for bad in [
+            "",
+            "wh_",
+            "wh_0190",
+            "wh-0123456789abcdef0123456789abcdef",
+            "wh_0123456789ABCDEF0123456789ABCDEF",
+            "wh_0123456789abcdef0123456789abcdeg",
+            "wh_0123456789abcdef0123456789abcdef0",
+            "xwh_0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(WebhookId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(WebhookId::parse("wh_0123456789abcdef0123456789abcdef").is_ok());
+        let id: Result<SecretId, _> = serde_json::from_value(serde_json::json!("sec_1"));
+        assert_eq!(
+            id.map_err(|e| e.to_string()),
+            Err("secret ids are sec_ followed by 32 lower-case hex digits".to_string())
+        );
+        let t = AgentId::new();
+        let back: AgentId = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert!(t.starts_with("ag_"));
+    }
 }

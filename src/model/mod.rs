@@ -5,14 +5,14 @@
 /// a fresh id, or `previous` revised to a new spec, keeping its id and creation time. Every store
 /// backend stamps definitions the same way through it.
 macro_rules! stamped {
-    ($record:ident, $spec:ty, $prefix:literal) => {
+    ($record:ident, $spec:ty, $id:ident) => {
         impl $record {
             /// A new record of `spec`, or `previous` revised to `spec` (same id and creation time).
             pub fn stamped(spec: $spec, previous: Option<&$record>) -> $record {
                 let now = $crate::model::now_rfc3339();
                 match previous {
                     None => $record {
-                        id: $crate::model::ids::new_id($prefix),
+                        id: $crate::model::ids::$id::new(),
                         spec,
                         created_at: now.clone(),
                         updated_at: now,
@@ -29,6 +29,9 @@ macro_rules! stamped {
     };
 }
 
+#[macro_use]
+mod text_type;
+
 pub mod agent;
 pub mod audit;
 pub mod call;
@@ -37,6 +40,7 @@ pub mod field;
 pub mod ids;
 pub mod names;
 pub mod secret;
+pub mod submitted;
 pub mod template;
 pub mod tool;
 pub mod validate;
@@ -49,6 +53,8 @@ pub use event::{
     Delivery, DeliveryStatus, Event, Subscription, SubscriptionAuth, SubscriptionSpec,
 };
 pub use field::{DataType, Field, QueryStyle, ValueType};
+pub use ids::{AgentId, SecretId, ToolId, WebhookId};
+pub use names::{AgentName, SecretName, ToolName};
 pub use secret::SecretMeta;
 pub use tool::{Tool, ToolSpec};
 pub use webhook::{BodyEncoding, Method, RetryPolicy, Webhook, WebhookSpec};

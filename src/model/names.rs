@@ -100,86 +100,28 @@ mod tests {
     }
 }
 
-/// Defines a name newtype that can only hold a valid name: construction (and deserialisation)
-/// checks it, so code past the edge never re-checks.
-macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $check:path, $rule:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            /// The rule a valid name follows, for messages.
-            pub const RULE: &'static str = $rule;
-
-            /// The name, if `s` is a valid one.
-            pub fn parse(s: impl Into<String>) -> Result<Self, String> {
-                let s = s.into();
-                if $check(&s) {
-                    Ok($name(s))
-                } else {
-                    Err(Self::RULE.to_string())
-                }
-            }
-
-            /// The name as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                Self::parse(s)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(n: $name) -> String {
-                n.0
-            }
-        }
-
-        impl std::ops::Deref for $name {
-            type Target = str;
-            fn deref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl std::borrow::Borrow<str> for $name {
-            fn borrow(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.0 == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
-            }
-        }
-    };
-}
-
-name_type!(
+text_type!(
     /// A secret's name, `^[A-Za-z_][A-Za-z0-9_]{0,63}$` (it appears in `{{ secret.NAME }}`).
     SecretName,
     is_identifier,
-    "secret names match ^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+    "secret names match ^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+    "^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+);
+
+text_type!(
+    /// A tool's name, `^[A-Za-z0-9_-]{1,64}$`: the function name a model calls (OpenAI's rule).
+    ToolName,
+    is_tool_name,
+    "tool names match ^[A-Za-z0-9_-]{1,64}$",
+    "^[A-Za-z0-9_-]{1,64}$"
+);
+
+text_type!(
+    /// An agent's name, `^[A-Za-z0-9_-]{1,64}$` (used in `model: "agent:<name>"`).
+    AgentName,
+    is_tool_name,
+    "agent names match ^[A-Za-z0-9_-]{1,64}$",
+    "^[A-Za-z0-9_-]{1,64}$"
 );
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecretMeta {
     /// Opaque id.
-    pub id: String,
+    pub id: super::SecretId,
     /// Name used in webhook definitions.
-    pub name: String,
+    pub name: super::SecretName,
     /// Creation time.
     pub created_at: String,
     /// Last value change.
@@ -17,11 +17,11 @@ pub struct SecretMeta {
 
 impl SecretMeta {
     /// The metadata of a new secret: a fresh id, created and updated now.
-    pub fn new(name: &str) -> SecretMeta {
+    pub fn new(name: super::SecretName) -> SecretMeta {
         let now = super::now_rfc3339();
         SecretMeta {
-            id: super::ids::new_id("sec"),
-            name: name.to_string(),
+            id: super::SecretId::new(),
+            name,
             created_at: now.clone(),
             updated_at: now,
         }

@@ -9,13 +9,13 @@ use super::ManagedBy;
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
     /// Function name shown to the model, `^[A-Za-z0-9_-]{1,64}$`, unique.
-    pub name: String,
+    pub name: super::ToolName,
     /// Description for the model; the webhook's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The linked webhook; `None` means unlinked (offered to no model).
     #[serde(default)]
-    pub webhook_id: Option<String>,
+    pub webhook_id: Option<super::WebhookId>,
     /// Set by toolgate on a definition loaded from a config file: the API refuses to edit or
     /// delete it (409 `managed_by_file`); the file is the place to change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,7 +32,7 @@ pub struct ToolSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Tool {
     /// Opaque id.
-    pub id: String,
+    pub id: super::ToolId,
     /// The definition.
     #[serde(flatten)]
     pub spec: ToolSpec,
@@ -42,4 +42,4 @@ pub struct Tool {
     pub updated_at: String,
 }
 
-stamped!(Tool, ToolSpec, "tl");
+stamped!(Tool, ToolSpec, ToolId);

@@ -219,7 +219,7 @@ impl WebhookSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Webhook {
     /// Opaque id.
-    pub id: String,
+    pub id: super::WebhookId,
     /// The definition.
     #[serde(flatten)]
     pub spec: WebhookSpec,
@@ -229,4 +229,4 @@ pub struct Webhook {
     pub updated_at: String,
 }
 
-stamped!(Webhook, WebhookSpec, "wh");
+stamped!(Webhook, WebhookSpec, WebhookId);

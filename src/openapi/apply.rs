@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Plan, Planned, Skipped};
 use crate::definitions::{Author, DefinitionError, Definitions};
-use crate::model::{Tool, ToolSpec, Webhook};
+use crate::model::{Tool, ToolSpec, Webhook, WebhookId};
 use crate::store::StoreError;
 
 /// What happened (or, in a dry run, would happen) to one operation's tool.
@@ -37,7 +37,7 @@ pub struct ImportedTool {
     /// The path in the document.
     pub path: String,
     /// The webhook (absent for a creation in a dry run).
-    pub webhook_id: Option<String>,
+    pub webhook_id: Option<WebhookId>,
     /// What happened.
     pub status: Change,
 }
@@ -118,7 +118,7 @@ pub async fn apply(
             }
         }
         report.tools.push(ImportedTool {
-            name: tool.map(|t| t.spec.name).unwrap_or_default(),
+            name: tool.map(|t| t.spec.name.into()).unwrap_or_default(),
             operation_id: op_id.clone(),
             method: w.spec.method.as_str().to_string(),
             path: w.spec.url.clone(),
@@ -129,9 +129,9 @@ pub async fn apply(
     Ok(report)
 }
 
-fn entry(p: &Planned, webhook_id: Option<String>, status: Change) -> ImportedTool {
+fn entry(p: &Planned, webhook_id: Option<WebhookId>, status: Change) -> ImportedTool {
     ImportedTool {
-        name: p.name.clone(),
+        name: p.name.to_string(),
         operation_id: p.operation_id.clone(),
         method: p.method.clone(),
         path: p.path.clone(),
@@ -140,11 +140,11 @@ fn entry(p: &Planned, webhook_id: Option<String>, status: Change) -> ImportedToo
     }
 }
 
-fn tool_spec(p: &Planned, webhook_id: &str) -> ToolSpec {
+fn tool_spec(p: &Planned, webhook_id: &WebhookId) -> ToolSpec {
     ToolSpec {
         name: p.name.clone(),
         description: (!p.description.is_empty()).then(|| p.description.clone()),
-        webhook_id: Some(webhook_id.to_string()),
+        webhook_id: Some(webhook_id.clone()),
         managed_by: None,
         managed_file: None,
         authorized: Default::default(),
@@ -155,7 +155,7 @@ async fn create(
     defs: &Definitions<'_>,
     p: &Planned,
     dry_run: bool,
-) -> Result<(Option<String>, Change), String> {
+) -> Result<(Option<WebhookId>, Change), String> {
     if let Ok(t) = defs.store.get_tool_by_name(&p.name).await {
         return Err(format!(
             "a tool named '{}' already exists (id {}) and was not imported from this document; rename it or use tool_prefix",
@@ -183,7 +183,7 @@ async fn update(
     before: &Webhook,
     tool: Option<Tool>,
     dry_run: bool,
-) -> Result<(Option<String>, Change), String> {
+) -> Result<(Option<WebhookId>, Change), String> {
     let wanted_tool = tool_spec(p, &before.id);
     let hook_same = before.spec == p.webhook;
     let tool_same = tool.as_ref().is_some_and(|t| t.spec == wanted_tool);

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::model::validate::{FieldError, validate_webhook};
 use crate::model::webhook::ImportMark;
-use crate::model::{Field, WebhookSpec};
+use crate::model::{Field, ToolName, WebhookSpec};
 use operation::Op;
 
 /// Why a document cannot be imported at all.
@@ -66,7 +66,7 @@ pub struct ImportOptions {
 #[derive(Debug, Clone)]
 pub struct Planned {
     /// The tool name.
-    pub name: String,
+    pub name: ToolName,
     /// The operationId (or `METHOD /path`).
     pub operation_id: String,
     /// HTTP method, upper case.
@@ -321,7 +321,13 @@ pub fn plan(spec: &Value, opts: &ImportOptions) -> Result<Plan, ImportError> {
                 prefix: prefix.clone(),
                 operation_id: id.clone(),
             });
-            let name = unique_name(&prefix, &id, &mut used);
+            let Ok(name) = ToolName::parse(unique_name(&prefix, &id, &mut used)) else {
+                plan.skipped.push(skip(format!(
+                    "no valid tool name can be made from its operationId ({})",
+                    ToolName::RULE
+                )));
+                continue;
+            };
             plan.tools.push(Planned {
                 name,
                 operation_id: id,

@@ -16,8 +16,8 @@ use crate::access::keys::{ApiKey, StoredKey};
 use crate::model::AuditEntry;
 use crate::model::validate::FieldError;
 use crate::model::{
-    Agent, AgentSpec, CallRecord, Delivery, Event, OutcomeFilter, SecretMeta, Source, Subscription,
-    SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec,
+    Agent, AgentSpec, CallRecord, Delivery, Event, OutcomeFilter, SecretMeta, SecretName, Source,
+    Subscription, SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec,
 };
 
 pub use postgres::PgStore;
@@ -182,9 +182,17 @@ pub trait Store:
 /// Secrets: write-only values, sealed at rest.
 pub trait SecretStore: Send + Sync {
     /// Store a new secret; `NameTaken` if the name exists.
-    fn create_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
+    fn create_secret<'a>(
+        &'a self,
+        name: &'a SecretName,
+        value: &'a str,
+    ) -> StoreFuture<'a, SecretMeta>;
     /// Create or replace a secret by name (used for `TOOLGATE_SECRET_*`).
-    fn upsert_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta>;
+    fn upsert_secret<'a>(
+        &'a self,
+        name: &'a SecretName,
+        value: &'a str,
+    ) -> StoreFuture<'a, SecretMeta>;
     /// All secrets' metadata.
     fn list_secrets<'a>(&'a self) -> StoreFuture<'a, Vec<SecretMeta>>;
     /// One secret's metadata.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use toolgate::model::{
-    AgentSpec, CallRecord, DeliveryStatus, Event, Outcome, OutcomeFilter, Source, SubscriptionSpec,
-    ToolSpec, WebhookSpec,
+    AgentSpec, CallRecord, DeliveryStatus, Event, Outcome, OutcomeFilter, SecretName, Source,
+    SubscriptionSpec, ToolName, ToolSpec, WebhookId, WebhookSpec,
 };
 use toolgate::store::{CallFilter, DeliveryFilter, Store, StoreError};
 
@@ -21,13 +21,17 @@ fn hook(name: &str, extra: Value) -> WebhookSpec {
 
 fn tool(name: &str, webhook_id: Option<&str>) -> ToolSpec {
     ToolSpec {
-        name: name.into(),
+        name: ToolName::parse(name).expect("a valid tool name"),
         description: None,
-        webhook_id: webhook_id.map(str::to_string),
+        webhook_id: webhook_id.map(|id| WebhookId::parse(id).expect("a webhook id")),
         managed_by: None,
         managed_file: None,
         authorized: Default::default(),
     }
+}
+
+fn secret(name: &str) -> SecretName {
+    SecretName::parse(name).expect("a valid secret name")
 }
 
 fn record(id: &str, tool: &str, outcome: Outcome, source: Source) -> CallRecord {
@@ -51,9 +55,12 @@ pub async fn all(store: Arc<dyn Store>) {
 
 async fn secrets(s: &dyn Store) {
     subject_values(s).await;
-    let m = s.create_secret("api_key", "v1").await.expect("create");
+    let m = s
+        .create_secret(&secret("api_key"), "v1")
+        .await
+        .expect("create");
     assert!(matches!(
-        s.create_secret("api_key", "v2").await,
+        s.create_secret(&secret("api_key"), "v2").await,
         Err(StoreError::NameTaken(_))
     ));
     assert_eq!(
@@ -68,7 +75,9 @@ async fn secrets(s: &dyn Store) {
         s.secret_value("api_key").await.unwrap().as_deref(),
         Some("v2")
     );
-    s.upsert_secret("api_key", "v3").await.expect("upsert");
+    s.upsert_secret(&secret("api_key"), "v3")
+        .await
+        .expect("upsert");
     assert_eq!(
         s.secret_value("api_key").await.unwrap().as_deref(),
         Some("v3")
@@ -128,7 +137,8 @@ async fn definitions(s: &dyn Store) {
         Err(StoreError::NameTaken(_))
     ));
     assert!(matches!(
-        s.create_tool(tool("dangling", Some("wh_missing"))).await,
+        s.create_tool(tool("dangling", Some(&WebhookId::new())))
+            .await,
         Err(StoreError::Invalid(_))
     ));
     assert_eq!(s.get_tool_by_name("lookup").await.unwrap().id, t.id);
@@ -459,7 +469,10 @@ async fn access(s: &dyn Store) {
 }
 
 async fn subject_values(s: &dyn Store) {
-    let m = s.create_secret("per_user", "shared").await.unwrap();
+    let m = s
+        .create_secret(&secret("per_user"), "shared")
+        .await
+        .unwrap();
     s.set_subject_value(&m.id, "u1", "one").await.unwrap();
     s.set_subject_value(&m.id, "u2", "two").await.unwrap();
     s.set_subject_value(&m.id, "u1", "one-again").await.unwrap();
@@ -488,7 +501,10 @@ async fn subject_values(s: &dyn Store) {
     ));
     // Deleting the secret takes its subjects' values with it.
     s.delete_secret(&m.id).await.unwrap();
-    let again = s.create_secret("per_user", "shared").await.unwrap();
+    let again = s
+        .create_secret(&secret("per_user"), "shared")
+        .await
+        .unwrap();
     assert_eq!(s.subject_value("per_user", "u1").await.unwrap(), None);
     s.delete_secret(&again.id).await.unwrap();
 }

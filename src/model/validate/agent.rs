@@ -1,6 +1,6 @@
 //! Agent definitions.
 
-use super::{FieldError, check_unmanaged, is_tool_name};
+use super::{FieldError, check_unmanaged};
 use crate::model::agent::AgentSpec;
 
 /// A prompt file name: a plain name inside the prompts directory, never a path.
@@ -20,12 +20,6 @@ pub fn validate_agent(
 ) -> Vec<FieldError> {
     let mut errs = Vec::new();
     errs.extend(check_unmanaged(spec.managed_by, &spec.managed_file));
-    if !is_tool_name(&spec.name) {
-        errs.push(FieldError::new(
-            "name",
-            "agent names match ^[A-Za-z0-9_-]{1,64}$",
-        ));
-    }
     if spec.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
         errs.push(FieldError::new("model", "model must not be empty"));
     }

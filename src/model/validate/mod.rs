@@ -50,16 +50,11 @@ pub(super) fn check_unmanaged(
     })
 }
 
-/// Every problem with a tool definition (the webhook link is checked by the store).
+/// Every problem with a tool definition (the webhook link is checked by the store; the name
+/// is a `ToolName`, valid since it was parsed).
 pub fn validate_tool(spec: &ToolSpec) -> Vec<FieldError> {
     let mut errs = Vec::new();
     errs.extend(check_unmanaged(spec.managed_by, &spec.managed_file));
-    if !is_tool_name(&spec.name) {
-        errs.push(FieldError::new(
-            "name",
-            "tool names match ^[A-Za-z0-9_-]{1,64}$",
-        ));
-    }
     if let Some(d) = &spec.description
         && d.len() > 4096
     {

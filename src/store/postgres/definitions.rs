@@ -168,7 +168,9 @@ impl PgStore {
         .execute(&mut *tx)
         .await;
         match written {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(spec.name)),
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::NameTaken(spec.name.into()));
+            }
             other => other.map_err(db)?,
         };
         let before = old.as_ref().and_then(|o| o.spec.webhook_id.clone());
@@ -212,7 +214,9 @@ impl PgStore {
         .execute(&mut *tx)
         .await;
         match written {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken(spec.name)),
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::NameTaken(spec.name.into()));
+            }
             other => other.map_err(db)?,
         };
         self.announce(&mut tx, StoreChange::Definitions).await?;

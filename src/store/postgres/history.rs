@@ -1,17 +1,33 @@
 //! Call history: one row per call, the record as zstd-compressed JSON, every `GET /v1/calls`
-//! filter served by an index. The exact count lives in a one-row table changed in the same
-//! transaction as the records; retention deletes the oldest excess in that transaction, so the
-//! count never drifts and a batch never removes more than it added once the cap is reached.
+//! filter served by an index. The table is partitioned by write order (`seq`, handed out by the
+//! counter row, which also orders the batches of every node). The exact count of visible records
+//! lives in that row, changed in the same transaction as the records. Retention raises
+//! `visible_from` (no read sees a record below it) and drops a partition once all of it is
+//! below, instead of deleting rows one by one: dead rows piled up faster than vacuum removed
+//! them and every batch slowed down (BENCHMARKS.md, issue 18).
 
 use sqlx::Row;
 
-use super::{PgStore, db};
+use super::{PgStore, Tx, db};
 use crate::model::{CallRecord, OutcomeFilter};
 use crate::store::{CallFilter, HistoryStore, StoreError, StoreFuture};
 
 /// Rows removed per statement by the age limit, so one prune never holds locks for long.
 const AGE_BATCH: i64 = 5_000;
 
+/// The condition every read adds: the record is not past retention.
+const VISIBLE: &str = "seq >= (SELECT visible_from FROM call_count)";
+
+/// Records per partition: an eighth of the cap (so storage stays within the cap plus an eighth),
+/// between 256 and 1,000,000.
+fn partition_size(max_records: usize) -> i64 {
+    let eighth = i64::try_from(max_records / 8).unwrap_or(i64::MAX);
+    if max_records == 0 {
+        1_000_000
+    } else {
+        eighth.clamp(256, 1_000_000)
+    }
+}
 /// When the record was made, for the age limit: the time in its UUIDv7 id (as the embedded
 /// store reads it), else its `started_at`.
 fn started_ms(r: &CallRecord) -> i64 {
@@ -50,6 +66,50 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Make sure partitions cover every seq up to `last`, each `size` long, starting where the
+/// newest one ends. Runs under the counter row's lock, so two nodes never race to create one.
+async fn cover(tx: &mut Tx, first: i64, last: i64, size: i64) -> Result<(), StoreError> {
+    let end: Option<i64> = sqlx::query_scalar("SELECT max(hi) FROM call_parts")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+    let mut lo = end.unwrap_or(first);
+    while lo <= last {
+        let hi = lo.saturating_add(size);
+        // Both bounds are integers this code computed: nothing from outside reaches the DDL.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE calls_p{lo} PARTITION OF calls FOR VALUES FROM ({lo}) TO ({hi})"
+        )))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("INSERT INTO call_parts (lo, hi) VALUES ($1, $2)")
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        lo = hi;
+    }
+    Ok(())
+}
+
+/// Drop the partitions that lie wholly below `visible_from`: no read sees their records.
+async fn drop_hidden(tx: &mut Tx, visible_from: i64) -> Result<(), StoreError> {
+    let gone: Vec<i64> = sqlx::query_scalar("DELETE FROM call_parts WHERE hi <= $1 RETURNING lo")
+        .bind(visible_from)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+    for lo in gone {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE calls_p{lo}")))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
 impl HistoryStore for PgStore {
     fn insert_calls<'a>(
         &'a self,
@@ -77,12 +137,28 @@ impl HistoryStore for PgStore {
                 started.push(started_ms(r));
                 packed.push(pack(r)?);
             }
+            let k = i64::try_from(records.len()).unwrap_or(i64::MAX);
             let mut tx = self.begin().await?;
+            // The counter row's lock orders this batch against every other node's.
+            let (last, mut visible_from, mut count): (i64, i64, i64) = sqlx::query_as(
+                "UPDATE call_count SET seq = seq + $1 RETURNING seq, visible_from, n",
+            )
+            .bind(k)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            let first = last - k + 1;
+            cover(&mut tx, first, last, partition_size(max_records)).await?;
+            // A batch sent again after a commit whose answer was lost adds nothing twice.
             let added = sqlx::query(
-                "INSERT INTO calls (id, tool, webhook_id, outcome, source, started_ms, record)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                      $6::bigint[], $7::bytea[])
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, started_ms, record)
+                 SELECT $8 + u.ord - 1, u.id, u.tool, u.webhook_id, u.outcome, u.source,
+                        u.started_ms, u.record
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::bigint[], $7::bytea[])
+                      WITH ORDINALITY
+                      AS u(id, tool, webhook_id, outcome, source, started_ms, record, ord)
+                 WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE c.id = u.id)",
             )
             .bind(&ids)
             .bind(&tools)
@@ -91,66 +167,68 @@ impl HistoryStore for PgStore {
             .bind(&sources)
             .bind(&started)
             .bind(&packed)
+            .bind(first)
             .execute(&mut *tx)
             .await
             .map_err(db)?
             .rows_affected() as i64;
-            let mut count: i64 = sqlx::query_scalar("UPDATE call_count SET n = n + $1 RETURNING n")
-                .bind(added)
+            count += added;
+            let max = i64::try_from(max_records).unwrap_or(i64::MAX);
+            if max_records > 0 && count > max {
+                // The seq of the newest record to hide: walks only the excess, all visible.
+                let newest_hidden: i64 = sqlx::query_scalar(
+                    "SELECT seq FROM calls WHERE seq >= $1 ORDER BY seq OFFSET $2 LIMIT 1",
+                )
+                .bind(visible_from)
+                .bind(count - max - 1)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
-            let mut removed: i64 = 0;
-            let max = i64::try_from(max_records).unwrap_or(i64::MAX);
-            if max_records > 0 && count > max {
-                removed += sqlx::query(
-                    "DELETE FROM calls WHERE id IN (SELECT id FROM calls ORDER BY id LIMIT $1)",
-                )
-                .bind(count - max)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected() as i64;
+                visible_from = newest_hidden + 1;
+                count = max;
             }
             if max_age_secs > 0 {
                 let cutoff = now_ms().saturating_sub((max_age_secs as i64).saturating_mul(1000));
                 loop {
                     let n = sqlx::query(
-                        "DELETE FROM calls WHERE id IN
-                         (SELECT id FROM calls WHERE started_ms < $1 LIMIT $2)",
+                        "DELETE FROM calls WHERE seq IN
+                         (SELECT seq FROM calls WHERE seq >= $1 AND started_ms < $2 LIMIT $3)",
                     )
+                    .bind(visible_from)
                     .bind(cutoff)
                     .bind(AGE_BATCH)
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?
                     .rows_affected() as i64;
-                    removed += n;
+                    count -= n;
                     if n < AGE_BATCH {
                         break;
                     }
                 }
             }
-            if removed > 0 {
-                count = sqlx::query_scalar("UPDATE call_count SET n = n - $1 RETURNING n")
-                    .bind(removed)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-            tracing::trace!(count, "call history written");
+            drop_hidden(&mut tx, visible_from).await?;
+            sqlx::query("UPDATE call_count SET n = $1, visible_from = $2")
+                .bind(count)
+                .bind(visible_from)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tracing::trace!(count, visible_from, "call history written");
             Self::commit(tx).await
         })
     }
 
     fn get_call<'a>(&'a self, id: &'a str) -> StoreFuture<'a, CallRecord> {
         Box::pin(async move {
-            let packed: Vec<u8> = sqlx::query_scalar("SELECT record FROM calls WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?
-                .ok_or(StoreError::NotFound("call"))?;
+            let packed: Vec<u8> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT record FROM calls WHERE id = $1 AND {VISIBLE}"
+            )))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound("call"))?;
             unpack(&packed)
         })
     }
@@ -158,8 +236,9 @@ impl HistoryStore for PgStore {
     fn list_calls<'a>(&'a self, filter: &'a CallFilter) -> StoreFuture<'a, Vec<CallRecord>> {
         Box::pin(async move {
             // Only the filters given go into the statement, so the planner picks their index.
-            let mut q =
-                sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT record FROM calls WHERE true");
+            let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+                "SELECT record FROM calls WHERE {VISIBLE}"
+            ));
             if let Some(w) = &filter.webhook_id {
                 q.push(" AND webhook_id = ").push_bind(w.clone());
             }

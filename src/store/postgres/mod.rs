@@ -10,6 +10,7 @@ mod events;
 mod history;
 mod secrets;
 mod sessions;
+mod text_types;
 mod watch;
 
 use std::sync::Arc;
@@ -61,6 +62,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             4,
             "history_upkeep",
             include_str!("migrations/0004_history_upkeep.sql"),
+        ),
+        m(
+            5,
+            "history_partitions",
+            include_str!("migrations/0005_history_partitions.sql"),
         ),
     ])
 }
@@ -133,6 +139,22 @@ fn newest_first(q: &mut sqlx::QueryBuilder<Postgres>, before: Option<&str>, limi
 }
 
 impl PgStore {
+    /// Bring the database at `url` to schema `version` and no further: how the upgrade from an
+    /// older schema, with its data, is tested.
+    pub async fn migrate_to(url: &str, version: i64) -> Result<(), StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .map_err(db)?;
+        let done = migrator()
+            .run_to(version, &pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()));
+        pool.close().await;
+        done
+    }
+
     /// Connect, apply the migrations, check that `key` opens the stored secrets, and start the
     /// change feed. A claimed delivery is held for three times `attempt_timeout` (30 s by
     /// default), and at least

@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::{PgStore, Tx, db, is_unique_violation};
-use crate::model::{SecretMeta, now_rfc3339};
+use crate::model::{SecretMeta, SecretName, now_rfc3339};
 use crate::store::{
     SecretStore, StoreChange, StoreError, StoreFuture, SubjectValueMeta, subject_aad,
 };
@@ -67,9 +67,13 @@ impl PgStore {
 }
 
 impl SecretStore for PgStore {
-    fn create_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta> {
+    fn create_secret<'a>(
+        &'a self,
+        name: &'a SecretName,
+        value: &'a str,
+    ) -> StoreFuture<'a, SecretMeta> {
         Box::pin(async move {
-            let m = SecretMeta::new(name);
+            let m = SecretMeta::new(name.clone());
             let sealed = self.sealer.seal(value, &m.id)?;
             let mut tx = self.begin().await?;
             let inserted = sqlx::query(
@@ -94,7 +98,11 @@ impl SecretStore for PgStore {
         })
     }
 
-    fn upsert_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta> {
+    fn upsert_secret<'a>(
+        &'a self,
+        name: &'a SecretName,
+        value: &'a str,
+    ) -> StoreFuture<'a, SecretMeta> {
         Box::pin(async move {
             // Two nodes starting with the same TOOLGATE_SECRET_* race here: whoever loses the
             // insert updates instead.

@@ -92,7 +92,7 @@ impl SledStore {
                         .as_ref()
                         .is_none_or(|o| owner.as_ref() != o.id.as_bytes())
                 {
-                    return abort(StoreError::NameTaken(spec.name.clone()));
+                    return abort(StoreError::NameTaken(spec.name.to_string()));
                 }
                 if let Some(w) = &spec.webhook_id
                     && wh.get(w.as_bytes())?.is_none()
@@ -151,7 +151,7 @@ impl SledStore {
                     .as_ref()
                     .is_none_or(|o| owner.as_ref() != o.id.as_bytes())
             {
-                return abort(StoreError::NameTaken(spec.name.clone()));
+                return abort(StoreError::NameTaken(spec.name.to_string()));
             }
             if let Some(o) = &old
                 && o.spec.name != spec.name
@@ -224,7 +224,7 @@ impl DefinitionStore for SledStore {
                         let mut details = Vec::new();
                         for t in &linked {
                             let name = match tt.get(t.as_bytes())? {
-                                Some(raw) => tx_decode::<Tool>(&raw)?.spec.name,
+                                Some(raw) => tx_decode::<Tool>(&raw)?.spec.name.into(),
                                 None => String::new(),
                             };
                             details.push(json!({"tool_id": t, "tool_name": name}));

@@ -1,6 +1,7 @@
 //! Secrets: sealed values, name index, the webhooks that use each, and per-subject values.
 
 use super::*;
+use crate::model::SecretName;
 use crate::store::{SubjectValueMeta, subject_aad};
 
 #[derive(Serialize, Deserialize)]
@@ -33,9 +34,13 @@ impl SledStore {
 }
 
 impl SecretStore for SledStore {
-    fn create_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta> {
+    fn create_secret<'a>(
+        &'a self,
+        name: &'a SecretName,
+        value: &'a str,
+    ) -> StoreFuture<'a, SecretMeta> {
         Box::pin(async move {
-            let meta = SecretMeta::new(name);
+            let meta = SecretMeta::new(name.clone());
             let rec = SecretRecord {
                 sealed: self.sealer.seal(value, &meta.id)?,
                 meta: meta.clone(),
@@ -56,7 +61,11 @@ impl SecretStore for SledStore {
         })
     }
 
-    fn upsert_secret<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, SecretMeta> {
+    fn upsert_secret<'a>(
+        &'a self,
+        name: &'a SecretName,
+        value: &'a str,
+    ) -> StoreFuture<'a, SecretMeta> {
         Box::pin(async move {
             match self.secret_names.get(name.as_bytes())? {
                 Some(id) => {
