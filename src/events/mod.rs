@@ -8,7 +8,7 @@ pub mod worker;
 use std::time::Duration;
 
 use crate::model::ids::new_id;
-use crate::model::{Delivery, DeliveryStatus, Event, Subscription, now_rfc3339};
+use crate::model::{Delivery, DeliveryStatus, Event, Subscription, SubscriptionId, now_rfc3339};
 
 /// Parse a retry schedule such as `0s,5s,5m,30m,2h,5h,10h` (units ms, s, m, h; bare numbers are seconds).
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
@@ -45,7 +45,7 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
 fn pending(
     event: &Event,
     payload: &serde_json::Value,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
     now_ms: u64,
 ) -> Delivery {
     let now = now_rfc3339();
@@ -53,7 +53,7 @@ fn pending(
         id: new_id("dlv"),
         event_id: event.event_id.clone(),
         event_type: event.event_type.clone(),
-        subscription_id: subscription_id.to_string(),
+        subscription_id: subscription_id.clone(),
         status: DeliveryStatus::Pending,
         payload: payload.clone(),
         attempts: Vec::new(),
@@ -67,7 +67,7 @@ fn pending(
 /// A pending delivery of `event` to one subscription, due at `now_ms` (test pings).
 pub fn delivery_to(
     event: &Event,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
     now_ms: u64,
 ) -> Result<Delivery, serde_json::Error> {
     Ok(pending(

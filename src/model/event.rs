@@ -127,7 +127,7 @@ impl SubscriptionSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscription {
     /// Opaque id.
-    pub id: String,
+    pub id: super::SubscriptionId,
     /// The definition.
     #[serde(flatten)]
     pub spec: SubscriptionSpec,
@@ -192,7 +192,7 @@ pub struct Delivery {
     /// Its type.
     pub event_type: String,
     /// The subscription.
-    pub subscription_id: String,
+    pub subscription_id: super::SubscriptionId,
     /// Where it stands.
     pub status: DeliveryStatus,
     /// The envelope sent.

@@ -61,6 +61,12 @@ id_type!(
     "sec",
     "secret"
 );
+id_type!(
+    /// An event subscription's id, `sub_…`.
+    SubscriptionId,
+    "sub",
+    "subscription"
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,9 @@ use serde_json::Value;
 use serde_path_to_error::Segment;
 
 use super::validate::FieldError;
-use super::{AgentId, AgentName, SecretId, SecretName, ToolId, ToolName, WebhookId};
+use super::{
+    AgentId, AgentName, SecretId, SecretName, SubscriptionId, ToolId, ToolName, WebhookId,
+};
 
 /// Each newtype's error message and a valid value to put in the bad one's place, so the rest of
 /// the definition can still be read and checked.
@@ -22,6 +24,7 @@ fn stand_in(message: &str) -> Option<String> {
         (ToolId::RULE, || ToolId::new().into()),
         (AgentId::RULE, || AgentId::new().into()),
         (SecretId::RULE, || SecretId::new().into()),
+        (SubscriptionId::RULE, || SubscriptionId::new().into()),
     ]
     .iter()
     .find(|(rule, _)| *rule == message)

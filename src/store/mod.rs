@@ -312,8 +312,9 @@ pub trait EventStore: Send + Sync {
         now_ms: u64,
     ) -> StoreFuture<'a, Delivery> {
         Box::pin(async move {
-            self.get_subscription(subscription_id).await?;
-            let d = crate::events::delivery_to(event, subscription_id, now_ms)
+            // The stored subscription's id: a well-formed one, since it was found.
+            let sub = self.get_subscription(subscription_id).await?;
+            let d = crate::events::delivery_to(event, &sub.id, now_ms)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             self.save_delivery(&d).await?;
             Ok(d)

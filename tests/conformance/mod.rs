@@ -236,7 +236,7 @@ async fn events(s: &dyn Store) {
     );
     let listed = s
         .list_deliveries(&DeliveryFilter {
-            subscription_id: Some(sub.id.clone()),
+            subscription_id: Some(sub.id.to_string()),
             limit: 10,
             ..Default::default()
         })

@@ -5,9 +5,8 @@
 use sqlx::Row;
 
 use super::{PgStore, db, decode, encode};
-use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
-use crate::model::{Delivery, Event, Subscription, SubscriptionSpec, now_rfc3339};
+use crate::model::{Delivery, Event, Subscription, SubscriptionId, SubscriptionSpec, now_rfc3339};
 use crate::store::{DeliveryFilter, EventStore, StoreChange, StoreError, StoreFuture};
 
 /// Milliseconds as stored (PostgreSQL has no unsigned integers; ours stay far below i64::MAX).
@@ -21,7 +20,7 @@ impl PgStore {
         id: Option<&str>,
         spec: SubscriptionSpec,
         disabled_reason: Option<Option<String>>,
-        signing_sealed: Option<(String, String)>,
+        signing_sealed: Option<(SubscriptionId, String)>,
     ) -> Result<Subscription, StoreError> {
         let now = now_rfc3339();
         let mut tx = self.begin().await?;
@@ -110,7 +109,7 @@ impl EventStore for PgStore {
         signing_secret: &'a str,
     ) -> StoreFuture<'a, Subscription> {
         Box::pin(async move {
-            let id = new_id("sub");
+            let id = SubscriptionId::new();
             let sealed = self.sealer.seal(signing_secret, &id)?;
             self.put_subscription(None, spec, None, Some((id, sealed)))
                 .await

@@ -7,7 +7,9 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
-use crate::model::{AgentId, AgentName, SecretId, SecretName, ToolId, ToolName, WebhookId};
+use crate::model::{
+    AgentId, AgentName, SecretId, SecretName, SubscriptionId, ToolId, ToolName, WebhookId,
+};
 
 macro_rules! pg_text {
     ($($name:ty),*) => {$(
@@ -37,5 +39,12 @@ macro_rules! pg_text {
 }
 
 pg_text!(
-    AgentId, AgentName, SecretId, SecretName, ToolId, ToolName, WebhookId
+    AgentId,
+    AgentName,
+    SecretId,
+    SecretName,
+    SubscriptionId,
+    ToolId,
+    ToolName,
+    WebhookId
 );

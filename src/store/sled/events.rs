@@ -1,6 +1,7 @@
 //! Subscriptions, the outbox and deliveries with their due index.
 
 use super::*;
+use crate::model::SubscriptionId;
 
 impl SledStore {
     pub(super) fn put_subscription(
@@ -8,7 +9,7 @@ impl SledStore {
         id: Option<&str>,
         spec: SubscriptionSpec,
         disabled_reason: Option<String>,
-        sealed_key: Option<(String, String)>,
+        sealed_key: Option<(SubscriptionId, String)>,
     ) -> Result<Subscription, StoreError> {
         let now = now_rfc3339();
         let new_secret = spec.auth.secret_name().map(str::to_string);
@@ -32,7 +33,7 @@ impl SledStore {
                         id: sealed_key
                             .as_ref()
                             .map(|k| k.0.clone())
-                            .unwrap_or_else(|| new_id("sub")),
+                            .unwrap_or_else(SubscriptionId::new),
                         spec: spec.clone(),
                         disabled_reason: disabled_reason.clone(),
                         created_at: now.clone(),
@@ -78,7 +79,7 @@ impl EventStore for SledStore {
         signing_secret: &'a str,
     ) -> StoreFuture<'a, Subscription> {
         Box::pin(async move {
-            let id = new_id("sub");
+            let id = SubscriptionId::new();
             let sealed = self.sealer.seal(signing_secret, &id)?;
             let sub = self.put_subscription(None, spec, None, Some((id, sealed)))?;
             self.sub_count

@@ -24,7 +24,6 @@ use super::{
     CallFilter, DefinitionStore, DeliveryFilter, EventStore, HistoryStore, SecretStore, Store,
     StoreError, StoreFuture,
 };
-use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
 use crate::model::{
     Agent, AgentSpec, CallRecord, Delivery, DeliveryStatus, Event, SecretMeta, Subscription,
