@@ -343,3 +343,41 @@ async fn history_written_before_partitions_is_kept_in_order_by_the_upgrade() {
     assert_eq!(seen[1..], newest_first[..3]);
     assert_eq!(layout(&db).await.2, 4);
 }
+
+#[tokio::test]
+async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones() {
+    use toolgate::store::HistoryStore;
+    let db = TestDb::create().await;
+    let s = open(&db).await;
+    // Records two days old (the age limit reads the time in the UUIDv7 id).
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 86_400;
+    let old = |i: u32| {
+        let mut r = call("old");
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, two_days_ago, i);
+        r.id = format!("call_{}", uuid::Uuid::new_v7(ts).simple());
+        r
+    };
+    let cap = 3_000;
+    for b in 0..4u32 {
+        let batch: Vec<_> = (0..1_000).map(|i| old(b * 1_000 + i)).collect();
+        s.insert_calls(&batch, cap, 0).await.unwrap();
+    }
+    let (_, rows, n) = layout(&db).await;
+    assert_eq!(n, cap as i64);
+    assert!(
+        rows > n,
+        "some records are hidden but still stored ({rows} rows)"
+    );
+    // A day's age limit: every old record goes, hidden or not; the count is what is left.
+    let fresh: Vec<_> = (0..10).map(|_| call("fresh")).collect();
+    s.insert_calls(&fresh, cap, 86_400).await.unwrap();
+    let seen = visible(&s).await;
+    let expect: Vec<String> = fresh.iter().rev().map(|r| r.id.clone()).collect();
+    assert_eq!(seen, expect);
+    let (_, rows, n) = layout(&db).await;
+    assert_eq!((rows, n), (10, 10));
+}

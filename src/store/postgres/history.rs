@@ -195,19 +195,23 @@ impl HistoryStore for PgStore {
             }
             if max_age_secs > 0 {
                 let cutoff = now_ms().saturating_sub((max_age_secs as i64).saturating_mul(1000));
+                // Hidden records past the age go too (else every batch would walk them again);
+                // only the visible ones were counted.
                 loop {
-                    let n = sqlx::query(
-                        "DELETE FROM calls WHERE seq IN
-                         (SELECT seq FROM calls WHERE seq >= $1 AND started_ms < $2 LIMIT $3)",
+                    let (n, visible): (i64, i64) = sqlx::query_as(
+                        "WITH gone AS (
+                             DELETE FROM calls WHERE seq IN
+                             (SELECT seq FROM calls WHERE started_ms < $2 LIMIT $3)
+                             RETURNING seq)
+                         SELECT count(*), count(*) FILTER (WHERE seq >= $1) FROM gone",
                     )
                     .bind(visible_from)
                     .bind(cutoff)
                     .bind(AGE_BATCH)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await
-                    .map_err(db)?
-                    .rows_affected() as i64;
-                    count -= n;
+                    .map_err(db)?;
+                    count -= visible;
                     if n < AGE_BATCH {
                         break;
                     }
