@@ -591,11 +591,10 @@ async fn seed_history(data: &Path, n: usize) {
 /// The `i`th record of a seeded history: ten tools, one call in twenty failed.
 fn history_record(i: usize) -> toolgate::model::CallRecord {
     use toolgate::model::call::{RecordedRequest, RecordedResponse};
-    use toolgate::model::ids::new_id;
     use toolgate::model::{CallRecord, Outcome, Source, now_rfc3339};
     let failed = i % 20 == 0;
     CallRecord {
-        id: new_id("call"),
+        id: toolgate::model::CallId::new(),
         tool: Some(format!("tool_{}", i % 10)),
         webhook_id: format!("wh_{}", i % 10),
         source: Source::Invoke,

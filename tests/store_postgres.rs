@@ -217,7 +217,7 @@ async fn visible(s: &PgStore) -> Vec<String> {
     .await
     .unwrap()
     .into_iter()
-    .map(|r| r.id)
+    .map(|r| r.id.into())
     .collect()
 }
 
@@ -250,7 +250,7 @@ async fn history_retention_drops_whole_partitions_and_stays_exact() {
     let mut written: Vec<String> = Vec::new();
     for round in 0..12 {
         let batch: Vec<_> = (0..1_000).map(|_| call(&format!("t{round}"))).collect();
-        written.extend(batch.iter().map(|r| r.id.clone()));
+        written.extend(batch.iter().map(|r| r.id.to_string()));
         s.insert_calls(&batch, cap, 0).await.unwrap();
         let seen = visible(&s).await;
         let expect: Vec<String> = written.iter().rev().take(cap).cloned().collect();
@@ -332,7 +332,7 @@ async fn history_written_before_partitions_is_kept_in_order_by_the_upgrade() {
         .unwrap();
     let _ = c.close().await;
     let s = open(&db).await;
-    let newest_first: Vec<String> = old.iter().rev().map(|r| r.id.clone()).collect();
+    let newest_first: Vec<String> = old.iter().rev().map(|r| r.id.to_string()).collect();
     assert_eq!(visible(&s).await, newest_first);
     assert_eq!(layout(&db).await, (1, 5, 5));
     // Retention goes on from the converted rows: a cap of 4 hides the two oldest.
@@ -358,7 +358,7 @@ async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones()
     let old = |i: u32| {
         let mut r = call("old");
         let ts = uuid::Timestamp::from_unix(uuid::NoContext, two_days_ago, i);
-        r.id = format!("call_{}", uuid::Uuid::new_v7(ts).simple());
+        r.id = toolgate::model::CallId::from_bits(uuid::Uuid::new_v7(ts).as_u128());
         r
     };
     let cap = 3_000;
@@ -376,7 +376,7 @@ async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones()
     let fresh: Vec<_> = (0..10).map(|_| call("fresh")).collect();
     s.insert_calls(&fresh, cap, 86_400).await.unwrap();
     let seen = visible(&s).await;
-    let expect: Vec<String> = fresh.iter().rev().map(|r| r.id.clone()).collect();
+    let expect: Vec<String> = fresh.iter().rev().map(|r| r.id.to_string()).collect();
     assert_eq!(seen, expect);
     let (_, rows, n) = layout(&db).await;
     assert_eq!((rows, n), (10, 10));

@@ -30,7 +30,7 @@ async fn listed(store: &toolgate::store::SledStore) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.id)
+        .map(|r| r.id.into())
         .collect()
 }
 

@@ -51,7 +51,7 @@ async fn list(
         .map(|r| shown(&caller, r))
         .collect();
     let next = if items.len() == filter.limit {
-        items.last().map(|r| r.id.clone())
+        items.last().map(|r| r.id.to_string())
     } else {
         None
     };

@@ -20,9 +20,8 @@ use crate::history::Recorder;
 use crate::history::Redactor;
 use crate::metrics::Metrics;
 use crate::model::call::{RecordedRequest, RecordedResponse};
-use crate::model::ids::new_id;
 use crate::model::validate::FieldError;
-use crate::model::{CallRecord, Outcome, Source, now_rfc3339};
+use crate::model::{CallId, CallRecord, Outcome, Source, now_rfc3339};
 use resolve::ResolveError;
 pub use result::CallResult;
 
@@ -121,7 +120,7 @@ impl Draft {
 
 /// Run one tool call end to end. Failures are results (`ok: false`), never errors.
 pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
-    let call_id = new_id("call");
+    let call_id = CallId::new();
     let webhook_id = req.hook.webhook.id.clone();
     // The span at DEBUG: at the default level a call writes no log line (its history record is
     // the call log), since formatting and writing one cost as much as the rest of the call's
@@ -184,7 +183,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         recorder.record(record).await;
     }
     CallResult {
-        call_id,
+        call_id: call_id.into(),
         ok: draft.outcome == Outcome::Success,
         outcome: draft.outcome,
         status: draft.status,

@@ -158,7 +158,7 @@ pub struct RecordedResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallRecord {
     /// Call id (time-ordered).
-    pub id: String,
+    pub id: super::CallId,
     /// Tool name, when called through a tool.
     pub tool: Option<String>,
     /// Webhook id.

@@ -67,6 +67,19 @@ id_type!(
     "sub",
     "subscription"
 );
+id_type!(
+    /// A recorded call's id, `call_…` (the history's order).
+    CallId,
+    "call",
+    "call"
+);
+
+impl CallId {
+    /// The id whose 32 hex digits spell `bits` (how the embedded store keys a call).
+    pub fn from_bits(bits: u128) -> CallId {
+        CallId(format!("call_{bits:032x}"))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -53,7 +53,7 @@ pub use event::{
     Delivery, DeliveryStatus, Event, Subscription, SubscriptionAuth, SubscriptionSpec,
 };
 pub use field::{DataType, Field, QueryStyle, ValueType};
-pub use ids::{AgentId, SecretId, SubscriptionId, ToolId, WebhookId};
+pub use ids::{AgentId, CallId, SecretId, SubscriptionId, ToolId, WebhookId};
 pub use names::{AgentName, SecretName, ToolName};
 pub use secret::SecretMeta;
 pub use tool::{Tool, ToolSpec};

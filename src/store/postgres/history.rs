@@ -134,7 +134,7 @@ impl HistoryStore for PgStore {
             let mut zstd =
                 zstd::bulk::Compressor::new(3).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             for r in records {
-                ids.push(r.id.clone());
+                ids.push(r.id.as_str());
                 tools.push(r.tool.clone());
                 hooks.push(r.webhook_id.clone());
                 outcomes.push(r.outcome.as_str());

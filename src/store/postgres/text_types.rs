@@ -8,7 +8,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
 use crate::model::{
-    AgentId, AgentName, SecretId, SecretName, SubscriptionId, ToolId, ToolName, WebhookId,
+    AgentId, AgentName, CallId, SecretId, SecretName, SubscriptionId, ToolId, ToolName, WebhookId,
 };
 
 macro_rules! pg_text {
@@ -41,6 +41,7 @@ macro_rules! pg_text {
 pg_text!(
     AgentId,
     AgentName,
+    CallId,
     SecretId,
     SecretName,
     SubscriptionId,

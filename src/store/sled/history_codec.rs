@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::call::{RecordedRequest, RecordedResponse};
-use crate::model::{CallRecord, Outcome, Source};
+use crate::model::{CallId, CallRecord, Outcome, Source};
 use crate::store::StoreError;
 
 /// zstd level: 3 is zstd's default, fast enough for the writer's batches.
@@ -44,12 +44,6 @@ pub fn key(id: &str) -> Result<[u8; 16], StoreError> {
     let n = u128::from_str_radix(hex, 16)
         .map_err(|_| StoreError::Corrupt(format!("'{id}' is not a call id")))?;
     Ok(n.to_be_bytes())
-}
-
-/// The call id a key spells.
-pub fn id_of(key: &[u8]) -> Option<String> {
-    let bytes: [u8; 16] = key.try_into().ok()?;
-    Some(format!("call_{:032x}", u128::from_be_bytes(bytes)))
 }
 
 /// Milliseconds since the epoch at which the call started (UUIDv7's first 48 bits).
@@ -143,7 +137,7 @@ fn to_stored(r: &CallRecord) -> StoredRef<'_> {
     }
 }
 
-fn from_stored(id: String, s: Stored) -> CallRecord {
+fn from_stored(id: CallId, s: Stored) -> CallRecord {
     CallRecord {
         id,
         tool: s.tool,
@@ -247,7 +241,7 @@ pub fn decode_chunk(value: &[u8]) -> Result<Vec<CallRecord>, StoreError> {
         rmp_serde::from_slice(&packed).map_err(|e| corrupt(e.to_string()))?;
     Ok(entries
         .into_iter()
-        .map(|(k, s)| from_stored(id_of(&k).unwrap_or_default(), s))
+        .map(|(k, s)| from_stored(CallId::from_bits(u128::from_be_bytes(k)), s))
         .collect())
 }
 
@@ -305,7 +299,7 @@ mod tests {
         let records: Vec<CallRecord> = (0..200)
             .map(|_| {
                 let mut r = sample();
-                r.id = crate::model::ids::new_id("call");
+                r.id = CallId::new();
                 r
             })
             .collect();
@@ -339,7 +333,7 @@ mod tests {
     fn keys_spell_the_id_and_its_time() {
         let id = crate::model::ids::new_id("call");
         let k = key(&id).unwrap();
-        assert_eq!(id_of(&k).unwrap(), id);
+        assert_eq!(CallId::from_bits(u128::from_be_bytes(k)), id);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
