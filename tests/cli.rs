@@ -378,12 +378,19 @@ async fn pending_deliveries_resume_after_kill_9() {
     )
     .await;
     assert_eq!(st, 201);
-    let h = hits.clone();
+    // Killed once the failed first attempt is stored (the receiver seeing it is not enough:
+    // the gateway records the attempt after the answer arrives).
+    let base = p.base.clone();
     eventually(10, || {
-        let h = h.clone();
-        async move { (h.load(Ordering::SeqCst) >= 1).then_some(()) }
+        let base = base.clone();
+        async move {
+            let (_, v) = get(&base, "/v1/deliveries?status=pending").await;
+            let attempts = v["items"][0]["attempts"].as_array().map(Vec::len);
+            (attempts == Some(1)).then_some(())
+        }
     })
     .await;
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
     let mut p = p;
     p.child.kill().unwrap();
     let _ = p.child.wait();
