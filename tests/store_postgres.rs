@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use common::pg::TestDb;
 use serde_json::json;
-use toolgate::model::{
-    Event, SecretName, SubscriptionSpec, ToolName, ToolSpec, WebhookId, WebhookSpec,
-};
+use toolgate::model::{Event, SubscriptionSpec, ToolSpec, WebhookSpec};
 use toolgate::store::{DefinitionStore, EventStore, PgStore, SecretStore, StoreError};
 
 const KEY: [u8; 32] = [7u8; 32];
@@ -32,19 +30,8 @@ fn hook(name: &str, secret: Option<&str>) -> WebhookSpec {
     serde_json::from_value(v).unwrap()
 }
 
-fn secret(name: &str) -> SecretName {
-    SecretName::parse(name).expect("a valid secret name")
-}
-
 fn tool(name: &str, webhook_id: &str) -> ToolSpec {
-    ToolSpec {
-        name: ToolName::parse(name).expect("a valid tool name"),
-        description: None,
-        webhook_id: Some(WebhookId::parse(webhook_id).expect("a webhook id")),
-        managed_by: None,
-        managed_file: None,
-        authorized: Default::default(),
-    }
+    conformance::tool(name, Some(webhook_id))
 }
 
 #[tokio::test]
@@ -60,7 +47,7 @@ async fn nodes_starting_together_migrate_once() {
     assert_eq!(opened.len(), 4);
     // Each sees the others' writes.
     opened[0]
-        .create_secret(&secret("shared"), "v")
+        .create_secret(&conformance::secret("shared"), "v")
         .await
         .unwrap();
     for s in &opened {
@@ -72,7 +59,10 @@ async fn nodes_starting_together_migrate_once() {
 async fn a_node_with_another_master_key_refuses_to_start() {
     let db = TestDb::create().await;
     let first = open(&db).await;
-    first.create_secret(&secret("k"), "value").await.unwrap();
+    first
+        .create_secret(&conformance::secret("k"), "value")
+        .await
+        .unwrap();
     let other = PgStore::connect(&db.url, &[9u8; 32], TIMEOUT).await;
     match other {
         Err(e @ StoreError::WrongKey) => {
@@ -134,7 +124,7 @@ async fn delete_guards_hold_against_a_link_from_another_node() {
     }
     for i in 0..30 {
         let s = a
-            .create_secret(&secret(&format!("s{i}")), "v")
+            .create_secret(&conformance::secret(&format!("s{i}")), "v")
             .await
             .unwrap();
         let (del, link) = tokio::join!(
@@ -198,27 +188,20 @@ async fn outbox_and_deliveries_are_claimed_once() {
     );
 }
 
+/// A successful invoke of `tool` with a fresh id.
 fn call(tool: &str) -> toolgate::model::CallRecord {
-    serde_json::from_value(json!({
-        "id": toolgate::model::ids::new_id("call"), "tool": tool, "webhook_id": "wh_x",
-        "source": "invoke", "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1,
-        "outcome": "success", "error": null, "arguments": {}, "request": null, "response": null
-    }))
-    .unwrap()
+    use toolgate::model::{Outcome, Source};
+    conformance::record(
+        &toolgate::model::ids::new_id("call"),
+        tool,
+        Outcome::Success,
+        Source::Invoke,
+    )
 }
 
 /// Visible ids, newest first.
 async fn visible(s: &PgStore) -> Vec<String> {
-    use toolgate::store::{CallFilter, HistoryStore};
-    s.list_calls(&CallFilter {
-        limit: 100_000,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|r| r.id.into())
-    .collect()
+    conformance::newest_ids(s, 100_000).await
 }
 
 /// (partitions, rows stored including hidden ones, the counter's n).

@@ -11,27 +11,15 @@ async fn sled_store_conforms() {
     conformance::all(Arc::new(store)).await;
 }
 
+/// A successful invoke of tool `t` with id `id`.
 fn call(id: &str) -> toolgate::model::CallRecord {
-    serde_json::from_value(serde_json::json!({
-        "id": id, "tool": "t", "webhook_id": "wh_x", "source": "invoke",
-        "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1, "outcome": "success",
-        "error": null, "arguments": {}, "request": null, "response": null}))
-    .unwrap()
+    use toolgate::model::{Outcome, Source};
+    conformance::record(id, "t", Outcome::Success, Source::Invoke)
 }
 
 /// Every stored call id, newest first.
 async fn listed(store: &toolgate::store::SledStore) -> Vec<String> {
-    use toolgate::store::{CallFilter, HistoryStore};
-    store
-        .list_calls(&CallFilter {
-            limit: 50,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id.into())
-        .collect()
+    conformance::newest_ids(store, 50).await
 }
 
 fn ids(n: usize) -> Vec<String> {

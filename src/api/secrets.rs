@@ -10,8 +10,7 @@ use serde::Deserialize;
 use super::{Matcher, Search};
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
-use crate::model::SecretName;
-use crate::model::validate::validate_secret;
+use crate::model::validate::{parse_new_secret, validate_secret_value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +52,7 @@ async fn set(
     ApiJson(body): ApiJson<UpdateSecret>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_subject(&subject)?;
-    let errs = validate_secret(None, &body.value);
+    let errs = validate_secret_value(&body.value);
     if !errs.is_empty() {
         return Err(ApiError::InvalidDefinition(errs));
     }
@@ -86,12 +85,7 @@ async fn create(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<CreateSecret>,
 ) -> Result<impl IntoResponse, ApiError> {
-    // Both fields are checked together, so a bad name and an empty value are reported at once.
-    let errs = validate_secret(Some(&body.name), &body.value);
-    let name = match SecretName::parse(body.name) {
-        Ok(name) if errs.is_empty() => name,
-        _ => return Err(ApiError::InvalidDefinition(errs)),
-    };
+    let name = parse_new_secret(body.name, &body.value).map_err(ApiError::InvalidDefinition)?;
     let meta = s.store.create_secret(&name, &body.value).await?;
     Ok((StatusCode::CREATED, Json(meta)))
 }
@@ -123,7 +117,7 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateSecret>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let errs = validate_secret(None, &body.value);
+    let errs = validate_secret_value(&body.value);
     if !errs.is_empty() {
         return Err(ApiError::InvalidDefinition(errs));
     }

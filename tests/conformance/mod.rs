@@ -19,7 +19,8 @@ fn hook(name: &str, extra: Value) -> WebhookSpec {
     serde_json::from_value(v).unwrap()
 }
 
-fn tool(name: &str, webhook_id: Option<&str>) -> ToolSpec {
+/// A tool spec named `name`, linked to `webhook_id` if given.
+pub fn tool(name: &str, webhook_id: Option<&str>) -> ToolSpec {
     ToolSpec {
         name: ToolName::parse(name).expect("a valid tool name"),
         description: None,
@@ -30,16 +31,31 @@ fn tool(name: &str, webhook_id: Option<&str>) -> ToolSpec {
     }
 }
 
-fn secret(name: &str) -> SecretName {
+/// A secret name that must be valid.
+pub fn secret(name: &str) -> SecretName {
     SecretName::parse(name).expect("a valid secret name")
 }
 
-fn record(id: &str, tool: &str, outcome: Outcome, source: Source) -> CallRecord {
+/// A history record of a call of `tool`, with id `id`.
+pub fn record(id: &str, tool: &str, outcome: Outcome, source: Source) -> CallRecord {
     serde_json::from_value(json!({
         "id": id, "tool": tool, "webhook_id": "wh_x", "source": source, "started_at": "2026-01-01T00:00:00Z",
         "duration_ms": 1, "outcome": outcome, "error": null, "arguments": {}, "request": null, "response": null
     }))
     .unwrap()
+}
+
+/// The newest `limit` call ids the store lists, newest first.
+pub async fn newest_ids(s: &dyn Store, limit: usize) -> Vec<String> {
+    s.list_calls(&CallFilter {
+        limit,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| r.id.into())
+    .collect()
 }
 
 /// Every check, in order, on one fresh store.

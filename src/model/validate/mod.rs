@@ -9,6 +9,7 @@ mod webhook;
 
 use serde::Serialize;
 
+use super::names::SecretName;
 use super::tool::ToolSpec;
 
 pub use super::names::{
@@ -66,17 +67,25 @@ pub fn validate_tool(spec: &ToolSpec) -> Vec<FieldError> {
     errs
 }
 
-/// Every problem with a secret's name and value.
-pub fn validate_secret(name: Option<&str>, value: &str) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    if let Some(n) = name
-        && !is_identifier(n)
-    {
-        errs.push(FieldError::new(
-            "name",
-            "secret names match ^[A-Za-z_][A-Za-z0-9_]{0,63}$",
-        ));
+/// A new secret's name, or every problem with the name and the value (reported together).
+pub fn parse_new_secret(name: String, value: &str) -> Result<SecretName, Vec<FieldError>> {
+    let name = SecretName::parse(name);
+    let mut errs: Vec<FieldError> = name
+        .as_ref()
+        .err()
+        .map(|rule| FieldError::new("name", rule.as_str()))
+        .into_iter()
+        .collect();
+    errs.extend(validate_secret_value(value));
+    match name {
+        Ok(name) if errs.is_empty() => Ok(name),
+        _ => Err(errs),
     }
+}
+
+/// Every problem with a secret's value.
+pub fn validate_secret_value(value: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
     if value.is_empty() {
         errs.push(FieldError::new("value", "value must not be empty"));
     } else if value.len() > 65_536 {
@@ -88,6 +97,20 @@ pub fn validate_secret(name: Option<&str>, value: &str) -> Vec<FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_secret_reports_name_and_value_together() {
+        let errs = parse_new_secret("1bad".into(), "").unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["name", "value"]);
+        assert_eq!(errs[0].message, SecretName::RULE);
+        assert_eq!(
+            parse_new_secret("crm_token".into(), "v").unwrap(),
+            "crm_token"
+        );
+        let errs = parse_new_secret("ok".into(), &"x".repeat(65_537)).unwrap_err();
+        assert_eq!(errs[0].field, "value");
+    }
 
     #[test]
     fn identifiers() {
