@@ -288,6 +288,97 @@ async fn history_retention_drops_whole_partitions_and_stays_exact() {
 }
 
 #[tokio::test]
+async fn a_batch_is_stored_in_chunks_and_every_record_reads_back_whole() {
+    use sqlx::Connection;
+    use toolgate::model::{Outcome, Source};
+    use toolgate::store::{CallFilter, HistoryStore};
+    let db = TestDb::create().await;
+    let s = open(&db).await;
+    // 1,200 records in one batch: chunks of 512, 512 and 176; every tenth failed, every third
+    // from MCP, with arguments of their own so a mix-up between records shows.
+    let batch: Vec<_> = (0..1_200)
+        .map(|i| {
+            let outcome = if i % 10 == 0 {
+                Outcome::Timeout
+            } else {
+                Outcome::Success
+            };
+            let source = if i % 3 == 0 {
+                Source::Mcp
+            } else {
+                Source::Invoke
+            };
+            let mut r = conformance::record(
+                &toolgate::model::ids::new_id("call"),
+                &format!("t{}", i % 7),
+                outcome,
+                source,
+            );
+            r.arguments = json!({"i": i});
+            r
+        })
+        .collect();
+    s.insert_calls(&batch, 0, 0).await.unwrap();
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM call_chunks")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(chunks, 3, "one chunk per 512 records of a batch");
+    let _ = c.close().await;
+    for r in batch.iter().step_by(97) {
+        let got = s.get_call(&r.id).await.unwrap();
+        assert_eq!(
+            serde_json::to_value(&got).unwrap(),
+            serde_json::to_value(r).unwrap()
+        );
+    }
+    // Filtered pages, walked with `before`, give exactly the matching records, newest first,
+    // each with its own arguments.
+    let mut expect: Vec<_> = batch
+        .iter()
+        .filter(|r| r.outcome == Outcome::Timeout && r.source == Source::Mcp)
+        .collect();
+    expect.sort_by(|a, b| b.id.cmp(&a.id));
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .list_calls(&CallFilter {
+                outcome: Some(toolgate::model::OutcomeFilter::Failed),
+                source: Some(Source::Mcp),
+                before: before.clone(),
+                limit: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id.to_string());
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), expect.len());
+    for (got, want) in seen.iter().zip(&expect) {
+        assert_eq!(got.id, want.id);
+        assert_eq!(got.arguments, want.arguments);
+    }
+    // What is not a call id names no record and has nothing before it.
+    assert!(matches!(
+        s.get_call("call_nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+    let none = s
+        .list_calls(&CallFilter {
+            before: Some("'; DROP TABLE calls; --".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
 async fn history_written_before_partitions_is_kept_in_order_by_the_upgrade() {
     use sqlx::Connection;
     use toolgate::store::HistoryStore;
@@ -325,6 +416,70 @@ async fn history_written_before_partitions_is_kept_in_order_by_the_upgrade() {
     assert_eq!(seen[0], new[0].id);
     assert_eq!(seen[1..], newest_first[..3]);
     assert_eq!(layout(&db).await.2, 4);
+}
+
+#[tokio::test]
+async fn the_upgrade_to_chunks_keeps_the_visible_records_of_every_partition() {
+    use sqlx::Connection;
+    use toolgate::store::HistoryStore;
+    let db = TestDb::create().await;
+    PgStore::migrate_to(&db.url, 5).await.expect("schema 5");
+    // Six records as schema 5 stored them, in two partitions; the oldest two past retention.
+    let old: Vec<_> = (0..6).map(|i| call(&format!("old{i}"))).collect();
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for (lo, hi) in [(1, 4), (4, 7)] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE calls_p{lo} PARTITION OF calls FOR VALUES FROM ({lo}) TO ({hi})"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO call_parts VALUES ($1, $2)")
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    for (i, r) in old.iter().enumerate() {
+        let json = serde_json::to_vec(r).unwrap();
+        sqlx::query(
+            "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, started_ms, record)
+             VALUES ($1, $2, $3, 'wh_x', 'success', 'invoke', 0, $4)",
+        )
+        .bind(i as i64 + 1)
+        .bind(&r.id)
+        .bind(&r.tool)
+        .bind(zstd::bulk::compress(&json, 3).unwrap())
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE call_count SET n = 4, seq = 6, visible_from = 3")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let _ = c.close().await;
+    let s = open(&db).await;
+    let newest_first: Vec<String> = old[2..].iter().rev().map(|r| r.id.to_string()).collect();
+    assert_eq!(visible(&s).await, newest_first);
+    assert_eq!(
+        layout(&db).await,
+        (2, 4, 4),
+        "the hidden rows were not copied"
+    );
+    let got = s.get_call(&old[3].id).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&got).unwrap(),
+        serde_json::to_value(&old[3]).unwrap()
+    );
+    // New records go into chunks beside the old rows; a cap of 4 then hides the oldest.
+    let new = vec![call("new"), call("new")];
+    s.insert_calls(&new, 4, 0).await.unwrap();
+    let seen = visible(&s).await;
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[2..], newest_first[..2]);
+    assert!(s.get_call(&old[2].id).await.is_err());
 }
 
 #[tokio::test]

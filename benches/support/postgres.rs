@@ -8,7 +8,7 @@ use sqlx::Connection;
 
 /// Bytes on disk of the history with its indexes: the sum over its partitions.
 const CALLS_BYTES: &str = "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::bigint \
-     FROM pg_inherits WHERE inhparent = 'calls'::regclass";
+     FROM pg_inherits WHERE inhparent IN ('calls'::regclass, 'call_chunks'::regclass)";
 
 /// A database created for one benchmark part and dropped after it.
 pub struct Db {

@@ -2,6 +2,7 @@
 //! can replace the embedded sled store without touching the API or call layers.
 
 pub mod group_commit;
+pub mod history_codec;
 pub mod postgres;
 pub mod seal;
 pub mod secret_cache;

@@ -1,15 +1,20 @@
-//! Call history: one row per call, the record as zstd-compressed JSON, every `GET /v1/calls`
-//! filter served by an index. The table is partitioned by write order (`seq`, handed out by the
-//! counter row, which also orders the batches of every node). The exact count of visible records
-//! lives in that row, changed in the same transaction as the records. Retention raises
-//! `visible_from` (no read sees a record below it) and drops a partition once all of it is
-//! below, instead of deleting rows one by one: dead rows piled up faster than vacuum removed
-//! them and every batch slowed down (BENCHMARKS.md, issue 18).
+//! Call history. A write batch's records are stored together as zstd-compressed chunks of the
+//! embedded store's format (`call_chunks`; records of one batch are alike, so together they
+//! compress to a fraction of their size one by one), and every record keeps a slim row in `calls`
+//! for the `GET /v1/calls` filters, each served by an index. Both tables are partitioned by write
+//! order (`seq`, handed out by the counter row, which also orders the batches of every node). The
+//! exact count of visible records lives in that row, changed in the same transaction as the
+//! records. Retention raises `visible_from` (no read sees a record below it) and drops a
+//! partition once all of it is below, instead of deleting rows one by one: dead rows piled up
+//! faster than vacuum removed them and every batch slowed down (BENCHMARKS.md, issue 18).
+
+use std::collections::HashMap;
 
 use sqlx::Row;
 
 use super::{PgStore, Tx, db};
 use crate::model::{CallRecord, OutcomeFilter};
+use crate::store::history_codec::{self as codec, CHUNK_MAX};
 use crate::store::{CallFilter, HistoryStore, StoreError, StoreFuture};
 
 /// Rows removed per statement by the age limit, so one prune never holds locks for long.
@@ -49,17 +54,69 @@ fn started_ms(r: &CallRecord) -> i64 {
     })
 }
 
-/// One record as zstd-compressed JSON. The compressor is the batch's: making a zstd context
-/// per record cost more than compressing it.
-fn pack(r: &CallRecord, zstd: &mut zstd::bulk::Compressor<'_>) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    zstd.compress(&json)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
+/// A record written before chunks: zstd-compressed JSON in its own row.
 fn unpack(b: &[u8]) -> Result<CallRecord, StoreError> {
     let json = zstd::stream::decode_all(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The 32 hex digits of a call id, as PostgreSQL reads a uuid; `None` for what is no call id.
+fn id_hex(id: &str) -> Option<String> {
+    codec::key(id).ok().map(|k| {
+        k.iter().fold(String::with_capacity(32), |mut s, b| {
+            use std::fmt::Write;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    })
+}
+
+/// The records of `rows` (`seq`, `chunk`, `record`), in their order: the ones in chunks are
+/// read from their chunks, each chunk fetched and decoded once.
+async fn records(
+    store: &PgStore,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<Vec<CallRecord>, StoreError> {
+    let mut wanted: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.get::<Option<i64>, _>(1))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut chunks: HashMap<i64, Vec<Option<CallRecord>>> = HashMap::new();
+    if !wanted.is_empty() {
+        let found = sqlx::query("SELECT last, body FROM call_chunks WHERE last = ANY($1)")
+            .bind(&wanted)
+            .fetch_all(&store.pool)
+            .await
+            .map_err(db)?;
+        for c in found {
+            let records = codec::decode_chunk(c.get::<&[u8], _>(1))?;
+            chunks.insert(c.get(0), records.into_iter().map(Some).collect());
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let seq: i64 = r.get(0);
+        match r.get::<Option<i64>, _>(1) {
+            Some(last) => {
+                let missing =
+                    || StoreError::Corrupt(format!("call history chunk {last}: no record {seq}"));
+                let chunk = chunks.get_mut(&last).ok_or_else(missing)?;
+                // The chunk holds seq `last - len + 1` to `last`, oldest first.
+                let from_end = usize::try_from(last - seq).map_err(|_| missing())?;
+                let i = chunk.len().checked_sub(from_end + 1).ok_or_else(missing)?;
+                out.push(
+                    chunk
+                        .get_mut(i)
+                        .and_then(Option::take)
+                        .ok_or_else(missing)?,
+                );
+            }
+            None => out.push(unpack(r.get::<Option<&[u8]>, _>(2).unwrap_or_default())?),
+        }
+    }
+    Ok(out)
 }
 
 fn now_ms() -> i64 {
@@ -80,12 +137,18 @@ async fn cover(tx: &mut Tx, first: i64, last: i64, size: i64) -> Result<(), Stor
     while lo <= last {
         let hi = lo.saturating_add(size);
         // Both bounds are integers this code computed: nothing from outside reaches the DDL.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE calls_p{lo} PARTITION OF calls FOR VALUES FROM ({lo}) TO ({hi})"
-        )))
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+        for ddl in [
+            format!("CREATE TABLE calls_p{lo} PARTITION OF calls FOR VALUES FROM ({lo}) TO ({hi})"),
+            format!(
+                "CREATE TABLE call_chunks_p{lo} PARTITION OF call_chunks \
+                 FOR VALUES FROM ({lo}) TO ({hi})"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(ddl))
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
         sqlx::query("INSERT INTO call_parts (lo, hi) VALUES ($1, $2)")
             .bind(lo)
             .bind(hi)
@@ -97,7 +160,8 @@ async fn cover(tx: &mut Tx, first: i64, last: i64, size: i64) -> Result<(), Stor
     Ok(())
 }
 
-/// Drop the partitions that lie wholly below `visible_from`: no read sees their records.
+/// Drop the partitions that lie wholly below `visible_from`: no read sees their records, nor
+/// any record of their chunks (a chunk is in the partition of its newest record).
 async fn drop_hidden(tx: &mut Tx, visible_from: i64) -> Result<(), StoreError> {
     let gone: Vec<i64> = sqlx::query_scalar("DELETE FROM call_parts WHERE hi <= $1 RETURNING lo")
         .bind(visible_from)
@@ -105,10 +169,12 @@ async fn drop_hidden(tx: &mut Tx, visible_from: i64) -> Result<(), StoreError> {
         .await
         .map_err(db)?;
     for lo in gone {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE calls_p{lo}")))
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE calls_p{lo}, call_chunks_p{lo}"
+        )))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
     }
     Ok(())
 }
@@ -124,25 +190,33 @@ impl HistoryStore for PgStore {
             if records.is_empty() {
                 return Ok(());
             }
-            let mut ids = Vec::with_capacity(records.len());
-            let mut tools = Vec::with_capacity(records.len());
-            let mut hooks = Vec::with_capacity(records.len());
-            let mut outcomes = Vec::with_capacity(records.len());
-            let mut sources = Vec::with_capacity(records.len());
-            let mut started = Vec::with_capacity(records.len());
-            let mut packed = Vec::with_capacity(records.len());
-            let mut zstd =
-                zstd::bulk::Compressor::new(3).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            for r in records {
-                ids.push(r.id.as_str());
-                tools.push(r.tool.clone());
-                hooks.push(r.webhook_id.clone());
+            // Oldest id first, like the embedded store, so a chunk's records are in id order.
+            let mut sorted: Vec<&CallRecord> = records.iter().collect();
+            sorted.sort_by(|a, b| a.id.cmp(&b.id));
+            let mut ids = Vec::with_capacity(sorted.len());
+            let mut tools = Vec::with_capacity(sorted.len());
+            let mut hooks = Vec::with_capacity(sorted.len());
+            let mut outcomes = Vec::with_capacity(sorted.len());
+            let mut sources = Vec::with_capacity(sorted.len());
+            let mut started = Vec::with_capacity(sorted.len());
+            for r in &sorted {
+                ids.push(
+                    id_hex(&r.id).ok_or_else(|| {
+                        StoreError::Corrupt(format!("'{}' is not a call id", r.id))
+                    })?,
+                );
+                tools.push(r.tool.as_deref());
+                hooks.push(r.webhook_id.as_str());
                 outcomes.push(r.outcome.as_str());
                 sources.push(r.source.as_str());
                 started.push(started_ms(r));
-                packed.push(pack(r, &mut zstd)?);
             }
-            let k = i64::try_from(records.len()).unwrap_or(i64::MAX);
+            // Compressed before the transaction, so the counter row is held only for the writes.
+            let bodies: Vec<Vec<u8>> = sorted
+                .chunks(CHUNK_MAX)
+                .map(|c| codec::encode_chunk(c).map(|(_, body)| body))
+                .collect::<Result<_, _>>()?;
+            let k = i64::try_from(sorted.len()).unwrap_or(i64::MAX);
             let mut tx = self.begin().await?;
             // The counter row's lock orders this batch against every other node's.
             let (last, mut visible_from, mut count): (i64, i64, i64) = sqlx::query_as(
@@ -154,17 +228,31 @@ impl HistoryStore for PgStore {
             .map_err(db)?;
             let first = last - k + 1;
             cover(&mut tx, first, last, partition_size(max_records)).await?;
+            // Record i (from 0) has seq `first + i` and is in the chunk that ends at the seq of
+            // its chunk's newest record.
+            let chunk_of: Vec<i64> = (0..k)
+                .map(|i| first + (i / CHUNK_MAX as i64 + 1) * CHUNK_MAX as i64 - 1)
+                .map(|end| end.min(last))
+                .collect();
+            let mut ends: Vec<i64> = chunk_of.clone();
+            ends.dedup();
+            sqlx::query("INSERT INTO call_chunks (last, body) SELECT * FROM unnest($1::bigint[], $2::bytea[])")
+                .bind(&ends)
+                .bind(&bodies)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             // No duplicate check: ids are UUIDv7 made by the node, and the writer never sends a
             // batch twice (a failed batch is logged and dropped). Probing every partition's id
             // index for each record cost more than the insert once there were a few.
             let added = sqlx::query(
-                "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, started_ms, record)
-                 SELECT $8 + u.ord - 1, u.id, u.tool, u.webhook_id, u.outcome, u.source,
-                        u.started_ms, u.record
+                "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, started_ms, chunk)
+                 SELECT $7 + u.ord - 1, u.id::uuid, u.tool, u.webhook_id, u.outcome, u.source,
+                        u.started_ms, u.chunk
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::bigint[], $7::bytea[])
+                             $6::bigint[], $8::bigint[])
                       WITH ORDINALITY
-                      AS u(id, tool, webhook_id, outcome, source, started_ms, record, ord)",
+                      AS u(id, tool, webhook_id, outcome, source, started_ms, chunk, ord)",
             )
             .bind(&ids)
             .bind(&tools)
@@ -172,8 +260,8 @@ impl HistoryStore for PgStore {
             .bind(&outcomes)
             .bind(&sources)
             .bind(&started)
-            .bind(&packed)
             .bind(first)
+            .bind(&chunk_of)
             .execute(&mut *tx)
             .await
             .map_err(db)?
@@ -231,15 +319,20 @@ impl HistoryStore for PgStore {
 
     fn get_call<'a>(&'a self, id: &'a str) -> StoreFuture<'a, CallRecord> {
         Box::pin(async move {
-            let packed: Vec<u8> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT record FROM calls WHERE id = $1 AND {VISIBLE}"
+            // What is not a call id names no record.
+            let hex = id_hex(id).ok_or(StoreError::NotFound("call"))?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT seq, chunk, record FROM calls WHERE id = $1::uuid AND {VISIBLE}"
             )))
-            .bind(id)
+            .bind(hex)
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?
             .ok_or(StoreError::NotFound("call"))?;
-            unpack(&packed)
+            records(self, std::slice::from_ref(&row))
+                .await?
+                .pop()
+                .ok_or(StoreError::NotFound("call"))
         })
     }
 
@@ -247,7 +340,7 @@ impl HistoryStore for PgStore {
         Box::pin(async move {
             // Only the filters given go into the statement, so the planner picks their index.
             let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
-                "SELECT record FROM calls WHERE {VISIBLE}"
+                "SELECT seq, chunk, record FROM calls WHERE {VISIBLE}"
             ));
             if let Some(w) = &filter.webhook_id {
                 q.push(" AND webhook_id = ").push_bind(w.clone());
@@ -267,9 +360,17 @@ impl HistoryStore for PgStore {
             if let Some(s) = filter.source {
                 q.push(" AND source = ").push_bind(s.as_str());
             }
-            super::newest_first(&mut q, filter.before.as_deref(), filter.limit);
+            if let Some(b) = &filter.before {
+                // An id that is not a call id names no record: nothing is before it.
+                let Some(hex) = id_hex(b) else {
+                    return Ok(Vec::new());
+                };
+                q.push(" AND id < ").push_bind(hex).push("::uuid");
+            }
+            q.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(i64::try_from(filter.limit).unwrap_or(i64::MAX));
             let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
-            rows.iter().map(|r| unpack(r.get::<&[u8], _>(0))).collect()
+            records(self, &rows).await
         })
     }
 }

@@ -68,6 +68,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "history_partitions",
             include_str!("migrations/0005_history_partitions.sql"),
         ),
+        m(
+            6,
+            "history_chunks",
+            include_str!("migrations/0006_history_chunks.sql"),
+        ),
     ])
 }
 

@@ -4,8 +4,8 @@
 //! count lives in the same tree under a key that sorts before every chunk, and changes in the
 //! same atomic batch as the records, so it is exact across restarts and a kill -9 at any point.
 
-use super::history_codec::{self as codec, CHUNK_MAX};
 use super::*;
+use crate::store::history_codec::{self as codec, CHUNK_MAX};
 
 /// The record count's key: sorts before every chunk key (UUIDv7 keys start at 0x01 for any date
 /// after 2004).

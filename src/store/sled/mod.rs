@@ -7,7 +7,6 @@ mod access;
 mod definitions;
 mod events;
 mod history;
-mod history_codec;
 mod secrets;
 
 use std::path::Path;

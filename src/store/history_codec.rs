@@ -1,7 +1,9 @@
-//! The on-disk form of a history record, kept small: the key is the call id's 16 UUIDv7 bytes
-//! (time-ordered, so it carries the start time), the value is the record without its id,
-//! MessagePack-encoded by position (every field present, so positions never shift), then zstd-compressed against a dictionary of the strings records repeat (header
-//! names, common values). A small call's record takes about 40 % of its JSON size.
+//! The on-disk form of a history record, kept small, for both stores: a record's key is its call
+//! id's 16 UUIDv7 bytes (time-ordered, so it carries the start time), its value the record without
+//! its id, MessagePack-encoded by position (every field present, so positions never shift). A
+//! write batch's records are stored together as chunks, zstd-compressed against a dictionary of
+//! the strings records repeat (header names, common values): sled keeps a chunk under its first
+//! key, PostgreSQL in `call_chunks` beside a slim row per record.
 
 use std::sync::OnceLock;
 
