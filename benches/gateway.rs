@@ -339,11 +339,16 @@ async fn setup_tool(client: &reqwest::Client, base: &str, upstream: u16) {
 }
 
 fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// One `/proc/PID/status` figure in MB (`VmRSS:`, `RssAnon:`, …), NaN when unreadable.
+fn status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .map(|l| l.to_string())
         })
         .and_then(|l| {

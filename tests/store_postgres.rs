@@ -518,4 +518,12 @@ async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones()
     assert_eq!(seen, expect);
     let (_, rows, n) = layout(&db).await;
     assert_eq!((rows, n), (10, 10));
+    // The deleted records left a gap in the seq range: the cap now finds its cut by walking
+    // the records, and still keeps exactly the newest.
+    let more: Vec<_> = (0..cap).map(|_| call("more")).collect();
+    s.insert_calls(&more, cap, 86_400).await.unwrap();
+    let seen = visible(&s).await;
+    let expect: Vec<String> = more.iter().rev().map(|r| r.id.to_string()).collect();
+    assert_eq!(seen, expect);
+    assert_eq!(layout(&db).await.2, cap as i64);
 }

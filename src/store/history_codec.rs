@@ -233,18 +233,80 @@ pub fn encode_chunk(records: &[&CallRecord]) -> Result<(Vec<u8>, Vec<u8>), Store
 /// A chunk's records, oldest first.
 pub fn decode_chunk(value: &[u8]) -> Result<Vec<CallRecord>, StoreError> {
     let corrupt = |e: String| StoreError::Corrupt(format!("call history chunk: {e}"));
-    chunk_header(value)?;
-    let size = u32::from_be_bytes([value[19], value[20], value[21], value[22]]) as usize;
-    let mut d = decompressor()?;
-    let packed = d
-        .decompress(&value[HEADER..], size)
-        .map_err(|e| corrupt(e.to_string()))?;
+    let packed = unpack_chunk(value)?;
     let entries: Vec<([u8; 16], Stored)> =
         rmp_serde::from_slice(&packed).map_err(|e| corrupt(e.to_string()))?;
     Ok(entries
         .into_iter()
         .map(|(k, s)| from_stored(CallId::from_bits(u128::from_be_bytes(k)), s))
         .collect())
+}
+
+/// The records of a chunk at the positions `wanted` marks (oldest first, from 0), `None`
+/// elsewhere: the others are skipped without being built, so a page that needs a few records of
+/// a full chunk does not pay for all of it.
+pub fn decode_chunk_some(
+    value: &[u8],
+    wanted: &[bool],
+) -> Result<Vec<Option<CallRecord>>, StoreError> {
+    use serde::de::DeserializeSeed;
+    let corrupt = |e: String| StoreError::Corrupt(format!("call history chunk: {e}"));
+    let packed = unpack_chunk(value)?;
+    let mut de = rmp_serde::Deserializer::new(&packed[..]);
+    let entries = Picked(wanted)
+        .deserialize(&mut de)
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| e.map(|(k, s)| from_stored(CallId::from_bits(u128::from_be_bytes(k)), s)))
+        .collect())
+}
+
+/// A chunk's MessagePack, decompressed.
+fn unpack_chunk(value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    chunk_header(value)?;
+    let size = u32::from_be_bytes([value[19], value[20], value[21], value[22]]) as usize;
+    decompressor()?
+        .decompress(&value[HEADER..], size)
+        .map_err(|e| StoreError::Corrupt(format!("call history chunk: {e}")))
+}
+
+/// Reads a chunk's entries, building only those marked.
+struct Picked<'w>(&'w [bool]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Picked<'_> {
+    type Value = Vec<Option<([u8; 16], Stored)>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Picked<'_> {
+    type Value = Vec<Option<([u8; 16], Stored)>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a chunk's entries")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.0.len());
+        loop {
+            let entry = if self.0.get(out.len()).copied().unwrap_or(false) {
+                match seq.next_element::<([u8; 16], Stored)>()? {
+                    Some(e) => Some(e),
+                    None => break,
+                }
+            } else {
+                match seq.next_element::<serde::de::IgnoredAny>()? {
+                    Some(_) => None,
+                    None => break,
+                }
+            };
+            out.push(entry);
+        }
+        Ok(out)
+    }
 }
 
 /// A record stored as JSON by toolgate before chunks (converted at open).
@@ -329,6 +391,32 @@ mod tests {
         );
         assert!(encode_chunk(&[]).is_err());
         assert!(decode_chunk(b"{}").is_err());
+    }
+
+    #[test]
+    fn a_chunk_gives_just_the_records_asked_for() {
+        let records: Vec<CallRecord> = (0..50)
+            .map(|i| {
+                let mut r = sample();
+                r.id = CallId::new();
+                r.arguments = json!({"i": i});
+                r
+            })
+            .collect();
+        let (_, bytes) = encode_chunk(&records.iter().collect::<Vec<_>>()).unwrap();
+        // Positions 3 and 47 only; the mask may be shorter than the chunk.
+        let mut wanted = vec![false; 48];
+        wanted[3] = true;
+        wanted[47] = true;
+        let got = decode_chunk_some(&bytes, &wanted).unwrap();
+        assert_eq!(got.len(), 50);
+        for (i, r) in got.iter().enumerate() {
+            match i {
+                3 | 47 => assert_eq!(r.as_ref(), Some(&records[i])),
+                _ => assert!(r.is_none(), "position {i} was built"),
+            }
+        }
+        assert!(decode_chunk_some(&bytes[..bytes.len() - 3], &wanted).is_err());
     }
 
     #[test]

@@ -91,8 +91,21 @@ async fn records(
             .await
             .map_err(db)?;
         for c in found {
-            let records = codec::decode_chunk(c.get::<&[u8], _>(1))?;
-            chunks.insert(c.get(0), records.into_iter().map(Some).collect());
+            let last: i64 = c.get(0);
+            let body: &[u8] = c.get(1);
+            // The positions of this chunk's records the rows ask for (the chunk holds seq
+            // `last - count + 1` to `last`, oldest first): the rest are skipped, not built.
+            let count = codec::chunk_header(body)?.count as i64;
+            let mut mask = vec![false; usize::try_from(count).unwrap_or(0)];
+            for r in rows {
+                if r.get::<Option<i64>, _>(1) == Some(last) {
+                    let i = r.get::<i64, _>(0) - (last - count + 1);
+                    if let Some(m) = usize::try_from(i).ok().and_then(|i| mask.get_mut(i)) {
+                        *m = true;
+                    }
+                }
+            }
+            chunks.insert(last, codec::decode_chunk_some(body, &mask)?);
         }
     }
     let mut out = Vec::with_capacity(rows.len());
@@ -266,18 +279,26 @@ impl HistoryStore for PgStore {
             .await
             .map_err(db)?
             .rows_affected() as i64;
+            // Every seq from `visible_from` on holds a record unless the age limit deleted
+            // some: then the count is the seq range's length.
+            let dense = count == first - visible_from;
             count += added;
             let max = i64::try_from(max_records).unwrap_or(i64::MAX);
             if max_records > 0 && count > max {
-                // The seq of the newest record to hide: walks only the excess, all visible.
-                let newest_hidden: i64 = sqlx::query_scalar(
-                    "SELECT seq FROM calls WHERE seq >= $1 ORDER BY seq OFFSET $2 LIMIT 1",
-                )
-                .bind(visible_from)
-                .bind(count - max - 1)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
+                // The seq of the newest record to hide: with no gaps, counted; else found by
+                // walking the excess, all visible.
+                let newest_hidden: i64 = if dense && added == k {
+                    visible_from + (count - max) - 1
+                } else {
+                    sqlx::query_scalar(
+                        "SELECT seq FROM calls WHERE seq >= $1 ORDER BY seq OFFSET $2 LIMIT 1",
+                    )
+                    .bind(visible_from)
+                    .bind(count - max - 1)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?
+                };
                 visible_from = newest_hidden + 1;
                 count = max;
             }
