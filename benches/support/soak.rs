@@ -12,10 +12,49 @@ struct Window {
     errors: u64,
     records: u64,
     dir_mb: f64,
+    /// VmRSS, the mean of one sample a second while the window's load ran: one sample at the
+    /// window's end caught the writer's queue and batch at a random point of their cycle (the
+    /// anonymous part swung by 25 MB between neighbouring windows of the same steady load).
     rss_mb: f64,
-    /// The anonymous part of RSS (heap, stacks): VmRSS also counts the pages of the binary
-    /// that have been run, which grow as new code paths (retention, say) are first taken.
+    /// The highest of those samples.
+    rss_peak_mb: f64,
+    /// The anonymous part of RSS (heap, stacks), the mean: VmRSS also counts the pages of the
+    /// binary that have been run, which grow as new code paths (retention, say) are first taken.
     anon_mb: f64,
+}
+
+/// Samples a process's VmRSS and RssAnon once a second on its own thread until stopped.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                samples.push((rss_mb(pid), status_mb(pid, "RssAnon:")));
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    /// (mean RSS, peak RSS, mean anon RSS) of the samples taken.
+    fn stop(self) -> (f64, f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = self.thread.join().unwrap_or_default();
+        let n = samples.len().max(1) as f64;
+        (
+            samples.iter().map(|s| s.0).sum::<f64>() / n,
+            samples.iter().map(|s| s.0).fold(f64::NAN, f64::max),
+            samples.iter().map(|s| s.1).sum::<f64>() / n,
+        )
+    }
 }
 
 /// Run the soak and return its report section; with `pg`, on the PostgreSQL store (history size
@@ -40,7 +79,9 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     let mut windows = Vec::new();
     let mut total: u64 = 1; // the setup call
     for i in 1..=(minutes * 60 / window).max(1) {
+        let sampler = RssSampler::start(pid);
         let r = wrk_for(&url, conns, Some(&script), window);
+        let (rss_mb, rss_peak_mb, anon_mb) = sampler.stop();
         total += r.requests;
         windows.push(Window {
             end_s: i * window,
@@ -51,8 +92,9 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
                 Some(db) => db.calls_bytes().await as f64 / 1e6,
                 None => dir_size(&data) as f64 / 1e6,
             },
-            rss_mb: rss_mb(pid),
-            anon_mb: status_mb(pid, "RssAnon:"),
+            rss_mb,
+            rss_peak_mb,
+            anon_mb,
         });
     }
     let (page, _) = time_get(client, &format!("{}/v1/calls?limit=50", gw.base), 11).await;
@@ -67,11 +109,11 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     let store = if pg.is_some() { "PostgreSQL" } else { "sled" };
     let mut out = format!(
         "## Soak ({store} store): {minutes} min, {conns} connections, history cap {cap} records\n\n\
-         | time | req/s | errors | records | data dir | bytes/record | RSS | anon RSS |\n|---|---|---|---|---|---|---|---|\n"
+         | time | req/s | errors | records | data dir | bytes/record | RSS (mean) | RSS (peak) | anon RSS (mean) |\n|---|---|---|---|---|---|---|---|---|\n"
     );
     for w in &windows {
         out.push_str(&format!(
-            "| {} s | {:.0} | {} | {} | {:.1} MB | {:.0} | {:.1} MB | {:.1} MB |\n",
+            "| {} s | {:.0} | {} | {} | {:.1} MB | {:.0} | {:.1} MB | {:.1} MB | {:.1} MB |\n",
             w.end_s,
             w.rps,
             w.errors,
@@ -79,6 +121,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
             w.dir_mb,
             w.dir_mb * 1e6 / w.records.max(1) as f64,
             w.rss_mb,
+            w.rss_peak_mb,
             w.anon_mb
         ));
     }
@@ -94,6 +137,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
             .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)))
     };
     let (rss_lo, rss_hi) = range_from_minute_1(|w| w.rss_mb);
+    let (peak_lo, peak_hi) = range_from_minute_1(|w| w.rss_peak_mb);
     let (anon_lo, anon_hi) = range_from_minute_1(|w| w.anon_mb);
     out.push_str(&format!(
         "\n- throughput: {:.0} req/s below the cap ({} windows), {:.0} req/s at the cap ({} windows): {:.2}× (target ≥ 0.90×)\n",
@@ -112,10 +156,12 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
         ));
     }
     out.push_str(&format!(
-        "- RSS from minute 1: {rss_lo:.1}–{rss_hi:.1} MB ({:+.1} %, target within 10 %); anon RSS \
-         {anon_lo:.1}–{anon_hi:.1} MB ({:+.1} %); errors: {errors}\n\
+        "- RSS from minute 1, windows' means: {rss_lo:.1}–{rss_hi:.1} MB ({:+.1} %, target within 10 %); \
+         peaks {peak_lo:.1}–{peak_hi:.1} MB ({:+.1} %); anon RSS means {anon_lo:.1}–{anon_hi:.1} MB \
+         ({:+.1} %); errors: {errors}\n\
          - `GET /v1/calls?limit=50` at the end: {}; `?outcome=failed` (no match: a full scan): {}\n\n",
         (rss_hi / rss_lo - 1.0) * 100.0,
+        (peak_hi / peak_lo - 1.0) * 100.0,
         (anon_hi / anon_lo - 1.0) * 100.0,
         ms(page),
         ms(filtered)
