@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod allocator;
 pub mod api;
 pub mod call;
 pub mod catalog;

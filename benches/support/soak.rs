@@ -18,9 +18,28 @@ struct Window {
     rss_mb: f64,
     /// The highest of those samples.
     rss_peak_mb: f64,
+    /// toolgate's CPU time (every thread, user + system) per request served in the window: on
+    /// this shared machine req/s moves with the neighbours' load, CPU per request does not.
+    cpu_us: f64,
+    /// PostgreSQL's (every `postgres` process), per request; NaN on sled.
+    db_cpu_us: f64,
     /// The anonymous part of RSS (heap, stacks), the mean: VmRSS also counts the pages of the
     /// binary that have been run, which grow as new code paths (retention, say) are first taken.
     anon_mb: f64,
+}
+
+/// Every PostgreSQL server process on the machine (the benchmark's server runs nothing else).
+fn postgres_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .collect()
 }
 
 /// Samples a process's VmRSS and RssAnon once a second on its own thread until stopped.
@@ -79,9 +98,22 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     let mut windows = Vec::new();
     let mut total: u64 = 1; // the setup call
     for i in 1..=(minutes * 60 / window).max(1) {
+        let db_pids = if pg.is_some() {
+            postgres_pids()
+        } else {
+            Vec::new()
+        };
+        let (cpu0, db0) = (procstat::usage(&[pid]), procstat::usage(&db_pids));
         let sampler = RssSampler::start(pid);
         let r = wrk_for(&url, conns, Some(&script), window);
         let (rss_mb, rss_peak_mb, anon_mb) = sampler.stop();
+        let per_request = |u: procstat::Usage| u.cpu.as_secs_f64() * 1e6 / r.requests.max(1) as f64;
+        let cpu_us = per_request(procstat::usage(&[pid]) - cpu0);
+        let db_cpu_us = if pg.is_some() {
+            per_request(procstat::usage(&db_pids) - db0)
+        } else {
+            f64::NAN
+        };
         total += r.requests;
         windows.push(Window {
             end_s: i * window,
@@ -94,6 +126,8 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
             },
             rss_mb,
             rss_peak_mb,
+            cpu_us,
+            db_cpu_us,
             anon_mb,
         });
     }
@@ -109,11 +143,11 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     let store = if pg.is_some() { "PostgreSQL" } else { "sled" };
     let mut out = format!(
         "## Soak ({store} store): {minutes} min, {conns} connections, history cap {cap} records\n\n\
-         | time | req/s | errors | records | data dir | bytes/record | RSS (mean) | RSS (peak) | anon RSS (mean) |\n|---|---|---|---|---|---|---|---|---|\n"
+         | time | req/s | errors | records | data dir | bytes/record | RSS (mean) | RSS (peak) | anon RSS (mean) | CPU/req toolgate | CPU/req PostgreSQL |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for w in &windows {
         out.push_str(&format!(
-            "| {} s | {:.0} | {} | {} | {:.1} MB | {:.0} | {:.1} MB | {:.1} MB | {:.1} MB |\n",
+            "| {} s | {:.0} | {} | {} | {:.1} MB | {:.0} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} µs | {} |\n",
             w.end_s,
             w.rps,
             w.errors,
@@ -122,7 +156,9 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
             w.dir_mb * 1e6 / w.records.max(1) as f64,
             w.rss_mb,
             w.rss_peak_mb,
-            w.anon_mb
+            w.anon_mb,
+            w.cpu_us,
+            if w.db_cpu_us.is_nan() { "—".to_string() } else { format!("{:.1} µs", w.db_cpu_us) }
         ));
     }
     let below: Vec<&Window> = windows.iter().filter(|w| w.records < cap).collect();
@@ -147,6 +183,21 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
         at.len(),
         if below.is_empty() || at.is_empty() { f64::NAN } else { mean(&at) / mean(&below) }
     ));
+    let cpu = |ws: &[&Window], f: fn(&Window) -> f64| {
+        ws.iter().map(|w| f(w)).sum::<f64>() / ws.len().max(1) as f64
+    };
+    let (below_cpu, at_cpu) = (cpu(&below, |w| w.cpu_us), cpu(&at, |w| w.cpu_us));
+    out.push_str(&format!(
+        "- toolgate CPU per request: {below_cpu:.1} µs below the cap, {at_cpu:.1} µs at it ({:+.1} %)\n",
+        (at_cpu / below_cpu - 1.0) * 100.0
+    ));
+    if pg.is_some() {
+        let (below_db, at_db) = (cpu(&below, |w| w.db_cpu_us), cpu(&at, |w| w.db_cpu_us));
+        out.push_str(&format!(
+            "- PostgreSQL CPU per request: {below_db:.1} µs below the cap, {at_db:.1} µs at it ({:+.1} %)\n",
+            (at_db / below_db - 1.0) * 100.0
+        ));
+    }
     if let (Some(first), Some(last)) = (at.first(), at.last()) {
         out.push_str(&format!(
             "- trend at the cap: first window {:.0} req/s, last {:.0} req/s ({:+.1} %)\n",
