@@ -33,25 +33,10 @@ fn partition_size(max_records: usize) -> i64 {
         eighth.clamp(256, 1_000_000)
     }
 }
-/// When the record was made, for the age limit: the time in its UUIDv7 id (as the embedded
-/// store reads it), else its `started_at`.
-fn started_ms(r: &CallRecord) -> i64 {
-    let from_id =
-        r.id.rsplit_once('_')
-            .and_then(|(_, hex)| uuid::Uuid::parse_str(hex).ok())
-            .and_then(|u| u.get_timestamp())
-            .map(|ts| {
-                let (secs, nanos) = ts.to_unix();
-                (secs as i64).saturating_mul(1000) + i64::from(nanos / 1_000_000)
-            });
-    from_id.unwrap_or_else(|| {
-        time::OffsetDateTime::parse(
-            &r.started_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .unwrap_or(0)
-    })
+/// The smallest UUIDv7 made at `ms` (milliseconds since the epoch), as PostgreSQL reads a
+/// uuid: every call id made before `ms` sorts below it, since a UUIDv7 starts with its time.
+fn first_id_at(ms: i64) -> String {
+    format!("{:012x}{}", ms.clamp(0, (1 << 48) - 1), "0".repeat(20))
 }
 
 /// A record written before chunks: zstd-compressed JSON in its own row.
@@ -211,7 +196,6 @@ impl HistoryStore for PgStore {
             let mut hooks = Vec::with_capacity(sorted.len());
             let mut outcomes = Vec::with_capacity(sorted.len());
             let mut sources = Vec::with_capacity(sorted.len());
-            let mut started = Vec::with_capacity(sorted.len());
             for r in &sorted {
                 ids.push(
                     id_hex(&r.id).ok_or_else(|| {
@@ -222,7 +206,6 @@ impl HistoryStore for PgStore {
                 hooks.push(r.webhook_id.as_str());
                 outcomes.push(r.outcome.as_str());
                 sources.push(r.source.as_str());
-                started.push(started_ms(r));
             }
             // Compressed before the transaction, so the counter row is held only for the writes.
             let bodies: Vec<Vec<u8>> = sorted
@@ -259,20 +242,19 @@ impl HistoryStore for PgStore {
             // batch twice (a failed batch is logged and dropped). Probing every partition's id
             // index for each record cost more than the insert once there were a few.
             let added = sqlx::query(
-                "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, started_ms, chunk)
-                 SELECT $7 + u.ord - 1, u.id::uuid, u.tool, u.webhook_id, u.outcome, u.source,
-                        u.started_ms, u.chunk
+                "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, chunk)
+                 SELECT $6 + u.ord - 1, u.id::uuid, u.tool, u.webhook_id, u.outcome, u.source,
+                        u.chunk
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::bigint[], $8::bigint[])
+                             $7::bigint[])
                       WITH ORDINALITY
-                      AS u(id, tool, webhook_id, outcome, source, started_ms, chunk, ord)",
+                      AS u(id, tool, webhook_id, outcome, source, chunk, ord)",
             )
             .bind(&ids)
             .bind(&tools)
             .bind(&hooks)
             .bind(&outcomes)
             .bind(&sources)
-            .bind(&started)
             .bind(first)
             .bind(&chunk_of)
             .execute(&mut *tx)
@@ -304,18 +286,21 @@ impl HistoryStore for PgStore {
             }
             if max_age_secs > 0 {
                 let cutoff = now_ms().saturating_sub((max_age_secs as i64).saturating_mul(1000));
-                // Hidden records past the age go too (else every batch would walk them again);
-                // only the visible ones were counted.
+                // The start time is the id's first 48 bits: the id's index finds the old records
+                // (a BRIN index on a start-time column did not: fresh partitions are not
+                // summarised, so every batch read every partition whole). Hidden records past
+                // the age go too (else every batch would walk them again); only the visible ones
+                // were counted.
                 loop {
                     let (n, visible): (i64, i64) = sqlx::query_as(
                         "WITH gone AS (
                              DELETE FROM calls WHERE seq IN
-                             (SELECT seq FROM calls WHERE started_ms < $2 LIMIT $3)
+                             (SELECT seq FROM calls WHERE id < $2::uuid LIMIT $3)
                              RETURNING seq)
                          SELECT count(*), count(*) FILTER (WHERE seq >= $1) FROM gone",
                     )
                     .bind(visible_from)
-                    .bind(cutoff)
+                    .bind(first_id_at(cutoff))
                     .bind(AGE_BATCH)
                     .fetch_one(&mut *tx)
                     .await

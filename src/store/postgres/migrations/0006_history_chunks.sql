@@ -2,8 +2,9 @@
 -- stored together as one zstd-compressed chunk (`call_chunks`, the embedded store's format),
 -- which compresses records that are alike far better than one at a time. `calls` keeps a slim
 -- row per record for the filters: the id as a uuid, one single-column index per filter (B-tree
--- deduplication stores a repeated value once), and the start time under a BRIN index. A record
--- written before this migration keeps its compressed JSON in `record` instead of a chunk.
+-- deduplication stores a repeated value once). The start time is not stored: the id is a UUIDv7,
+-- whose first 48 bits are it, so the age limit reads it through the id's index. A record written
+-- before this migration keeps its compressed JSON in `record` instead of a chunk.
 DO $$
 DECLARE
     p record;
@@ -23,7 +24,6 @@ CREATE TABLE calls (
     webhook_id text   NOT NULL,
     outcome    text   NOT NULL,
     source     text   NOT NULL,
-    started_ms bigint NOT NULL,
     -- The `last` of the chunk that holds the record.
     chunk      bigint,
     -- A record from before chunks: zstd-compressed JSON.
@@ -36,7 +36,6 @@ CREATE INDEX calls_tool ON calls (tool);
 CREATE INDEX calls_webhook ON calls (webhook_id);
 CREATE INDEX calls_outcome ON calls (outcome);
 CREATE INDEX calls_source ON calls (source);
-CREATE INDEX calls_started ON calls USING brin (started_ms);
 CREATE INDEX calls_failed ON calls (id) WHERE outcome <> 'success';
 
 -- A chunk holds the records seq `last - count + 1` to `last` (its header has the count). It is
@@ -62,8 +61,8 @@ BEGIN
                         FOR VALUES FROM (%s) TO (%s)', p.lo, p.lo, p.hi);
     END LOOP;
 END $$;
-INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, started_ms, record)
-    SELECT seq, substr(id, 6)::uuid, tool, webhook_id, outcome, source, started_ms, record
+INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, record)
+    SELECT seq, substr(id, 6)::uuid, tool, webhook_id, outcome, source, record
     FROM calls_0005
     WHERE seq >= (SELECT visible_from FROM call_count);
 DROP TABLE calls_0005;
