@@ -223,6 +223,31 @@ async fn layout(db: &TestDb) -> (i64, i64, i64) {
     (parts, rows, n)
 }
 
+/// Store `r` as schemas 4 and 5 did, zstd-compressed JSON in its own row; with `seq` (schema 5)
+/// or without (schema 4).
+async fn insert_as_json(
+    c: &mut sqlx::PgConnection,
+    r: &toolgate::model::CallRecord,
+    seq: Option<i64>,
+) {
+    let (columns, values) = match seq {
+        Some(_) => ("seq, ", "$4, "),
+        None => ("", ""),
+    };
+    let json = serde_json::to_vec(r).unwrap();
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO calls ({columns}id, tool, webhook_id, outcome, source, started_ms, record)
+         VALUES ({values}$1, $2, 'wh_x', 'success', 'invoke', 0, $3)"
+    )))
+    .bind(r.id.to_string())
+    .bind(r.tool.clone())
+    .bind(zstd::bulk::compress(&json, 3).unwrap());
+    if let Some(seq) = seq {
+        q = q.bind(seq);
+    }
+    q.execute(c).await.unwrap();
+}
+
 #[tokio::test]
 async fn history_retention_drops_whole_partitions_and_stays_exact() {
     use toolgate::store::HistoryStore;
@@ -388,17 +413,7 @@ async fn history_written_before_partitions_is_kept_in_order_by_the_upgrade() {
     let old: Vec<_> = (0..5).map(|i| call(&format!("old{i}"))).collect();
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
     for r in &old {
-        let json = serde_json::to_vec(r).unwrap();
-        sqlx::query(
-            "INSERT INTO calls (id, tool, webhook_id, outcome, source, started_ms, record)
-             VALUES ($1, $2, 'wh_x', 'success', 'invoke', 0, $3)",
-        )
-        .bind(&r.id)
-        .bind(&r.tool)
-        .bind(zstd::bulk::compress(&json, 3).unwrap())
-        .execute(&mut c)
-        .await
-        .unwrap();
+        insert_as_json(&mut c, r, None).await;
     }
     sqlx::query("UPDATE call_count SET n = 5")
         .execute(&mut c)
@@ -442,18 +457,7 @@ async fn the_upgrade_to_chunks_keeps_the_visible_records_of_every_partition() {
             .unwrap();
     }
     for (i, r) in old.iter().enumerate() {
-        let json = serde_json::to_vec(r).unwrap();
-        sqlx::query(
-            "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, started_ms, record)
-             VALUES ($1, $2, $3, 'wh_x', 'success', 'invoke', 0, $4)",
-        )
-        .bind(i as i64 + 1)
-        .bind(&r.id)
-        .bind(&r.tool)
-        .bind(zstd::bulk::compress(&json, 3).unwrap())
-        .execute(&mut c)
-        .await
-        .unwrap();
+        insert_as_json(&mut c, r, Some(i as i64 + 1)).await;
     }
     sqlx::query("UPDATE call_count SET n = 4, seq = 6, visible_from = 3")
         .execute(&mut c)

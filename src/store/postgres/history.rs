@@ -17,9 +17,6 @@ use crate::model::{CallRecord, OutcomeFilter};
 use crate::store::history_codec::{self as codec, CHUNK_MAX};
 use crate::store::{CallFilter, HistoryStore, StoreError, StoreFuture};
 
-/// Rows removed per statement by the age limit, so one prune never holds locks for long.
-const AGE_BATCH: i64 = 5_000;
-
 /// The condition every read adds: the record is not past retention.
 const VISIBLE: &str = "seq >= (SELECT visible_from FROM call_count)";
 
@@ -291,25 +288,18 @@ impl HistoryStore for PgStore {
                 // summarised, so every batch read every partition whole). Hidden records past
                 // the age go too (else every batch would walk them again); only the visible ones
                 // were counted.
-                loop {
-                    let (n, visible): (i64, i64) = sqlx::query_as(
-                        "WITH gone AS (
-                             DELETE FROM calls WHERE seq IN
-                             (SELECT seq FROM calls WHERE id < $2::uuid LIMIT $3)
-                             RETURNING seq)
-                         SELECT count(*), count(*) FILTER (WHERE seq >= $1) FROM gone",
-                    )
-                    .bind(visible_from)
-                    .bind(first_id_at(cutoff))
-                    .bind(AGE_BATCH)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                    count -= visible;
-                    if n < AGE_BATCH {
-                        break;
-                    }
-                }
+                // One statement over the id index, with no `seq IN (SELECT … LIMIT n)` join for
+                // the planner to turn into a scan of every partition.
+                let visible: i64 = sqlx::query_scalar(
+                    "WITH gone AS (DELETE FROM calls WHERE id < $2::uuid RETURNING seq)
+                     SELECT count(*) FILTER (WHERE seq >= $1) FROM gone",
+                )
+                .bind(visible_from)
+                .bind(first_id_at(cutoff))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                count -= visible;
             }
             drop_hidden(&mut tx, visible_from).await?;
             sqlx::query("UPDATE call_count SET n = $1, visible_from = $2")
