@@ -97,7 +97,11 @@ async fn records(
             Some(last) => {
                 let missing =
                     || StoreError::Corrupt(format!("call history chunk {last}: no record {seq}"));
-                let chunk = chunks.get_mut(&last).ok_or_else(missing)?;
+                // A chunk goes only with its partition, once every record in it is hidden:
+                // gone between the two reads, the record was past retention.
+                let Some(chunk) = chunks.get_mut(&last) else {
+                    continue;
+                };
                 // The chunk holds seq `last - len + 1` to `last`, oldest first.
                 let from_end = usize::try_from(last - seq).map_err(|_| missing())?;
                 let i = chunk.len().checked_sub(from_end + 1).ok_or_else(missing)?;
