@@ -157,9 +157,21 @@ async fn file_definitions_refuse_api_edits_and_name_their_file() {
     )
     .unwrap();
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let err = match toolgate::build_state(config).await {
-        Ok(_) => panic!("start-up must fail"),
-        Err(e) => e.to_string(),
+    // sled's threads let go of the store's lock a moment after the server stops: wait for that
+    // (as `Server::launch` does), not for anything else.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let err = loop {
+        match toolgate::build_state(config.clone()).await {
+            Ok(_) => panic!("start-up must fail"),
+            Err(e) => {
+                let e = e.to_string();
+                if e.contains("could not acquire lock") && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                break e;
+            }
+        }
     };
     assert!(
         err.contains("dup.toml") && err.contains("through the API"),
