@@ -44,13 +44,16 @@ fn unpack(b: &[u8]) -> Result<CallRecord, StoreError> {
 
 /// The 32 hex digits of a call id, as PostgreSQL reads a uuid; `None` for what is no call id.
 fn id_hex(id: &str) -> Option<String> {
-    codec::key(id).ok().map(|k| {
-        k.iter().fold(String::with_capacity(32), |mut s, b| {
-            use std::fmt::Write;
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-    })
+    codec::key(id)
+        .ok()
+        .map(|k| format!("{:032x}", u128::from_be_bytes(k)))
+}
+
+/// Where record `seq` sits in the chunk of `len` records whose newest is `last` (a chunk holds
+/// seq `last - len + 1` to `last`, oldest first).
+fn position(seq: i64, last: i64, len: usize) -> Option<usize> {
+    let from_end = usize::try_from(last.checked_sub(seq)?).ok()?;
+    len.checked_sub(from_end.checked_add(1)?)
 }
 
 /// The records of `rows` (`seq`, `chunk`, `record`), in their order: the ones in chunks are
@@ -59,10 +62,8 @@ async fn records(
     store: &PgStore,
     rows: &[sqlx::postgres::PgRow],
 ) -> Result<Vec<CallRecord>, StoreError> {
-    let mut wanted: Vec<i64> = rows
-        .iter()
-        .filter_map(|r| r.get::<Option<i64>, _>(1))
-        .collect();
+    let keys: Vec<(i64, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut wanted: Vec<i64> = keys.iter().filter_map(|(_, chunk)| *chunk).collect();
     wanted.sort_unstable();
     wanted.dedup();
     let mut chunks: HashMap<i64, Vec<Option<CallRecord>>> = HashMap::new();
@@ -75,45 +76,35 @@ async fn records(
         for c in found {
             let last: i64 = c.get(0);
             let body: &[u8] = c.get(1);
-            // The positions of this chunk's records the rows ask for (the chunk holds seq
-            // `last - count + 1` to `last`, oldest first): the rest are skipped, not built.
-            let count = codec::chunk_header(body)?.count as i64;
-            let mut mask = vec![false; usize::try_from(count).unwrap_or(0)];
-            for r in rows {
-                if r.get::<Option<i64>, _>(1) == Some(last) {
-                    let i = r.get::<i64, _>(0) - (last - count + 1);
-                    if let Some(m) = usize::try_from(i).ok().and_then(|i| mask.get_mut(i)) {
-                        *m = true;
-                    }
+            // Only the records the rows ask for are built; the rest are skipped.
+            let len = codec::chunk_header(body)?.count;
+            let mut mask = vec![false; len];
+            for (seq, _) in keys.iter().filter(|(_, chunk)| *chunk == Some(last)) {
+                if let Some(m) = position(*seq, last, len).and_then(|i| mask.get_mut(i)) {
+                    *m = true;
                 }
             }
             chunks.insert(last, codec::decode_chunk_some(body, &mask)?);
         }
     }
     let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let seq: i64 = r.get(0);
-        match r.get::<Option<i64>, _>(1) {
-            Some(last) => {
-                let missing =
-                    || StoreError::Corrupt(format!("call history chunk {last}: no record {seq}"));
-                // A chunk goes only with its partition, once every record in it is hidden:
-                // gone between the two reads, the record was past retention.
-                let Some(chunk) = chunks.get_mut(&last) else {
-                    continue;
-                };
-                // The chunk holds seq `last - len + 1` to `last`, oldest first.
-                let from_end = usize::try_from(last - seq).map_err(|_| missing())?;
-                let i = chunk.len().checked_sub(from_end + 1).ok_or_else(missing)?;
-                out.push(
-                    chunk
-                        .get_mut(i)
-                        .and_then(Option::take)
-                        .ok_or_else(missing)?,
-                );
-            }
-            None => out.push(unpack(r.get::<Option<&[u8]>, _>(2).unwrap_or_default())?),
-        }
+    for (r, (seq, chunk)) in rows.iter().zip(&keys) {
+        let Some(last) = *chunk else {
+            out.push(unpack(r.get::<Option<&[u8]>, _>(2).unwrap_or_default())?);
+            continue;
+        };
+        // A chunk goes only with its partition, once every record in it is hidden: gone
+        // between the two reads, the record was past retention.
+        let Some(records) = chunks.get_mut(&last) else {
+            continue;
+        };
+        let record = position(*seq, last, records.len())
+            .and_then(|i| records.get_mut(i))
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("call history chunk {last}: no record {seq}"))
+            })?;
+        out.push(record);
     }
     Ok(out)
 }
@@ -209,10 +200,17 @@ impl HistoryStore for PgStore {
                 sources.push(r.source.as_str());
             }
             // Compressed before the transaction, so the counter row is held only for the writes.
-            let bodies: Vec<Vec<u8>> = sorted
-                .chunks(CHUNK_MAX)
-                .map(|c| codec::encode_chunk(c).map(|(_, body)| body))
-                .collect::<Result<_, _>>()?;
+            // A chunk is known by its newest record's seq; until the batch has its seqs, by
+            // that record's offset in the batch.
+            let mut bodies = Vec::new();
+            let mut chunk_ends = Vec::new();
+            let mut chunk_of = Vec::with_capacity(sorted.len());
+            for (j, c) in sorted.chunks(CHUNK_MAX).enumerate() {
+                let end = i64::try_from(j * CHUNK_MAX + c.len() - 1).unwrap_or(i64::MAX);
+                bodies.push(codec::encode_chunk(c)?.1);
+                chunk_ends.push(end);
+                chunk_of.extend(std::iter::repeat_n(end, c.len()));
+            }
             let k = i64::try_from(sorted.len()).unwrap_or(i64::MAX);
             let mut tx = self.begin().await?;
             // The counter row's lock orders this batch against every other node's.
@@ -225,27 +223,24 @@ impl HistoryStore for PgStore {
             .map_err(db)?;
             let first = last - k + 1;
             cover(&mut tx, first, last, partition_size(max_records)).await?;
-            // Record i (from 0) has seq `first + i` and is in the chunk that ends at the seq of
-            // its chunk's newest record.
-            let chunk_of: Vec<i64> = (0..k)
-                .map(|i| first + (i / CHUNK_MAX as i64 + 1) * CHUNK_MAX as i64 - 1)
-                .map(|end| end.min(last))
-                .collect();
-            let mut ends: Vec<i64> = chunk_of.clone();
-            ends.dedup();
-            sqlx::query("INSERT INTO call_chunks (last, body) SELECT * FROM unnest($1::bigint[], $2::bytea[])")
-                .bind(&ends)
-                .bind(&bodies)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            sqlx::query(
+                "INSERT INTO call_chunks (last, body)
+                 SELECT $3 + u.end_offset, u.body
+                 FROM unnest($1::bigint[], $2::bytea[]) AS u(end_offset, body)",
+            )
+            .bind(&chunk_ends)
+            .bind(&bodies)
+            .bind(first)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             // No duplicate check: ids are UUIDv7 made by the node, and the writer never sends a
             // batch twice (a failed batch is logged and dropped). Probing every partition's id
             // index for each record cost more than the insert once there were a few.
             let added = sqlx::query(
                 "INSERT INTO calls (seq, id, tool, webhook_id, outcome, source, chunk)
                  SELECT $6 + u.ord - 1, u.id::uuid, u.tool, u.webhook_id, u.outcome, u.source,
-                        u.chunk
+                        $6 + u.chunk
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $7::bigint[])
                       WITH ORDINALITY
