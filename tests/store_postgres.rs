@@ -525,9 +525,35 @@ async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones()
     // The deleted records left a gap in the seq range: the cap now finds its cut by walking
     // the records, and still keeps exactly the newest.
     let more: Vec<_> = (0..cap).map(|_| call("more")).collect();
+    let checked = std::time::Instant::now();
     s.insert_calls(&more, cap, 86_400).await.unwrap();
     let seen = visible(&s).await;
     let expect: Vec<String> = more.iter().rev().map(|r| r.id.to_string()).collect();
     assert_eq!(seen, expect);
     assert_eq!(layout(&db).await.2, cap as i64);
+    // A node applies the age limit at most once a second (each check is planned over every
+    // partition): old records written just after a check stay, counted, until the next one.
+    let late: Vec<_> = (0..5).map(|i| old(10_000 + i)).collect();
+    let late_ids: Vec<String> = late.iter().map(|r| r.id.to_string()).collect();
+    s.insert_calls(&late, cap, 0).await.unwrap();
+    s.insert_calls(&[call("soon")], cap, 86_400).await.unwrap();
+    // Under a second since the check began (on a machine this slow, the check may be due).
+    let quick = checked.elapsed() < Duration::from_millis(900);
+    if quick {
+        let seen = visible(&s).await;
+        assert!(
+            late_ids.iter().all(|id| seen.contains(id)),
+            "checked again at once"
+        );
+        assert_eq!(layout(&db).await.2, cap as i64);
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    s.insert_calls(&[call("later")], cap, 86_400).await.unwrap();
+    let seen = visible(&s).await;
+    assert!(late_ids.iter().all(|id| !seen.contains(id)), "{seen:?}");
+    assert_eq!(layout(&db).await.2, seen.len() as i64);
+    if quick {
+        // The cap hid one record for each of the two, then the check took the five.
+        assert_eq!(seen.len(), cap - late.len());
+    }
 }

@@ -9,6 +9,7 @@
 //! faster than vacuum removed them and every batch slowed down (BENCHMARKS.md, issue 18).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use sqlx::Row;
 
@@ -107,6 +108,26 @@ async fn records(
         out.push(record);
     }
     Ok(out)
+}
+
+/// How often a node applies the age limit: a record outlives it by at most this much. Every
+/// batch applied it before, and the deletion costs more with every partition (it is planned
+/// over each one and its indexes): PostgreSQL's CPU per call doubled as the history filled
+/// (BENCHMARKS.md, issue 18). The cap is still applied by every batch.
+const AGE_CHECK_MS: i64 = 1_000;
+
+/// Allow or forbid sequential scans for the rest of the transaction (`SET LOCAL`).
+async fn set_seqscan(tx: &mut Tx, on: bool) -> Result<(), StoreError> {
+    let sql = if on {
+        "SET LOCAL enable_seqscan = on"
+    } else {
+        "SET LOCAL enable_seqscan = off"
+    };
+    sqlx::query(sql)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(db)
 }
 
 fn now_ms() -> i64 {
@@ -212,6 +233,9 @@ impl HistoryStore for PgStore {
                 chunk_of.extend(std::iter::repeat_n(end, c.len()));
             }
             let k = i64::try_from(sorted.len()).unwrap_or(i64::MAX);
+            let now = now_ms();
+            let age_due = max_age_secs > 0
+                && now.saturating_sub(self.age_checked_ms.load(Ordering::Relaxed)) >= AGE_CHECK_MS;
             let mut tx = self.begin().await?;
             // The counter row's lock orders this batch against every other node's.
             let (last, mut visible_from, mut count): (i64, i64, i64) = sqlx::query_as(
@@ -280,8 +304,8 @@ impl HistoryStore for PgStore {
                 visible_from = newest_hidden + 1;
                 count = max;
             }
-            if max_age_secs > 0 {
-                let cutoff = now_ms().saturating_sub((max_age_secs as i64).saturating_mul(1000));
+            if age_due {
+                let cutoff = now.saturating_sub((max_age_secs as i64).saturating_mul(1000));
                 // The start time is the id's first 48 bits: the id's index finds the old records
                 // (a BRIN index on a start-time column did not: fresh partitions are not
                 // summarised, so every batch read every partition whole). Hidden records past
@@ -289,6 +313,11 @@ impl HistoryStore for PgStore {
                 // were counted.
                 // One statement over the id index, with no `seq IN (SELECT … LIMIT n)` join for
                 // the planner to turn into a scan of every partition.
+                // The partitions being written have no statistics until autovacuum analyses
+                // them (once a minute at best), so the planner guessed a third of their rows
+                // match and read them whole: up to 45 ms a batch. For this statement only, the
+                // id index is the way in.
+                set_seqscan(&mut tx, false).await?;
                 let visible: i64 = sqlx::query_scalar(
                     "WITH gone AS (DELETE FROM calls WHERE id < $2::uuid RETURNING seq)
                      SELECT count(*) FILTER (WHERE seq >= $1) FROM gone",
@@ -298,6 +327,7 @@ impl HistoryStore for PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?;
+                set_seqscan(&mut tx, true).await?;
                 count -= visible;
             }
             drop_hidden(&mut tx, visible_from).await?;
@@ -308,7 +338,11 @@ impl HistoryStore for PgStore {
                 .await
                 .map_err(db)?;
             tracing::trace!(count, visible_from, "call history written");
-            Self::commit(tx).await
+            Self::commit(tx).await?;
+            if age_due {
+                self.age_checked_ms.store(now, Ordering::Relaxed);
+            }
+            Ok(())
         })
     }
 

@@ -90,6 +90,8 @@ pub struct PgStore {
     /// How long a claimed delivery is this node's alone.
     lease: Duration,
     stop: tokio_util::sync::CancellationToken,
+    /// When this node last applied the history's age limit (ms since the epoch).
+    age_checked_ms: AtomicI64,
 }
 
 impl Drop for PgStore {
@@ -193,6 +195,7 @@ impl PgStore {
             version: Arc::new(AtomicI64::new(0)),
             lease: (attempt_timeout * 3).max(MIN_DELIVERY_LEASE),
             stop: tokio_util::sync::CancellationToken::new(),
+            age_checked_ms: AtomicI64::new(i64::MIN),
         };
         store.check_key().await?;
         let version: i64 = sqlx::query_scalar("SELECT version FROM catalog_version")
