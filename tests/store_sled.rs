@@ -22,6 +22,24 @@ async fn listed(store: &toolgate::store::SledStore) -> Vec<String> {
     conformance::newest_ids(store, 50).await
 }
 
+/// Open the store in `dir` again. sled's background flusher can hold the directory lock for a
+/// moment after the last handle is dropped (seen under a loaded full suite): wait for it rather
+/// than fail on timing.
+fn reopen(dir: &std::path::Path) -> toolgate::store::SledStore {
+    let mut tries = 0;
+    loop {
+        match toolgate::store::SledStore::open(dir, &[7u8; 32]) {
+            Ok(s) => return s,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("open: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+}
+
 fn ids(n: usize) -> Vec<String> {
     (0..n)
         .map(|_| toolgate::model::ids::new_id("call"))
@@ -64,20 +82,7 @@ async fn a_json_history_is_converted_at_open() {
         }
         db.flush().unwrap();
     }
-    // sled's background flusher can hold the directory lock for a moment after the Db is
-    // dropped (seen under a loaded full suite): wait for it rather than fail on timing.
-    let mut tries = 0;
-    let store = loop {
-        match toolgate::store::SledStore::open(dir.path(), &[7u8; 32]) {
-            Ok(s) => break s,
-            Err(e) if tries < 50 => {
-                tries += 1;
-                eprintln!("open: {e}; retrying");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(e) => panic!("open: {e}"),
-        }
-    };
+    let store = reopen(dir.path());
     let got = listed(&store).await;
     assert_eq!(got, old.iter().rev().cloned().collect::<Vec<_>>());
     assert_eq!(
@@ -88,4 +93,106 @@ async fn a_json_history_is_converted_at_open() {
     let next = ids(1);
     store.insert_calls(&[call(&next[0])], 2, 0).await.unwrap();
     assert_eq!(listed(&store).await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_cap_hides_part_of_the_oldest_chunk_and_that_survives_a_restart() {
+    use toolgate::store::{CallFilter, HistoryStore};
+    let dir = tempfile::tempdir().unwrap();
+    // One batch: one chunk of 10.
+    let first = ids(10);
+    {
+        let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+        let recs: Vec<_> = first.iter().map(|i| call(i)).collect();
+        store.insert_calls(&recs, 0, 0).await.unwrap();
+        // At a cap of 8, two more hide the chunk's four oldest: they are neither listed nor
+        // found by id, though the chunk still holds them.
+        let two = ids(2);
+        let recs: Vec<_> = two.iter().map(|i| call(i)).collect();
+        store.insert_calls(&recs, 8, 0).await.unwrap();
+        let kept = listed(&store).await;
+        assert_eq!(kept.len(), 8, "{kept:?}");
+        assert_eq!(&kept[..2], &[two[1].clone(), two[0].clone()]);
+        for hidden in &first[..4] {
+            assert!(!kept.contains(hidden));
+            assert!(store.get_call(hidden).await.is_err(), "{hidden} is hidden");
+        }
+        assert!(store.get_call(&first[4]).await.is_ok());
+        // A page that starts inside the hidden part is empty.
+        let page = store
+            .list_calls(&CallFilter {
+                limit: 50,
+                before: Some(first[3].clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.is_empty(), "{page:?}");
+    }
+    // Reopened: the same eight, and the count is exact (one more at the cap hides exactly one).
+    let store = reopen(dir.path());
+    let kept = listed(&store).await;
+    assert_eq!(kept.len(), 8);
+    assert!(store.get_call(&first[3]).await.is_err());
+    let next = ids(1);
+    store.insert_calls(&[call(&next[0])], 8, 0).await.unwrap();
+    let now = listed(&store).await;
+    assert_eq!(now.len(), 8);
+    assert_eq!(now[0], next[0]);
+    assert!(!now.contains(&first[4]) && now.contains(&first[5]));
+    // Past the chunk's end, the excess takes the rest of it whole and trims into the next.
+    let burst = ids(7);
+    let recs: Vec<_> = burst.iter().map(|i| call(i)).collect();
+    store.insert_calls(&recs, 8, 0).await.unwrap();
+    let now = listed(&store).await;
+    assert_eq!(now.len(), 8);
+    assert!(first.iter().all(|f| !now.contains(f)));
+    assert_eq!(now[7], next[0]);
+}
+
+#[tokio::test]
+async fn the_age_limit_hides_the_old_part_of_a_chunk() {
+    use toolgate::store::HistoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+    let two_days_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 86_400;
+    let old: Vec<String> = (0..3u32)
+        .map(|i| {
+            let ts = uuid::Timestamp::from_unix(uuid::NoContext, two_days_ago, i);
+            toolgate::model::CallId::from_bits(uuid::Uuid::new_v7(ts).as_u128()).to_string()
+        })
+        .collect();
+    let new = ids(3);
+    // One chunk: three records two days old, then three new ones.
+    let recs: Vec<_> = old.iter().chain(&new).map(|i| call(i)).collect();
+    store.insert_calls(&recs, 0, 0).await.unwrap();
+    assert_eq!(listed(&store).await.len(), 6);
+    let next = ids(1);
+    store
+        .insert_calls(&[call(&next[0])], 0, 86_400)
+        .await
+        .unwrap();
+    let kept = listed(&store).await;
+    let expect: Vec<String> = next.iter().chain(new.iter().rev()).cloned().collect();
+    assert_eq!(kept, expect);
+    // Counted: a cap of 4 on the next write hides exactly the oldest visible one.
+    let more = ids(1);
+    store
+        .insert_calls(&[call(&more[0])], 4, 86_400)
+        .await
+        .unwrap();
+    let kept = listed(&store).await;
+    assert_eq!(
+        kept,
+        vec![
+            more[0].clone(),
+            next[0].clone(),
+            new[2].clone(),
+            new[1].clone()
+        ]
+    );
 }

@@ -11,8 +11,50 @@ use crate::store::history_codec::{self as codec, CHUNK_MAX};
 /// after 2004).
 const COUNT_KEY: &[u8] = b"\x00count";
 
+/// The history head's key (see [`Head`]): sorts before every chunk key too.
+const HEAD_KEY: &[u8] = b"\x00head";
+
 /// Where chunk keys start.
 const RECORDS: &[u8] = &[0x01];
+
+/// Where the history starts. Every chunk keyed below `key` is gone, and the first `hidden`
+/// records of the chunk at `key`, if it is there, are past retention: no read returns them and
+/// the count leaves them out. The cap hides a batch's worth of the oldest chunk instead of
+/// rewriting it: decompressing and compressing up to 512 records on every batch made the
+/// history writer's CPU double once the cap was reached (BENCHMARKS.md, issue 18). The chunk
+/// goes whole once every record in it is hidden.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Head {
+    key: Vec<u8>,
+    hidden: usize,
+}
+
+impl Head {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = (self.hidden as u64).to_be_bytes().to_vec();
+        v.extend_from_slice(&self.key);
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Self, StoreError> {
+        let (n, key) = v
+            .split_first_chunk::<8>()
+            .ok_or_else(|| StoreError::Corrupt("call history head".into()))?;
+        Ok(Head {
+            key: key.to_vec(),
+            hidden: u64::from_be_bytes(*n) as usize,
+        })
+    }
+
+    /// How many of the first records of the chunk at `key` are hidden.
+    fn hidden_in(&self, key: &[u8]) -> usize {
+        if key == self.key.as_slice() {
+            self.hidden
+        } else {
+            0
+        }
+    }
+}
 
 /// One write to the calls tree.
 type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -27,6 +69,10 @@ impl SledStore {
     pub(super) fn open_history(&self) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         self.migrate_json_history()?;
+        let head = match self.calls.get(HEAD_KEY)? {
+            Some(v) => Some(Head::decode(&v)?),
+            None => None,
+        };
         let count = match self.calls.get(COUNT_KEY)? {
             Some(v) => v
                 .as_ref()
@@ -35,15 +81,26 @@ impl SledStore {
                 .map_err(|_| StoreError::Corrupt("call count".into()))?,
             None => {
                 let mut n = 0;
-                for v in self.calls.range(RECORDS..).values() {
-                    n += codec::chunk_header(&v?)?.count;
+                for item in self.calls.range(RECORDS..) {
+                    let (k, v) = item?;
+                    let hidden = head.as_ref().map_or(0, |h| h.hidden_in(&k));
+                    n += codec::chunk_header(&v)?.count.saturating_sub(hidden);
                 }
                 self.calls.insert(COUNT_KEY, &count_bytes(n))?;
                 n
             }
         };
         self.call_count.store(count, Relaxed);
+        *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
         Ok(())
+    }
+
+    /// The history head as the last write left it.
+    fn head(&self) -> Option<Head> {
+        self.history_head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Convert JSON records under their string ids into chunks, a chunk at a time.
@@ -79,18 +136,18 @@ impl SledStore {
         Ok(())
     }
 
-    /// The writes retention needs, oldest first, and how many records they remove: whole
-    /// chunks while a chunk is all excess or all too old, then the oldest records of one more
-    /// chunk. `fresh` are the batch's own chunks (not yet in the tree), trimmed in place when
-    /// the excess reaches them. Walks from the last pruned key, so a history at its cap costs
-    /// the same to prune whatever was pruned before.
+    /// The writes retention needs and how many records it removes: whole chunks while a chunk
+    /// is all excess or all too old, then it hides the oldest records of one more chunk (the
+    /// new [`Head`], `None` when it is unchanged). `fresh` are the batch's own chunks (not yet
+    /// in the tree), trimmed in place when the excess reaches them. Walks from the head, so a
+    /// history at its cap costs the same to prune whatever was pruned before.
     fn retention(
         &self,
         count: usize,
         max_records: usize,
         max_age_secs: u64,
         fresh: &mut Vec<Vec<&CallRecord>>,
-    ) -> Result<(Vec<Op>, usize), StoreError> {
+    ) -> Result<(Vec<Op>, usize, Option<Head>), StoreError> {
         let mut excess = if max_records > 0 {
             count.saturating_sub(max_records)
         } else {
@@ -105,39 +162,43 @@ impl SledStore {
         });
         let too_old =
             |k: &[u8]| cutoff_ms.is_some_and(|c| codec::started_ms(k).is_some_and(|t| t < c));
+        let head = self.head().unwrap_or_default();
         let mut ops = Vec::new();
         let mut removed = 0;
-        let start = self
-            .prune_cursor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_else(|| RECORDS.into());
+        let start = if head.key.is_empty() {
+            RECORDS.to_vec()
+        } else {
+            head.key.clone()
+        };
         for item in self.calls.range(start..) {
             let (k, v) = item?;
             let h = codec::chunk_header(&v)?;
-            if excess >= h.count || too_old(&h.last) {
+            let hidden = head.hidden_in(&k);
+            let live = h.count.saturating_sub(hidden);
+            if excess >= live || too_old(&h.last) {
                 ops.push((k.to_vec(), None));
-                excess = excess.saturating_sub(h.count);
-                removed += h.count;
+                excess = excess.saturating_sub(live);
+                removed += live;
                 continue;
             }
-            if excess == 0 && !too_old(&k) {
-                return Ok((ops, removed));
+            let mut now_hidden = hidden + excess;
+            removed += excess;
+            if too_old(&k) {
+                // Its oldest records are past the age: count them (a chunk is in id order).
+                let old = codec::decode_chunk(&v)?
+                    .iter()
+                    .take_while(|r| codec::key(&r.id).is_ok_and(|k| too_old(&k)))
+                    .count();
+                if old > now_hidden {
+                    removed += old - now_hidden;
+                    now_hidden = old;
+                }
             }
-            // Part of this chunk goes: it is rewritten under its first kept record's key.
-            let records = codec::decode_chunk(&v)?;
-            let drop = records
-                .iter()
-                .enumerate()
-                .take_while(|(i, r)| *i < excess || codec::key(&r.id).is_ok_and(|k| too_old(&k)))
-                .count();
-            let kept: Vec<&CallRecord> = records[drop..].iter().collect();
-            let (nk, nv) = codec::encode_chunk(&kept)?;
-            ops.push((k.to_vec(), None));
-            ops.push((nk, Some(nv)));
-            removed += drop;
-            return Ok((ops, removed));
+            let moved = Head {
+                key: k.to_vec(),
+                hidden: now_hidden,
+            };
+            return Ok((ops, removed, (moved != head).then_some(moved)));
         }
         // Every stored record is gone and the excess goes on into this batch's own chunks.
         for chunk in fresh.iter_mut() {
@@ -150,7 +211,12 @@ impl SledStore {
             removed += drop;
         }
         fresh.retain(|c| !c.is_empty());
-        Ok((ops, removed))
+        // Nothing stored is left: the head is past the last chunk removed.
+        let moved = ops.last().map(|(k, _)| Head {
+            key: k.clone(),
+            hidden: 0,
+        });
+        Ok((ops, removed, moved))
     }
 }
 
@@ -191,7 +257,7 @@ impl HistoryStore for SledStore {
                 sorted.chunks(CHUNK_MAX).map(<[_]>::to_vec).collect();
             let guard = self.history_write.lock().unwrap_or_else(|p| p.into_inner());
             let count = self.call_count.load(Relaxed) + records.len();
-            let (mut ops, removed) =
+            let (mut ops, removed, head) =
                 self.retention(count, max_records, max_age_secs, &mut fresh)?;
             for chunk in &fresh {
                 let (k, v) = codec::encode_chunk(chunk)?;
@@ -199,11 +265,9 @@ impl HistoryStore for SledStore {
             }
             let after = count - removed;
             ops.push((COUNT_KEY.to_vec(), Some(count_bytes(after).to_vec())));
-            let cursor = ops
-                .iter()
-                .filter(|(k, v)| v.is_none() && k.as_slice() != COUNT_KEY)
-                .map(|(k, _)| k.clone())
-                .next_back();
+            if let Some(h) = &head {
+                ops.push((HEAD_KEY.to_vec(), Some(h.encode())));
+            }
             if self.events_on() {
                 // The call events go to the outbox in the same transaction as the records (every
                 // call's, also one retention drops at once: the call still happened).
@@ -233,8 +297,8 @@ impl HistoryStore for SledStore {
                 self.calls.apply_batch(batch)?;
             }
             self.call_count.store(after, Relaxed);
-            if let Some(c) = cursor {
-                *self.prune_cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+            if head.is_some() {
+                *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
             }
             drop(guard);
             self.durable().await
@@ -246,7 +310,7 @@ impl HistoryStore for SledStore {
             let Ok(key) = codec::key(id) else {
                 return Err(StoreError::NotFound("call"));
             };
-            let Some((_, v)) = self
+            let Some((k, v)) = self
                 .calls
                 .range(RECORDS.to_vec()..=key.to_vec())
                 .next_back()
@@ -257,8 +321,10 @@ impl HistoryStore for SledStore {
             if codec::chunk_header(&v)?.last < key {
                 return Err(StoreError::NotFound("call"));
             }
+            let hidden = self.head().map_or(0, |h| h.hidden_in(&k));
             codec::decode_chunk(&v)?
                 .into_iter()
+                .skip(hidden)
                 .find(|r| r.id == id)
                 .ok_or(StoreError::NotFound("call"))
         })
@@ -276,10 +342,13 @@ impl HistoryStore for SledStore {
             };
             let end = before.map(|k| k.to_vec()).unwrap_or_else(|| vec![0xff; 17]);
             let mut out = Vec::new();
+            let head = self.head();
             // The chunk holding `before` starts at or before it: the range includes it.
             for item in self.calls.range(RECORDS.to_vec()..=end).rev() {
-                let (_, v) = item?;
-                for rec in codec::decode_chunk(&v)?.into_iter().rev() {
+                let (k, v) = item?;
+                let hidden = head.as_ref().map_or(0, |h| h.hidden_in(&k));
+                let records = codec::decode_chunk(&v)?;
+                for rec in records.into_iter().skip(hidden).rev() {
                     if before.is_some_and(|b| codec::key(&rec.id).is_ok_and(|k| k >= b)) {
                         continue;
                     }

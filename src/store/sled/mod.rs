@@ -76,9 +76,11 @@ pub struct SledStore {
     sub_count: std::sync::atomic::AtomicUsize,
     /// Stored call records, mirroring the count kept in the calls tree.
     call_count: std::sync::atomic::AtomicUsize,
-    /// The newest record key retention removed: the next prune starts there instead of walking
-    /// over what sled has not yet merged away.
-    prune_cursor: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Where the history starts: the oldest chunk retention has reached and how many of its
+    /// first records are past retention (mirroring the calls tree's head entry). Pruning starts
+    /// there instead of walking over what sled has not yet merged away, and reads skip those
+    /// records.
+    history_head: std::sync::Mutex<Option<history::Head>>,
     /// Held while a history batch computes its count and retention, so two writers cannot
     /// interleave them.
     history_write: std::sync::Mutex<()>,
@@ -180,7 +182,7 @@ impl SledStore {
             secret_values: t("secret_values")?,
             sub_count: Default::default(),
             call_count: Default::default(),
-            prune_cursor: Default::default(),
+            history_head: Default::default(),
             history_write: Default::default(),
             commit: GroupCommit::new(db.clone()),
             db,
