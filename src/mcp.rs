@@ -86,8 +86,8 @@ impl McpServer {
 }
 
 fn mcp_tool(t: &CompiledTool) -> Tool {
-    let schema = match &t.hook.parameters {
-        Value::Object(m) => m.clone(),
+    let schema = match t.hook.parameters_copy() {
+        Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
     Tool::new(

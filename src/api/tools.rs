@@ -136,7 +136,8 @@ async fn openai(
                 .iter()
                 .map(|t| {
                     let mut d = t.definition();
-                    d["function"]["parameters"] = crate::schema::gemini_variant(&t.hook.parameters);
+                    d["function"]["parameters"] =
+                        crate::schema::gemini_variant(&t.hook.parameters_copy());
                     d
                 })
                 .collect();

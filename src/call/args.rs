@@ -121,7 +121,7 @@ pub fn check_arguments(
             // Arrays and objects are coerced along their schema; the validator then names
             // whatever is still wrong, with its full path.
             Some(v) if !f.data_type.is_scalar() => {
-                let schema = &hook.parameters["properties"][&f.name];
+                let schema = &hook.parameters()["properties"][&f.name];
                 out.insert(f.name.clone(), crate::schema::coerce(schema, &v));
             }
             Some(v) => match coerce(f.data_type, &v) {

@@ -84,8 +84,12 @@ pub struct CompiledWebhook {
     pub body: Vec<CompiledField>,
     /// The parsed body template.
     pub body_template: Option<JsonTemplate>,
-    /// JSON Schema of the arguments (`parameters`).
-    pub parameters: Value,
+    /// JSON Schema of the arguments (`parameters`) as JSON text. A `Value` tree of even a
+    /// two-argument schema is four B-tree nodes of about 640 bytes each: kept for every one of
+    /// thousands of webhooks, the trees were the largest part of idle memory. Parsed when needed.
+    parameters_json: Box<str>,
+    /// `parameters_json` parsed, on the webhook's first call.
+    parameters: OnceLock<Value>,
     /// The structured-outputs strict variant, built on first use (see `strict_parameters()`).
     strict_parameters: OnceLock<Value>,
     /// Validator of `parameters`, compiled on the first call: most of thousands of stored tools are
@@ -98,6 +102,19 @@ pub struct CompiledWebhook {
 }
 
 impl CompiledWebhook {
+    /// JSON Schema of the arguments, parsed on first use and kept: for the call path, which
+    /// needs it on every call of this webhook.
+    pub fn parameters(&self) -> &Value {
+        self.parameters.get_or_init(|| self.parameters_copy())
+    }
+
+    /// JSON Schema of the arguments, parsed afresh and not kept: for exports of every tool,
+    /// which would otherwise keep a tree per webhook for good.
+    pub fn parameters_copy(&self) -> Value {
+        // The text was serialised from a `Value` by `compile_webhook`: it parses.
+        serde_json::from_str(&self.parameters_json).unwrap_or_default()
+    }
+
     /// The structured-outputs strict variant of `parameters`: every property required, the
     /// optional ones nullable, every object closed. Built on first use: only strict exports need
     /// it, and a copy per webhook was a good part of idle memory with thousands of tools.
@@ -106,7 +123,8 @@ impl CompiledWebhook {
             let mut props = Map::new();
             let mut all = Vec::with_capacity(self.dynamic.len());
             for d in &self.dynamic {
-                let mut strict = crate::schema::strict_variant(&self.parameters["properties"][&d.name]);
+                let mut strict =
+                    crate::schema::strict_variant(&self.parameters()["properties"][&d.name]);
                 if !d.required {
                     crate::schema::make_nullable(&mut strict);
                 }
@@ -124,7 +142,7 @@ impl CompiledWebhook {
                 // Formats (date, email, uuid…) are enforced, not only shown to the model.
                 jsonschema::options()
                     .should_validate_formats(true)
-                    .build(&self.parameters)
+                    .build(self.parameters())
                     .map_err(|e| e.to_string())
             })
             .as_ref()
@@ -154,7 +172,7 @@ impl CompiledTool {
     /// keeping two JSON trees per tool cost more memory than anything else in the catalog.
     pub fn definition(&self) -> Value {
         json!({"type": "function", "function": {
-            "name": self.tool.spec.name, "description": self.description(), "parameters": self.hook.parameters}})
+            "name": self.tool.spec.name, "description": self.description(), "parameters": self.hook.parameters_copy()}})
     }
 
     /// OpenAI tool definition, strict variant.
@@ -305,7 +323,8 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         body_template,
         secret_names: webhook.spec.secret_names(),
         webhook,
-        parameters,
+        parameters_json: parameters.to_string().into_boxed_str(),
+        parameters: OnceLock::new(),
         strict_parameters: OnceLock::new(),
         validator: OnceLock::new(),
         dynamic,
@@ -347,8 +366,20 @@ mod tests {
             "headers": [{"name": "X-User", "value_type": "context", "value": "user.id"}]
         }));
         let c = compile_webhook(w).unwrap();
+        // An export reads the schema without keeping a tree; only a call keeps one.
+        let tool = Tool {
+            id: crate::model::ToolId::new(),
+            spec: serde_json::from_value(json!({"name": "order", "webhook_id": c.webhook.id}))
+                .unwrap(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let t = compile_tool(tool, Arc::new(c));
+        assert_eq!(t.definition()["function"]["parameters"]["type"], "object");
+        assert!(t.hook.parameters.get().is_none(), "the export kept a tree");
+        let c = Arc::into_inner(t.hook).unwrap();
         assert_eq!(
-            c.parameters,
+            *c.parameters(),
             json!({"type": "object", "properties": {
                 "verbose": {"type": "boolean"},
                 "order_number": {"type": "string", "description": "The order"}},
@@ -362,7 +393,8 @@ mod tests {
             c.strict_parameters()["required"],
             json!(["verbose", "order_number"])
         );
-        assert!(jsonschema::meta::is_valid(&c.parameters));
+        assert!(jsonschema::meta::is_valid(c.parameters()));
+        assert_eq!(&c.parameters_copy(), c.parameters());
         assert!(jsonschema::meta::is_valid(c.strict_parameters()));
     }
 
