@@ -120,11 +120,12 @@ impl CompiledWebhook {
     /// it, and a copy per webhook was a good part of idle memory with thousands of tools.
     pub fn strict_parameters(&self) -> &Value {
         self.strict_parameters.get_or_init(|| {
+            // A copy: a strict export of every tool would otherwise keep both trees for each.
+            let parameters = self.parameters_copy();
             let mut props = Map::new();
             let mut all = Vec::with_capacity(self.dynamic.len());
             for d in &self.dynamic {
-                let mut strict =
-                    crate::schema::strict_variant(&self.parameters()["properties"][&d.name]);
+                let mut strict = crate::schema::strict_variant(&parameters["properties"][&d.name]);
                 if !d.required {
                     crate::schema::make_nullable(&mut strict);
                 }
