@@ -163,7 +163,10 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     }
     let below: Vec<&Window> = windows.iter().filter(|w| w.records < cap).collect();
     let at: Vec<&Window> = windows.iter().filter(|w| w.records >= cap).collect();
-    let mean = |ws: &[&Window]| ws.iter().map(|w| w.rps).sum::<f64>() / ws.len().max(1) as f64;
+    let mean = |ws: &[&Window], f: fn(&Window) -> f64| {
+        ws.iter().map(|w| f(w)).sum::<f64>() / ws.len().max(1) as f64
+    };
+    let rps = |ws: &[&Window]| mean(ws, |w| w.rps);
     let errors: u64 = windows.iter().map(|w| w.errors).sum();
     let range_from_minute_1 = |f: fn(&Window) -> f64| {
         windows
@@ -177,22 +180,19 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     let (anon_lo, anon_hi) = range_from_minute_1(|w| w.anon_mb);
     out.push_str(&format!(
         "\n- throughput: {:.0} req/s below the cap ({} windows), {:.0} req/s at the cap ({} windows): {:.2}× (target ≥ 0.90×)\n",
-        mean(&below),
+        rps(&below),
         below.len(),
-        mean(&at),
+        rps(&at),
         at.len(),
-        if below.is_empty() || at.is_empty() { f64::NAN } else { mean(&at) / mean(&below) }
+        if below.is_empty() || at.is_empty() { f64::NAN } else { rps(&at) / rps(&below) }
     ));
-    let cpu = |ws: &[&Window], f: fn(&Window) -> f64| {
-        ws.iter().map(|w| f(w)).sum::<f64>() / ws.len().max(1) as f64
-    };
-    let (below_cpu, at_cpu) = (cpu(&below, |w| w.cpu_us), cpu(&at, |w| w.cpu_us));
+    let (below_cpu, at_cpu) = (mean(&below, |w| w.cpu_us), mean(&at, |w| w.cpu_us));
     out.push_str(&format!(
         "- toolgate CPU per request: {below_cpu:.1} µs below the cap, {at_cpu:.1} µs at it ({:+.1} %)\n",
         (at_cpu / below_cpu - 1.0) * 100.0
     ));
     if pg.is_some() {
-        let (below_db, at_db) = (cpu(&below, |w| w.db_cpu_us), cpu(&at, |w| w.db_cpu_us));
+        let (below_db, at_db) = (mean(&below, |w| w.db_cpu_us), mean(&at, |w| w.db_cpu_us));
         out.push_str(&format!(
             "- PostgreSQL CPU per request: {below_db:.1} µs below the cap, {at_db:.1} µs at it ({:+.1} %)\n",
             (at_db / below_db - 1.0) * 100.0
