@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot};
 
-use crate::model::CallRecord;
+use crate::model::{CallId, CallRecord};
 use crate::store::Store;
 
 pub use crate::redact::{REDACTED, Redactor};
@@ -176,9 +176,9 @@ impl Recorder {
         Ok(Recorder { shared })
     }
 
-    /// Queue a record; waits while the queue is full (back-pressure, never dropping).
-    pub async fn record(&self, r: CallRecord) {
-        let mut r = Some(r);
+    /// Queue a record under a fresh call id, which it returns (the record's own id is replaced);
+    /// waits while the queue is full (back-pressure, never dropping).
+    pub async fn record(&self, mut r: CallRecord) -> CallId {
         loop {
             let room = self.shared.room.notified();
             tokio::pin!(room);
@@ -187,18 +187,24 @@ impl Recorder {
                 if q.closed || q.closing.is_some() {
                     drop(q);
                     tracing::error!("call history writer has stopped; record lost");
-                    return;
+                    return r.id;
                 }
                 if q.records.len() < self.shared.capacity {
-                    if let Some(r) = r.take() {
-                        q.records.push(r);
-                    }
+                    // The id is taken here, under the queue's lock: ids (UUIDv7, ordered within
+                    // the process) then grow in the order records reach the store, so no write
+                    // batch holds an id older than one already stored. Taken when the call
+                    // started, a slow call's id was older than those of calls that began after
+                    // it but ended first and were stored in an earlier batch; the sled history's
+                    // chunks then overlapped, and lookups by id and pages missed records.
+                    r.id = CallId::new();
+                    let id = r.id.clone();
+                    q.records.push(r);
                     let wake = q.records.len() == 1 || q.records.len() == self.shared.full();
                     drop(q);
                     if wake {
                         self.shared.wake.notify_one();
                     }
-                    return;
+                    return id;
                 }
                 // Registered before the lock is released, so the writer's `notify_waiters`
                 // after taking the queue cannot be missed.

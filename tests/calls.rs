@@ -756,3 +756,64 @@ async fn a_dry_run_shows_the_request_without_sending_it() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["outcome"], "invalid_arguments", "{v}");
 }
+
+/// A slow call recorded among fast ones: every call's record is found by its id, and paging
+/// through the history newest first lists each record once, in id order. A call's record is
+/// written when it ends, so a slow call lands in a later write batch than calls that started
+/// after it; the history must not lose it between pages or lookups.
+#[tokio::test]
+async fn a_slow_call_among_fast_ones_is_found_by_id_and_listed_once_in_order() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let slow = s
+        .webhook(get_hook("Slow", &format!("{}/slow/300", up.base)))
+        .await;
+    let fast = s.webhook(get_hook("Fast", &format!("{}/f", up.base))).await;
+    s.tool("slow", &slow).await;
+    s.tool("fast", &fast).await;
+    let id_of = |v: &Value| v["call_id"].as_str().expect("call_id").to_string();
+    let slow_call = async {
+        let (st, v) = s.invoke("slow", json!({}), json!({})).await;
+        assert_eq!(v["outcome"], "success", "{st} {v}");
+        vec![id_of(&v)]
+    };
+    // Fast calls before, during and after the slow one, spread over several write batches.
+    let fast_calls = async {
+        let mut ids = Vec::new();
+        let end = Instant::now() + Duration::from_millis(450);
+        while Instant::now() < end {
+            let (_, v) = s.invoke("fast", json!({}), json!({})).await;
+            ids.push(id_of(&v));
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        ids
+    };
+    let (slow_ids, fast_ids) = tokio::join!(slow_call, fast_calls);
+    assert!(fast_ids.len() >= 10, "only {} fast calls", fast_ids.len());
+    let mut all: Vec<String> = slow_ids.into_iter().chain(fast_ids).collect();
+    for id in &all {
+        let (st, rec) = s.get(&format!("/v1/calls/{id}")).await;
+        assert_eq!(st, 200, "the record of {id} is not found: {rec}");
+        assert_eq!(rec["id"], id.as_str());
+    }
+    let mut paged = Vec::new();
+    let mut before = String::new();
+    loop {
+        let path = if before.is_empty() {
+            "/v1/calls?limit=3".to_string()
+        } else {
+            format!("/v1/calls?limit=3&before={before}")
+        };
+        let (st, page) = s.get(&path).await;
+        assert_eq!(st, 200, "{page}");
+        let items = page["items"].as_array().expect("items");
+        paged.extend(items.iter().map(|c| c["id"].as_str().unwrap().to_string()));
+        match page["next_before"].as_str() {
+            Some(n) if !items.is_empty() => before = n.to_string(),
+            _ => break,
+        }
+    }
+    all.sort();
+    all.reverse();
+    assert_eq!(paged, all, "pages, newest first, list every call once");
+}

@@ -66,6 +66,10 @@ async fn count(tmp: &Path, client: &reqwest::Client, up_port: u16, warm: usize, 
         })
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .expect("callgrind dump");
+    // For `callgrind_annotate`: where the time went, not only how much.
+    if let Some(keep) = std::env::var_os("BENCH_CALLGRIND_OUT") {
+        std::fs::copy(dump.path(), &keep).expect("copy the callgrind dump");
+    }
     let text = std::fs::read_to_string(dump.path()).expect("callgrind dump");
     text.lines()
         .filter_map(|l| {

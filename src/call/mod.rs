@@ -120,25 +120,16 @@ impl Draft {
 
 /// Run one tool call end to end. Failures are results (`ok: false`), never errors.
 pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
-    let call_id = CallId::new();
     let webhook_id = req.hook.webhook.id.clone();
     // The span at DEBUG: at the default level a call writes no log line (its history record is
     // the call log), since formatting and writing one cost as much as the rest of the call's
-    // own work.
-    let span = tracing::debug_span!("tool_call", call_id = %call_id, tool = req.tool.unwrap_or(""),
-        webhook_id = %webhook_id, source = req.source.as_str());
+    // own work. The call id is known once the record is queued (see `Recorder::record`).
+    let span = tracing::debug_span!("tool_call", call_id = tracing::field::Empty,
+        tool = req.tool.unwrap_or(""), webhook_id = %webhook_id, source = req.source.as_str());
     let started_at = now_rfc3339();
     let start = Instant::now();
     let draft = run(state, &req).instrument(span.clone()).await;
     let duration_ms = start.elapsed().as_millis() as u64;
-    span.in_scope(|| {
-        tracing::debug!(
-            outcome = draft.outcome.as_str(),
-            status = draft.status,
-            duration_ms,
-            "tool call finished"
-        );
-    });
     state.metrics.observe(
         req.tool.unwrap_or(""),
         draft.outcome.as_str(),
@@ -150,7 +141,8 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     // The response was redacted where it was read (before any cut); not walked again here.
     let response_value = draft.response_value;
     let record = CallRecord {
-        id: call_id.clone(),
+        // Replaced by the recorder's when history is on.
+        id: CallId::new(),
         tool: req.tool.map(str::to_string),
         webhook_id: webhook_id.into(),
         source: req.source,
@@ -179,9 +171,19 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
             _ => None,
         },
     };
-    if let Some(recorder) = &state.recorder {
-        recorder.record(record).await;
-    }
+    let call_id = match &state.recorder {
+        Some(recorder) => recorder.record(record).await,
+        None => record.id,
+    };
+    span.record("call_id", tracing::field::display(&call_id));
+    span.in_scope(|| {
+        tracing::debug!(
+            outcome = draft.outcome.as_str(),
+            status = draft.status,
+            duration_ms,
+            "tool call finished"
+        );
+    });
     CallResult {
         call_id: call_id.into(),
         ok: draft.outcome == Outcome::Success,

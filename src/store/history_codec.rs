@@ -48,8 +48,9 @@ pub fn key(id: &str) -> Result<[u8; 16], StoreError> {
     Ok(n.to_be_bytes())
 }
 
-/// Milliseconds since the epoch at which the call started (UUIDv7's first 48 bits).
-pub fn started_ms(key: &[u8]) -> Option<u64> {
+/// Milliseconds since the epoch in a call id (UUIDv7's first 48 bits): when the call's record was
+/// queued, at its end.
+pub fn recorded_ms(key: &[u8]) -> Option<u64> {
     let b: [u8; 6] = key.get(..6)?.try_into().ok()?;
     Some(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
 }
@@ -428,7 +429,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        assert!(now.abs_diff(started_ms(&k).unwrap()) < 5_000);
+        assert!(now.abs_diff(recorded_ms(&k).unwrap()) < 5_000);
         assert!(key("call_xyz").is_err());
         assert!(key("wh_0123").is_err());
         // Later ids sort after earlier ones, as keys.

@@ -306,11 +306,11 @@ impl HistoryStore for PgStore {
             }
             if age_due {
                 let cutoff = now.saturating_sub((max_age_secs as i64).saturating_mul(1000));
-                // The start time is the id's first 48 bits: the id's index finds the old records
-                // (a BRIN index on a start-time column did not: fresh partitions are not
-                // summarised, so every batch read every partition whole). Hidden records past
-                // the age go too (else every batch would walk them again); only the visible ones
-                // were counted.
+                // The time is the id's first 48 bits (when the record was queued): the id's
+                // index finds the old records (a BRIN index on a time column did not: fresh
+                // partitions are not summarised, so every batch read every partition whole).
+                // Hidden records past the age go too (else every batch would walk them again);
+                // only the visible ones were counted.
                 // One statement over the id index, with no `seq IN (SELECT … LIMIT n)` join for
                 // the planner to turn into a scan of every partition.
                 // The partitions being written have no statistics until autovacuum analyses

@@ -161,7 +161,7 @@ impl SledStore {
             now.saturating_sub(max_age_secs.saturating_mul(1000))
         });
         let too_old =
-            |k: &[u8]| cutoff_ms.is_some_and(|c| codec::started_ms(k).is_some_and(|t| t < c));
+            |k: &[u8]| cutoff_ms.is_some_and(|c| codec::recorded_ms(k).is_some_and(|t| t < c));
         let head = self.head().unwrap_or_default();
         let mut ops = Vec::new();
         let mut removed = 0;
