@@ -11,7 +11,7 @@ use super::{Matcher, Search};
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
 use crate::events::sign::new_secret;
-use crate::events::worker::now_ms;
+use crate::model::now_ms;
 use crate::model::validate::validate_subscription;
 use crate::model::{DeliveryStatus, Event, SubscriptionSpec, now_rfc3339};
 use crate::store::DeliveryFilter;

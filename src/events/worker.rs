@@ -3,7 +3,7 @@
 //! and every result is stored (and flushed) before the next, so a 2xx is never followed by a resend.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -15,16 +15,10 @@ use crate::AppState;
 use crate::call::render::PreparedRequest;
 use crate::history::Redactor;
 use crate::model::event::Attempt;
-use crate::model::{Delivery, DeliveryStatus, Method, Outcome, SubscriptionAuth, now_rfc3339};
+use crate::model::{
+    Delivery, DeliveryStatus, Method, Outcome, SubscriptionAuth, now_ms, now_rfc3339,
+};
 use crate::store::StoreError;
-
-/// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Start the worker; `wake` makes it look at the outbox and due deliveries at once.
 pub fn start(state: AppState, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {

@@ -69,6 +69,14 @@ pub enum ManagedBy {
     File,
 }
 
+/// Now, in Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Current time as an RFC 3339 UTC string, the format of every timestamp toolgate emits.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

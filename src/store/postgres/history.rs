@@ -130,13 +130,6 @@ async fn set_seqscan(tx: &mut Tx, on: bool) -> Result<(), StoreError> {
         .map_err(db)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Make sure partitions cover every seq up to `last`, each `size` long, starting where the
 /// newest one ends. Runs under the counter row's lock, so two nodes never race to create one.
 async fn cover(tx: &mut Tx, first: i64, last: i64, size: i64) -> Result<(), StoreError> {
@@ -233,7 +226,7 @@ impl HistoryStore for PgStore {
                 chunk_of.extend(std::iter::repeat_n(end, c.len()));
             }
             let k = i64::try_from(sorted.len()).unwrap_or(i64::MAX);
-            let now = now_ms();
+            let now = super::now_ms();
             let age_due = max_age_secs > 0
                 && now.saturating_sub(self.age_checked_ms.load(Ordering::Relaxed)) >= AGE_CHECK_MS;
             let mut tx = self.begin().await?;

@@ -327,3 +327,8 @@ impl Store for PgStore {
         Some(Arc::new(sessions::PgSessions::new(self.pool.clone())))
     }
 }
+
+/// Now, in Unix milliseconds, as PostgreSQL's `bigint` columns hold it.
+fn now_ms() -> i64 {
+    i64::try_from(crate::model::now_ms()).unwrap_or(i64::MAX)
+}

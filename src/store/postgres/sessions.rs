@@ -22,13 +22,6 @@ impl PgSessions {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[async_trait::async_trait]
 impl SessionStore for PgSessions {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
@@ -44,7 +37,7 @@ impl SessionStore for PgSessions {
     }
 
     async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        let now = now_ms();
+        let now = super::now_ms();
         sqlx::query(
             "INSERT INTO mcp_sessions (id, state, updated_ms) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET state = $2, updated_ms = $3",

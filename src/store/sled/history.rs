@@ -153,13 +153,8 @@ impl SledStore {
         } else {
             0
         };
-        let cutoff_ms = (max_age_secs > 0).then(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            now.saturating_sub(max_age_secs.saturating_mul(1000))
-        });
+        let cutoff_ms = (max_age_secs > 0)
+            .then(|| crate::model::now_ms().saturating_sub(max_age_secs.saturating_mul(1000)));
         let too_old =
             |k: &[u8]| cutoff_ms.is_some_and(|c| codec::recorded_ms(k).is_some_and(|t| t < c));
         let head = self.head().unwrap_or_default();
