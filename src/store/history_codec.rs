@@ -1,5 +1,5 @@
 //! The on-disk form of a history record, kept small, for both stores: a record's key is its call
-//! id's 16 UUIDv7 bytes (time-ordered, so it carries the start time), its value the record without
+//! id's 16 UUIDv7 bytes (time-ordered: when its record was queued), its value the record without
 //! its id, MessagePack-encoded by position (every field present, so positions never shift). A
 //! write batch's records are stored together as chunks, zstd-compressed against a dictionary of
 //! the strings records repeat (header names, common values): sled keeps a chunk under its first
