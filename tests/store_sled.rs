@@ -57,7 +57,7 @@ async fn the_history_count_is_exact_across_restarts() {
         store.insert_calls(&recs, 0, 0).await.unwrap();
     }
     // Reopened, the count is the stored one: one more record at a cap of 5 drops exactly one.
-    let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+    let store = reopen(dir.path());
     let next = ids(1);
     store.insert_calls(&[call(&next[0])], 5, 0).await.unwrap();
     let kept = listed(&store).await;

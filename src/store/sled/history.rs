@@ -70,8 +70,8 @@ impl SledStore {
         use std::sync::atomic::Ordering::Relaxed;
         self.migrate_json_history()?;
         let head = match self.calls.get(HEAD_KEY)? {
-            Some(v) => Some(Head::decode(&v)?),
-            None => None,
+            Some(v) => Head::decode(&v)?,
+            None => Head::default(),
         };
         let count = match self.calls.get(COUNT_KEY)? {
             Some(v) => v
@@ -83,8 +83,9 @@ impl SledStore {
                 let mut n = 0;
                 for item in self.calls.range(RECORDS..) {
                     let (k, v) = item?;
-                    let hidden = head.as_ref().map_or(0, |h| h.hidden_in(&k));
-                    n += codec::chunk_header(&v)?.count.saturating_sub(hidden);
+                    n += codec::chunk_header(&v)?
+                        .count
+                        .saturating_sub(head.hidden_in(&k));
                 }
                 self.calls.insert(COUNT_KEY, &count_bytes(n))?;
                 n
@@ -95,8 +96,9 @@ impl SledStore {
         Ok(())
     }
 
-    /// The history head as the last write left it.
-    fn head(&self) -> Option<Head> {
+    /// The history head as the last write left it (an empty key before retention first ran:
+    /// it hides nothing).
+    fn head(&self) -> Head {
         self.history_head
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -157,7 +159,7 @@ impl SledStore {
             .then(|| crate::model::now_ms().saturating_sub(max_age_secs.saturating_mul(1000)));
         let too_old =
             |k: &[u8]| cutoff_ms.is_some_and(|c| codec::recorded_ms(k).is_some_and(|t| t < c));
-        let head = self.head().unwrap_or_default();
+        let head = self.head();
         let mut ops = Vec::new();
         let mut removed = 0;
         let start = if head.key.is_empty() {
@@ -292,8 +294,8 @@ impl HistoryStore for SledStore {
                 self.calls.apply_batch(batch)?;
             }
             self.call_count.store(after, Relaxed);
-            if head.is_some() {
-                *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
+            if let Some(h) = head {
+                *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = h;
             }
             drop(guard);
             self.durable().await
@@ -316,7 +318,7 @@ impl HistoryStore for SledStore {
             if codec::chunk_header(&v)?.last < key {
                 return Err(StoreError::NotFound("call"));
             }
-            let hidden = self.head().map_or(0, |h| h.hidden_in(&k));
+            let hidden = self.head().hidden_in(&k);
             codec::decode_chunk(&v)?
                 .into_iter()
                 .skip(hidden)
@@ -341,9 +343,8 @@ impl HistoryStore for SledStore {
             // The chunk holding `before` starts at or before it: the range includes it.
             for item in self.calls.range(RECORDS.to_vec()..=end).rev() {
                 let (k, v) = item?;
-                let hidden = head.as_ref().map_or(0, |h| h.hidden_in(&k));
                 let records = codec::decode_chunk(&v)?;
-                for rec in records.into_iter().skip(hidden).rev() {
+                for rec in records.into_iter().skip(head.hidden_in(&k)).rev() {
                     if before.is_some_and(|b| codec::key(&rec.id).is_ok_and(|k| k >= b)) {
                         continue;
                     }

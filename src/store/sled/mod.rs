@@ -80,7 +80,7 @@ pub struct SledStore {
     /// first records are past retention (mirroring the calls tree's head entry). Pruning starts
     /// there instead of walking over what sled has not yet merged away, and reads skip those
     /// records.
-    history_head: std::sync::Mutex<Option<history::Head>>,
+    history_head: std::sync::Mutex<history::Head>,
     /// Held while a history batch computes its count and retention, so two writers cannot
     /// interleave them.
     history_write: std::sync::Mutex<()>,
