@@ -5,23 +5,31 @@
 //! the last burst freed. Under load the gateway frees records, bodies and buffers on other
 //! threads than the ones that made them (the history writer, sled's I/O threads). Returning
 //! freed pages at once took idle RSS with 10,000 tools from about 160 MB to about 134 MB, and a
-//! soak's RSS at a 200,000-record cap from 119–126 MB to 96–99 MB, at the same CPU per request
-//! (BENCHMARKS.md, issue 18).
+//! soak's RSS at a 200,000-record cap from 119–126 MB to 96–99 MB (BENCHMARKS.md, issue 18).
+//!
+//! "At once" (a delay of 0) cost CPU, though: every page that emptied under load was handed back
+//! with `madvise` and faulted in again moments later, with the TLB shootdowns both take; that was
+//! about 15 % of a tool call's CPU at 32 connections. A delay of 10 ms keeps the pages a burst
+//! reuses and still returns the rest well within a second: 50 instead of 60 µs per call, idle
+//! RSS with 10,000 tools 113.8 MB instead of 111.4 MB (BENCHMARKS.md, issue 16, eighth session).
 
 /// `mi_option_purge_delay` in mimalloc's header (`include/mimalloc.h`, `mi_option_e`, index 15
 /// in v2 and v3): the Rust bindings name the options around it but not this one. The test below
 /// checks that the index is the option whose default is v3's 1,000 ms.
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Return freed memory to the OS at once instead of after a delay, unless the operator chose a
-/// delay with mimalloc's own `MIMALLOC_PURGE_DELAY`.
-pub fn return_freed_memory_at_once() {
+/// How long freed memory is kept before it goes back to the OS, in milliseconds.
+pub const PURGE_DELAY_MS: i64 = 10;
+
+/// Return freed memory to the OS after `PURGE_DELAY_MS` instead of mimalloc's second, unless
+/// the operator chose a delay with mimalloc's own `MIMALLOC_PURGE_DELAY`.
+pub fn return_freed_memory_soon() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
     // SAFETY: `mi_option_set` only stores an integer in mimalloc's option table; any value is
     // valid for this option (0 = purge at once).
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) }
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS as std::ffi::c_long) }
 }
 
 /// The purge delay mimalloc uses now, in milliseconds.
@@ -44,7 +52,7 @@ mod tests {
         assert_eq!(purge_delay_ms(), 1000);
         // The neighbour the bindings do name is where the header puts it.
         assert_eq!(libmimalloc_sys::mi_option_use_numa_nodes, PURGE_DELAY + 1);
-        return_freed_memory_at_once();
-        assert_eq!(purge_delay_ms(), 0);
+        return_freed_memory_soon();
+        assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
     }
 }

@@ -191,7 +191,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    toolgate::allocator::return_freed_memory_at_once();
+    toolgate::allocator::return_freed_memory_soon();
     let cli = Cli::parse();
     init_tracing();
     match cli.command {

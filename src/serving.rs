@@ -7,11 +7,13 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
+use axum::ServiceExt;
+use axum::extract::Request;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::front::Front;
 use crate::listener::EnvelopeIo;
 
 /// The connections handed to one serving thread, as an `axum::serve` listener.
@@ -52,11 +54,11 @@ pub fn thread_count(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Serve `router` on `threads` serving threads until `stop` is cancelled (or this future is
+/// Serve `front` on `threads` serving threads until `stop` is cancelled (or this future is
 /// dropped), then let each thread finish the requests it has in flight.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    front: Front,
     threads: usize,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -68,7 +70,7 @@ pub async fn serve(
     for i in 0..threads.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let router = router.clone();
+        let front = front.clone();
         let stop = stop.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -81,7 +83,7 @@ pub async fn serve(
                     local,
                 };
                 let served = runtime.block_on(async move {
-                    axum::serve(listener, router)
+                    axum::serve(listener, ServiceExt::<Request>::into_make_service(front))
                         .with_graceful_shutdown(stop.cancelled_owned())
                         .await
                 });

@@ -547,6 +547,90 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after() {
     assert_eq!(s.get("/v1/webhooks").await.0, 200);
 }
 
+/// A raw `POST` with a key, a content type and a body.
+async fn post_raw(s: &Server, token: &str, path: &str, ctype: &str, body: &str) -> (u16, Value) {
+    let resp = s
+        .http
+        .post(format!("{}{path}", s.base))
+        .bearer_auth(token)
+        .header("content-type", ctype)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The tool-call route is answered by the serving front (`api::front`) in the common case and
+/// by the router otherwise: every refusal is still the router's, and a request the front
+/// authenticated, then handed over, counts once against its key's rate limit.
+#[tokio::test]
+async fn an_invoke_handed_from_the_front_to_the_router_is_refused_alike_and_counted_once() {
+    let s = server_with_llm(None).await;
+    let up = Upstream::start().await;
+    let w = s
+        .webhook(get_hook("Echo", &format!("{}/echo", up.base)))
+        .await;
+    let tool_id = s.tool("echo", &w).await;
+    let (_, k) = key(
+        &s,
+        json!({"name": "limited", "role": "invoker", "rate_limit_per_minute": 4}),
+    )
+    .await;
+    let path = "/v1/tools/echo/invoke";
+    // 1: the common case, answered by the front.
+    let (st, v) = post(&s, &k, path, json!({"arguments": {}})).await;
+    assert_eq!((st, v["outcome"].as_str()), (200, Some("success")), "{v}");
+    // 2: authenticated by the front, then a malformed body: the router's 400.
+    let (st, v) = post_raw(&s, &k, path, "application/json", "{\"arguments\": ").await;
+    assert_eq!(st, 400, "{v}");
+    common::assert_error(&v, "bad_request");
+    // 3: the tool's id instead of its name: the router looks it up in the store.
+    let (st, v) = post(&s, &k, &format!("/v1/tools/{tool_id}/invoke"), json!({})).await;
+    assert_eq!((st, v["outcome"].as_str()), (200, Some("success")), "{v}");
+    // 4: a context that is not an object: the router's 422 naming the field.
+    let (st, v) = post(&s, &k, path, json!({"context": [1]})).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(common::error_fields(&v), vec!["context"]);
+    // 5: four requests were counted, not seven.
+    let (st, v) = post(&s, &k, path, json!({})).await;
+    assert_eq!(st, 429, "{v}");
+    common::assert_error(&v, "rate_limited");
+    assert_eq!(
+        up.count(),
+        2,
+        "only the two plain calls reached the upstream"
+    );
+
+    // Refusals of a request the front hands over before authenticating, as the router makes them.
+    let (st, v) = post_raw(&s, ADMIN, path, "text/plain", "{}").await;
+    assert_eq!(st, 415, "{v}");
+    common::assert_error(&v, "unsupported_media_type");
+    let (st, v) = post_raw(&s, "wrong-token", path, "application/json", "{}").await;
+    assert_eq!(st, 401, "{v}");
+    common::assert_error(&v, "unauthorized");
+    let (_, viewer) = key(&s, json!({"name": "reader", "role": "viewer"})).await;
+    let (st, v) = post(&s, &viewer, path, json!({})).await;
+    assert_eq!(st, 403, "{v}");
+    common::assert_error(&v, "forbidden");
+    let (st, v) = post(&s, ADMIN, "/v1/tools/no_such_tool/invoke", json!({})).await;
+    assert_eq!(st, 404, "{v}");
+    common::assert_error(&v, "not_found");
+    let big = format!(
+        "{{\"arguments\": {{\"pad\": \"{}\"}}}}",
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let (st, v) = post_raw(&s, ADMIN, path, "application/json", &big).await;
+    assert_eq!(st, 413, "{v}");
+    common::assert_error(&v, "payload_too_large");
+    assert_eq!(up.count(), 2);
+}
+
 #[tokio::test]
 async fn a_revoked_key_is_refused_on_its_open_mcp_session() {
     use rmcp::ServiceExt;

@@ -48,7 +48,7 @@ fn same(a: &str, b: &str) -> bool {
 impl Gate {
     /// The caller of `req`, or why it is refused. `extra` is a token also accepted (the MCP
     /// token on `/mcp`), as a caller of its own.
-    fn caller(&self, req: &Request, extra: Option<&str>) -> Result<Caller, ApiError> {
+    pub(super) fn caller(&self, req: &Request, extra: Option<&str>) -> Result<Caller, ApiError> {
         let token = bearer(req);
         if let (Some(t), Some(admin)) = (token, &self.admin_token)
             && same(t, admin)
@@ -101,10 +101,14 @@ impl Gate {
     }
 }
 
-/// Authenticate a `/v1` request (a layer: unknown routes answer 401 before 404).
+/// Authenticate a `/v1` request (a layer: unknown routes answer 401 before 404). A request the
+/// front (`api::front`) authenticated already carries its caller (extensions are set by server
+/// code only): it is not authenticated, nor counted against its key's rate limit, again.
 pub async fn authenticate(gate: Gate, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let caller = gate.caller(&req, None)?;
-    req.extensions_mut().insert(caller);
+    if req.extensions().get::<Caller>().is_none() {
+        let caller = gate.caller(&req, None)?;
+        req.extensions_mut().insert(caller);
+    }
     Ok(next.run(req).await)
 }
 

@@ -4,6 +4,7 @@ mod agents;
 pub mod auth;
 mod calls;
 pub mod doc;
+pub mod front;
 pub mod guard;
 mod keys;
 mod openai;
@@ -39,13 +40,7 @@ pub(crate) fn check_context(context: &serde_json::Value) -> Result<(), ApiError>
 
 /// Every route, with auth on `/v1/*`, the body limit and enveloped 404/405 answers.
 pub fn router(state: AppState) -> Router {
-    let gate = auth::Gate {
-        admin_token: state.config.admin_token.as_deref().map(Into::into),
-        mcp_token: state.config.mcp_token.as_deref().map(Into::into),
-        keys: state.keys.clone(),
-        limits: state.pipeline.limits.clone(),
-        store: state.store.clone(),
-    };
+    let gate = gate(&state);
     let audit_store = state.store.clone();
     // Without a token the browser guard applies.
     let browser_guard = state.config.admin_token.is_none();
@@ -90,6 +85,17 @@ pub fn router(state: AppState) -> Router {
             guard::edge(browser_guard, req, next)
         }))
         .with_state(state)
+}
+
+/// What authentication needs of `state`.
+fn gate(state: &AppState) -> auth::Gate {
+    auth::Gate {
+        admin_token: state.config.admin_token.as_deref().map(Into::into),
+        mcp_token: state.config.mcp_token.as_deref().map(Into::into),
+        keys: state.keys.clone(),
+        limits: state.pipeline.limits.clone(),
+        store: state.store.clone(),
+    }
 }
 
 /// MCP over streamable HTTP: `/mcp` (every linked tool) and `/mcp/agents/{name}` (that agent's).

@@ -182,6 +182,17 @@ async fn invoke(
             }
         }
     };
+    call_tool(&s, &caller, &compiled, &body).await
+}
+
+/// Call a linked tool for `caller` with the arguments and context of `body`, and shape the
+/// answer (the invoke route, here and in `api::front`).
+pub(super) async fn call_tool(
+    s: &AppState,
+    caller: &crate::access::Caller,
+    compiled: &crate::catalog::CompiledTool,
+    body: &CallBody,
+) -> Result<Response, ApiError> {
     let result = call::invoke(
         &s.pipeline,
         CallRequest {
@@ -192,7 +203,7 @@ async fn invoke(
             source: Source::Invoke,
             agent: None,
             conversation_id: None,
-            caller: Some(&caller),
+            caller: Some(caller),
             authorized: &compiled.tool.spec.authorized,
         },
     )

@@ -1,0 +1,201 @@
+//! What the serving threads call for every request: the tool-call route
+//! (`POST /v1/tools/{name}/invoke`) answered directly, everything else through the router.
+//!
+//! A tool call is the request an agent makes on every turn, and in the router it passed the
+//! edge layer, the authentication layer, the route layer, the path and body extractors and a
+//! clone of the handler's state, each a boxed future moved from layer to layer: about a tenth of
+//! the call's CPU. Here the same checks run in one function, in the same order, with the same
+//! code (`guard::cross_site_refusal`, `auth::Gate::caller`, the route's permission, the body
+//! limit, `CallBody`, `check_context`, `call::invoke`, `tools::call_response`).
+//!
+//! Only the common case is answered here. Whatever would be refused or needs more than the
+//! catalog's snapshot (a cross-site request, a failed authentication, a missing permission, a
+//! body of unknown or too large a size, a non-JSON or malformed body, a bad context, a tool id
+//! instead of a name, a percent-encoded name, request tracing at DEBUG) is handed to the router
+//! as it came, the body already read put back, so every refusal is the router's own answer.
+//! A caller authenticated here travels with the request: the router's authentication takes it
+//! instead of counting the request against the key's rate limit a second time.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use tower::Service;
+
+use super::auth::Gate;
+use super::webhooks::CallBody;
+use crate::AppState;
+use crate::access::Permission;
+use crate::error::{ApiError, is_json_content_type};
+
+/// The service every serving thread runs: cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Front(Arc<Parts>);
+
+struct Parts {
+    router: Router,
+    state: AppState,
+    gate: Gate,
+    browser_guard: bool,
+}
+
+impl Front {
+    /// The front of `router`, which `api::router` built over `state`.
+    pub fn new(state: AppState, router: Router) -> Self {
+        Front(Arc::new(Parts {
+            gate: super::gate(&state),
+            browser_guard: state.config.admin_token.is_none(),
+            router,
+            state,
+        }))
+    }
+}
+
+/// The tool name of a `POST /v1/tools/{name}/invoke`, when it needs no decoding.
+fn invoke_target(req: &Request) -> Option<&str> {
+    if req.method() != Method::POST {
+        return None;
+    }
+    let name = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/tools/")?
+        .strip_suffix("/invoke")?;
+    (!name.is_empty() && !name.contains(['/', '%'])).then_some(name)
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Answer {
+        if invoke_target(&req).is_some() && !tracing::enabled!(tracing::Level::DEBUG) {
+            let parts = self.0.clone();
+            return Box::pin(async move { Ok(parts.invoke(req).await) });
+        }
+        let routed = self.0.router.clone().call(req);
+        Box::pin(routed)
+    }
+}
+
+impl Parts {
+    /// Hand `req` to the router, as it came.
+    async fn route(&self, req: Request) -> Response {
+        match self.router.clone().call(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Answer a tool call, or hand it to the router when anything about it is not plain.
+    async fn invoke(&self, mut req: Request) -> Response {
+        if self.browser_guard && super::guard::cross_site_refusal(req.headers()).is_some() {
+            return self.route(req).await;
+        }
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_content_type);
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let max = self.state.config.max_body_bytes;
+        if !json_type || !length.is_some_and(|n| n > 0 && n <= max) {
+            return self.route(req).await;
+        }
+        let caller = match self.gate.caller(&req, None) {
+            Ok(c) => c,
+            Err(_) => return self.route(req).await,
+        };
+        if !caller.role.grants(Permission::Invoke) {
+            req.extensions_mut().insert(caller);
+            return self.route(req).await;
+        }
+        let (mut head, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, max).await {
+            Ok(b) => b,
+            Err(_) => {
+                return ApiError::BadRequest("could not read the request body".into())
+                    .into_response();
+            }
+        };
+        let parsed = serde_json::from_slice::<CallBody>(&bytes)
+            .ok()
+            .filter(|b| super::check_context(&b.context).is_ok());
+        let name = invoke_target_path(head.uri.path());
+        let snap = self.state.catalog.snapshot();
+        let (Some(body), Some(compiled)) = (parsed, snap.tools.get(name)) else {
+            head.extensions.insert(caller);
+            return self
+                .route(Request::from_parts(head, Body::from(bytes)))
+                .await;
+        };
+        let compiled = compiled.clone();
+        drop(snap);
+        super::tools::call_tool(&self.state, &caller, &compiled, &body)
+            .await
+            .into_response()
+    }
+}
+
+/// The name segment of a path `invoke_target` accepted.
+fn invoke_target_path(path: &str) -> &str {
+    path.strip_prefix("/v1/tools/")
+        .and_then(|p| p.strip_suffix("/invoke"))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(path: &str) -> Request {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    #[test]
+    fn only_plain_tool_names_are_taken() {
+        assert_eq!(
+            invoke_target(&post("/v1/tools/get_order/invoke")),
+            Some("get_order")
+        );
+        for routed in [
+            "/v1/tools//invoke",
+            "/v1/tools/a/b/invoke",
+            "/v1/tools/get%5Forder/invoke",
+            "/v1/tools/get_order/invoke/",
+            "/v1/tools/get_order",
+            "/tools/get_order/invoke",
+        ] {
+            assert_eq!(invoke_target(&post(routed)), None, "{routed}");
+        }
+        let mut get = post("/v1/tools/get_order/invoke");
+        *get.method_mut() = Method::GET;
+        assert_eq!(invoke_target(&get), None);
+        assert_eq!(
+            invoke_target_path("/v1/tools/get_order/invoke"),
+            "get_order"
+        );
+    }
+}
