@@ -32,6 +32,20 @@ pub fn return_freed_memory_soon() {
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS as std::ffi::c_long) }
 }
 
+/// How often each serving thread hands back what it can (`return_what_is_due`).
+pub const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Collect the calling thread's heap: blocks other threads freed into its pages (a tool call's
+/// history record is made on a serving thread and freed on the history writer's) are taken
+/// back, pages left empty go back to the arena, and purges whose delay has passed are done.
+/// With a purge delay and no such call, a soak's RSS grew by 40 % in five minutes; mimalloc's
+/// own documentation suggests this call for a long-running thread whose blocks other threads free.
+pub fn return_what_is_due() {
+    // SAFETY: `mi_collect` only walks mimalloc's own structures of the calling thread (and the
+    // arenas); it is safe to call at any time, also when mimalloc is not the global allocator.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 /// The purge delay mimalloc uses now, in milliseconds.
 pub fn purge_delay_ms() -> i64 {
     // SAFETY: reads mimalloc's option table.

@@ -127,6 +127,8 @@ impl Shared {
             {
                 tracing::error!(error = %e, records = batch.len(), "could not write call history");
             }
+            drop(batch);
+            crate::allocator::return_what_is_due();
             for w in waiters {
                 let _ = w.send(());
             }

@@ -83,6 +83,14 @@ pub async fn serve(
                     local,
                 };
                 let served = runtime.block_on(async move {
+                    tokio::spawn(async {
+                        let mut every = tokio::time::interval(crate::allocator::COLLECT_EVERY);
+                        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        loop {
+                            every.tick().await;
+                            crate::allocator::return_what_is_due();
+                        }
+                    });
                     axum::serve(listener, ServiceExt::<Request>::into_make_service(front))
                         .with_graceful_shutdown(stop.cancelled_owned())
                         .await

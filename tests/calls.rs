@@ -817,3 +817,107 @@ async fn a_slow_call_among_fast_ones_is_found_by_id_and_listed_once_in_order() {
     all.reverse();
     assert_eq!(paged, all, "pages, newest first, list every call once");
 }
+
+/// A raw HTTP/1.1 upstream on loopback that answers every request with `{"ok":true}` and counts
+/// the connections it accepted; with `close_after_answer` it closes each connection after its
+/// first answer without saying so (as a server whose keep-alive timeout ran out does).
+async fn raw_upstream(
+    close_after_answer: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Requests here are GETs without a body: each ends with a blank line.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+                        if sock.write_all(answer).await.is_err() || close_after_answer {
+                            return;
+                        }
+                    }
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (base, accepted)
+}
+
+#[tokio::test]
+async fn plain_http_calls_reuse_one_kept_alive_connection() {
+    let s = Server::start_with(|c| c.http_threads = 1).await;
+    let (base, accepted) = raw_upstream(false).await;
+    let w = s.webhook(get_hook("Kept", &format!("{base}/x"))).await;
+    s.tool("kept", &w).await;
+    for _ in 0..5 {
+        let (st, v) = s.invoke("kept", json!({}), json!({})).await;
+        assert_eq!((st, v["outcome"].as_str()), (200, Some("success")), "{v}");
+        assert_eq!(v["response"], json!({"ok": true}));
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_reused() {
+    let s = Server::start_with(|c| c.http_threads = 1).await;
+    let (base, accepted) = raw_upstream(true).await;
+    let w = s.webhook(get_hook("Closing", &format!("{base}/x"))).await;
+    s.tool("closing", &w).await;
+    for _ in 0..3 {
+        let (st, v) = s.invoke("closing", json!({}), json!({})).await;
+        assert_eq!((st, v["outcome"].as_str()), (200, Some("success")), "{v}");
+        // Time for the upstream's close to arrive, as it does on a connection left idle.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// Plain-HTTP upstreams are called on the gateway's own connection pool, with the default
+/// headers reqwest sent before; `https://` ones still go through reqwest (here: a TLS handshake
+/// with a plain-HTTP server fails as a classified network error that quotes no URL).
+#[tokio::test]
+async fn plain_calls_send_the_default_headers_and_https_goes_through_reqwest() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let host = up.base.trim_start_matches("http://").to_string();
+    let plain = s
+        .webhook(get_hook("Plain", &format!("{}/plain", up.base)))
+        .await;
+    s.tool("plain", &plain).await;
+    let (st, v) = s.invoke("plain", json!({}), json!({})).await;
+    assert_eq!((st, v["outcome"].as_str()), (200, Some("success")), "{v}");
+    let got = up.last();
+    let ua = format!("toolgate/{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(got.header("user-agent"), Some(ua.as_str()));
+    assert_eq!(got.header("accept"), Some("*/*"));
+    assert_eq!(got.header("host"), Some(host.as_str()));
+
+    let tls = s
+        .webhook(get_hook("Tls", &format!("https://{host}/tls?k=v")))
+        .await;
+    s.tool("tls", &tls).await;
+    let (st, v) = s.invoke("tls", json!({}), json!({})).await;
+    assert_eq!(
+        (st, v["outcome"].as_str()),
+        (200, Some("network_error")),
+        "{v}"
+    );
+    let text = v.to_string();
+    assert!(!text.contains("https://"), "{text}");
+    assert_eq!(up.count(), 1, "the TLS attempt never reached the handler");
+}

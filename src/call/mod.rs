@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod context;
+pub mod plain;
 pub mod policy;
 pub mod render;
 pub mod resolve;

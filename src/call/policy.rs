@@ -174,25 +174,36 @@ impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut first_blocked = None;
-            let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match policy.check(&host, a.ip()) {
-                    Ok(()) => true,
-                    Err(b) => {
-                        first_blocked.get_or_insert(b);
-                        false
-                    }
-                })
-                .collect();
-            match (allowed.is_empty(), first_blocked) {
-                (true, Some(b)) => Err(Box::new(b) as Box<dyn std::error::Error + Send + Sync>),
-                _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
-            }
+            let allowed = policy.resolve(name.as_str(), 0).await?;
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
+    }
+}
+
+impl NetworkPolicy {
+    /// The addresses of `host` a connection may be made to (with `port`): the blocked ones are
+    /// dropped, and when nothing is left the first refusal is the error.
+    pub async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        let mut first_blocked = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match self.check(host, a.ip()) {
+                Ok(()) => true,
+                Err(b) => {
+                    first_blocked.get_or_insert(b);
+                    false
+                }
+            })
+            .collect();
+        match (allowed.is_empty(), first_blocked) {
+            (true, Some(b)) => Err(Box::new(b)),
+            _ => Ok(allowed),
+        }
     }
 }
 

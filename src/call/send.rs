@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::plain;
 use super::policy::{NetworkPolicy, PolicyResolver, find_blocked};
 use super::render::PreparedRequest;
 use crate::model::{Outcome, RetryPolicy};
@@ -117,7 +118,7 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .user_agent(concat!("toolgate/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))
     }
@@ -212,6 +213,70 @@ impl Sender {
         Ok(next)
     }
 
+    /// Send one hop: `http://` on this thread's own pool (`plain`), `https://` through reqwest.
+    /// Credentials in a URL (refused in a definition, possible in a redirect's `Location`) are
+    /// ignored on plain HTTP; reqwest turns them into a Basic `Authorization`, as it did before.
+    async fn send_hop(
+        &self,
+        client: &reqwest::Client,
+        req: &PreparedRequest,
+        hop: &Hop<'_>,
+    ) -> Result<Answer, Sent> {
+        let url = &hop.url;
+        if url.scheme() != "http" {
+            let mut b = client.request(hop.method.clone(), url.clone());
+            for &i in &hop.headers {
+                let (k, v) = &req.headers[i];
+                b = b.header(k, v);
+            }
+            if let Some((bytes, ct)) = hop.body {
+                if !hop.has_header(req, "content-type") {
+                    b = b.header(reqwest::header::CONTENT_TYPE, *ct);
+                }
+                b = b.body(bytes.clone());
+            }
+            return b.send().await.map(Answer::Tls).map_err(|e| classify(&e));
+        }
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut b = hyper::Request::builder()
+            .method(hop.method.clone())
+            .uri(&url[url::Position::BeforePath..url::Position::AfterQuery]);
+        // What reqwest added by itself, so an upstream sees the same request either way.
+        if !hop.has_header(req, "host") {
+            b = b.header(
+                http::header::HOST,
+                &url[url::Position::BeforeHost..url::Position::AfterPort],
+            );
+        }
+        for &i in &hop.headers {
+            let (k, v) = &req.headers[i];
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if !hop.has_header(req, "user-agent") {
+            b = b.header(http::header::USER_AGENT, USER_AGENT);
+        }
+        if !hop.has_header(req, "accept") {
+            b = b.header(http::header::ACCEPT, "*/*");
+        }
+        let body = match hop.body {
+            Some((bytes, ct)) => {
+                if !hop.has_header(req, "content-type") {
+                    b = b.header(http::header::CONTENT_TYPE, *ct);
+                }
+                bytes::Bytes::copy_from_slice(bytes)
+            }
+            None => bytes::Bytes::new(),
+        };
+        let request = b
+            .body(plain::Body::new(body))
+            .map_err(|e| failed(Outcome::NetworkError, describe("the request failed", &e), 0))?;
+        match plain::send(self.id, &self.policy, host, port, request).await {
+            Ok((resp, conn)) => Ok(Answer::Plain(resp, Some(conn))),
+            Err(e) => Err(classify_plain(&e)),
+        }
+    }
+
     async fn attempt(
         &self,
         req: &PreparedRequest,
@@ -229,23 +294,8 @@ impl Sender {
             };
             let mut redirects = 0;
             let mut resp = loop {
-                let mut b = client.request(hop.method.clone(), hop.url.clone());
-                for &i in &hop.headers {
-                    let (k, v) = &req.headers[i];
-                    b = b.header(k, v);
-                }
-                if let Some((bytes, ct)) = hop.body {
-                    if !hop
-                        .headers
-                        .iter()
-                        .any(|&i| req.headers[i].0.eq_ignore_ascii_case("content-type"))
-                    {
-                        b = b.header(reqwest::header::CONTENT_TYPE, *ct);
-                    }
-                    b = b.body(bytes.clone());
-                }
-                let resp = b.send().await.map_err(|e| classify(&e))?;
-                let status = resp.status().as_u16();
+                let resp = self.send_hop(&client, req, &hop).await?;
+                let status = resp.status();
                 if !matches!(status, 301 | 302 | 303 | 307 | 308) {
                     break resp;
                 }
@@ -262,7 +312,7 @@ impl Sender {
                     .map(str::to_string);
                 hop = self.redirect(req, &hop, status, location.as_deref())?;
             };
-            let status = resp.status().as_u16();
+            let status = resp.status();
             let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
@@ -280,13 +330,16 @@ impl Sender {
                 .and_then(|v| crate::retry::parse_retry_after(v, timeout));
             let mut body = Vec::new();
             let mut truncated = false;
-            while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+            while let Some(chunk) = resp.chunk().await? {
                 if body.len() + chunk.len() > cap {
                     body.extend_from_slice(&chunk[..cap - body.len()]);
                     truncated = true;
                     break;
                 }
                 body.extend_from_slice(&chunk);
+            }
+            if !truncated {
+                resp.release();
             }
             Ok::<_, Sent>((status, headers, body, truncated, retry_after))
         };
@@ -323,6 +376,79 @@ impl Sender {
     }
 }
 
+/// The `User-Agent` of every upstream request.
+const USER_AGENT: &str = concat!("toolgate/", env!("CARGO_PKG_VERSION"));
+
+/// An upstream's answer, from either client.
+enum Answer {
+    /// From the plain-HTTP pool; the connection goes back once the body is read whole.
+    Plain(hyper::Response<hyper::body::Incoming>, Option<plain::Conn>),
+    /// From reqwest.
+    Tls(reqwest::Response),
+}
+
+impl Answer {
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Plain(r, _) => r.status().as_u16(),
+            Answer::Tls(r) => r.status().as_u16(),
+        }
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        match self {
+            Answer::Plain(r, _) => r.headers(),
+            Answer::Tls(r) => r.headers(),
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, Sent> {
+        let read_failed = |e: &(dyn std::error::Error + 'static)| {
+            failed(
+                Outcome::NetworkError,
+                describe("the response body could not be read", e),
+                0,
+            )
+        };
+        match self {
+            Answer::Tls(r) => r.chunk().await.map_err(|e| classify(&e)),
+            Answer::Plain(r, _) => {
+                use http_body_util::BodyExt;
+                loop {
+                    match r.body_mut().frame().await {
+                        None => return Ok(None),
+                        Some(Err(e)) => return Err(read_failed(&e)),
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                return Ok(Some(data));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keep the connection for the next call (the body was read to its end).
+    fn release(&mut self) {
+        if let Answer::Plain(_, conn) = self
+            && let Some(c) = conn.take()
+        {
+            c.release();
+        }
+    }
+}
+
+impl Hop<'_> {
+    /// Whether the request of this hop sets header `name` itself.
+    fn has_header(&self, req: &PreparedRequest, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|&i| req.headers[i].0.eq_ignore_ascii_case(name))
+    }
+}
+
 fn failed(outcome: Outcome, error: String, attempts: u32) -> Sent {
     Sent {
         outcome,
@@ -343,10 +469,6 @@ fn classify(e: &reqwest::Error) -> Sent {
     if e.is_timeout() {
         return failed(Outcome::Timeout, "the request timed out".into(), 0);
     }
-    let mut root: &(dyn std::error::Error + 'static) = e;
-    while let Some(s) = root.source() {
-        root = s;
-    }
     let kind = if e.is_connect() {
         "could not connect"
     } else if e.is_body() || e.is_decode() {
@@ -354,13 +476,39 @@ fn classify(e: &reqwest::Error) -> Sent {
     } else {
         "the request failed"
     };
+    failed(Outcome::NetworkError, describe(kind, e), 0)
+}
+
+/// Classify a plain-HTTP failure as `classify` does a reqwest one.
+fn classify_plain(e: &plain::PlainError) -> Sent {
+    if let Some(b) = find_blocked(e) {
+        return failed(Outcome::Blocked, b.to_string(), 0);
+    }
+    match e {
+        plain::PlainError::ConnectTimeout => {
+            failed(Outcome::Timeout, "the request timed out".into(), 0)
+        }
+        plain::PlainError::Connect(_) => {
+            failed(Outcome::NetworkError, describe("could not connect", e), 0)
+        }
+        plain::PlainError::Request(_) => {
+            failed(Outcome::NetworkError, describe("the request failed", e), 0)
+        }
+    }
+}
+
+/// `kind`, with the innermost cause of `e` unless that is `e` itself or quotes a URL.
+fn describe(kind: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(s) = root.source() {
+        root = s;
+    }
     let cause = root.to_string();
-    let msg = if cause.contains("://")
+    if cause.contains("://")
         || std::ptr::eq(root as *const _ as *const u8, e as *const _ as *const u8)
     {
         kind.to_string()
     } else {
         format!("{kind}: {cause}")
-    };
-    failed(Outcome::NetworkError, msg, 0)
+    }
 }
