@@ -10,8 +10,11 @@
 //! "At once" (a delay of 0) cost CPU, though: every page that emptied under load was handed back
 //! with `madvise` and faulted in again moments later, with the TLB shootdowns both take; that was
 //! about 15 % of a tool call's CPU at 32 connections. A delay of 10 ms keeps the pages a burst
-//! reuses and still returns the rest well within a second: 50 instead of 60 µs per call, idle
-//! RSS with 10,000 tools 113.8 MB instead of 111.4 MB (BENCHMARKS.md, issue 16, eighth session).
+//! reuses and still returns the rest soon: 50 instead of 60 µs per call. A delay alone let
+//! memory freed across threads stay where it was, so the serving threads and the history writer
+//! also collect their heaps now and then (`return_what_is_due`): the soak's RSS is flat again,
+//! and idle RSS with 10,000 tools is 115.5 MB against 111.4 MB at once (BENCHMARKS.md, issue
+//! 16, eighth session).
 
 /// `mi_option_purge_delay` in mimalloc's header (`include/mimalloc.h`, `mi_option_e`, index 15
 /// in v2 and v3): the Rust bindings name the options around it but not this one. The test below
