@@ -333,4 +333,24 @@ mod tests {
                 .is_ok()
         );
     }
+
+    /// Name resolution only (the hosts file): nothing is connected to.
+    #[tokio::test]
+    async fn resolving_drops_blocked_addresses_and_refuses_when_none_is_left() {
+        let strict = NetworkPolicy::default();
+        let err = strict
+            .resolve("localhost", 8080)
+            .await
+            .expect_err("localhost is loopback, blocked by default");
+        let blocked = find_blocked(err.as_ref()).expect("the refusal is a Blocked");
+        assert_eq!(blocked.host, "localhost");
+        let allowed = NetworkPolicy::parse(&["localhost".into()]).unwrap();
+        let addrs = allowed.resolve("localhost", 8080).await.expect("allowed");
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.port() == 8080 && a.ip().is_loopback())
+        );
+    }
 }
