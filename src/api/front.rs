@@ -63,11 +63,12 @@ fn invoke_target(req: &Request) -> Option<&str> {
     if req.method() != Method::POST {
         return None;
     }
-    let name = req
-        .uri()
-        .path()
-        .strip_prefix("/v1/tools/")?
-        .strip_suffix("/invoke")?;
+    tool_name_in(req.uri().path())
+}
+
+/// The `{name}` of a path `/v1/tools/{name}/invoke`: one plain segment, nothing to decode.
+fn tool_name_in(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/v1/tools/")?.strip_suffix("/invoke")?;
     (!name.is_empty() && !name.contains(['/', '%'])).then_some(name)
 }
 
@@ -139,9 +140,9 @@ impl Parts {
         let parsed = serde_json::from_slice::<CallBody>(&bytes)
             .ok()
             .filter(|b| super::check_context(&b.context).is_ok());
-        let name = invoke_target_path(head.uri.path());
         let snap = self.state.catalog.snapshot();
-        let (Some(body), Some(compiled)) = (parsed, snap.tools.get(name)) else {
+        let compiled = tool_name_in(head.uri.path()).and_then(|name| snap.tools.get(name));
+        let (Some(body), Some(compiled)) = (parsed, compiled) else {
             head.extensions.insert(caller);
             return self
                 .route(Request::from_parts(head, Body::from(bytes)))
@@ -153,13 +154,6 @@ impl Parts {
             .await
             .into_response()
     }
-}
-
-/// The name segment of a path `invoke_target` accepted.
-fn invoke_target_path(path: &str) -> &str {
-    path.strip_prefix("/v1/tools/")
-        .and_then(|p| p.strip_suffix("/invoke"))
-        .unwrap_or("")
 }
 
 #[cfg(test)]
@@ -194,8 +188,8 @@ mod tests {
         *get.method_mut() = Method::GET;
         assert_eq!(invoke_target(&get), None);
         assert_eq!(
-            invoke_target_path("/v1/tools/get_order/invoke"),
-            "get_order"
+            tool_name_in("/v1/tools/get_order/invoke"),
+            Some("get_order")
         );
     }
 }

@@ -25,11 +25,11 @@ use super::policy::NetworkPolicy;
 /// A request body.
 pub type Body = Full<Bytes>;
 
-/// How long an idle connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most idle connections kept per destination (and sender) on one thread.
-const MAX_IDLE_PER_HOST: usize = 64;
-/// How long connecting may take, every address of the host included.
+/// How long an idle connection is kept (reqwest's pool for `https://` too).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle connections kept per destination (and sender) on one thread (reqwest's too).
+pub const MAX_IDLE_PER_HOST: usize = 64;
+/// How long connecting may take, every address of the host included (reqwest's too).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a pooled connection goes. The sender's id keeps gateways that share a process (tests)

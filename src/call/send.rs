@@ -114,9 +114,9 @@ impl Sender {
             // but `Authorization` to another origin, secret-bearing ones included.
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .connect_timeout(plain::CONNECT_TIMEOUT)
+            .pool_idle_timeout(plain::IDLE_TIMEOUT)
+            .pool_max_idle_per_host(plain::MAX_IDLE_PER_HOST)
             .tcp_nodelay(true)
             .user_agent(USER_AGENT)
             .build()
@@ -216,15 +216,10 @@ impl Sender {
     /// Send one hop: `http://` on this thread's own pool (`plain`), `https://` through reqwest.
     /// Credentials in a URL (refused in a definition, possible in a redirect's `Location`) are
     /// ignored on plain HTTP; reqwest turns them into a Basic `Authorization`, as it did before.
-    async fn send_hop(
-        &self,
-        client: &reqwest::Client,
-        req: &PreparedRequest,
-        hop: &Hop<'_>,
-    ) -> Result<Answer, Sent> {
+    async fn send_hop(&self, req: &PreparedRequest, hop: &Hop<'_>) -> Result<Answer, Sent> {
         let url = &hop.url;
         if url.scheme() != "http" {
-            let mut b = client.request(hop.method.clone(), url.clone());
+            let mut b = self.client().request(hop.method.clone(), url.clone());
             for &i in &hop.headers {
                 let (k, v) = &req.headers[i];
                 b = b.header(k, v);
@@ -284,7 +279,6 @@ impl Sender {
         timeout: Duration,
     ) -> (Sent, Option<Duration>) {
         let cap = self.read_cap;
-        let client = self.client();
         let work = async move {
             let mut hop = Hop {
                 url: req.url.clone(),
@@ -294,7 +288,7 @@ impl Sender {
             };
             let mut redirects = 0;
             let mut resp = loop {
-                let resp = self.send_hop(&client, req, &hop).await?;
+                let resp = self.send_hop(req, &hop).await?;
                 let status = resp.status();
                 if !matches!(status, 301 | 302 | 303 | 307 | 308) {
                     break resp;
