@@ -49,10 +49,12 @@ pub struct Redactor {
 /// Most redactors kept; past that the cache starts again (secret rotation leaves stale entries).
 const CACHE_MAX: usize = 1024;
 
-/// Redactors by a digest of the secret values they cover (the keys never hold a value).
+/// Redactors by the secret values they cover. The keys hold the values themselves: the redactor
+/// beside each already holds every form of them, and a SHA-256 digest of the values (the key
+/// before) cost more per call than the rest of the lookup.
 #[derive(Default)]
 pub struct RedactorCache {
-    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Redactor>>>,
+    map: std::sync::Mutex<std::collections::HashMap<Vec<String>, std::sync::Arc<Redactor>>>,
 }
 
 impl RedactorCache {
@@ -66,22 +68,15 @@ impl RedactorCache {
         if secrets.is_empty() {
             return std::sync::Arc::default();
         }
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for s in secrets {
-            h.update((s.len() as u64).to_be_bytes());
-            h.update(s.as_bytes());
-        }
-        let key: [u8; 32] = h.finalize().into();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = map.get(&key) {
+        if let Some(r) = map.get(secrets) {
             return r.clone();
         }
         if map.len() >= CACHE_MAX {
             map.clear();
         }
         let r = std::sync::Arc::new(Redactor::new(secrets));
-        map.insert(key, r.clone());
+        map.insert(secrets.to_vec(), r.clone());
         r
     }
 }
@@ -240,6 +235,64 @@ impl Redactor {
         }
     }
 
+    /// Whether `s` holds any form of a secret.
+    fn finds(&self, s: &str) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.is_match(s))
+    }
+
+    /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,
+    /// when it holds no secret (as nearly every string does).
+    pub fn into_text(&self, s: String) -> String {
+        if self.finds(&s) { self.text(&s) } else { s }
+    }
+
+    /// `value`, in place: only what holds a secret is replaced, nothing else is copied.
+    pub fn redact_value(&self, v: &mut Value) {
+        if self.is_empty() {
+            return;
+        }
+        match v {
+            Value::String(s) => {
+                if self.finds(s) {
+                    *s = self.text(s);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| self.redact_value(x)),
+            Value::Object(m) if m.keys().any(|k| self.finds(k)) => {
+                *m = std::mem::take(m)
+                    .into_iter()
+                    .map(|(k, mut x)| {
+                        self.redact_value(&mut x);
+                        (self.into_text(k), x)
+                    })
+                    .collect();
+            }
+            Value::Object(m) => m.values_mut().for_each(|x| self.redact_value(x)),
+            Value::Number(n) => {
+                if self.finds(&n.to_string()) {
+                    *v = Value::String(REDACTED.into());
+                }
+            }
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+
+    /// `value` of a value no longer needed as it was.
+    pub fn into_value(&self, mut v: Value) -> Value {
+        self.redact_value(&mut v);
+        v
+    }
+
+    /// `headers` of headers no longer needed as they were.
+    pub fn into_headers(&self, mut h: Vec<(String, String)>) -> Vec<(String, String)> {
+        for (_, v) in &mut h {
+            if self.finds(v) {
+                *v = self.text(v);
+            }
+        }
+        h
+    }
+
     /// Redact every string (keys included) of a JSON value.
     pub fn value(&self, v: &Value) -> Value {
         if self.is_empty() {
@@ -275,7 +328,12 @@ impl Redactor {
     /// body read up to a cap), so its tail needs the same care. Returns the text and whether it
     /// was cut.
     pub fn cut(&self, s: &str, max: usize, already_cut: bool) -> (String, bool) {
-        let redacted = self.text(s);
+        self.cut_text(s.to_string(), max, already_cut)
+    }
+
+    /// `cut` of a string no longer needed as it was (not copied when it holds no secret and fits).
+    pub fn cut_text(&self, s: String, max: usize, already_cut: bool) -> (String, bool) {
+        let redacted = self.into_text(s);
         let mut end = redacted.len().min(max);
         while !redacted.is_char_boundary(end) {
             end -= 1;
@@ -318,6 +376,30 @@ mod tests {
 
     fn red(s: &str) -> Redactor {
         Redactor::new(&[s.to_string()])
+    }
+
+    #[test]
+    fn redacting_in_place_gives_what_redacting_a_copy_gives() {
+        let r = red("s3cr3t/+&x");
+        let v = json!({"a": "Bearer s3cr3t/+&x", "s3cr3t/+&x": {"n": [1, "k=s3cr3t%2F%2B%26x", null, true]},
+            "plain": "nothing here", "list": ["czNjcjN0LysmeA==", 2.5]});
+        assert_eq!(r.into_value(v.clone()), r.value(&v));
+        assert_eq!(
+            r.into_text("x s3cr3t/+&x y".into()),
+            r.text("x s3cr3t/+&x y")
+        );
+        assert_eq!(r.into_text("clean".into()), "clean");
+        let h = vec![
+            ("A".to_string(), "s3cr3t/+&x".to_string()),
+            ("B".into(), "ok".into()),
+        ];
+        assert_eq!(r.into_headers(h.clone()), r.headers(&h));
+        let n = Redactor::new(&["123456".to_string()]);
+        assert_eq!(
+            n.into_value(json!({"id": 123456, "k": 7})),
+            n.value(&json!({"id": 123456, "k": 7}))
+        );
+        assert_eq!(Redactor::default().into_value(v.clone()), v);
     }
 
     #[test]

@@ -137,10 +137,23 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         start.elapsed().as_secs_f64(),
     );
 
-    let r = &draft.redactor;
-    let content = r.text(&draft.content);
+    let Draft {
+        outcome,
+        status,
+        error,
+        arguments,
+        request,
+        response,
+        response_value,
+        content,
+        details,
+        attempts,
+        redactor,
+    } = draft;
+    let r = &redactor;
+    // Each part is redacted as it is moved into the record: copied only where a secret is.
+    let content = r.into_text(content);
     // The response was redacted where it was read (before any cut); not walked again here.
-    let response_value = draft.response_value;
     let record = CallRecord {
         // Replaced by the recorder's when history is on.
         id: CallId::new(),
@@ -149,21 +162,21 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         source: req.source,
         started_at,
         duration_ms,
-        outcome: draft.outcome,
-        error: draft.error.as_deref().map(|e| r.text(e)),
-        arguments: r.value(&draft.arguments),
-        request: draft.request.map(|q| RecordedRequest {
+        outcome,
+        error: error.map(|e| r.into_text(e)),
+        arguments: r.into_value(arguments),
+        request: request.map(|q| RecordedRequest {
             method: q.method,
-            url: r.text(&q.url),
-            headers: r.headers(&q.headers),
-            body: r.value(&q.body),
+            url: r.into_text(q.url),
+            headers: r.into_headers(q.headers),
+            body: r.into_value(q.body),
         }),
-        response: draft.response.map(|p| RecordedResponse {
+        response: response.map(|p| RecordedResponse {
             status: p.status,
-            headers: r.headers(&p.headers),
+            headers: r.into_headers(p.headers),
             body: p.body,
         }),
-        attempts: draft.attempts,
+        attempts,
         agent: req.agent.map(str::to_string),
         conversation_id: req.conversation_id.map(str::to_string),
         caller: req.caller.map(|c| c.actor.clone()),
@@ -179,21 +192,21 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     span.record("call_id", tracing::field::display(&call_id));
     span.in_scope(|| {
         tracing::debug!(
-            outcome = draft.outcome.as_str(),
-            status = draft.status,
+            outcome = outcome.as_str(),
+            status,
             duration_ms,
             "tool call finished"
         );
     });
     CallResult {
         call_id: call_id.into(),
-        ok: draft.outcome == Outcome::Success,
-        outcome: draft.outcome,
-        status: draft.status,
+        ok: outcome == Outcome::Success,
+        outcome,
+        status,
         duration_ms,
         response: response_value,
         content,
-        details: draft.details,
+        details,
     }
 }
 
@@ -264,7 +277,6 @@ async fn open_secrets(
 async fn prepare(state: &Pipeline, req: &CallRequest<'_>) -> Result<Ready, Box<Draft>> {
     admitted(state, req)?;
     let hook = &req.hook;
-    let raw_args = req.arguments.clone();
     let args = match args::parse_arguments(req.arguments)
         .map_err(|e| vec![e])
         .and_then(|a| args::check_arguments(hook, a))
@@ -276,11 +288,10 @@ async fn prepare(state: &Pipeline, req: &CallRequest<'_>) -> Result<Ready, Box<D
                 result::refusal_content(&details),
                 "invalid arguments".into(),
                 details,
-                raw_args,
+                req.arguments.clone(),
             )));
         }
     };
-    let arguments = Value::Object(args.clone());
     let opened = match open_secrets(state, hook, req.context).await {
         Ok(o) => o,
         Err(e) => {
@@ -292,11 +303,14 @@ async fn prepare(state: &Pipeline, req: &CallRequest<'_>) -> Result<Ready, Box<D
                 ),
                 msg,
                 Vec::new(),
-                arguments,
+                Value::Object(args),
             )));
         }
     };
-    let resolved = match resolve::resolve(hook, &args, req.context, &opened) {
+    let resolved = resolve::resolve(hook, &args, req.context, &opened);
+    // The checked arguments as recorded: `args` itself, no longer needed once resolved.
+    let arguments = Value::Object(args);
+    let resolved = match resolved {
         Ok(r) => r,
         Err(ResolveError::MissingContext(path)) => {
             let details = vec![FieldError::new(
@@ -352,17 +366,10 @@ async fn prepare(state: &Pipeline, req: &CallRequest<'_>) -> Result<Ready, Box<D
             return Err(Box::new(d));
         }
     };
-    let request = RecordedRequest {
-        method: prepared.method.as_str().to_string(),
-        url: prepared.url.to_string(),
-        headers: prepared.headers.clone(),
-        body: prepared.recorded_body.clone(),
-    };
     Ok(Ready {
         prepared,
         redactor,
         arguments,
-        request,
     })
 }
 
@@ -408,11 +415,12 @@ pub async fn dry_run(state: &Pipeline, req: CallRequest<'_>) -> DryRun {
         }
         Ok(ready) => {
             let r = &ready.redactor;
+            let p = &ready.prepared;
             let request = RecordedRequest {
-                method: ready.request.method.clone(),
-                url: r.text(&ready.request.url),
-                headers: r.headers(&ready.request.headers),
-                body: r.value(&ready.request.body),
+                method: p.method.as_str().to_string(),
+                url: r.text(p.url.as_str()),
+                headers: r.headers(&p.headers),
+                body: r.value(&p.recorded_body),
             };
             let body = ready
                 .prepared
@@ -460,7 +468,6 @@ struct Ready {
     prepared: render::PreparedRequest,
     redactor: Arc<Redactor>,
     arguments: Value,
-    request: RecordedRequest,
 }
 
 async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
@@ -468,7 +475,6 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         prepared,
         redactor,
         arguments,
-        request,
     } = match prepare(state, req).await {
         Ok(r) => r,
         Err(refused) => return *refused,
@@ -483,11 +489,10 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         )
         .await;
     let limit = state.max_response_bytes;
-    let (response_value, full) =
-        result::body_value(&sent.body, sent.body_truncated, limit, &redactor);
+    let body = result::body_value(&sent.body, sent.body_truncated, limit, &redactor);
     let content = if sent.outcome == Outcome::Success {
         result::success_content(
-            full.as_ref(),
+            body.whole(),
             &sent,
             &spec.response_fields,
             state.max_content_bytes,
@@ -504,6 +509,14 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         )),
         _ => sent.error.clone(),
     };
+    let response_value = body.shown;
+    // What was sent, as recorded: moved out of the request, which is no longer needed.
+    let request = RecordedRequest {
+        method: prepared.method.as_str().to_string(),
+        url: prepared.url.into(),
+        headers: prepared.headers,
+        body: prepared.recorded_body,
+    };
     Draft {
         outcome: sent.outcome,
         status: sent.status,
@@ -512,7 +525,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         request: Some(request),
         response: sent.status.map(|status| RecordedResponse {
             status,
-            headers: sent.headers.clone(),
+            headers: sent.headers,
             body: response_value.clone(),
         }),
         response_value,

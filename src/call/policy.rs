@@ -132,11 +132,11 @@ impl NetworkPolicy {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        let host_l = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        if self.hosts.contains(&host_l) || self.nets.iter().any(|n| n.contains(&ip)) {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        // The allowed names are stored lower-case: compared without lower-casing a copy.
+        if self.hosts.iter().any(|h| h.eq_ignore_ascii_case(bare))
+            || self.nets.iter().any(|n| n.contains(&ip))
+        {
             return Ok(());
         }
         if self.only_allowed || is_internal(ip) {
@@ -156,9 +156,15 @@ impl NetworkPolicy {
 
     /// Check a URL's host when it is an IP literal (those never reach the resolver).
     pub fn check_url(&self, url: &reqwest::Url) -> Result<(), Blocked> {
+        // The URL's own text of the address names it, without the brackets around IPv6.
+        let text = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         match url.host() {
-            Some(url::Host::Ipv4(ip)) => self.check(&ip.to_string(), IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => self.check(&ip.to_string(), IpAddr::V6(ip)),
+            Some(url::Host::Ipv4(ip)) => self.check(text, IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => self.check(text, IpAddr::V6(ip)),
             _ => Ok(()),
         }
     }

@@ -32,30 +32,59 @@ pub struct CallResult {
     pub details: Vec<FieldError>,
 }
 
+/// The upstream's body read for the caller: as shown, and the whole parsed JSON.
+#[derive(Debug)]
+pub struct BodyValue {
+    /// The response as shown: the parsed JSON if it fits the limit, else text cut to it.
+    pub shown: Value,
+    /// The whole parsed JSON when `shown` is not it (cut to text for its size).
+    cut_whole: Option<Value>,
+    /// Whether `shown` is the whole parsed JSON (one tree serves both).
+    shown_is_whole: bool,
+}
+
+impl BodyValue {
+    /// The whole parsed JSON (redacted), if the body parsed.
+    pub fn whole(&self) -> Option<&Value> {
+        if self.shown_is_whole {
+            Some(&self.shown)
+        } else {
+            self.cut_whole.as_ref()
+        }
+    }
+}
+
 /// The response as shown (JSON if it parses and fits `limit`, else text cut to `limit`) and the
 /// whole parsed JSON, both already redacted: redaction comes before every cut, so no cut can keep
-/// part of a secret.
+/// part of a secret. The body is parsed once, and redacted in place.
 pub fn body_value(
     body: &[u8],
     read_truncated: bool,
     limit: usize,
     redactor: &Redactor,
-) -> (Value, Option<Value>) {
-    let full = if read_truncated {
+) -> BodyValue {
+    let whole = if read_truncated {
         None
     } else {
         serde_json::from_slice::<Value>(body)
             .ok()
-            .map(|v| redactor.value(&v))
+            .map(|v| redactor.into_value(v))
     };
-    let shown = match &full {
-        Some(v) if body.len() <= limit => v.clone(),
-        _ => {
+    match whole {
+        Some(v) if body.len() <= limit => BodyValue {
+            shown: v,
+            cut_whole: None,
+            shown_is_whole: true,
+        },
+        whole => {
             let text = String::from_utf8_lossy(body);
-            Value::String(redactor.cut(&text, limit, read_truncated).0)
+            BodyValue {
+                shown: Value::String(redactor.cut(&text, limit, read_truncated).0),
+                cut_whole: whole,
+                shown_is_whole: false,
+            }
         }
-    };
-    (shown, full)
+    }
 }
 
 /// Keep only the listed dotted paths of a JSON value, nested as in the original.
@@ -81,9 +110,9 @@ pub fn reduce(v: &Value, paths: &[String]) -> Value {
     out
 }
 
-fn with_limit(text: &str, max: usize, already_cut: bool, redactor: &Redactor) -> String {
+fn with_limit(text: String, max: usize, already_cut: bool, redactor: &Redactor) -> String {
     let total = text.len();
-    match redactor.cut(text, max, already_cut) {
+    match redactor.cut_text(text, max, already_cut) {
         (t, false) => t,
         (t, true) => format!(
             "{t}\n[truncated: the response was {total} bytes; only the first {} are shown. Ask for something narrower if more is needed.]",
@@ -108,7 +137,7 @@ pub fn success_content(
     if text.is_empty() {
         return "The call succeeded (the response was empty).".into();
     }
-    with_limit(&text, max, sent.body_truncated, redactor)
+    with_limit(text, max, sent.body_truncated, redactor)
 }
 
 /// The model's text for a failed call: one plain sentence naming the status or the problem.

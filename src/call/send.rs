@@ -312,8 +312,8 @@ impl Sender {
                 .iter()
                 .map(|(k, v)| {
                     (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).to_string(),
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
                     )
                 })
                 .collect();

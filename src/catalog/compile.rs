@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{Map, Value, json};
 
 use crate::model::names::SecretName;
-use crate::model::template::{JsonTemplate, Template, UrlTemplate};
+use crate::model::template::{JsonTemplate, Template, UrlSegment, UrlTemplate};
 use crate::model::{DataType, Field, QueryStyle, Tool, ValueType, Webhook};
 
 /// A dynamic field, as the argument checker needs it.
@@ -95,6 +95,9 @@ pub struct CompiledWebhook {
     /// Validator of `parameters`, compiled on the first call: most of thousands of stored tools are
     /// never called by one process, and eager validators dominated idle memory and start time.
     validator: OnceLock<Result<jsonschema::Validator, String>>,
+    /// The URL's scheme and authority parsed, and how long their text is, on the first call
+    /// (`None` when a parameter stands in them): see `origin()`.
+    origin: OnceLock<Option<(url::Url, usize)>>,
     /// Dynamic fields in definition order.
     pub dynamic: Vec<DynamicField>,
     /// Every secret the webhook uses, sorted: opened before the fields are filled in.
@@ -136,6 +139,17 @@ impl CompiledWebhook {
         })
     }
 
+    /// The URL's scheme and authority, parsed once, with the length of their text: every
+    /// rendered URL starts with that text, so the rest can be parsed against it, and the host
+    /// (IDNA and IP address checks and all) is not parsed again on every call. `None` when the
+    /// first literal part of the URL does not hold the whole authority.
+    pub fn origin(&self) -> Option<(&url::Url, usize)> {
+        self.origin
+            .get_or_init(|| origin_of(&self.url))
+            .as_ref()
+            .map(|(u, n)| (u, *n))
+    }
+
     /// The argument validator, compiled once.
     pub fn validator(&self) -> Result<&jsonschema::Validator, &str> {
         self.validator
@@ -149,6 +163,23 @@ impl CompiledWebhook {
             .as_ref()
             .map_err(String::as_str)
     }
+}
+
+/// The scheme and authority at the start of `url`'s first literal part, parsed, and their length.
+fn origin_of(url: &UrlTemplate) -> Option<(url::Url, usize)> {
+    let first = match url.segments.first()? {
+        UrlSegment::Literal(t) => t,
+        UrlSegment::Param(_) => return None,
+    };
+    let after_scheme = first.find("://")? + 3;
+    let end = match first[after_scheme..].find(['/', '?', '#', '\\']) {
+        Some(i) => after_scheme + i,
+        // The authority runs to the end of the literal: whole only if nothing follows it.
+        None if url.segments.len() == 1 => first.len(),
+        None => return None,
+    };
+    let origin = url::Url::parse(&first[..end]).ok()?;
+    (origin.has_host() && matches!(origin.scheme(), "http" | "https")).then_some((origin, end))
 }
 
 /// A linked tool ready to be offered and called.
@@ -328,6 +359,7 @@ pub fn compile_webhook(webhook: Webhook) -> Result<CompiledWebhook, String> {
         parameters: OnceLock::new(),
         strict_parameters: OnceLock::new(),
         validator: OnceLock::new(),
+        origin: OnceLock::new(),
         dynamic,
     })
 }

@@ -35,6 +35,7 @@ mod text_type;
 pub mod agent;
 pub mod audit;
 pub mod call;
+pub mod clock;
 pub mod event;
 pub mod field;
 pub mod ids;
@@ -49,6 +50,7 @@ pub mod webhook;
 pub use agent::{Agent, AgentSpec};
 pub use audit::AuditEntry;
 pub use call::{CallRecord, Outcome, OutcomeFilter, Source};
+pub use clock::now_rfc3339;
 pub use event::{
     Delivery, DeliveryStatus, Event, Subscription, SubscriptionAuth, SubscriptionSpec,
 };
@@ -75,11 +77,4 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Current time as an RFC 3339 UTC string, the format of every timestamp toolgate emits.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
