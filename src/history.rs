@@ -174,7 +174,7 @@ impl Recorder {
                 if q.closed || q.closing.is_some() {
                     drop(q);
                     tracing::error!("call history writer has stopped; record lost");
-                    return r.id;
+                    return CallId::new();
                 }
                 if q.records.len() < self.shared.capacity {
                     // The id is taken here, under the queue's lock: ids (UUIDv7, ordered within

@@ -19,7 +19,9 @@ struct Hist {
 /// In-memory counters, rendered on `GET /metrics`.
 #[derive(Default)]
 pub struct Metrics {
-    calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Tool → outcome → count: looked up by `&str`, so a call allocates no key once its tool
+    /// has been seen.
+    calls: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     latency: Mutex<BTreeMap<String, Hist>>,
 }
 
@@ -33,17 +35,26 @@ impl Metrics {
     /// Count one finished call.
     pub fn observe(&self, tool: &str, outcome: &'static str, seconds: f64) {
         if let Ok(mut c) = self.calls.lock() {
-            *c.entry((tool.to_string(), outcome)).or_default() += 1;
+            if !c.contains_key(tool) {
+                c.insert(tool.to_string(), BTreeMap::new());
+            }
+            if let Some(by_outcome) = c.get_mut(tool) {
+                *by_outcome.entry(outcome).or_default() += 1;
+            }
         }
         if let Ok(mut l) = self.latency.lock() {
-            let h = l.entry(tool.to_string()).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if seconds <= *b {
-                    h.counts[i] += 1;
-                }
+            if !l.contains_key(tool) {
+                l.insert(tool.to_string(), Hist::default());
             }
-            h.sum += seconds;
-            h.count += 1;
+            if let Some(h) = l.get_mut(tool) {
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    if seconds <= *b {
+                        h.counts[i] += 1;
+                    }
+                }
+                h.sum += seconds;
+                h.count += 1;
+            }
         }
     }
 
@@ -52,12 +63,14 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP toolgate_calls_total Tool calls by tool and outcome.\n# TYPE toolgate_calls_total counter\n");
         if let Ok(c) = self.calls.lock() {
-            for ((tool, outcome), n) in c.iter() {
-                let _ = writeln!(
-                    out,
-                    "toolgate_calls_total{{tool=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(tool)
-                );
+            for (tool, by_outcome) in c.iter() {
+                let t = escape(tool);
+                for (outcome, n) in by_outcome {
+                    let _ = writeln!(
+                        out,
+                        "toolgate_calls_total{{tool=\"{t}\",outcome=\"{outcome}\"}} {n}"
+                    );
+                }
             }
         }
         out.push_str("# HELP toolgate_call_duration_seconds Tool call latency.\n# TYPE toolgate_call_duration_seconds histogram\n");

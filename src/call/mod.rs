@@ -155,8 +155,11 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     let content = r.into_text(content);
     // The response was redacted where it was read (before any cut); not walked again here.
     let record = CallRecord {
-        // Replaced by the recorder's when history is on.
-        id: CallId::new(),
+        // The recorder gives the id when history is on.
+        id: match state.recorder {
+            Some(_) => CallId::unassigned(),
+            None => CallId::new(),
+        },
         tool: req.tool.map(str::to_string),
         webhook_id: webhook_id.into(),
         source: req.source,

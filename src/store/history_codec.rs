@@ -224,7 +224,11 @@ pub fn encode_chunk(records: &[&CallRecord]) -> Result<(Vec<u8>, Vec<u8>), Store
         return Err(StoreError::Corrupt("an empty history chunk".into()));
     };
     let (first, last) = (first.0, last.0);
-    let packed = rmp_serde::to_vec(&entries).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    // Sized for records like the benchmark's (about 370 bytes packed): grown from rmp_serde's
+    // 128 bytes, the buffer of a batch was copied a dozen times.
+    let mut packed = Vec::with_capacity(entries.len() * 512);
+    rmp_serde::encode::write(&mut packed, &entries)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let body = compress(&packed)?;
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.push(FORMAT_CHUNK);
