@@ -7,6 +7,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::model::{CallId, CallRecord};
 use crate::store::Store;
+use crate::store::history_codec::PackedCall;
 
 pub use crate::redact::{REDACTED, Redactor};
 
@@ -38,7 +39,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    records: Vec<CallRecord>,
+    records: Vec<PackedCall>,
     /// Readers waiting for everything queued before them to be stored.
     waiters: Vec<oneshot::Sender<()>>,
     closing: Option<oneshot::Sender<()>>,
@@ -120,7 +121,7 @@ impl Shared {
             self.room.notify_waiters();
             if !batch.is_empty()
                 && let Err(e) =
-                    runtime.block_on(store.insert_calls(&batch, max_records, max_age_secs))
+                    runtime.block_on(store.insert_packed(&batch, max_records, max_age_secs))
             {
                 tracing::error!(error = %e, records = batch.len(), "could not write call history");
             }
@@ -164,8 +165,18 @@ impl Recorder {
     }
 
     /// Queue a record under a fresh call id, which it returns (the record's own id is replaced);
-    /// waits while the queue is full (back-pressure, never dropping).
-    pub async fn record(&self, mut r: CallRecord) -> CallId {
+    /// waits while the queue is full (back-pressure, never dropping). The record is packed here,
+    /// on the caller's thread, and its parts are freed where they were made.
+    pub async fn record(&self, r: CallRecord) -> CallId {
+        let packed = PackedCall::unkeyed(&r);
+        drop(r);
+        let mut r = match packed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "could not pack a call history record; record lost");
+                return CallId::new();
+            }
+        };
         loop {
             let room = self.shared.room.notified();
             tokio::pin!(room);
@@ -183,15 +194,15 @@ impl Recorder {
                     // started, a slow call's id was older than those of calls that began after
                     // it but ended first and were stored in an earlier batch; the sled history's
                     // chunks then overlapped, and lookups by id and pages missed records.
-                    r.id = CallId::new();
-                    let id = r.id.clone();
+                    let bits = uuid::Uuid::now_v7().as_u128();
+                    r.set_key(bits);
                     q.records.push(r);
                     let wake = q.records.len() == 1 || q.records.len() == self.shared.full();
                     drop(q);
                     if wake {
                         self.shared.wake.notify_one();
                     }
-                    return id;
+                    return CallId::from_bits(bits);
                 }
                 // Registered before the lock is released, so the writer's `notify_waiters`
                 // after taking the queue cannot be missed.

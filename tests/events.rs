@@ -222,12 +222,19 @@ async fn emits_change_call_and_conversation_events() {
     assert_eq!(call.body["data"]["tool"], "ok_tool");
     assert_eq!(call.body["current_context"]["tool"], "ok_tool");
     assert!(types.len() >= want.len());
-    let (_, list) = s
-        .get(&format!(
-            "/v1/deliveries?subscription_id={sub}&status=succeeded"
-        ))
-        .await;
-    assert!(list["items"].as_array().unwrap().len() >= want.len());
+    // A delivery is marked succeeded after the receiver has answered: the last ones a moment
+    // after their hits arrived.
+    let delivered = eventually(15, || async {
+        let (_, list) = s
+            .get(&format!(
+                "/v1/deliveries?subscription_id={sub}&status=succeeded"
+            ))
+            .await;
+        let n = list["items"].as_array().map_or(0, Vec::len);
+        (n >= want.len()).then_some(n)
+    })
+    .await;
+    assert!(delivered >= want.len());
 }
 
 #[tokio::test]

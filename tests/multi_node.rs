@@ -279,6 +279,15 @@ async fn one_mcp_session_is_served_by_either_node() {
         json!({"name": "echo", "webhook_id": hook["id"]}),
     )
     .await;
+    // The tool reaches B's catalog through the change feed, a moment after A stored it: the
+    // session starts once both nodes have it, so that every request may go to either.
+    eventually(5, || async {
+        let (st, _) = b
+            .post("/v1/tools/echo/invoke", json!({"arguments": {}}))
+            .await;
+        (st == 200).then_some(())
+    })
+    .await;
     let (st, headers, body) = mcp_post(
         &a,
         None,

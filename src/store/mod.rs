@@ -366,13 +366,28 @@ pub trait AccessStore: Send + Sync {
 
 /// The call history.
 pub trait HistoryStore: Send + Sync {
-    /// Append history records and apply retention (count, then age in seconds).
+    /// Append packed history records and apply retention (count, then age in seconds).
+    fn insert_packed<'a>(
+        &'a self,
+        records: &'a [history_codec::PackedCall],
+        max_records: usize,
+        max_age_secs: u64,
+    ) -> StoreFuture<'a, ()>;
+    /// Append history records (packed here) and apply retention, as `insert_packed`.
     fn insert_calls<'a>(
         &'a self,
         records: &'a [CallRecord],
         max_records: usize,
         max_age_secs: u64,
-    ) -> StoreFuture<'a, ()>;
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let packed = records
+                .iter()
+                .map(history_codec::PackedCall::new)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.insert_packed(&packed, max_records, max_age_secs).await
+        })
+    }
     /// One call record.
     fn get_call<'a>(&'a self, id: &'a str) -> StoreFuture<'a, CallRecord>;
     /// Call records, newest first.

@@ -184,9 +184,9 @@ async fn drop_hidden(tx: &mut Tx, visible_from: i64) -> Result<(), StoreError> {
 }
 
 impl HistoryStore for PgStore {
-    fn insert_calls<'a>(
+    fn insert_packed<'a>(
         &'a self,
-        records: &'a [CallRecord],
+        records: &'a [codec::PackedCall],
         max_records: usize,
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()> {
@@ -195,19 +195,15 @@ impl HistoryStore for PgStore {
                 return Ok(());
             }
             // Oldest id first, like the embedded store, so a chunk's records are in id order.
-            let mut sorted: Vec<&CallRecord> = records.iter().collect();
-            sorted.sort_by(|a, b| a.id.cmp(&b.id));
+            let mut sorted: Vec<&codec::PackedCall> = records.iter().collect();
+            sorted.sort_by_key(|r| r.key);
             let mut ids = Vec::with_capacity(sorted.len());
             let mut tools = Vec::with_capacity(sorted.len());
             let mut hooks = Vec::with_capacity(sorted.len());
             let mut outcomes = Vec::with_capacity(sorted.len());
             let mut sources = Vec::with_capacity(sorted.len());
             for r in &sorted {
-                ids.push(
-                    id_hex(&r.id).ok_or_else(|| {
-                        StoreError::Corrupt(format!("'{}' is not a call id", r.id))
-                    })?,
-                );
+                ids.push(format!("{:032x}", u128::from_be_bytes(r.key)));
                 tools.push(r.tool.as_deref());
                 hooks.push(r.webhook_id.as_str());
                 outcomes.push(r.outcome.as_str());
@@ -221,7 +217,7 @@ impl HistoryStore for PgStore {
             let mut chunk_of = Vec::with_capacity(sorted.len());
             for (j, c) in sorted.chunks(CHUNK_MAX).enumerate() {
                 let end = i64::try_from(j * CHUNK_MAX + c.len() - 1).unwrap_or(i64::MAX);
-                bodies.push(codec::encode_chunk(c)?.1);
+                bodies.push(codec::encode_packed_chunk(c)?.1);
                 chunk_ends.push(end);
                 chunk_of.extend(std::iter::repeat_n(end, c.len()));
             }

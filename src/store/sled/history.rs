@@ -148,7 +148,7 @@ impl SledStore {
         count: usize,
         max_records: usize,
         max_age_secs: u64,
-        fresh: &mut Vec<Vec<&CallRecord>>,
+        fresh: &mut Vec<Vec<&codec::PackedCall>>,
     ) -> Result<(Vec<Op>, usize, Option<Head>), StoreError> {
         let mut excess = if max_records > 0 {
             count.saturating_sub(max_records)
@@ -234,9 +234,9 @@ fn matches(r: &CallRecord, f: &CallFilter) -> bool {
 }
 
 impl HistoryStore for SledStore {
-    fn insert_calls<'a>(
+    fn insert_packed<'a>(
         &'a self,
-        records: &'a [CallRecord],
+        records: &'a [codec::PackedCall],
         max_records: usize,
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()> {
@@ -245,19 +245,16 @@ impl HistoryStore for SledStore {
             if records.is_empty() {
                 return Ok(());
             }
-            let mut sorted: Vec<&CallRecord> = records.iter().collect();
-            for r in &sorted {
-                codec::key(&r.id)?;
-            }
-            sorted.sort_by(|a, b| a.id.cmp(&b.id));
-            let mut fresh: Vec<Vec<&CallRecord>> =
+            let mut sorted: Vec<&codec::PackedCall> = records.iter().collect();
+            sorted.sort_by_key(|r| r.key);
+            let mut fresh: Vec<Vec<&codec::PackedCall>> =
                 sorted.chunks(CHUNK_MAX).map(<[_]>::to_vec).collect();
             let guard = self.history_write.lock().unwrap_or_else(|p| p.into_inner());
             let count = self.call_count.load(Relaxed) + records.len();
             let (mut ops, removed, head) =
                 self.retention(count, max_records, max_age_secs, &mut fresh)?;
             for chunk in &fresh {
-                let (k, v) = codec::encode_chunk(chunk)?;
+                let (k, v) = codec::encode_packed_chunk(chunk)?;
                 ops.push((k, Some(v)));
             }
             let after = count - removed;
@@ -266,6 +263,10 @@ impl HistoryStore for SledStore {
                 ops.push((HEAD_KEY.to_vec(), Some(h.encode())));
             }
             if self.events_on() {
+                let events = records
+                    .iter()
+                    .map(|r| r.unpack().map(|c| crate::events::payload::call_event(&c)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 // The call events go to the outbox in the same transaction as the records (every
                 // call's, also one retention drops at once: the call still happened).
                 (&self.calls, &self.outbox)
@@ -276,8 +277,8 @@ impl HistoryStore for SledStore {
                                 None => calls.remove(k.as_slice())?,
                             };
                         }
-                        for r in records {
-                            self.emit(ob, crate::events::payload::call_event(r))?;
+                        for e in &events {
+                            self.emit(ob, e.clone())?;
                         }
                         Ok(())
                     })
