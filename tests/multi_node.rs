@@ -34,6 +34,20 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Wait (5 s at most) until this node can call `tool`: it has reached its catalog.
+    async fn until_it_invokes(&self, tool: &str) {
+        eventually(5, || async {
+            let (st, _) = self
+                .post(
+                    &format!("/v1/tools/{tool}/invoke"),
+                    json!({"arguments": {}}),
+                )
+                .await;
+            (st == 200).then_some(())
+        })
+        .await;
+    }
+
     /// Start a node on `db_url` with its own data dir; `files` is the tools/prompts root.
     fn spawn(db_url: &str, files: Option<&Path>, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
@@ -150,13 +164,7 @@ async fn a_change_through_one_node_is_used_by_the_other_within_a_second() {
         .await;
     assert_eq!(st, 201, "{t}");
     let made = Instant::now();
-    eventually(5, || async {
-        let (st, _) = b
-            .post("/v1/tools/echo/invoke", json!({"arguments": {}}))
-            .await;
-        (st == 200).then_some(())
-    })
-    .await;
+    b.until_it_invokes("echo").await;
     let seen_after = made.elapsed();
     assert!(
         seen_after <= Duration::from_secs(1),
@@ -281,13 +289,7 @@ async fn one_mcp_session_is_served_by_either_node() {
     .await;
     // The tool reaches B's catalog through the change feed, a moment after A stored it: the
     // session starts once both nodes have it, so that every request may go to either.
-    eventually(5, || async {
-        let (st, _) = b
-            .post("/v1/tools/echo/invoke", json!({"arguments": {}}))
-            .await;
-        (st == 200).then_some(())
-    })
-    .await;
+    b.until_it_invokes("echo").await;
     let (st, headers, body) = mcp_post(
         &a,
         None,
