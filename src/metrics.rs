@@ -16,6 +16,19 @@ struct Hist {
     count: u64,
 }
 
+impl Hist {
+    /// Count one call that took `seconds`.
+    fn add(&mut self, seconds: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
 /// In-memory counters, rendered on `GET /metrics`.
 #[derive(Default)]
 pub struct Metrics {
@@ -35,25 +48,21 @@ impl Metrics {
     /// Count one finished call.
     pub fn observe(&self, tool: &str, outcome: &'static str, seconds: f64) {
         if let Ok(mut c) = self.calls.lock() {
-            if !c.contains_key(tool) {
-                c.insert(tool.to_string(), BTreeMap::new());
-            }
-            if let Some(by_outcome) = c.get_mut(tool) {
-                *by_outcome.entry(outcome).or_default() += 1;
+            match c.get_mut(tool) {
+                Some(by_outcome) => *by_outcome.entry(outcome).or_default() += 1,
+                None => {
+                    c.insert(tool.to_string(), BTreeMap::from([(outcome, 1)]));
+                }
             }
         }
         if let Ok(mut l) = self.latency.lock() {
-            if !l.contains_key(tool) {
-                l.insert(tool.to_string(), Hist::default());
-            }
-            if let Some(h) = l.get_mut(tool) {
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    if seconds <= *b {
-                        h.counts[i] += 1;
-                    }
+            match l.get_mut(tool) {
+                Some(h) => h.add(seconds),
+                None => {
+                    let mut h = Hist::default();
+                    h.add(seconds);
+                    l.insert(tool.to_string(), h);
                 }
-                h.sum += seconds;
-                h.count += 1;
             }
         }
     }

@@ -246,7 +246,8 @@ impl Redactor {
         if self.finds(&s) { self.text(&s) } else { s }
     }
 
-    /// `value`, in place: only what holds a secret is replaced, nothing else is copied.
+    /// Redact every string (keys included) of a JSON value in place: only what holds a secret is
+    /// replaced, nothing else is copied.
     pub fn redact_value(&self, v: &mut Value) {
         if self.is_empty() {
             return;
@@ -277,50 +278,25 @@ impl Redactor {
         }
     }
 
-    /// `value` of a value no longer needed as it was.
+    /// `redact_value` of a value no longer needed as it was.
     pub fn into_value(&self, mut v: Value) -> Value {
         self.redact_value(&mut v);
         v
     }
 
-    /// `headers` of headers no longer needed as they were.
-    pub fn into_headers(&self, mut h: Vec<(String, String)>) -> Vec<(String, String)> {
-        for (_, v) in &mut h {
-            if self.finds(v) {
-                *v = self.text(v);
-            }
-        }
-        h
+    /// Redact the values of headers no longer needed as they were (copied only where a secret is).
+    pub fn into_headers(&self, h: Vec<(String, String)>) -> Vec<(String, String)> {
+        h.into_iter().map(|(k, v)| (k, self.into_text(v))).collect()
     }
 
-    /// Redact every string (keys included) of a JSON value.
+    /// Redact every string (keys included) of a JSON value, in a copy.
     pub fn value(&self, v: &Value) -> Value {
-        if self.is_empty() {
-            return v.clone();
-        }
-        match v {
-            Value::String(s) => Value::String(self.text(s)),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect()),
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, x)| (self.text(k), self.value(x)))
-                    .collect(),
-            ),
-            Value::Number(n) => {
-                let t = n.to_string();
-                if self.text(&t) != t {
-                    Value::String(REDACTED.into())
-                } else {
-                    v.clone()
-                }
-            }
-            other => other.clone(),
-        }
+        self.into_value(v.clone())
     }
 
-    /// Redact header values.
+    /// Redact header values, in a copy.
     pub fn headers(&self, h: &[(String, String)]) -> Vec<(String, String)> {
-        h.iter().map(|(k, v)| (k.clone(), self.text(v))).collect()
+        self.into_headers(h.to_vec())
     }
 
     /// Redact `s`, then cut it to at most `max` bytes on a char boundary, dropping a tail that
@@ -379,25 +355,30 @@ mod tests {
     }
 
     #[test]
-    fn redacting_in_place_gives_what_redacting_a_copy_gives() {
+    fn a_value_is_redacted_in_its_strings_keys_and_numbers_and_nothing_else_changes() {
         let r = red("s3cr3t/+&x");
         let v = json!({"a": "Bearer s3cr3t/+&x", "s3cr3t/+&x": {"n": [1, "k=s3cr3t%2F%2B%26x", null, true]},
             "plain": "nothing here", "list": ["czNjcjN0LysmeA==", 2.5]});
-        assert_eq!(r.into_value(v.clone()), r.value(&v));
-        assert_eq!(
-            r.into_text("x s3cr3t/+&x y".into()),
-            r.text("x s3cr3t/+&x y")
-        );
+        let want = json!({"a": "Bearer [REDACTED]", "[REDACTED]": {"n": [1, "k=[REDACTED]", null, true]},
+            "plain": "nothing here", "list": ["[REDACTED]A==", 2.5]});
+        assert_eq!(r.value(&v), want);
+        assert_eq!(r.into_value(v.clone()), want);
+        assert_eq!(r.into_text("x s3cr3t/+&x y".into()), "x [REDACTED] y");
         assert_eq!(r.into_text("clean".into()), "clean");
         let h = vec![
             ("A".to_string(), "s3cr3t/+&x".to_string()),
             ("B".into(), "ok".into()),
         ];
-        assert_eq!(r.into_headers(h.clone()), r.headers(&h));
+        let want_h = vec![
+            ("A".to_string(), "[REDACTED]".to_string()),
+            ("B".into(), "ok".into()),
+        ];
+        assert_eq!(r.headers(&h), want_h);
+        assert_eq!(r.into_headers(h), want_h);
         let n = Redactor::new(&["123456".to_string()]);
         assert_eq!(
             n.into_value(json!({"id": 123456, "k": 7})),
-            n.value(&json!({"id": 123456, "k": 7}))
+            json!({"id": "[REDACTED]", "k": 7})
         );
         assert_eq!(Redactor::default().into_value(v.clone()), v);
     }

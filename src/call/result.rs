@@ -37,19 +37,27 @@ pub struct CallResult {
 pub struct BodyValue {
     /// The response as shown: the parsed JSON if it fits the limit, else text cut to it.
     pub shown: Value,
-    /// The whole parsed JSON when `shown` is not it (cut to text for its size).
-    cut_whole: Option<Value>,
-    /// Whether `shown` is the whole parsed JSON (one tree serves both).
-    shown_is_whole: bool,
+    whole: Whole,
+}
+
+/// Where the whole parsed body is.
+#[derive(Debug)]
+enum Whole {
+    /// In `shown` (one tree serves both).
+    Shown,
+    /// Here: it was too large to be shown and `shown` is text cut from the body.
+    Apart(Value),
+    /// Nowhere: the body is not JSON, or was read only in part.
+    Unparsed,
 }
 
 impl BodyValue {
     /// The whole parsed JSON (redacted), if the body parsed.
     pub fn whole(&self) -> Option<&Value> {
-        if self.shown_is_whole {
-            Some(&self.shown)
-        } else {
-            self.cut_whole.as_ref()
+        match &self.whole {
+            Whole::Shown => Some(&self.shown),
+            Whole::Apart(v) => Some(v),
+            Whole::Unparsed => None,
         }
     }
 }
@@ -63,25 +71,23 @@ pub fn body_value(
     limit: usize,
     redactor: &Redactor,
 ) -> BodyValue {
-    let whole = if read_truncated {
+    let parsed = if read_truncated {
         None
     } else {
         serde_json::from_slice::<Value>(body)
             .ok()
             .map(|v| redactor.into_value(v))
     };
-    match whole {
+    match parsed {
         Some(v) if body.len() <= limit => BodyValue {
             shown: v,
-            cut_whole: None,
-            shown_is_whole: true,
+            whole: Whole::Shown,
         },
-        whole => {
+        parsed => {
             let text = String::from_utf8_lossy(body);
             BodyValue {
                 shown: Value::String(redactor.cut(&text, limit, read_truncated).0),
-                cut_whole: whole,
-                shown_is_whole: false,
+                whole: parsed.map_or(Whole::Unparsed, Whole::Apart),
             }
         }
     }
