@@ -124,11 +124,18 @@ impl Shared {
             let closing = q.closing.take();
             drop(q);
             self.room.notify_waiters();
-            if !batch.is_empty()
-                && let Err(e) =
-                    runtime.block_on(store.insert_packed(&batch, max_records, max_age_secs))
-            {
-                tracing::error!(error = %e, records = batch.len(), "could not write call history");
+            if !batch.is_empty() {
+                let started = std::time::Instant::now();
+                match runtime.block_on(store.insert_packed(&batch, max_records, max_age_secs)) {
+                    Ok(()) => tracing::debug!(
+                        records = batch.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "call history batch written"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e, records = batch.len(), "could not write call history"
+                    ),
+                }
             }
             drop(batch);
             crate::allocator::return_what_is_due();

@@ -89,10 +89,17 @@ async fn a_json_history_is_converted_at_open() {
         store.get_call(&old[1]).await.unwrap().tool.as_deref(),
         Some("t")
     );
-    // And counted: a cap of 2 on the next write keeps the newest two of four.
+    // And counted: a cap of 2 on the next write keeps the newest two of four. The converted
+    // chunk stays in sled (inline) and the new one goes to a segment: both are read.
     let next = ids(1);
     store.insert_calls(&[call(&next[0])], 2, 0).await.unwrap();
-    assert_eq!(listed(&store).await.len(), 2);
+    assert_eq!(listed(&store).await, vec![next[0].clone(), old[2].clone()]);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    // Once retention passes the inline chunk, it goes like any other.
+    let more = ids(2);
+    let recs: Vec<_> = more.iter().map(|i| call(i)).collect();
+    store.insert_calls(&recs, 2, 0).await.unwrap();
+    assert_eq!(listed(&store).await, vec![more[1].clone(), more[0].clone()]);
 }
 
 #[tokio::test]
@@ -195,4 +202,102 @@ async fn the_age_limit_hides_the_old_part_of_a_chunk() {
             new[1].clone()
         ]
     );
+}
+
+/// The `.seg` files in the store's history folder.
+fn segment_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("history"))
+        .expect("history folder")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A call whose arguments hold 4 KB of random hex (about 2 KB once compressed), so a few
+/// batches fill more than one segment.
+fn bulky_call(id: &str) -> toolgate::model::CallRecord {
+    use std::fmt::Write;
+    // splitmix64, seeded by the id: no two records alike.
+    let mut x = id.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3)
+    });
+    let mut noise = String::with_capacity(4096);
+    for _ in 0..256 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let _ = write!(noise, "{:016x}", z ^ (z >> 31));
+    }
+    let mut c = call(id);
+    c.arguments = serde_json::json!({ "noise": noise });
+    c
+}
+
+#[tokio::test]
+async fn chunk_bodies_live_in_segments_that_retention_deletes_whole() {
+    use toolgate::store::HistoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 300;
+    let mut all = Vec::new();
+    {
+        let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+        let mut most_files = 0;
+        for _ in 0..12 {
+            let batch = ids(200);
+            let recs: Vec<_> = batch.iter().map(|i| bulky_call(i)).collect();
+            store.insert_calls(&recs, cap, 0).await.unwrap();
+            all.extend(batch);
+            most_files = most_files.max(segment_files(dir.path()).len());
+        }
+        // 2,400 records of about 1 KB compressed went through 1 MiB segments; at a cap of 300
+        // the ones retention passed were deleted as it went.
+        let files = segment_files(dir.path());
+        assert!(
+            (2..=3).contains(&most_files),
+            "segments roll over, the old ones go: {most_files} at once"
+        );
+        assert!(
+            !files.contains(&"0000000000000001.seg".to_string()),
+            "{files:?}"
+        );
+        let kept = conformance::newest_ids(&store, 1000).await;
+        let newest: Vec<String> = all.iter().rev().take(cap).cloned().collect();
+        assert_eq!(kept, newest);
+        let oldest_kept = &all[all.len() - cap];
+        assert!(store.get_call(oldest_kept).await.is_ok());
+        assert!(store.get_call(&all[all.len() - cap - 1]).await.is_err());
+        // sled holds references, not bodies: its files stay far smaller than the history.
+        let history_bytes: u64 = files
+            .iter()
+            .map(|f| {
+                std::fs::metadata(dir.path().join("history").join(f))
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        assert!(history_bytes > 1024 * 1024, "{history_bytes}");
+    }
+    // A segment a crash left behind (its chunks' removal durable, the file not yet deleted) is
+    // deleted at open; the history reads the same and the count is still exact.
+    let leftover = dir.path().join("history").join("0000000000000001.seg");
+    std::fs::write(&leftover, b"bytes of chunks retention removed").unwrap();
+    let store = reopen(dir.path());
+    assert!(
+        !leftover.exists(),
+        "an unreferenced segment survived the open"
+    );
+    let newest: Vec<String> = all.iter().rev().take(cap).cloned().collect();
+    assert_eq!(conformance::newest_ids(&store, 1000).await, newest);
+    let one = ids(1);
+    store
+        .insert_calls(&[bulky_call(&one[0])], cap, 0)
+        .await
+        .unwrap();
+    let kept = conformance::newest_ids(&store, 1000).await;
+    assert_eq!(kept.len(), cap);
+    assert_eq!(kept[0], one[0]);
+    assert!(!kept.contains(&all[all.len() - cap]));
 }

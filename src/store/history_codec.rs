@@ -183,10 +183,10 @@ fn compress(packed: &[u8]) -> Result<Vec<u8>, StoreError> {
 /// Format byte of a chunk: up to a write batch of records, compressed together (records of one
 /// batch are alike, so a chunk compresses far better than its records one by one, and sled
 /// keeps one entry for all of them).
-const FORMAT_CHUNK: u8 = 3;
+pub(crate) const FORMAT_CHUNK: u8 = 3;
 
 /// Bytes before a chunk's frame: format, record count, last record key, packed size.
-const HEADER: usize = 1 + 2 + 16 + 4;
+pub(crate) const HEADER: usize = 1 + 2 + 16 + 4;
 
 /// Most records in one chunk.
 pub const CHUNK_MAX: usize = 512;

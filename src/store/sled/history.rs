@@ -1,11 +1,15 @@
 //! Call history: batched inserts, exact retention, filtered pages. Records are stored in chunks
 //! (one per write batch, see `history_codec`) keyed by their first record's 16-byte id, so a
-//! chunk's key and header say which ids and times it holds without decompressing it. The record
-//! count lives in the same tree under a key that sorts before every chunk, and changes in the
-//! same atomic batch as the records, so it is exact across restarts and a kill -9 at any point.
+//! chunk's key and header say which ids and times it holds without decompressing it. A chunk's
+//! body is in a segment file beside the database (`segments`); sled holds its header and where
+//! it is. The record count lives in the same tree under a key that sorts before every chunk, and
+//! changes in the same atomic batch as the records, so it is exact across restarts and a kill -9
+//! at any point.
 
+use super::segments::{self, ChunkRef};
 use super::*;
 use crate::store::history_codec::{self as codec, CHUNK_MAX};
+use std::borrow::Cow;
 
 /// The record count's key: sorts before every chunk key (UUIDv7 keys start at 0x01 for any date
 /// after 2004).
@@ -83,7 +87,7 @@ impl SledStore {
                 let mut n = 0;
                 for item in self.calls.range(RECORDS..) {
                     let (k, v) = item?;
-                    n += codec::chunk_header(&v)?
+                    n += segments::header(&v)?
                         .count
                         .saturating_sub(head.hidden_in(&k));
                 }
@@ -93,7 +97,34 @@ impl SledStore {
         };
         self.call_count.store(count, Relaxed);
         *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
-        Ok(())
+        // Segments a crash left after their last chunk was removed.
+        let in_use = self.oldest_segment_in_use()?;
+        self.segments.delete_before(in_use)
+    }
+
+    /// The oldest segment a chunk still refers to: `None` when no chunk does, 0 when the oldest
+    /// chunk is stored inline (written before segments; every segment is newer).
+    fn oldest_segment_in_use(&self) -> Result<Option<u64>, StoreError> {
+        let head = self.head();
+        let start = if head.key.is_empty() {
+            RECORDS.to_vec()
+        } else {
+            head.key
+        };
+        let Some((_, v)) = self.calls.range(start..).next().transpose()? else {
+            return Ok(None);
+        };
+        Ok(Some(ChunkRef::decode(&v)?.map_or(0, |at| at.segment)))
+    }
+
+    /// A chunk's whole encoding from its sled value: the value itself when stored inline, its
+    /// segment's bytes for a reference; `None` when retention deleted the segment after the
+    /// value was read.
+    fn chunk_bytes<'v>(&self, v: &'v [u8]) -> Result<Option<Cow<'v, [u8]>>, StoreError> {
+        match ChunkRef::decode(v)? {
+            None => Ok(Some(Cow::Borrowed(v))),
+            Some(at) => Ok(self.segments.read(at)?.map(Cow::Owned)),
+        }
     }
 
     /// The history head as the last write left it (an empty key before retention first ran:
@@ -169,7 +200,7 @@ impl SledStore {
         };
         for item in self.calls.range(start..) {
             let (k, v) = item?;
-            let h = codec::chunk_header(&v)?;
+            let h = segments::header(&v)?;
             let hidden = head.hidden_in(&k);
             let live = h.count.saturating_sub(hidden);
             if excess >= live || too_old(&h.last) {
@@ -182,7 +213,12 @@ impl SledStore {
             removed += excess;
             if too_old(&k) {
                 // Its oldest records are past the age: count them (a chunk is in id order).
-                let old = codec::decode_chunk(&v)?
+                let Some(bytes) = self.chunk_bytes(&v)? else {
+                    return Err(StoreError::Corrupt(
+                        "a call history segment is missing".into(),
+                    ));
+                };
+                let old = codec::decode_chunk(&bytes)?
                     .iter()
                     .take_while(|r| codec::key(&r.id).is_ok_and(|k| too_old(&k)))
                     .count();
@@ -253,10 +289,21 @@ impl HistoryStore for SledStore {
             let count = self.call_count.load(Relaxed) + records.len();
             let (mut ops, removed, head) =
                 self.retention(count, max_records, max_age_secs, &mut fresh)?;
+            // Whole chunks removed: once that is durable, a segment may be left unreferenced.
+            let removes_chunks = ops.iter().any(|(_, v)| v.is_none());
+            // The bodies go to the active segment, synced before sled refers to them.
+            let first_fresh = ops.len();
+            let mut bodies = Vec::with_capacity(fresh.len());
             for chunk in &fresh {
                 let (k, v) = codec::encode_packed_chunk(chunk)?;
-                ops.push((k, Some(v)));
+                ops.push((k, None));
+                bodies.push(v);
             }
+            let refs = self.segments.append(&bodies)?;
+            for ((op, body), at) in ops[first_fresh..].iter_mut().zip(&bodies).zip(&refs) {
+                op.1 = Some(at.encode(body)?);
+            }
+            drop(bodies);
             let after = count - removed;
             ops.push((COUNT_KEY.to_vec(), Some(count_bytes(after).to_vec())));
             if let Some(h) = &head {
@@ -298,8 +345,17 @@ impl HistoryStore for SledStore {
             if let Some(h) = head {
                 *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = h;
             }
+            // Read under the lock, after every batch applied so far: the flush below makes
+            // their removals durable before any segment they emptied is deleted.
+            let in_use = removes_chunks
+                .then(|| self.oldest_segment_in_use())
+                .transpose()?;
             drop(guard);
-            self.durable().await
+            self.durable().await?;
+            match in_use {
+                Some(in_use) => self.segments.delete_before(in_use),
+                None => Ok(()),
+            }
         })
     }
 
@@ -316,11 +372,14 @@ impl HistoryStore for SledStore {
             else {
                 return Err(StoreError::NotFound("call"));
             };
-            if codec::chunk_header(&v)?.last < key {
+            if segments::header(&v)?.last < key {
                 return Err(StoreError::NotFound("call"));
             }
             let hidden = self.head().hidden_in(&k);
-            codec::decode_chunk(&v)?
+            let Some(bytes) = self.chunk_bytes(&v)? else {
+                return Err(StoreError::NotFound("call"));
+            };
+            codec::decode_chunk(&bytes)?
                 .into_iter()
                 .skip(hidden)
                 .find(|r| r.id == id)
@@ -344,7 +403,11 @@ impl HistoryStore for SledStore {
             // The chunk holding `before` starts at or before it: the range includes it.
             for item in self.calls.range(RECORDS.to_vec()..=end).rev() {
                 let (k, v) = item?;
-                let records = codec::decode_chunk(&v)?;
+                // Gone since the range was read: past retention, like everything older.
+                let Some(bytes) = self.chunk_bytes(&v)? else {
+                    break;
+                };
+                let records = codec::decode_chunk(&bytes)?;
                 for rec in records.into_iter().skip(head.hidden_in(&k)).rev() {
                     if before.is_some_and(|b| codec::key(&rec.id).is_ok_and(|k| k >= b)) {
                         continue;

@@ -8,6 +8,7 @@ mod definitions;
 mod events;
 mod history;
 mod secrets;
+mod segments;
 
 use std::path::Path;
 
@@ -29,8 +30,10 @@ use crate::model::{
     SubscriptionSpec, Tool, ToolSpec, Webhook, WebhookSpec, now_rfc3339,
 };
 
-/// Data layout version; bump with a migration when the layout changes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Data layout version; bump with a migration when the layout changes. 2: history chunk bodies
+/// in segment files (a version-1 store is read as it is; a version-1 binary refuses a version-2
+/// store instead of taking its chunk references for corrupt chunks).
+pub const SCHEMA_VERSION: u64 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SecretRecord {
@@ -84,6 +87,8 @@ pub struct SledStore {
     /// Held while a history batch computes its count and retention, so two writers cannot
     /// interleave them.
     history_write: std::sync::Mutex<()>,
+    /// The history chunks' bodies (`history/` beside the database).
+    segments: segments::Segments,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -184,6 +189,7 @@ impl SledStore {
             call_count: Default::default(),
             history_head: Default::default(),
             history_write: Default::default(),
+            segments: segments::Segments::open(&dir.join("history"))?,
             commit: GroupCommit::new(db.clone()),
             db,
         };
@@ -206,6 +212,10 @@ impl SledStore {
                     .unwrap_or(0);
                 if n > SCHEMA_VERSION {
                     return Err(StoreError::NewerSchema(n));
+                }
+                if n < SCHEMA_VERSION {
+                    self.meta
+                        .insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())?;
                 }
             }
             None => {

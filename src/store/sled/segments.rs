@@ -1,0 +1,312 @@
+//! The bodies of the call history's chunks, in append-only segment files beside the sled
+//! database (`history/0000000000000001.seg`, …). sled keeps, per chunk, its header and where its
+//! body is (a [`ChunkRef`]), so the count, the head and the index stay in one atomic sled batch.
+//!
+//! Kept in sled, the bodies made sled's own footprint grow with the history: its page cache, the
+//! pages its segment cleaner pulled back from disk to rewrite them and the chunk values freed on
+//! its I/O threads took about 16 MB more at a 1,000,000-record cap than at the start, whatever
+//! the cache size (BENCHMARKS.md, issue 18, seventh session), and the gateway's RSS rose with
+//! them. A segment file is written once, read through the OS page cache and deleted whole once
+//! retention has passed every chunk in it, so the history costs the process no memory that grows
+//! with it.
+//!
+//! Crash safety: a batch's bodies are appended and synced before the sled batch that refers to
+//! them is applied, so a durable reference always finds its bytes; a crash in between leaves
+//! bytes nothing refers to at a segment's end (skipped for ever, gone with the segment). A segment
+//! is deleted only after the sled batch that removed its last chunk is durable, and whatever a
+//! crash left undeleted is deleted when the store opens.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::store::StoreError;
+use crate::store::history_codec as codec;
+
+/// A segment is closed, and a new one started, once it holds this much. Retention deletes whole
+/// segments, so the disk holds at most this much beyond what the records need.
+pub(super) const SEGMENT_BYTES: u64 = 1024 * 1024;
+
+/// Format byte of a chunk reference (an inline chunk's is `history_codec`'s 3).
+const FORMAT_REF: u8 = 4;
+
+/// A reference: the chunk's header bytes (format, count, last key), then segment, offset, length.
+const REF_LEN: usize = 1 + 2 + 16 + 8 + 8 + 4;
+
+/// Where a chunk's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ChunkRef {
+    /// The segment's number (its file name).
+    pub segment: u64,
+    /// Where the body starts in it.
+    pub offset: u64,
+    /// The body's length.
+    pub len: u32,
+}
+
+impl ChunkRef {
+    /// The sled value of a chunk whose whole encoding is `chunk`, stored at `self`: the chunk's
+    /// header (so retention and lookups read count and last key from sled), then the place.
+    pub fn encode(&self, chunk: &[u8]) -> Result<Vec<u8>, StoreError> {
+        // Checks that `chunk` is a chunk; the reference repeats its count and last key.
+        codec::chunk_header(chunk)?;
+        let mut v = Vec::with_capacity(REF_LEN);
+        v.push(FORMAT_REF);
+        v.extend_from_slice(&chunk[1..19]);
+        v.extend_from_slice(&self.segment.to_be_bytes());
+        v.extend_from_slice(&self.offset.to_be_bytes());
+        v.extend_from_slice(&self.len.to_be_bytes());
+        Ok(v)
+    }
+
+    /// The place a sled value names, or `None` for a chunk stored inline (written before chunk
+    /// bodies moved to segments).
+    pub fn decode(value: &[u8]) -> Result<Option<ChunkRef>, StoreError> {
+        if value.first() != Some(&FORMAT_REF) {
+            return Ok(None);
+        }
+        let bad = || StoreError::Corrupt("call history chunk reference".into());
+        let rest = value.get(19..REF_LEN).ok_or_else(bad)?;
+        let (segment, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let (offset, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let len = rest.first_chunk::<4>().ok_or_else(bad)?;
+        Ok(Some(ChunkRef {
+            segment: u64::from_be_bytes(*segment),
+            offset: u64::from_be_bytes(*offset),
+            len: u32::from_be_bytes(*len),
+        }))
+    }
+}
+
+/// The header of a chunk from its sled value, inline or a reference (both start alike).
+pub(super) fn header(value: &[u8]) -> Result<codec::ChunkHeader, StoreError> {
+    if value.first() != Some(&FORMAT_REF) {
+        return codec::chunk_header(value);
+    }
+    let bad = || StoreError::Corrupt("call history chunk reference".into());
+    let count = value
+        .get(1..3)
+        .and_then(|c| c.first_chunk::<2>())
+        .ok_or_else(bad)?;
+    let last = value
+        .get(3..19)
+        .and_then(|c| c.first_chunk::<16>())
+        .ok_or_else(bad)?;
+    Ok(codec::ChunkHeader {
+        count: u16::from_be_bytes(*count) as usize,
+        last: *last,
+    })
+}
+
+/// The segment being appended to.
+struct Active {
+    number: u64,
+    file: File,
+    len: u64,
+}
+
+/// The segment files of one store. Appends are made by the one history writer at a time
+/// (`SledStore::history_write`); reads open the file they need.
+pub(super) struct Segments {
+    dir: PathBuf,
+    active: std::sync::Mutex<Option<Active>>,
+    /// Segment numbers on disk, oldest first, the active one included.
+    on_disk: std::sync::Mutex<std::collections::VecDeque<u64>>,
+}
+
+fn name(number: u64) -> String {
+    format!("{number:016x}.seg")
+}
+
+fn number_of(file_name: &str) -> Option<u64> {
+    let hex = file_name.strip_suffix(".seg")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+impl Segments {
+    /// The segments in `dir` (created when missing).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok()?.file_name().to_str().and_then(number_of))
+            .collect();
+        numbers.sort_unstable();
+        Ok(Segments {
+            dir: dir.to_path_buf(),
+            active: std::sync::Mutex::new(None),
+            on_disk: std::sync::Mutex::new(numbers.into()),
+        })
+    }
+
+    fn path(&self, number: u64) -> PathBuf {
+        self.dir.join(name(number))
+    }
+
+    /// Append the chunks' whole encodings and sync them; returns where each one went. A new
+    /// segment is started first when the active one is full (or there is none yet: a segment
+    /// left by an earlier run is never appended to, so bytes a crash left at its end stay
+    /// unreferenced).
+    pub fn append(&self, chunks: &[Vec<u8>]) -> Result<Vec<ChunkRef>, StoreError> {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if active.as_ref().is_none_or(|a| a.len >= SEGMENT_BYTES) {
+            let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+            let number = on_disk.back().map_or(1, |n| n + 1);
+            let file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(self.path(number))?;
+            // The new file's name must be durable before anything refers to it.
+            File::open(&self.dir)?.sync_all()?;
+            on_disk.push_back(number);
+            *active = Some(Active {
+                number,
+                file,
+                len: 0,
+            });
+        }
+        let Some(a) = active.as_mut() else {
+            return Err(StoreError::Corrupt("no history segment".into()));
+        };
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut refs = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let len = u32::try_from(c.len())
+                .map_err(|_| StoreError::Corrupt("a history chunk over 4 GiB".into()))?;
+            refs.push(ChunkRef {
+                segment: a.number,
+                offset: a.len + bytes.len() as u64,
+                len,
+            });
+            bytes.extend_from_slice(c);
+        }
+        if let Err(e) = a.file.write_all(&bytes).and_then(|()| a.file.sync_data()) {
+            // Where a failed write left the file's end is unknown: the next batch starts a
+            // new segment rather than trust `len`.
+            a.len = SEGMENT_BYTES;
+            return Err(e.into());
+        }
+        a.len += bytes.len() as u64;
+        Ok(refs)
+    }
+
+    /// A chunk's whole encoding; `None` when its segment is gone (retention deleted it after
+    /// the caller read the reference: the chunk is past retention).
+    pub fn read(&self, at: ChunkRef) -> Result<Option<Vec<u8>>, StoreError> {
+        let file = match File::open(self.path(at.segment)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut buf = vec![0; at.len as usize];
+        file.read_exact_at(&mut buf, at.offset)
+            .map_err(|e| StoreError::Corrupt(format!("call history segment: {e}")))?;
+        Ok(Some(buf))
+    }
+
+    /// Delete every segment older than `oldest_in_use` (`None`: no chunk refers to any segment),
+    /// except the active one. Call only once the removal of their chunks is durable.
+    pub fn delete_before(&self, oldest_in_use: Option<u64>) -> Result<(), StoreError> {
+        let active = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|a| a.number);
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(&n) = on_disk.front() {
+            if Some(n) == active || oldest_in_use.is_some_and(|o| n >= o) {
+                break;
+            }
+            match std::fs::remove_file(self.path(n)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            on_disk.pop_front();
+        }
+        Ok(())
+    }
+
+    /// How many segment files there are.
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.on_disk.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u16, fill: u8, len: usize) -> Vec<u8> {
+        let mut c = vec![codec::FORMAT_CHUNK];
+        c.extend_from_slice(&n.to_be_bytes());
+        c.extend_from_slice(&[fill; 16]);
+        c.resize(len.max(codec::HEADER), fill);
+        c
+    }
+
+    #[test]
+    fn a_reference_keeps_the_header_and_finds_the_bytes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Segments::open(dir.path()).expect("open");
+        let chunks = vec![chunk(3, 7, 100), chunk(5, 9, 300)];
+        let refs = s.append(&chunks).expect("append");
+        for (c, r) in chunks.iter().zip(&refs) {
+            let v = r.encode(c).expect("encode");
+            assert_eq!(v.len(), REF_LEN);
+            assert_eq!(ChunkRef::decode(&v).expect("decode"), Some(*r));
+            let (h, inline) = (header(&v).expect("ref header"), header(c).expect("header"));
+            assert_eq!((h.count, h.last), (inline.count, inline.last));
+            assert_eq!(s.read(*r).expect("read").as_deref(), Some(c.as_slice()));
+        }
+        // An inline chunk is not a reference.
+        assert_eq!(ChunkRef::decode(&chunks[0]).expect("inline"), None);
+        // A cut reference is refused, never read past.
+        assert!(ChunkRef::decode(&refs[0].encode(&chunks[0]).expect("v")[..20]).is_err());
+    }
+
+    #[test]
+    fn segments_roll_over_and_go_whole_and_a_new_run_starts_its_own() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Segments::open(dir.path()).expect("open");
+        let big = (SEGMENT_BYTES / 2 + 1) as usize;
+        let mut refs = Vec::new();
+        for i in 0..5u8 {
+            refs.extend(s.append(&[chunk(1, i, big)]).expect("append"));
+        }
+        // Two chunks fill a segment past its size: segments 1, 1, 2, 2, 3.
+        let segs: Vec<u64> = refs.iter().map(|r| r.segment).collect();
+        assert_eq!(segs, [1, 1, 2, 2, 3]);
+        assert_eq!(s.count(), 3);
+        s.delete_before(Some(2)).expect("delete");
+        assert_eq!(s.count(), 2);
+        assert_eq!(
+            s.read(refs[0]).expect("read"),
+            None,
+            "a deleted segment reads as gone"
+        );
+        assert!(s.read(refs[2]).expect("read").is_some());
+        // Nothing in use: all but the active one go.
+        s.delete_before(None).expect("delete all");
+        assert_eq!(s.count(), 1);
+        assert!(s.read(refs[4]).expect("read").is_some());
+        drop(s);
+        // Reopened: the old active segment is not appended to (a crash may have left bytes
+        // nobody refers to at its end); the next write starts segment 4.
+        let s = Segments::open(dir.path()).expect("reopen");
+        assert_eq!(s.count(), 1);
+        let r = s.append(&[chunk(1, 9, 50)]).expect("append");
+        assert_eq!(r[0].segment, 4);
+        assert_eq!(r[0].offset, 0);
+        // Files that are not segments are left alone.
+        std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
+        s.delete_before(None).expect("delete");
+        assert!(dir.path().join("notes.txt").exists());
+        assert_eq!(s.count(), 1);
+    }
+}
