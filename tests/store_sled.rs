@@ -301,3 +301,58 @@ async fn chunk_bodies_live_in_segments_that_retention_deletes_whole() {
     assert_eq!(kept[0], one[0]);
     assert!(!kept.contains(&all[all.len() - cap]));
 }
+
+#[tokio::test]
+async fn a_filtered_page_skips_chunks_that_cannot_match_and_finds_those_that_do() {
+    use toolgate::model::{Outcome, OutcomeFilter, Source};
+    use toolgate::store::{CallFilter, HistoryStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+    // Three batches (three chunks): successes, one timeout among successes of another tool,
+    // successes again.
+    let mut failed_id = String::new();
+    for b in 0..3 {
+        let recs: Vec<_> = ids(20)
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                if b == 1 && i == 7 {
+                    failed_id = id.clone();
+                    conformance::record(id, "other", Outcome::Timeout, Source::Chat)
+                } else {
+                    call(id)
+                }
+            })
+            .collect();
+        store.insert_calls(&recs, 0, 0).await.unwrap();
+    }
+    let page = |outcome, tool: Option<&str>, source| CallFilter {
+        outcome,
+        tool: tool.map(str::to_string),
+        source,
+        limit: 50,
+        ..Default::default()
+    };
+    let got = |f: CallFilter| {
+        let store = &store;
+        async move {
+            let recs = store.list_calls(&f).await.unwrap();
+            recs.into_iter()
+                .map(|r| String::from(r.id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let failed = vec![failed_id.clone()];
+    assert_eq!(
+        got(page(Some(OutcomeFilter::Failed), None, None)).await,
+        failed
+    );
+    assert_eq!(got(page(None, Some("other"), None)).await, failed);
+    assert_eq!(got(page(None, None, Some(Source::Chat))).await, failed);
+    assert_eq!(got(page(None, Some("t"), None)).await.len(), 50);
+    assert!(
+        got(page(Some(OutcomeFilter::Is(Outcome::Blocked)), None, None))
+            .await
+            .is_empty()
+    );
+}

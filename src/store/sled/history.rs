@@ -6,7 +6,7 @@
 //! changes in the same atomic batch as the records, so it is exact across restarts and a kill -9
 //! at any point.
 
-use super::segments::{self, ChunkRef};
+use super::segments::{self, ChunkRef, Summary};
 use super::*;
 use crate::store::history_codec::{self as codec, CHUNK_MAX};
 use std::borrow::Cow;
@@ -300,8 +300,9 @@ impl HistoryStore for SledStore {
                 bodies.push(v);
             }
             let refs = self.segments.append(&bodies)?;
-            for ((op, body), at) in ops[first_fresh..].iter_mut().zip(&bodies).zip(&refs) {
-                op.1 = Some(at.encode(body)?);
+            let places = ops[first_fresh..].iter_mut().zip(&bodies).zip(&refs);
+            for ((((_, value), body), at), records) in places.zip(&fresh) {
+                *value = Some(at.encode(body, Summary::of(records))?);
             }
             drop(bodies);
             let after = count - removed;
@@ -403,6 +404,9 @@ impl HistoryStore for SledStore {
             // The chunk holding `before` starts at or before it: the range includes it.
             for item in self.calls.range(RECORDS.to_vec()..=end).rev() {
                 let (k, v) = item?;
+                if ChunkRef::summary(&v)?.is_some_and(|s| !s.may_match(filter)) {
+                    continue;
+                }
                 // Gone since the range was read: past retention, like everything older.
                 let Some(bytes) = self.chunk_bytes(&v)? else {
                     break;
