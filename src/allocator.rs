@@ -35,6 +35,32 @@ pub fn return_freed_memory_soon() {
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS as std::ffi::c_long) }
 }
 
+/// `mi_option_allow_thp` in mimalloc v3's `mi_option_e` (index 43, four before
+/// `_mi_option_last`); the test below checks both.
+const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+
+/// Keep the heap in 4 KiB pages: no transparent huge pages for this process, unless the operator
+/// chose with mimalloc's own `MIMALLOC_ALLOW_THP`.
+///
+/// mimalloc asks for huge pages on its arenas (`madvise(MADV_HUGEPAGE)`), and the kernel then
+/// backs each touched 2 MiB of them with a whole huge page: a fresh page cost a 2 MiB
+/// `clear_page` in the call path (2.4 % of the CPU at 32 connections), a purge split the huge
+/// page again, and khugepaged later collapsed partly used ranges back into huge pages in the
+/// background, so RSS moved in 2 MiB steps long after the load was steady. With 4 KiB pages the
+/// gateway under load held 31 MB instead of 74–79 MB (BENCHMARKS.md, issue 16, tenth session).
+/// mimalloc reads its own option only when it maps memory, after the first arena was mapped and
+/// advised, so the process-wide switch is set as well.
+pub fn use_small_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    // SAFETY: stores an integer in mimalloc's option table.
+    unsafe { libmimalloc_sys::mi_option_set(ALLOW_THP, 0) };
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process's memory map; it takes no
+    // pointers. An error (a kernel without it) leaves huge pages on, which is only slower.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 /// How often each serving thread hands back what it can (`return_what_is_due`).
 pub const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -71,5 +97,23 @@ mod tests {
         assert_eq!(libmimalloc_sys::mi_option_use_numa_nodes, PURGE_DELAY + 1);
         return_freed_memory_soon();
         assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
+    }
+
+    #[test]
+    fn the_option_is_allow_thp_and_huge_pages_go_off() {
+        assert!(
+            std::env::var_os("MIMALLOC_ALLOW_THP").is_none(),
+            "run the tests without MIMALLOC_ALLOW_THP"
+        );
+        assert_eq!(ALLOW_THP, libmimalloc_sys::_mi_option_last - 4);
+        // SAFETY: reads mimalloc's option table.
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(ALLOW_THP) }, 1);
+        use_small_pages();
+        // SAFETY: reads mimalloc's option table; PR_GET_THP_DISABLE reads a process flag.
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(ALLOW_THP) }, 0);
+        assert_eq!(
+            unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) },
+            1
+        );
     }
 }

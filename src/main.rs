@@ -191,6 +191,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    toolgate::allocator::use_small_pages();
     toolgate::allocator::return_freed_memory_soon();
     let cli = Cli::parse();
     init_tracing();
