@@ -234,6 +234,10 @@ impl Segments {
     /// left by an earlier run is never appended to, so bytes a crash left at its end stay
     /// unreferenced).
     pub fn append(&self, chunks: &[Vec<u8>]) -> Result<Vec<ChunkRef>, StoreError> {
+        // Retention can trim a whole batch away (a cap smaller than the batch).
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if active.as_ref().is_none_or(|a| a.len >= SEGMENT_BYTES) {
             let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
