@@ -356,3 +356,67 @@ async fn a_filtered_page_skips_chunks_that_cannot_match_and_finds_those_that_do(
             .is_empty()
     );
 }
+
+/// The database in `dir` opened with sled directly, once the store that had it let it go (see
+/// `reopen`).
+fn raw_db(dir: &std::path::Path) -> sled::Db {
+    let mut tries = 0;
+    loop {
+        match sled::open(dir.join("db")) {
+            Ok(db) => return db,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("sled open: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("sled open: {e}"),
+        }
+    }
+}
+
+/// The `schema_version` the store in `dir` holds, read with sled directly.
+fn stored_schema_version(dir: &std::path::Path) -> String {
+    let db = raw_db(dir);
+    let v = db.open_tree("meta").unwrap().get("schema_version").unwrap();
+    String::from_utf8(v.expect("a schema version").to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn an_older_layout_is_taken_up_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(reopen(dir.path()));
+    {
+        // A store written by a version-1 toolgate (history chunks inline in sled).
+        let db = raw_db(dir.path());
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "1")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    drop(reopen(dir.path()));
+    assert_eq!(stored_schema_version(dir.path()), "2");
+    {
+        let db = raw_db(dir.path());
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "3")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // Refused for its version (sled's lock may still be let go of first: see `reopen`).
+    let mut tries = 0;
+    let err = loop {
+        match toolgate::store::SledStore::open(dir.path(), &[7u8; 32]) {
+            Ok(_) => panic!("a newer layout was opened"),
+            Err(e) if e.to_string().contains("newer") => break e,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("open: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    };
+    assert!(err.to_string().contains("schema version 3"), "{err}");
+}

@@ -218,7 +218,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
         "- RSS from minute 1, windows' means: {rss_lo:.1}–{rss_hi:.1} MB ({:+.1} %, target within 10 %); \
          peaks {peak_lo:.1}–{peak_hi:.1} MB ({:+.1} %); anon RSS means {anon_lo:.1}–{anon_hi:.1} MB \
          ({:+.1} %); errors: {errors}\n\
-         - `GET /v1/calls?limit=50` at the end: {}; `?outcome=failed` (no match: a full scan): {}\n\n",
+         - `GET /v1/calls?limit=50` at the end: {}; `?outcome=failed` (no match: PostgreSQL's outcome index, sled's chunk summaries): {}\n\n",
         (rss_hi / rss_lo - 1.0) * 100.0,
         (peak_hi / peak_lo - 1.0) * 100.0,
         (anon_hi / anon_lo - 1.0) * 100.0,
