@@ -420,3 +420,58 @@ async fn an_older_layout_is_taken_up_and_a_newer_one_refused() {
     };
     assert!(err.to_string().contains("schema version 3"), "{err}");
 }
+
+/// `n` call ids made at `secs` after the epoch, in order.
+fn ids_at(secs: u64, n: u32) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            // A millisecond apart: a UUIDv7 orders by its milliseconds only.
+            let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, i * 1_000_000);
+            toolgate::model::CallId::from_bits(uuid::Uuid::new_v7(ts).as_u128()).to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_segment_stays_while_a_later_chunk_refers_to_it_after_the_clock_went_back() {
+    use toolgate::store::HistoryStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Two batches of about 600 KB fill segment 1 past its size; the third, made after the
+    // clock was set back, goes to segment 2 with keys between the first two batches'.
+    let (first, second, third) = (
+        ids_at(now - 300, 300),
+        ids_at(now - 100, 300),
+        ids_at(now - 200, 300),
+    );
+    for batch in [&first, &second] {
+        let recs: Vec<_> = batch.iter().map(|i| bulky_call(i)).collect();
+        store.insert_calls(&recs, 600, 0).await.unwrap();
+    }
+    assert_eq!(segment_files(dir.path()), ["0000000000000001.seg"]);
+    let recs: Vec<_> = third.iter().map(|i| bulky_call(i)).collect();
+    store.insert_calls(&recs, 600, 0).await.unwrap();
+    // The cap removed the first batch's chunk: by key the oldest chunk is now the third batch's
+    // (segment 2), but the second batch's still refers to segment 1, which must stay.
+    assert_eq!(
+        segment_files(dir.path()),
+        ["0000000000000001.seg", "0000000000000002.seg"]
+    );
+    let kept = conformance::newest_ids(&store, 1000).await;
+    let expect: Vec<String> = second
+        .iter()
+        .rev()
+        .chain(third.iter().rev())
+        .cloned()
+        .collect();
+    assert_eq!(kept, expect);
+    assert!(store.get_call(&second[0]).await.is_ok());
+    // And after a restart, where the references are counted afresh.
+    drop(store);
+    let store = reopen(dir.path());
+    assert_eq!(conformance::newest_ids(&store, 1000).await, expect);
+}

@@ -97,24 +97,17 @@ impl SledStore {
         };
         self.call_count.store(count, Relaxed);
         *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
-        // Segments a crash left after their last chunk was removed.
-        let in_use = self.oldest_segment_in_use()?;
-        self.segments.delete_before(in_use)
-    }
-
-    /// The oldest segment a chunk still refers to: `None` when no chunk does, 0 when the oldest
-    /// chunk is stored inline (written before segments; every segment is newer).
-    fn oldest_segment_in_use(&self) -> Result<Option<u64>, StoreError> {
-        let head = self.head();
-        let start = if head.key.is_empty() {
-            RECORDS.to_vec()
-        } else {
-            head.key
-        };
-        let Some((_, v)) = self.calls.range(start..).next().transpose()? else {
-            return Ok(None);
-        };
-        Ok(Some(ChunkRef::decode(&v)?.map_or(0, |at| at.segment)))
+        // Which segments the chunks refer to; those a crash left after their last chunk was
+        // removed go (the state sled opened with is durable).
+        let mut referenced = Vec::new();
+        for item in self.calls.range(RECORDS..) {
+            let (_, v) = item?;
+            if let Some(at) = ChunkRef::decode(&v)? {
+                referenced.push(at.segment);
+            }
+        }
+        self.segments.referenced(referenced);
+        self.segments.delete(&self.segments.unused())
     }
 
     /// A chunk's whole encoding from its sled value: the value itself when stored inline, its
@@ -180,7 +173,7 @@ impl SledStore {
         max_records: usize,
         max_age_secs: u64,
         fresh: &mut Vec<Vec<&codec::PackedCall>>,
-    ) -> Result<(Vec<Op>, usize, Option<Head>), StoreError> {
+    ) -> Result<Retention, StoreError> {
         let mut excess = if max_records > 0 {
             count.saturating_sub(max_records)
         } else {
@@ -192,6 +185,7 @@ impl SledStore {
             |k: &[u8]| cutoff_ms.is_some_and(|c| codec::recorded_ms(k).is_some_and(|t| t < c));
         let head = self.head();
         let mut ops = Vec::new();
+        let mut freed = Vec::new();
         let mut removed = 0;
         let start = if head.key.is_empty() {
             RECORDS.to_vec()
@@ -204,6 +198,9 @@ impl SledStore {
             let hidden = head.hidden_in(&k);
             let live = h.count.saturating_sub(hidden);
             if excess >= live || too_old(&h.last) {
+                if let Some(at) = ChunkRef::decode(&v)? {
+                    freed.push(at.segment);
+                }
                 ops.push((k.to_vec(), None));
                 excess = excess.saturating_sub(live);
                 removed += live;
@@ -231,7 +228,12 @@ impl SledStore {
                 key: k.to_vec(),
                 hidden: now_hidden,
             };
-            return Ok((ops, removed, (moved != head).then_some(moved)));
+            return Ok(Retention {
+                ops,
+                removed,
+                head: (moved != head).then_some(moved),
+                freed,
+            });
         }
         // Every stored record is gone and the excess goes on into this batch's own chunks.
         for chunk in fresh.iter_mut() {
@@ -249,8 +251,25 @@ impl SledStore {
             key: k.clone(),
             hidden: 0,
         });
-        Ok((ops, removed, moved))
+        Ok(Retention {
+            ops,
+            removed,
+            head: moved,
+            freed,
+        })
     }
+}
+
+/// What retention does to one batch.
+struct Retention {
+    /// The writes: whole chunks removed.
+    ops: Vec<Op>,
+    /// How many records it removes (whole chunks, hidden ones, trimmed fresh ones).
+    removed: usize,
+    /// The new head, when it moved.
+    head: Option<Head>,
+    /// The segment each removed chunk referred to (one entry per chunk).
+    freed: Vec<u64>,
 }
 
 fn matches(r: &CallRecord, f: &CallFilter) -> bool {
@@ -287,10 +306,12 @@ impl HistoryStore for SledStore {
                 sorted.chunks(CHUNK_MAX).map(<[_]>::to_vec).collect();
             let guard = self.history_write.lock().unwrap_or_else(|p| p.into_inner());
             let count = self.call_count.load(Relaxed) + records.len();
-            let (mut ops, removed, head) =
-                self.retention(count, max_records, max_age_secs, &mut fresh)?;
-            // Whole chunks removed: once that is durable, a segment may be left unreferenced.
-            let removes_chunks = ops.iter().any(|(_, v)| v.is_none());
+            let Retention {
+                mut ops,
+                removed,
+                head,
+                freed,
+            } = self.retention(count, max_records, max_age_secs, &mut fresh)?;
             // The bodies go to the active segment, synced before sled refers to them.
             let first_fresh = ops.len();
             let mut bodies = Vec::with_capacity(fresh.len());
@@ -346,17 +367,16 @@ impl HistoryStore for SledStore {
             if let Some(h) = head {
                 *self.history_head.lock().unwrap_or_else(|p| p.into_inner()) = h;
             }
-            // Read under the lock, after every batch applied so far: the flush below makes
+            self.segments.referenced(refs.iter().map(|at| at.segment));
+            for s in freed {
+                self.segments.released(s);
+            }
+            // Taken under the lock, after every batch applied so far: the flush below makes
             // their removals durable before any segment they emptied is deleted.
-            let in_use = removes_chunks
-                .then(|| self.oldest_segment_in_use())
-                .transpose()?;
+            let unused = self.segments.unused();
             drop(guard);
             self.durable().await?;
-            match in_use {
-                Some(in_use) => self.segments.delete_before(in_use),
-                None => Ok(()),
-            }
+            self.segments.delete(&unused)
         })
     }
 

@@ -195,8 +195,18 @@ struct Active {
 pub(super) struct Segments {
     dir: PathBuf,
     active: std::sync::Mutex<Option<Active>>,
-    /// Segment numbers on disk, oldest first, the active one included.
-    on_disk: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    files: std::sync::Mutex<Files>,
+}
+
+/// What is on disk and what refers to it.
+#[derive(Default)]
+struct Files {
+    /// Segment numbers on disk, the active one included.
+    on_disk: std::collections::BTreeSet<u64>,
+    /// How many chunks in sled refer to each segment. Counted, not inferred from the oldest
+    /// chunk: chunks are in key (time) order and segments in write order, and a clock set back
+    /// between two runs puts newer segments before older ones.
+    references: std::collections::HashMap<u64, usize>,
 }
 
 fn name(number: u64) -> String {
@@ -211,22 +221,30 @@ fn number_of(file_name: &str) -> Option<u64> {
 }
 
 impl Segments {
-    /// The segments in `dir` (created when missing).
+    /// The segments in `dir` (created when missing), none of them referred to yet: the store
+    /// counts its references (`referenced`) before it asks what is `unused`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
+        let on_disk = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok()?.file_name().to_str().and_then(number_of))
             .collect();
-        numbers.sort_unstable();
         Ok(Segments {
             dir: dir.to_path_buf(),
             active: std::sync::Mutex::new(None),
-            on_disk: std::sync::Mutex::new(numbers.into()),
+            files: std::sync::Mutex::new(Files {
+                on_disk,
+                references: Default::default(),
+            }),
         })
     }
 
     fn path(&self, number: u64) -> PathBuf {
         self.dir.join(name(number))
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, Files> {
+        // Plain data: a panic elsewhere while it was held leaves it usable.
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Append the chunks' whole encodings and sync them; returns where each one went. A new
@@ -240,15 +258,15 @@ impl Segments {
         }
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if active.as_ref().is_none_or(|a| a.len >= SEGMENT_BYTES) {
-            let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
-            let number = on_disk.back().map_or(1, |n| n + 1);
+            let mut files = self.files();
+            let number = files.on_disk.last().map_or(1, |n| n + 1);
             let file = std::fs::OpenOptions::new()
                 .create_new(true)
                 .append(true)
                 .open(self.path(number))?;
             // The new file's name must be durable before anything refers to it.
             File::open(&self.dir)?.sync_all()?;
-            on_disk.push_back(number);
+            files.on_disk.insert(number);
             *active = Some(Active {
                 number,
                 file,
@@ -295,26 +313,51 @@ impl Segments {
         Ok(Some(buf))
     }
 
-    /// Delete every segment older than `oldest_in_use` (`None`: no chunk refers to any segment),
-    /// except the active one. Call only once the removal of their chunks is durable.
-    pub fn delete_before(&self, oldest_in_use: Option<u64>) -> Result<(), StoreError> {
+    /// Chunks in sled now refer to these segments (one entry per chunk).
+    pub fn referenced(&self, segments: impl IntoIterator<Item = u64>) {
+        let mut files = self.files();
+        for s in segments {
+            *files.references.entry(s).or_default() += 1;
+        }
+    }
+
+    /// A chunk that referred to `segment` was removed from sled.
+    pub fn released(&self, segment: u64) {
+        let mut files = self.files();
+        if let Some(n) = files.references.get_mut(&segment) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// The segments on disk that no chunk refers to, but the active one. Take them under the
+    /// store's history lock, and delete them only once the removals that freed them are durable.
+    pub fn unused(&self) -> Vec<u64> {
         let active = self
             .active
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|a| a.number);
-        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(&n) = on_disk.front() {
-            if Some(n) == active || oldest_in_use.is_some_and(|o| n >= o) {
-                break;
-            }
+        let files = self.files();
+        files
+            .on_disk
+            .iter()
+            .copied()
+            .filter(|n| Some(*n) != active && files.references.get(n).is_none_or(|r| *r == 0))
+            .collect()
+    }
+
+    /// Delete these segments (from `unused`).
+    pub fn delete(&self, numbers: &[u64]) -> Result<(), StoreError> {
+        for &n in numbers {
             match std::fs::remove_file(self.path(n)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
-            on_disk.pop_front();
+            let mut files = self.files();
+            files.on_disk.remove(&n);
+            files.references.remove(&n);
         }
         Ok(())
     }
@@ -322,7 +365,7 @@ impl Segments {
     /// How many segment files there are.
     #[cfg(test)]
     pub fn count(&self) -> usize {
-        self.on_disk.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.files().on_disk.len()
     }
 }
 
@@ -424,41 +467,54 @@ mod tests {
     }
 
     #[test]
-    fn segments_roll_over_and_go_whole_and_a_new_run_starts_its_own() {
+    fn segments_roll_over_and_go_once_nothing_refers_to_them() {
         let dir = tempfile::tempdir().expect("tmp");
         let s = Segments::open(dir.path()).expect("open");
         let big = (SEGMENT_BYTES / 2 + 1) as usize;
         let mut refs = Vec::new();
         for i in 0..5u8 {
-            refs.extend(s.append(&[chunk(1, i, big)]).expect("append"));
+            let r = s.append(&[chunk(1, i, big)]).expect("append");
+            s.referenced(r.iter().map(|r| r.segment));
+            refs.extend(r);
         }
         // Two chunks fill a segment past its size: segments 1, 1, 2, 2, 3.
         let segs: Vec<u64> = refs.iter().map(|r| r.segment).collect();
         assert_eq!(segs, [1, 1, 2, 2, 3]);
         assert_eq!(s.count(), 3);
-        s.delete_before(Some(2)).expect("delete");
+        assert!(s.unused().is_empty());
+        // One chunk of segment 1 and both of segment 2 go: only segment 2 is unused, though
+        // segment 1 is older (a chunk with a later key still refers to it).
+        for r in &refs[1..4] {
+            s.released(r.segment);
+        }
+        assert_eq!(s.unused(), [2]);
+        s.delete(&s.unused()).expect("delete");
         assert_eq!(s.count(), 2);
         assert_eq!(
-            s.read(refs[0]).expect("read"),
+            s.read(refs[2]).expect("read"),
             None,
             "a deleted segment reads as gone"
         );
-        assert!(s.read(refs[2]).expect("read").is_some());
-        // Nothing in use: all but the active one go.
-        s.delete_before(None).expect("delete all");
+        assert!(s.read(refs[0]).expect("read").is_some());
+        // The last of segment 1 goes; the active segment stays even with nothing in it.
+        s.released(1);
+        s.released(3);
+        assert_eq!(s.unused(), [1]);
+        s.delete(&[1]).expect("delete");
         assert_eq!(s.count(), 1);
         assert!(s.read(refs[4]).expect("read").is_some());
         drop(s);
-        // Reopened: the old active segment is not appended to (a crash may have left bytes
-        // nobody refers to at its end); the next write starts segment 4.
+        // Reopened: nothing refers to anything until the store counts; the old active segment
+        // is not appended to (a crash may have left bytes nobody refers to at its end), the
+        // next write starts segment 4, and the new active one is never unused.
         let s = Segments::open(dir.path()).expect("reopen");
-        assert_eq!(s.count(), 1);
+        assert_eq!(s.unused(), [3]);
         let r = s.append(&[chunk(1, 9, 50)]).expect("append");
-        assert_eq!(r[0].segment, 4);
-        assert_eq!(r[0].offset, 0);
+        assert_eq!((r[0].segment, r[0].offset), (4, 0));
+        assert_eq!(s.unused(), [3]);
         // Files that are not segments are left alone.
         std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
-        s.delete_before(None).expect("delete");
+        s.delete(&s.unused()).expect("delete");
         assert!(dir.path().join("notes.txt").exists());
         assert_eq!(s.count(), 1);
     }
