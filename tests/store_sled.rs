@@ -162,17 +162,7 @@ async fn the_age_limit_hides_the_old_part_of_a_chunk() {
     use toolgate::store::HistoryStore;
     let dir = tempfile::tempdir().unwrap();
     let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
-    let two_days_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 2 * 86_400;
-    let old: Vec<String> = (0..3u32)
-        .map(|i| {
-            let ts = uuid::Timestamp::from_unix(uuid::NoContext, two_days_ago, i);
-            toolgate::model::CallId::from_bits(uuid::Uuid::new_v7(ts).as_u128()).to_string()
-        })
-        .collect();
+    let old = ids_at(now_secs() - 2 * 86_400, 3);
     let new = ids(3);
     // One chunk: three records two days old, then three new ones.
     let recs: Vec<_> = old.iter().chain(&new).map(|i| call(i)).collect();
@@ -421,6 +411,14 @@ async fn an_older_layout_is_taken_up_and_a_newer_one_refused() {
     assert!(err.to_string().contains("schema version 3"), "{err}");
 }
 
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// `n` call ids made at `secs` after the epoch, in order.
 fn ids_at(secs: u64, n: u32) -> Vec<String> {
     (0..n)
@@ -437,10 +435,7 @@ async fn a_segment_stays_while_a_later_chunk_refers_to_it_after_the_clock_went_b
     use toolgate::store::HistoryStore;
     let dir = tempfile::tempdir().unwrap();
     let store = toolgate::store::SledStore::open(dir.path(), &[7u8; 32]).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now_secs();
     // Two batches of about 600 KB fill segment 1 past its size; the third, made after the
     // clock was set back, goes to segment 2 with keys between the first two batches'.
     let (first, second, third) = (
