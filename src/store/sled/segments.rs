@@ -63,12 +63,18 @@ fn name_bits(kind: u8, name: &str) -> u64 {
 const TOOL: u8 = b't';
 const WEBHOOK: u8 = b'w';
 
+/// The bit of an outcome or source in its byte; every bit for a variant past the eighth, so a
+/// summary never rules out what it cannot tell.
+fn bit(index: u8) -> u8 {
+    1u8.checked_shl(u32::from(index)).unwrap_or(u8::MAX)
+}
+
 impl Summary {
     /// The summary of a chunk's records.
     pub fn of(records: &[&codec::PackedCall]) -> Summary {
         records.iter().fold(Summary::default(), |s, r| Summary {
-            outcomes: s.outcomes | 1 << (r.outcome as u8),
-            sources: s.sources | 1 << (r.source as u8),
+            outcomes: s.outcomes | bit(r.outcome as u8),
+            sources: s.sources | bit(r.source as u8),
             names: s.names
                 | r.tool.as_deref().map_or(0, |t| name_bits(TOOL, t))
                 | name_bits(WEBHOOK, &r.webhook_id),
@@ -82,12 +88,12 @@ impl Summary {
         let outcome = match f.outcome {
             None => true,
             Some(OutcomeFilter::Failed) => {
-                self.outcomes & !(1 << (crate::model::Outcome::Success as u8)) != 0
+                self.outcomes & !bit(crate::model::Outcome::Success as u8) != 0
             }
-            Some(OutcomeFilter::Is(o)) => self.outcomes & 1 << (o as u8) != 0,
+            Some(OutcomeFilter::Is(o)) => self.outcomes & bit(o as u8) != 0,
         };
         outcome
-            && f.source.is_none_or(|s| self.sources & 1 << (s as u8) != 0)
+            && f.source.is_none_or(|s| self.sources & bit(s as u8) != 0)
             && f.tool.as_deref().is_none_or(|t| has(name_bits(TOOL, t)))
             && f.webhook_id
                 .as_deref()
@@ -464,6 +470,11 @@ mod tests {
         assert!(!ok_only.may_match(&f(None, None, None, Some("wh_2"))));
         // A tool name is not a webhook id.
         assert_ne!(name_bits(TOOL, "x"), name_bits(WEBHOOK, "x"));
+        // Every outcome and source has a bit of its own today; one past the eighth would match
+        // everything rather than be skipped.
+        assert_eq!(bit(Outcome::Forbidden as u8), 0x80);
+        assert_eq!(bit(Source::Mcp as u8), 0x08);
+        assert_eq!(bit(8), u8::MAX);
     }
 
     #[test]
