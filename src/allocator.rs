@@ -44,10 +44,9 @@ const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 ///
 /// mimalloc asks for huge pages on its arenas (`madvise(MADV_HUGEPAGE)`), and the kernel then
 /// backs each touched 2 MiB of them with a whole huge page: a fresh page cost a 2 MiB
-/// `clear_page` in the call path (2.4 % of the CPU at 32 connections), a purge split the huge
-/// page again, and khugepaged later collapsed partly used ranges back into huge pages in the
-/// background, so RSS moved in 2 MiB steps long after the load was steady. With 4 KiB pages the
-/// gateway under load held 31 MB instead of 74–79 MB (BENCHMARKS.md, issue 16, tenth session).
+/// `clear_page` in the call path (2.4 % of the CPU at 32 connections), and a mostly empty range
+/// stayed resident whole. With 4 KiB pages the gateway under load held 31–36 MB instead of
+/// 74–79 MB (BENCHMARKS.md, issue 16, tenth session).
 /// mimalloc reads its own option only when it maps memory, after the first arena was mapped and
 /// advised, so the process-wide switch is set as well.
 pub fn use_small_pages() {
