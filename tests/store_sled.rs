@@ -22,13 +22,13 @@ async fn listed(store: &toolgate::store::SledStore) -> Vec<String> {
     conformance::newest_ids(store, 50).await
 }
 
-/// Open the store in `dir` again. sled's background flusher can hold the directory lock for a
+/// `open()` once it succeeds. sled's background flusher can hold the directory lock for a
 /// moment after the last handle is dropped (seen under a loaded full suite): wait for it rather
 /// than fail on timing.
-fn reopen(dir: &std::path::Path) -> toolgate::store::SledStore {
+fn when_free<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
     let mut tries = 0;
     loop {
-        match toolgate::store::SledStore::open(dir, &[7u8; 32]) {
+        match open() {
             Ok(s) => return s,
             Err(e) if tries < 50 => {
                 tries += 1;
@@ -38,6 +38,11 @@ fn reopen(dir: &std::path::Path) -> toolgate::store::SledStore {
             Err(e) => panic!("open: {e}"),
         }
     }
+}
+
+/// Open the store in `dir` again (see `when_free`).
+fn reopen(dir: &std::path::Path) -> toolgate::store::SledStore {
+    when_free(|| toolgate::store::SledStore::open(dir, &[7u8; 32]))
 }
 
 fn ids(n: usize) -> Vec<String> {
@@ -347,21 +352,17 @@ async fn a_filtered_page_skips_chunks_that_cannot_match_and_finds_those_that_do(
     );
 }
 
-/// The database in `dir` opened with sled directly, once the store that had it let it go (see
-/// `reopen`).
+/// The database in `dir` opened with sled directly, once the store that had it let it go.
 fn raw_db(dir: &std::path::Path) -> sled::Db {
-    let mut tries = 0;
-    loop {
-        match sled::open(dir.join("db")) {
-            Ok(db) => return db,
-            Err(e) if tries < 50 => {
-                tries += 1;
-                eprintln!("sled open: {e}; retrying");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(e) => panic!("sled open: {e}"),
-        }
-    }
+    when_free(|| sled::open(dir.join("db")))
+}
+
+/// Write the store's `schema_version` with sled directly.
+fn set_schema_version(dir: &std::path::Path, version: &str) {
+    let db = raw_db(dir);
+    let meta = db.open_tree("meta").unwrap();
+    meta.insert("schema_version", version).unwrap();
+    db.flush().unwrap();
 }
 
 /// The `schema_version` the store in `dir` holds, read with sled directly.
@@ -375,26 +376,12 @@ fn stored_schema_version(dir: &std::path::Path) -> String {
 async fn an_older_layout_is_taken_up_and_a_newer_one_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(reopen(dir.path()));
-    {
-        // A store written by a version-1 toolgate (history chunks inline in sled).
-        let db = raw_db(dir.path());
-        db.open_tree("meta")
-            .unwrap()
-            .insert("schema_version", "1")
-            .unwrap();
-        db.flush().unwrap();
-    }
+    // A store written by a version-1 toolgate (history chunks inline in sled).
+    set_schema_version(dir.path(), "1");
     drop(reopen(dir.path()));
     assert_eq!(stored_schema_version(dir.path()), "2");
-    {
-        let db = raw_db(dir.path());
-        db.open_tree("meta")
-            .unwrap()
-            .insert("schema_version", "3")
-            .unwrap();
-        db.flush().unwrap();
-    }
-    // Refused for its version (sled's lock may still be let go of first: see `reopen`).
+    set_schema_version(dir.path(), "3");
+    // Refused for its version (sled's lock may still be let go of first: see `when_free`).
     let mut tries = 0;
     let err = loop {
         match toolgate::store::SledStore::open(dir.path(), &[7u8; 32]) {
