@@ -313,17 +313,15 @@ impl HistoryStore for SledStore {
                 freed,
             } = self.retention(count, max_records, max_age_secs, &mut fresh)?;
             // The bodies go to the active segment, synced before sled refers to them.
-            let first_fresh = ops.len();
-            let mut bodies = Vec::with_capacity(fresh.len());
-            for chunk in &fresh {
-                let (k, v) = codec::encode_packed_chunk(chunk)?;
-                ops.push((k, None));
-                bodies.push(v);
-            }
+            let (keys, bodies): (Vec<_>, Vec<_>) = fresh
+                .iter()
+                .map(|chunk| codec::encode_packed_chunk(chunk))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip();
             let refs = self.segments.append(&bodies)?;
-            let places = ops[first_fresh..].iter_mut().zip(&bodies).zip(&refs);
-            for ((((_, value), body), at), records) in places.zip(&fresh) {
-                *value = Some(at.encode(body, Summary::of(records))?);
+            for (((k, body), at), records) in keys.into_iter().zip(&bodies).zip(&refs).zip(&fresh) {
+                ops.push((k, Some(at.encode(body, Summary::of(records))?)));
             }
             drop(bodies);
             let after = count - removed;

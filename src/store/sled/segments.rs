@@ -133,60 +133,65 @@ impl ChunkRef {
 
     /// The summary a sled value holds; `None` for a chunk stored inline (it may hold anything).
     pub fn summary(value: &[u8]) -> Result<Option<Summary>, StoreError> {
-        if value.first() != Some(&FORMAT_REF) {
-            return Ok(None);
-        }
-        let bad = || StoreError::Corrupt("call history chunk reference".into());
-        let rest = value.get(39..REF_LEN).ok_or_else(bad)?;
-        let (masks, names) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
-        let names = names.first_chunk::<8>().ok_or_else(bad)?;
-        Ok(Some(Summary {
-            outcomes: masks[0],
-            sources: masks[1],
-            names: u64::from_be_bytes(*names),
-        }))
+        Ok(parse(value)?.map(|r| r.summary))
     }
 
     /// The place a sled value names, or `None` for a chunk stored inline (written before chunk
     /// bodies moved to segments).
     pub fn decode(value: &[u8]) -> Result<Option<ChunkRef>, StoreError> {
-        if value.first() != Some(&FORMAT_REF) {
-            return Ok(None);
-        }
-        let bad = || StoreError::Corrupt("call history chunk reference".into());
-        let rest = value.get(19..39).ok_or_else(bad)?;
-        if value.len() != REF_LEN {
-            return Err(bad());
-        }
-        let (segment, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-        let (offset, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-        let len = rest.first_chunk::<4>().ok_or_else(bad)?;
-        Ok(Some(ChunkRef {
-            segment: u64::from_be_bytes(*segment),
-            offset: u64::from_be_bytes(*offset),
-            len: u32::from_be_bytes(*len),
-        }))
+        Ok(parse(value)?.map(|r| r.at))
     }
 }
 
-/// The header of a chunk from its sled value, inline or a reference (both start alike).
-pub(super) fn header(value: &[u8]) -> Result<codec::ChunkHeader, StoreError> {
+/// A reference as stored: what `ChunkRef::encode` wrote.
+struct Reference {
+    header: codec::ChunkHeader,
+    at: ChunkRef,
+    summary: Summary,
+}
+
+/// Read a sled value as a reference, the one parser of that layout; `None` for a chunk stored
+/// inline.
+fn parse(value: &[u8]) -> Result<Option<Reference>, StoreError> {
     if value.first() != Some(&FORMAT_REF) {
-        return codec::chunk_header(value);
+        return Ok(None);
     }
     let bad = || StoreError::Corrupt("call history chunk reference".into());
-    let count = value
-        .get(1..3)
-        .and_then(|c| c.first_chunk::<2>())
+    let fields: &[u8; REF_LEN - 1] = value
+        .get(1..)
+        .and_then(|rest| rest.try_into().ok())
         .ok_or_else(bad)?;
-    let last = value
-        .get(3..19)
-        .and_then(|c| c.first_chunk::<16>())
-        .ok_or_else(bad)?;
-    Ok(codec::ChunkHeader {
-        count: u16::from_be_bytes(*count) as usize,
-        last: *last,
-    })
+    let (count, rest) = fields.split_first_chunk::<2>().ok_or_else(bad)?;
+    let (last, rest) = rest.split_first_chunk::<16>().ok_or_else(bad)?;
+    let (segment, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+    let (offset, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let (masks, names) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
+    let names = names.first_chunk::<8>().ok_or_else(bad)?;
+    Ok(Some(Reference {
+        header: codec::ChunkHeader {
+            count: u16::from_be_bytes(*count) as usize,
+            last: *last,
+        },
+        at: ChunkRef {
+            segment: u64::from_be_bytes(*segment),
+            offset: u64::from_be_bytes(*offset),
+            len: u32::from_be_bytes(*len),
+        },
+        summary: Summary {
+            outcomes: masks[0],
+            sources: masks[1],
+            names: u64::from_be_bytes(*names),
+        },
+    }))
+}
+
+/// The header of a chunk from its sled value, inline or a reference.
+pub(super) fn header(value: &[u8]) -> Result<codec::ChunkHeader, StoreError> {
+    match parse(value)? {
+        Some(r) => Ok(r.header),
+        None => codec::chunk_header(value),
+    }
 }
 
 /// The segment being appended to.
