@@ -390,6 +390,16 @@ async fn pending_deliveries_resume_after_kill_9() {
         }
     })
     .await;
+    // Seen is not yet durable: the attempt is visible once written and on disk only when the
+    // worker's flush returns. A later acknowledged write is flushed by a flush that covers the
+    // attempt too, so it marks the point where the kill cannot lose the attempt.
+    let (st, v) = post(
+        &p.base,
+        "/v1/secrets",
+        json!({"name": "barrier", "value": "not-an-event"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let mut p = p;
     p.child.kill().unwrap();
