@@ -63,15 +63,41 @@ pub fn use_small_pages() {
 /// How often each serving thread hands back what it can (`return_what_is_due`).
 pub const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Collect the calling thread's heap: blocks other threads freed into its pages (a tool call's
-/// history record is made on a serving thread and freed on the history writer's) are taken
-/// back, pages left empty go back to the arena, and purges whose delay has passed are done.
-/// With a purge delay and no such call, a soak's RSS grew by 40 % in five minutes; mimalloc's
-/// own documentation suggests this call for a long-running thread whose blocks other threads free.
+/// Collect the calling thread's heap: blocks other threads freed into its pages are taken back,
+/// pages left empty go back to the arena, and purges whose delay has passed are done. With a
+/// purge delay and no such call, a soak's RSS grew by 40 % in five minutes (history records were
+/// then made on serving threads and freed on the writer's; they no longer are, see
+/// `history_codec::PackedBatch`, but buffers and bodies still cross threads now and then).
+/// mimalloc's own documentation suggests this call for a long-running thread whose blocks other
+/// threads free.
 pub fn return_what_is_due() {
     // SAFETY: `mi_collect` only walks mimalloc's own structures of the calling thread (and the
     // arenas); it is safe to call at any time, also when mimalloc is not the global allocator.
     unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
+/// `return_what_is_due`, at most once per `COLLECT_EVERY` on each thread: for a runtime's
+/// `on_thread_park`, which runs whenever a worker runs out of work (thousands of times a second
+/// under load, where collecting each time would cost more than it returns). The main runtime's
+/// workers (the acceptor, the event worker, the store's background tasks) otherwise never
+/// collected: what the serving threads and the history writer freed into their pages stayed.
+pub fn return_what_is_due_now_and_then() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let due = LAST.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= COLLECT_EVERY);
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        return_what_is_due();
+    }
 }
 
 /// The purge delay mimalloc uses now, in milliseconds.

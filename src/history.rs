@@ -7,7 +7,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::model::{CallId, CallRecord};
 use crate::store::Store;
-use crate::store::history_codec::PackedCall;
+use crate::store::history_codec::{Encoded, PackedBatch};
 
 pub use crate::redact::{REDACTED, Redactor};
 
@@ -39,7 +39,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    records: Vec<PackedCall>,
+    records: PackedBatch,
     /// Readers waiting for everything queued before them to be stored.
     waiters: Vec<oneshot::Sender<()>>,
     closing: Option<oneshot::Sender<()>>,
@@ -63,6 +63,30 @@ impl Queue {
             && !self.abandoned
     }
 }
+
+/// What `Recorder::try_push` did with a record.
+enum Pushed {
+    /// Queued under this id.
+    Queued(CallId),
+    /// No room: wait for the writer to take the queue.
+    Full,
+    /// The writer has stopped.
+    Closed,
+}
+
+/// A record the stopped writer will never store.
+fn stopped() -> CallId {
+    tracing::error!("call history writer has stopped; record lost");
+    CallId::new()
+}
+
+/// Bytes a batch's buffers keep between batches: a burst of large records (bodies recorded in
+/// full) must not pin its memory for good.
+const RETAINED_BYTES: usize = 16 << 20;
+
+/// Bytes a thread's encoding buffer keeps between records (one large record must not pin its
+/// size on every serving thread).
+const SCRATCH_KEPT: usize = 64 << 10;
 
 /// Most records written in one batch.
 const BATCH: usize = 256;
@@ -94,6 +118,9 @@ impl Shared {
         max_records: usize,
         max_age_secs: u64,
     ) {
+        // The batch being written: swapped with the queue's, so the two buffers are reused
+        // batch after batch and no record is freed away from where it was made.
+        let mut batch = PackedBatch::default();
         let mut q = self.lock();
         loop {
             while q.idle() {
@@ -119,14 +146,15 @@ impl Shared {
             if q.closing.is_some() {
                 q.closed = true;
             }
-            let batch = std::mem::take(&mut q.records);
+            std::mem::swap(&mut batch, &mut q.records);
             let waiters = std::mem::take(&mut q.waiters);
             let closing = q.closing.take();
             drop(q);
             self.room.notify_waiters();
             if !batch.is_empty() {
                 let started = std::time::Instant::now();
-                match runtime.block_on(store.insert_packed(&batch, max_records, max_age_secs)) {
+                let records = batch.records();
+                match runtime.block_on(store.insert_packed(&records, max_records, max_age_secs)) {
                     Ok(()) => tracing::debug!(
                         records = batch.len(),
                         ms = started.elapsed().as_millis() as u64,
@@ -137,7 +165,7 @@ impl Shared {
                     ),
                 }
             }
-            drop(batch);
+            batch.clear_keeping(RETAINED_BYTES);
             crate::allocator::return_what_is_due();
             for w in waiters {
                 let _ = w.send(());
@@ -177,13 +205,30 @@ impl Recorder {
     }
 
     /// Queue a record under a fresh call id, which it returns (the record's own id is replaced);
-    /// waits while the queue is full (back-pressure, never dropping). The record is packed here,
-    /// on the caller's thread, and its parts are freed where they were made.
+    /// waits while the queue is full (back-pressure, never dropping). The record is encoded on
+    /// the caller's thread, into a buffer that thread reuses, and only copied into the queue.
     pub async fn record(&self, r: CallRecord) -> CallId {
-        let packed = PackedCall::unkeyed(&r);
-        drop(r);
-        let mut r = match packed {
-            Ok(p) => p,
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        // With room in the queue (nearly always), nothing is allocated for the record.
+        let first = SCRATCH.with(|cell| {
+            let mut scratch = cell.try_borrow_mut().ok()?;
+            let pushed = PackedBatch::encode(&r, &mut scratch).map(|e| self.try_push(&e, None));
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+            Some(pushed)
+        });
+        let mut owned = Vec::new();
+        let encoded = match first {
+            Some(Ok(Pushed::Queued(id))) => return id,
+            Some(Ok(Pushed::Closed)) => return stopped(),
+            Some(Ok(Pushed::Full)) | None => PackedBatch::encode(&r, &mut owned),
+            Some(Err(e)) => Err(e),
+        };
+        let e = match encoded {
+            Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "could not pack a call history record; record lost");
                 return CallId::new();
@@ -192,36 +237,46 @@ impl Recorder {
         loop {
             let room = self.shared.room.notified();
             tokio::pin!(room);
-            {
-                let mut q = self.shared.lock();
-                if q.closed || q.closing.is_some() {
-                    drop(q);
-                    tracing::error!("call history writer has stopped; record lost");
-                    return CallId::new();
-                }
-                if q.records.len() < self.shared.capacity {
-                    // The id is taken here, under the queue's lock: ids (UUIDv7, ordered within
-                    // the process) then grow in the order records reach the store, so no write
-                    // batch holds an id older than one already stored. Taken when the call
-                    // started, a slow call's id was older than those of calls that began after
-                    // it but ended first and were stored in an earlier batch; the sled history's
-                    // chunks then overlapped, and lookups by id and pages missed records.
-                    let bits = uuid::Uuid::now_v7().as_u128();
-                    r.set_key(bits);
-                    q.records.push(r);
-                    let wake = q.records.len() == 1 || q.records.len() == self.shared.full();
-                    drop(q);
-                    if wake {
-                        self.shared.wake.notify_one();
-                    }
-                    return CallId::from_bits(bits);
-                }
-                // Registered before the lock is released, so the writer's `notify_waiters`
-                // after taking the queue cannot be missed.
-                room.as_mut().enable();
+            match self.try_push(&e, Some(room.as_mut())) {
+                Pushed::Queued(id) => return id,
+                Pushed::Closed => return stopped(),
+                Pushed::Full => room.await,
             }
-            room.await;
         }
+    }
+
+    /// Queue `e` if there is room. When the queue is full, `room` (if given) is registered
+    /// before the lock is released, so the writer's `notify_waiters` after taking the queue
+    /// cannot be missed.
+    fn try_push(
+        &self,
+        e: &Encoded<'_>,
+        room: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>,
+    ) -> Pushed {
+        let mut q = self.shared.lock();
+        if q.closed || q.closing.is_some() {
+            return Pushed::Closed;
+        }
+        if q.records.len() >= self.shared.capacity {
+            if let Some(room) = room {
+                room.enable();
+            }
+            return Pushed::Full;
+        }
+        // The id is taken here, under the queue's lock: ids (UUIDv7, ordered within the
+        // process) then grow in the order records reach the store, so no write batch holds an
+        // id older than one already stored. Taken when the call started, a slow call's id was
+        // older than those of calls that began after it but ended first and were stored in an
+        // earlier batch; the sled history's chunks then overlapped, and lookups by id and pages
+        // missed records.
+        let bits = uuid::Uuid::now_v7().as_u128();
+        q.records.push(e, bits);
+        let wake = q.records.len() == 1 || q.records.len() == self.shared.full();
+        drop(q);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Pushed::Queued(CallId::from_bits(bits))
     }
 
     /// Wait until every record queued before this call is stored.

@@ -189,10 +189,24 @@ fn import_openapi(
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     toolgate::allocator::use_small_pages();
     toolgate::allocator::return_freed_memory_soon();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(toolgate::allocator::return_what_is_due_now_and_then)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command line, run on the runtime `main` built.
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {

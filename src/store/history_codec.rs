@@ -14,6 +14,9 @@ use crate::model::call::{RecordedRequest, RecordedResponse};
 use crate::model::{CallId, CallRecord, Outcome, Source};
 use crate::store::StoreError;
 
+mod packed;
+pub use packed::{Encoded, PackedBatch, PackedCall};
+
 /// zstd level: 3 is zstd's default, fast enough for the writer's batches.
 const LEVEL: i32 = 3;
 
@@ -213,83 +216,16 @@ pub fn chunk_header(value: &[u8]) -> Result<ChunkHeader, StoreError> {
     })
 }
 
-/// A call record packed for the history by the thread that made the call: its fields encoded as
-/// they are stored, so the history writer neither copies nor frees the record's many parts (a
-/// record is some thirty allocations, and freeing them on the writer's thread, away from the heap
-/// they came from, cost more than encoding them).
-#[derive(Debug, Clone)]
-pub struct PackedCall {
-    /// The call id's 16 bytes: the record's key.
-    pub key: [u8; 16],
-    /// The record without its id (`Stored`), MessagePack by position.
-    stored: Vec<u8>,
-    /// Tool name, for the PostgreSQL store's row beside the chunk.
-    pub tool: Option<String>,
-    /// Webhook id, likewise.
-    pub webhook_id: String,
-    /// How the call ended, likewise.
-    pub outcome: Outcome,
-    /// Who started it, likewise.
-    pub source: Source,
-}
-
-impl PackedCall {
-    /// `r` packed under its own id.
-    pub fn new(r: &CallRecord) -> Result<PackedCall, StoreError> {
-        let key = key(&r.id)?;
-        Ok(PackedCall {
-            key,
-            ..PackedCall::unkeyed(r)?
-        })
-    }
-
-    /// `r` packed without its id: the key is given later (`set_key`), when the recorder takes
-    /// the record's id under its queue's lock.
-    pub fn unkeyed(r: &CallRecord) -> Result<PackedCall, StoreError> {
-        let mut stored = Vec::with_capacity(512);
-        rmp_serde::encode::write(&mut stored, &to_stored(r))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(PackedCall {
-            key: [0; 16],
-            stored,
-            tool: r.tool.clone(),
-            webhook_id: r.webhook_id.clone(),
-            outcome: r.outcome,
-            source: r.source,
-        })
-    }
-
-    /// Key the record by the call id whose 128 bits are `bits`.
-    pub fn set_key(&mut self, bits: u128) {
-        self.key = bits.to_be_bytes();
-    }
-
-    /// The record's call id.
-    pub fn id(&self) -> CallId {
-        CallId::from_bits(u128::from_be_bytes(self.key))
-    }
-
-    /// The record again (for an event about the call).
-    pub fn unpack(&self) -> Result<CallRecord, StoreError> {
-        let s: Stored = rmp_serde::from_slice(&self.stored)
-            .map_err(|e| StoreError::Corrupt(format!("call history record: {e}")))?;
-        Ok(from_stored(self.id(), s))
-    }
-}
-
 /// A chunk of records, oldest first (at most `CHUNK_MAX`, at least one); its key is the first
 /// record's.
 pub fn encode_chunk(records: &[&CallRecord]) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
-    let packed = records
-        .iter()
-        .map(|r| PackedCall::new(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    encode_packed_chunk(&packed.iter().collect::<Vec<_>>())
+    let batch = PackedBatch::of(records)?;
+    encode_packed_chunk(&batch.records().iter().collect::<Vec<_>>())
 }
 
 /// `encode_chunk` of packed records: the same bytes (an array of `(key, Stored)` pairs), put
 /// together from each record's own.
-pub fn encode_packed_chunk(records: &[&PackedCall]) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+pub fn encode_packed_chunk(records: &[&PackedCall<'_>]) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Err(StoreError::Corrupt("an empty history chunk".into()));
     };
@@ -303,7 +239,7 @@ pub fn encode_packed_chunk(records: &[&PackedCall]) -> Result<(Vec<u8>, Vec<u8>)
     for r in records {
         rmp::encode::write_array_len(&mut packed, 2).map_err(|e| encode(e.to_string()))?;
         rmp_serde::encode::write(&mut packed, &r.key).map_err(|e| encode(e.to_string()))?;
-        packed.extend_from_slice(&r.stored);
+        packed.extend_from_slice(r.stored);
     }
     let body = compress(&packed)?;
     let mut out = Vec::with_capacity(HEADER + body.len());
@@ -460,9 +396,12 @@ mod tests {
         let (_, chunk) = encode_chunk(&refs).unwrap();
         assert_eq!(unpack_chunk(&chunk).unwrap(), at_once);
         assert_eq!(decode_chunk(&chunk).unwrap(), records);
-        // A record packed before its id is known, then keyed, is the same record.
-        let mut p = PackedCall::unkeyed(&records[7]).unwrap();
-        p.set_key(u128::from_be_bytes(key(&records[7].id).unwrap()));
+        // A record encoded before its id is known, then keyed in a batch, is the same record.
+        let mut scratch = Vec::new();
+        let mut batch = PackedBatch::default();
+        let e = PackedBatch::encode(&records[7], &mut scratch).unwrap();
+        batch.push(&e, u128::from_be_bytes(key(&records[7].id).unwrap()));
+        let p = batch.records()[0];
         assert_eq!(p.unpack().unwrap(), records[7]);
         assert_eq!(p.id(), records[7].id);
     }

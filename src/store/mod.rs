@@ -369,7 +369,7 @@ pub trait HistoryStore: Send + Sync {
     /// Append packed history records and apply retention (count, then age in seconds).
     fn insert_packed<'a>(
         &'a self,
-        records: &'a [history_codec::PackedCall],
+        records: &'a [history_codec::PackedCall<'a>],
         max_records: usize,
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()>;
@@ -381,10 +381,8 @@ pub trait HistoryStore: Send + Sync {
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let packed = records
-                .iter()
-                .map(history_codec::PackedCall::new)
-                .collect::<Result<Vec<_>, _>>()?;
+            let batch = history_codec::PackedBatch::of(&records.iter().collect::<Vec<_>>())?;
+            let packed = batch.records();
             self.insert_packed(&packed, max_records, max_age_secs).await
         })
     }

@@ -186,7 +186,7 @@ async fn drop_hidden(tx: &mut Tx, visible_from: i64) -> Result<(), StoreError> {
 impl HistoryStore for PgStore {
     fn insert_packed<'a>(
         &'a self,
-        records: &'a [codec::PackedCall],
+        records: &'a [codec::PackedCall<'a>],
         max_records: usize,
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()> {
@@ -195,7 +195,7 @@ impl HistoryStore for PgStore {
                 return Ok(());
             }
             // Oldest id first, like the embedded store, so a chunk's records are in id order.
-            let mut sorted: Vec<&codec::PackedCall> = records.iter().collect();
+            let mut sorted: Vec<&codec::PackedCall<'_>> = records.iter().collect();
             sorted.sort_by_key(|r| r.key);
             let mut ids = Vec::with_capacity(sorted.len());
             let mut tools = Vec::with_capacity(sorted.len());
@@ -204,8 +204,8 @@ impl HistoryStore for PgStore {
             let mut sources = Vec::with_capacity(sorted.len());
             for r in &sorted {
                 ids.push(format!("{:032x}", u128::from_be_bytes(r.key)));
-                tools.push(r.tool.as_deref());
-                hooks.push(r.webhook_id.as_str());
+                tools.push(r.tool);
+                hooks.push(r.webhook_id);
                 outcomes.push(r.outcome.as_str());
                 sources.push(r.source.as_str());
             }

@@ -172,7 +172,7 @@ impl SledStore {
         count: usize,
         max_records: usize,
         max_age_secs: u64,
-        fresh: &mut Vec<Vec<&codec::PackedCall>>,
+        fresh: &mut Vec<Vec<&codec::PackedCall<'_>>>,
     ) -> Result<Retention, StoreError> {
         let mut excess = if max_records > 0 {
             count.saturating_sub(max_records)
@@ -291,7 +291,7 @@ fn matches(r: &CallRecord, f: &CallFilter) -> bool {
 impl HistoryStore for SledStore {
     fn insert_packed<'a>(
         &'a self,
-        records: &'a [codec::PackedCall],
+        records: &'a [codec::PackedCall<'a>],
         max_records: usize,
         max_age_secs: u64,
     ) -> StoreFuture<'a, ()> {
@@ -300,9 +300,9 @@ impl HistoryStore for SledStore {
             if records.is_empty() {
                 return Ok(());
             }
-            let mut sorted: Vec<&codec::PackedCall> = records.iter().collect();
+            let mut sorted: Vec<&codec::PackedCall<'_>> = records.iter().collect();
             sorted.sort_by_key(|r| r.key);
-            let mut fresh: Vec<Vec<&codec::PackedCall>> =
+            let mut fresh: Vec<Vec<&codec::PackedCall<'_>>> =
                 sorted.chunks(CHUNK_MAX).map(<[_]>::to_vec).collect();
             let guard = self.history_write.lock().unwrap_or_else(|p| p.into_inner());
             let count = self.call_count.load(Relaxed) + records.len();

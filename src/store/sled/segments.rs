@@ -71,13 +71,13 @@ fn bit(index: u8) -> u8 {
 
 impl Summary {
     /// The summary of a chunk's records.
-    pub fn of(records: &[&codec::PackedCall]) -> Summary {
+    pub fn of(records: &[&codec::PackedCall<'_>]) -> Summary {
         records.iter().fold(Summary::default(), |s, r| Summary {
             outcomes: s.outcomes | bit(r.outcome as u8),
             sources: s.sources | bit(r.source as u8),
             names: s.names
-                | r.tool.as_deref().map_or(0, |t| name_bits(TOOL, t))
-                | name_bits(WEBHOOK, &r.webhook_id),
+                | r.tool.map_or(0, |t| name_bits(TOOL, t))
+                | name_bits(WEBHOOK, r.webhook_id),
         })
     }
 
@@ -416,22 +416,25 @@ mod tests {
         assert_eq!(ChunkRef::summary(&chunks[0]).expect("inline"), None);
     }
 
-    fn packed(tool: &str, webhook: &str, outcome: &str, source: &str) -> codec::PackedCall {
+    fn packed(tool: &str, webhook: &str, outcome: &str, source: &str) -> codec::PackedBatch {
         let r: crate::model::CallRecord = serde_json::from_value(serde_json::json!({
             "id": crate::model::ids::new_id("call"), "tool": tool, "webhook_id": webhook,
             "source": source, "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1,
             "outcome": outcome, "error": null, "arguments": {}, "request": null, "response": null
         }))
         .expect("record");
-        codec::PackedCall::new(&r).expect("pack")
+        codec::PackedBatch::of(&[&r]).expect("pack")
     }
 
     #[test]
     fn a_summary_rules_out_only_chunks_with_no_possible_match() {
         use crate::model::{Outcome, Source};
         use crate::store::{CallFilter, OutcomeFilter};
-        let a = packed("lookup_order", "wh_1", "success", "invoke");
-        let b = packed("book_slot", "wh_2", "timeout", "chat");
+        let (a, b) = (
+            packed("lookup_order", "wh_1", "success", "invoke"),
+            packed("book_slot", "wh_2", "timeout", "chat"),
+        );
+        let (a, b) = (a.records()[0], b.records()[0]);
         let both = Summary::of(&[&a, &b]);
         let ok_only = Summary::of(&[&a]);
         let f = |outcome, source, tool: Option<&str>, webhook: Option<&str>| CallFilter {
