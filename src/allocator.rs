@@ -78,9 +78,11 @@ pub fn return_what_is_due() {
 
 /// `return_what_is_due`, at most once per `COLLECT_EVERY` on each thread: for a runtime's
 /// `on_thread_park`, which runs whenever a worker runs out of work (thousands of times a second
-/// under load, where collecting each time would cost more than it returns). The main runtime's
-/// workers (the acceptor, the event worker, the store's background tasks) otherwise never
-/// collected: what the serving threads and the history writer freed into their pages stayed.
+/// under load, where collecting each time would cost more than it returns). Without it the main
+/// runtime's workers (the acceptor, the event worker, the store's background tasks) never
+/// collected their heaps, so blocks other threads freed into their pages waited for their next
+/// allocation in that size class. It did not remove the PostgreSQL soak's late RSS step
+/// (BENCHMARKS.md, issue 18, eleventh session).
 pub fn return_what_is_due_now_and_then() {
     thread_local! {
         static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };

@@ -5,9 +5,10 @@
 //! the writer. Those frees came from another thread than the one whose heap the blocks belonged
 //! to, so mimalloc kept their pages committed until the owning thread collected them: with the
 //! PostgreSQL store, whose writer keeps its queue full, the gateway's RSS stepped up by 15–25 MB
-//! at a random minute of a soak while its live heap did not move (BENCHMARKS.md, issue 18). A
-//! batch is now two growable buffers that the recorder and the writer swap and reuse, so no
-//! record allocates past its call and nothing crosses threads to be freed.
+//! at a random minute of half the soaks while its live heap did not move. A batch is now two
+//! growable buffers that the recorder and the writer swap and reuse, so no record allocates past
+//! its call and nothing crosses threads to be freed; the step then came in a third of the soaks
+//! and by 5–8.5 MB (BENCHMARKS.md, issue 18, eleventh session).
 
 use super::{Stored, from_stored, key, to_stored};
 use crate::model::{CallId, CallRecord, Outcome, Source};
