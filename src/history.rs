@@ -211,20 +211,30 @@ impl Recorder {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        // With room in the queue (nearly always), nothing is allocated for the record.
+        // With room in the queue, nothing is allocated for the record. Without (the PostgreSQL
+        // writer keeps its queue full much of the time), its bytes are put aside to wait with
+        // the call, not encoded a second time.
+        let mut owned = Vec::new();
         let first = SCRATCH.with(|cell| {
             let mut scratch = cell.try_borrow_mut().ok()?;
-            let pushed = PackedBatch::encode(&r, &mut scratch).map(|e| self.try_push(&e, None));
+            let pushed = PackedBatch::encode(&r, &mut scratch).map(|e| {
+                let pushed = self.try_push(&e, None);
+                if matches!(pushed, Pushed::Full) {
+                    e.keep(&mut owned);
+                }
+                pushed
+            });
             if scratch.capacity() > SCRATCH_KEPT {
                 *scratch = Vec::new();
             }
             Some(pushed)
         });
-        let mut owned = Vec::new();
         let encoded = match first {
             Some(Ok(Pushed::Queued(id))) => return id,
             Some(Ok(Pushed::Closed)) => return stopped(),
-            Some(Ok(Pushed::Full)) | None => PackedBatch::encode(&r, &mut owned),
+            Some(Ok(Pushed::Full)) => Ok(Encoded::kept(&r, &owned)),
+            // This thread's scratch is in use (never expected): a buffer of the call's own.
+            None => PackedBatch::encode(&r, &mut owned),
             Some(Err(e)) => Err(e),
         };
         let e = match encoded {

@@ -76,6 +76,25 @@ pub struct Encoded<'r> {
     stored: &'r [u8],
 }
 
+impl<'r> Encoded<'r> {
+    /// Put its bytes aside in `keep`, for a caller that must wait for room and so cannot hold on
+    /// to its thread's scratch buffer meanwhile; `Encoded::kept` gives the record back from them
+    /// without encoding it again.
+    pub fn keep(&self, keep: &mut Vec<u8>) {
+        keep.clear();
+        keep.extend_from_slice(self.stored);
+    }
+
+    /// `record` with the bytes `keep` put aside for it (the caller pairs them: they are not
+    /// checked against the record).
+    pub fn kept(record: &'r CallRecord, kept: &'r [u8]) -> Encoded<'r> {
+        Encoded {
+            record,
+            stored: kept,
+        }
+    }
+}
+
 impl PackedBatch {
     /// A batch of `records`, each keyed by its own id.
     pub fn of(records: &[&CallRecord]) -> Result<PackedBatch, StoreError> {
@@ -213,9 +232,17 @@ mod tests {
         batch.clear();
         assert!(batch.is_empty() && batch.records().is_empty());
         let mut scratch = Vec::new();
-        let e = PackedBatch::encode(&records[1], &mut scratch).expect("encode");
+        let mut kept = Vec::new();
+        PackedBatch::encode(&records[1], &mut scratch)
+            .expect("encode")
+            .keep(&mut kept);
+        scratch.clear();
+        let e = Encoded::kept(&records[1], &kept);
         batch.push(&e, 42);
         assert_eq!(batch.records()[0].id(), CallId::from_bits(42));
+        let mut again = records[1].clone();
+        again.id = CallId::from_bits(42);
+        assert_eq!(batch.records()[0].unpack().expect("unpack"), again);
         assert_eq!(batch.records()[0].tool, None);
         assert_eq!(batch.records()[0].webhook_id, "wh_ä2");
         assert_eq!((batch.bytes.capacity(), batch.text.capacity()), capacity);
