@@ -63,17 +63,35 @@ pub fn use_small_pages() {
 /// How often each serving thread hands back what it can (`return_what_is_due`).
 pub const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How often a thread's collection is a forced one (`mi_collect(true)`), which also visits its
+/// full pages, frees its retired ones, and purges every arena whatever its purge delay.
+///
+/// The ordinary collection (`mi_collect(false)`) leaves pages behind in mimalloc 3.3: it skips a
+/// thread's full pages (a page whose blocks were all freed while it sat in the full queue stays
+/// there) and keeps retired pages. A stress of three threads allocating 256 B–1.8 MB blocks and
+/// freeing a quarter of them on a neighbour held 10–50 MB more than at the start, after every
+/// thread had freed everything and collected twice 30 ms apart, in 27 rounds of 60; a forced
+/// collection on another thread did not return it, and with each thread's second collection
+/// forced no round held more than the first (3 MB). The PostgreSQL soak's late RSS step
+/// (BENCHMARKS.md, issue 18) had that shape: freed memory that never went back. Reading the
+/// arena code also shows a purge that can be lost when a page is freed during another thread's
+/// purge pass (the family of microsoft/mimalloc#1246); a forced collection purges regardless.
+/// Once a second per thread, the forced walk costs little against the calls in that second.
+pub const FORCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Collect the calling thread's heap: blocks other threads freed into its pages are taken back,
-/// pages left empty go back to the arena, and purges whose delay has passed are done. With a
-/// purge delay and no such call, a soak's RSS grew by 40 % in five minutes (history records were
-/// then made on serving threads and freed on the writer's; they no longer are, see
-/// `history_codec::PackedBatch`, but buffers and bodies still cross threads now and then).
-/// mimalloc's own documentation suggests this call for a long-running thread whose blocks other
-/// threads free.
+/// pages left empty go back to the arena, and purges whose delay has passed are done; once per
+/// `FORCE_EVERY` on each thread the collection is forced. With a purge delay and no such call,
+/// a soak's RSS grew by 40 % in five minutes. mimalloc's own documentation suggests this call
+/// for a long-running thread whose blocks other threads free.
 pub fn return_what_is_due() {
+    thread_local! {
+        static LAST_FORCED: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let force = LAST_FORCED.with(|last| due(last, std::time::Instant::now(), FORCE_EVERY));
     // SAFETY: `mi_collect` only walks mimalloc's own structures of the calling thread (and the
     // arenas); it is safe to call at any time, also when mimalloc is not the global allocator.
-    unsafe { libmimalloc_sys::mi_collect(false) }
+    unsafe { libmimalloc_sys::mi_collect(force) }
 }
 
 /// `return_what_is_due`, at most once per `COLLECT_EVERY` on each thread: for a runtime's
@@ -87,19 +105,25 @@ pub fn return_what_is_due_now_and_then() {
     thread_local! {
         static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
     }
-    let now = std::time::Instant::now();
-    let due = LAST.with(|last| {
-        let due = last
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= COLLECT_EVERY);
-        if due {
-            last.set(Some(now));
-        }
-        due
-    });
-    if due {
+    if LAST.with(|last| due(last, std::time::Instant::now(), COLLECT_EVERY)) {
         return_what_is_due();
     }
+}
+
+/// Whether `every` has passed since `last` (or nothing was done yet); if so, `last` becomes
+/// `now`.
+fn due(
+    last: &std::cell::Cell<Option<std::time::Instant>>,
+    now: std::time::Instant,
+    every: std::time::Duration,
+) -> bool {
+    let due = last
+        .get()
+        .is_none_or(|t| now.saturating_duration_since(t) >= every);
+    if due {
+        last.set(Some(now));
+    }
+    due
 }
 
 /// The purge delay mimalloc uses now, in milliseconds.
@@ -111,6 +135,57 @@ pub fn purge_delay_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_forces_once_a_second_and_collects_in_between() {
+        let last = std::cell::Cell::new(None);
+        let t0 = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        assert!(
+            due(&last, t0, FORCE_EVERY),
+            "the first collection is forced"
+        );
+        assert!(!due(&last, t0 + ms(100), FORCE_EVERY));
+        assert!(!due(&last, t0 + ms(999), FORCE_EVERY));
+        assert!(due(&last, t0 + ms(1000), FORCE_EVERY));
+        assert!(
+            !due(&last, t0 + ms(1999), FORCE_EVERY),
+            "counted from the last forced one"
+        );
+        assert!(due(&last, t0 + ms(2000), FORCE_EVERY));
+        // A clock read out of order (another core's, a moment earlier) is not due.
+        assert!(!due(&last, t0 + ms(1500), FORCE_EVERY));
+    }
+
+    #[test]
+    fn collecting_forced_or_not_keeps_what_is_live() {
+        // SAFETY: mimalloc's own allocation functions, used as a C allocator would be; every
+        // block is written within its size and freed once.
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..64)
+                .map(|i| libmimalloc_sys::mi_malloc(1024 + i * 4096) as *mut u8)
+                .collect();
+            for (i, b) in blocks.iter().enumerate() {
+                assert!(!b.is_null());
+                std::ptr::write_bytes(*b, i as u8, 1024 + i * 4096);
+            }
+            for _ in 0..3 {
+                // The first call on this thread is forced, the next ones not.
+                return_what_is_due();
+            }
+            libmimalloc_sys::mi_collect(true);
+            for (i, b) in blocks.iter().enumerate() {
+                let len = 1024 + i * 4096;
+                assert!(
+                    std::slice::from_raw_parts(*b, len)
+                        .iter()
+                        .all(|&x| x == i as u8)
+                );
+                libmimalloc_sys::mi_free(*b as *mut std::ffi::c_void);
+            }
+        }
+        return_what_is_due();
+    }
 
     #[test]
     fn the_option_is_the_purge_delay_and_is_set() {
