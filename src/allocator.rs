@@ -63,20 +63,19 @@ pub fn use_small_pages() {
 /// How often each serving thread hands back what it can (`return_what_is_due`).
 pub const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How often a thread's collection is a forced one (`mi_collect(true)`), which also visits its
-/// full pages, frees its retired ones, and purges every arena whatever its purge delay.
+/// How often a thread's collection is a forced one (`mi_collect(true)`): it also visits the
+/// thread's full pages, frees its retired pages, and purges every arena whatever the delay.
 ///
-/// The ordinary collection (`mi_collect(false)`) leaves pages behind in mimalloc 3.3: it skips a
-/// thread's full pages (a page whose blocks were all freed while it sat in the full queue stays
-/// there) and keeps retired pages. A stress of three threads allocating 256 B–1.8 MB blocks and
-/// freeing a quarter of them on a neighbour held 10–50 MB more than at the start, after every
-/// thread had freed everything and collected twice 30 ms apart, in 27 rounds of 60; a forced
-/// collection on another thread did not return it, and with each thread's second collection
-/// forced no round held more than the first (3 MB). The PostgreSQL soak's late RSS step
-/// (BENCHMARKS.md, issue 18) had that shape: freed memory that never went back. Reading the
-/// arena code also shows a purge that can be lost when a page is freed during another thread's
-/// purge pass (the family of microsoft/mimalloc#1246); a forced collection purges regardless.
-/// Once a second per thread, the forced walk costs little against the calls in that second.
+/// Forced collections made the PostgreSQL soak's RSS flat (BENCHMARKS.md, issue 18, twelfth
+/// session): before, RSS stepped up by 5–25 MB at a random minute in about a third of the runs
+/// and did not come down. The step had the shape of freed memory whose purge never comes, and
+/// mimalloc 3.3's arena code shows how that can happen: a purge pass that finds nothing due
+/// resets the process-wide purge deadline, and a page freed into the arena during that pass sets
+/// only the arena's own deadline, which no later ordinary pass looks at (the family of
+/// microsoft/mimalloc#1246). A purge delay of 0 (no deadlines) was flat too, at about 15 % more
+/// CPU per call (eighth session); a forced collection purges whatever the deadlines say. A
+/// minute of a three-thread allocation stress did not reproduce the loss, so this is the likely
+/// cause, not a proven one.
 pub const FORCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Collect the calling thread's heap: blocks other threads freed into its pages are taken back,
