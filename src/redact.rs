@@ -243,7 +243,16 @@ impl Redactor {
     /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,
     /// when it holds no secret (as nearly every string does).
     pub fn into_text(&self, s: String) -> String {
-        if self.finds(&s) { self.text(&s) } else { s }
+        self.into_text_noting(s).0
+    }
+
+    /// `into_text`, and whether anything was redacted (the text is then not what was given).
+    pub fn into_text_noting(&self, s: String) -> (String, bool) {
+        if self.finds(&s) {
+            (self.text(&s), true)
+        } else {
+            (s, false)
+        }
     }
 
     /// Redact every string (keys included) of a JSON value in place: only what holds a secret is
@@ -309,17 +318,28 @@ impl Redactor {
 
     /// `cut` of a string no longer needed as it was (not copied when it holds no secret and fits).
     pub fn cut_text(&self, s: String, max: usize, already_cut: bool) -> (String, bool) {
-        let redacted = self.into_text(s);
+        let (text, _, cut) = self.cut_text_noting(s, max, already_cut);
+        (text, cut)
+    }
+
+    /// `cut_text`, and also whether anything was redacted: (text, redacted, cut).
+    pub fn cut_text_noting(
+        &self,
+        s: String,
+        max: usize,
+        already_cut: bool,
+    ) -> (String, bool, bool) {
+        let (redacted, changed) = self.into_text_noting(s);
         let mut end = redacted.len().min(max);
         while !redacted.is_char_boundary(end) {
             end -= 1;
         }
         if end == redacted.len() && !already_cut {
-            return (redacted, false);
+            return (redacted, changed, false);
         }
         let kept = &redacted[..end];
         let drop = self.dangling_prefix(kept);
-        (kept[..kept.len() - drop].to_string(), true)
+        (kept[..kept.len() - drop].to_string(), changed, true)
     }
 
     /// Length of the longest tail of `s` that begins some secret form (two bytes or more, or any

@@ -161,7 +161,8 @@ pub(super) fn call_response(result: CallResult) -> Result<Response, ApiError> {
     // Sized for the answer up front (the response and its text for the model, escaped): into
     // axum's 128-byte start, serde_json grew the buffer three or four times per call.
     let mut body = Vec::with_capacity(256 + 3 * result.content.len());
-    serde_json::to_writer(&mut body, &result)
+    result
+        .write_json(&mut body)
         .map_err(|e| ApiError::Internal(format!("could not encode the call result: {e}")))?;
     Ok((
         [(

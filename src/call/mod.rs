@@ -90,6 +90,8 @@ struct Draft {
     response: Option<RecordedResponse>,
     response_value: Value,
     content: String,
+    /// `content` is `response_value` as compact JSON (`CallResult::response_is_content`).
+    content_is_response: bool,
     details: Vec<FieldError>,
     attempts: u32,
     redactor: Arc<Redactor>,
@@ -112,6 +114,7 @@ impl Draft {
             response: None,
             response_value: Value::Null,
             content,
+            content_is_response: false,
             details,
             attempts: 0,
             redactor: Arc::default(),
@@ -146,13 +149,14 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         response,
         response_value,
         content,
+        content_is_response,
         details,
         attempts,
         redactor,
     } = draft;
     let r = &redactor;
     // Each part is redacted as it is moved into the record: copied only where a secret is.
-    let content = r.into_text(content);
+    let (content, content_redacted) = r.into_text_noting(content);
     // The response was redacted where it was read (before any cut); not walked again here.
     let record = CallRecord {
         // The recorder gives the id when history is on.
@@ -210,6 +214,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         response: response_value,
         content,
         details,
+        response_is_content: content_is_response && !content_redacted,
     }
 }
 
@@ -493,16 +498,20 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         .await;
     let limit = state.max_response_bytes;
     let body = result::body_value(&sent.body, sent.body_truncated, limit, &redactor);
-    let content = if sent.outcome == Outcome::Success {
-        result::success_content(
+    let (content, content_is_response) = if sent.outcome == Outcome::Success {
+        let (content, whole) = result::success_content(
             body.whole(),
             &sent,
             &spec.response_fields,
             state.max_content_bytes,
             &redactor,
-        )
+        );
+        (content, whole && body.whole_is_shown())
     } else {
-        result::failure_content(&sent, spec.timeout_ms, &redactor)
+        (
+            result::failure_content(&sent, spec.timeout_ms, &redactor),
+            false,
+        )
     };
     let error = match sent.outcome {
         Outcome::Success => None,
@@ -533,6 +542,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         }),
         response_value,
         content,
+        content_is_response,
         details: Vec::new(),
         attempts: sent.attempts,
         redactor,

@@ -30,6 +30,40 @@ pub struct CallResult {
     /// Refusal details (invalid arguments).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<FieldError>,
+    /// Whether `content` is exactly `response` written as compact JSON (the whole body, reduced,
+    /// cut and redacted nowhere else): an answer can then carry `content` as its `response`
+    /// instead of writing the tree out a second time. Not part of the answer.
+    #[serde(skip)]
+    pub response_is_content: bool,
+}
+
+impl CallResult {
+    /// This result as the answer's JSON (exactly what `Serialize` writes), into `out`. When
+    /// `content` is the response as compact JSON, the response is copied from it instead of
+    /// written out from the tree a second time.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        if !self.response_is_content || !self.details.is_empty() {
+            return serde_json::to_writer(out, self);
+        }
+        out.extend_from_slice(b"{\"call_id\":");
+        serde_json::to_writer(&mut *out, &self.call_id)?;
+        out.extend_from_slice(if self.ok {
+            b",\"ok\":true,\"outcome\":"
+        } else {
+            b",\"ok\":false,\"outcome\":"
+        });
+        serde_json::to_writer(&mut *out, &self.outcome)?;
+        out.extend_from_slice(b",\"status\":");
+        serde_json::to_writer(&mut *out, &self.status)?;
+        out.extend_from_slice(b",\"duration_ms\":");
+        serde_json::to_writer(&mut *out, &self.duration_ms)?;
+        out.extend_from_slice(b",\"response\":");
+        out.extend_from_slice(self.content.as_bytes());
+        out.extend_from_slice(b",\"content\":");
+        serde_json::to_writer(&mut *out, &self.content)?;
+        out.push(b'}');
+        Ok(())
+    }
 }
 
 /// The upstream's body read for the caller: as shown, and the whole parsed JSON.
@@ -52,6 +86,11 @@ enum Whole {
 }
 
 impl BodyValue {
+    /// Whether `shown` is the whole parsed body (not text cut from it).
+    pub fn whole_is_shown(&self) -> bool {
+        matches!(self.whole, Whole::Shown)
+    }
+
     /// The whole parsed JSON (redacted), if the body parsed.
     pub fn whole(&self) -> Option<&Value> {
         match &self.whole {
@@ -116,34 +155,49 @@ pub fn reduce(v: &Value, paths: &[String]) -> Value {
     out
 }
 
-fn with_limit(text: String, max: usize, already_cut: bool, redactor: &Redactor) -> String {
+/// `text` redacted and cut to `max`, and whether it is untouched (nothing redacted, nothing cut).
+fn with_limit(text: String, max: usize, already_cut: bool, redactor: &Redactor) -> (String, bool) {
     let total = text.len();
-    match redactor.cut_text(text, max, already_cut) {
-        (t, false) => t,
-        (t, true) => format!(
-            "{t}\n[truncated: the response was {total} bytes; only the first {} are shown. Ask for something narrower if more is needed.]",
-            t.len()
+    match redactor.cut_text_noting(text, max, already_cut) {
+        (t, redacted, false) => (t, !redacted),
+        (t, _, true) => (
+            format!(
+                "{t}\n[truncated: the response was {total} bytes; only the first {} are shown. Ask for something narrower if more is needed.]",
+                t.len()
+            ),
+            false,
         ),
     }
 }
 
 /// The model's text for a successful call; `full` is the redacted parsed body, if it parsed.
+/// Also says whether the text is exactly `full` written as compact JSON (see
+/// `CallResult::response_is_content`).
 pub fn success_content(
     full: Option<&Value>,
     sent: &Sent,
     response_fields: &[String],
     max: usize,
     redactor: &Redactor,
-) -> String {
-    let text = match full {
-        Some(v) if !response_fields.is_empty() => reduce(v, response_fields).to_string(),
-        Some(v) => v.to_string(),
-        None => String::from_utf8_lossy(&sent.body).to_string(),
+) -> (String, bool) {
+    // `serde_json::to_string` writes bytes straight into its buffer; `Value`'s `Display` (the
+    // same text) went through `fmt::Write`, one call per piece.
+    let (text, whole) = match full {
+        Some(v) if !response_fields.is_empty() => (compact(&reduce(v, response_fields)), false),
+        Some(v) => (compact(v), true),
+        None => (String::from_utf8_lossy(&sent.body).to_string(), false),
     };
     if text.is_empty() {
-        return "The call succeeded (the response was empty).".into();
+        return ("The call succeeded (the response was empty).".into(), false);
     }
-    with_limit(text, max, sent.body_truncated, redactor)
+    let (text, untouched) = with_limit(text, max, sent.body_truncated, redactor);
+    (text, whole && untouched)
+}
+
+/// A JSON value as compact text (what its `Display` writes).
+fn compact(v: &Value) -> String {
+    // Writing a `Value` cannot fail: its keys are strings and its numbers finite.
+    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
 }
 
 /// The model's text for a failed call: one plain sentence naming the status or the problem.
@@ -210,11 +264,91 @@ mod tests {
             error: None,
             attempts: 1,
         };
-        let c = success_content(Some(&big), &sent, &[], 100, &Redactor::default());
+        let (c, verbatim) = success_content(Some(&big), &sent, &[], 100, &Redactor::default());
         assert!(c.len() < 300 && c.contains("[truncated"), "{c}");
+        assert!(!verbatim, "a cut text is not the response");
         assert_eq!(
             Redactor::default().cut("héllo", 2, false),
             ("h".into(), true)
         );
+    }
+
+    fn sent_with(body: &[u8]) -> Sent {
+        Sent {
+            outcome: Outcome::Success,
+            status: Some(200),
+            headers: Vec::new(),
+            body: body.to_vec(),
+            body_truncated: false,
+            error: None,
+            attempts: 1,
+        }
+    }
+
+    /// The answer written from `content` is, byte for byte, what serde writes from the tree.
+    #[test]
+    fn an_answer_from_its_content_is_what_serde_writes() {
+        let bodies = [
+            r#"{"order":{"number":"A-1001","status":"shipped","eta":"2026-11-24"}}"#,
+            r#"[1, 2.5, -3e2, 18446744073709551615, "x\"y\\z</script>", null, true]"#,
+            r#"{"é":"\u00e9\n\t\u0001","z":{},"a":[],"b":{"c":[{"d":0}]}}"#,
+            r#""just a string""#,
+            "42",
+        ];
+        let redactor = Redactor::new(&["not-in-any-body".to_string()]);
+        for b in bodies {
+            let body = body_value(b.as_bytes(), false, 10_000, &redactor);
+            let (content, verbatim) = success_content(
+                body.whole(),
+                &sent_with(b.as_bytes()),
+                &[],
+                10_000,
+                &redactor,
+            );
+            assert!(verbatim && body.whole_is_shown(), "{b}");
+            for (ok, status) in [(true, Some(200)), (false, None)] {
+                let result = CallResult {
+                    call_id: "019a-\"id\"".into(),
+                    ok,
+                    outcome: if ok {
+                        Outcome::Success
+                    } else {
+                        Outcome::HttpError
+                    },
+                    status,
+                    duration_ms: 17,
+                    response: body.shown.clone(),
+                    content: content.clone(),
+                    details: Vec::new(),
+                    response_is_content: true,
+                };
+                let mut fast = Vec::new();
+                result.write_json(&mut fast).expect("write");
+                let serde = serde_json::to_vec(&result).expect("serde");
+                assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    String::from_utf8_lossy(&serde)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn content_is_not_the_response_when_reduced_cut_or_redacted_as_text() {
+        let body = br#"{"order":{"status":"shipped","lines":[1,2]}}"#;
+        let sent = sent_with(body);
+        let plain = Redactor::default();
+        let whole = body_value(body, false, 10_000, &plain);
+        let fields = ["order.status".to_string()];
+        assert!(!success_content(whole.whole(), &sent, &fields, 10_000, &plain).1);
+        assert!(!success_content(whole.whole(), &sent, &[], 10, &plain).1);
+        // Too large to be shown: the shown response is text cut from the body.
+        assert!(!body_value(body, false, 10, &plain).whole_is_shown());
+        // A secret that only the text holds (no string of the tree does): the text is redacted,
+        // the tree is not, so the two differ.
+        let secret = Redactor::new(&["1,2".to_string()]);
+        let tree = body_value(body, false, 10_000, &secret);
+        let (content, verbatim) = success_content(tree.whole(), &sent, &[], 10_000, &secret);
+        assert!(!content.contains("1,2") && !verbatim, "{content}");
     }
 }
