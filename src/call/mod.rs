@@ -156,7 +156,13 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     } = draft;
     let r = &redactor;
     // Each part is redacted as it is moved into the record: copied only where a secret is.
-    let (content, content_redacted) = r.into_text_noting(content);
+    // Text that is the response as compact JSON was scanned whole and found clean when it was
+    // made (`result::success_content`); any other text is scanned here.
+    let (content, content_redacted) = if content_is_response {
+        (content, false)
+    } else {
+        r.into_text_noting(content)
+    };
     // The response was redacted where it was read (before any cut); not walked again here.
     let record = CallRecord {
         // The recorder gives the id when history is on.
