@@ -243,11 +243,11 @@ impl Redactor {
     /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,
     /// when it holds no secret (as nearly every string does).
     pub fn into_text(&self, s: String) -> String {
-        self.into_text_noting(s).0
+        self.redact_owned(s).0
     }
 
     /// `into_text`, and whether anything was redacted (the text is then not what was given).
-    pub fn into_text_noting(&self, s: String) -> (String, bool) {
+    fn redact_owned(&self, s: String) -> (String, bool) {
         if self.finds(&s) {
             (self.text(&s), true)
         } else {
@@ -329,7 +329,7 @@ impl Redactor {
         max: usize,
         already_cut: bool,
     ) -> (String, bool, bool) {
-        let (redacted, changed) = self.into_text_noting(s);
+        let (redacted, changed) = self.redact_owned(s);
         let mut end = redacted.len().min(max);
         while !redacted.is_char_boundary(end) {
             end -= 1;

@@ -158,10 +158,10 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     // Each part is redacted as it is moved into the record: copied only where a secret is.
     // Text that is the response as compact JSON was scanned whole and found clean when it was
     // made (`result::success_content`); any other text is scanned here.
-    let (content, content_redacted) = if content_is_response {
-        (content, false)
+    let content = if content_is_response {
+        content
     } else {
-        r.into_text_noting(content)
+        r.into_text(content)
     };
     // The response was redacted where it was read (before any cut); not walked again here.
     let record = CallRecord {
@@ -220,7 +220,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         response: response_value,
         content,
         details,
-        response_is_content: content_is_response && !content_redacted,
+        response_is_content: content_is_response,
     }
 }
 
