@@ -11,8 +11,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, is_json_content_type, without_quoted_values};
 
-/// Host and port of a `Host` header or URL authority, the host lower-cased and without brackets.
-fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+/// Host and port of a `Host` header or URL authority, the host as written (any case) and without
+/// brackets. Borrowed: this runs on every request of the no-token mode, where a lower-cased copy
+/// was most of its cost.
+fn host_and_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     let authority = authority.trim();
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
@@ -27,13 +29,19 @@ fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
         Some(p) => p.parse().ok()?,
         None => default_port,
     };
-    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+    (!host.is_empty()).then_some((host, port))
 }
 
-/// `localhost` or a loopback IP: names a DNS-rebinding page cannot make the browser send.
+/// `localhost` (any case) or a loopback IP: names a DNS-rebinding page cannot make the browser
+/// send.
 fn is_loopback_name(host: &str) -> bool {
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
+
+/// The `Sec-Fetch-Site` header's name, made once (`from_static` checks the name each time it
+/// runs).
+const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
 
 /// Why a request must be refused in the no-token mode, if it must: a `Host` that is not a
 /// loopback name (DNS rebinding), an `Origin` other than the gateway's own, or a browser saying
@@ -44,7 +52,7 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
     let own = match text(header::HOST) {
         None => None,
         Some(h) => match host_and_port(h, 80) {
-            Some(hp) if is_loopback_name(&hp.0) => Some(hp),
+            Some(hp) if is_loopback_name(hp.0) => Some(hp),
             _ => {
                 return Some(
                     "the Host header is not a loopback address: without an admin token the API answers only requests addressed to localhost".into(),
@@ -56,10 +64,10 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
         let same = url::Url::parse(origin).ok().and_then(|u| {
             let port = u.port_or_known_default()?;
             let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_ascii_lowercase(), port))
+            Some((host.to_string(), port))
         });
         let ok = match (&same, &own) {
-            (Some(o), Some(h)) => o == h,
+            (Some(o), Some(h)) => o.0.eq_ignore_ascii_case(h.0) && o.1 == h.1,
             (Some(o), None) => is_loopback_name(&o.0),
             (None, _) => false,
         };
@@ -69,7 +77,7 @@ pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
             );
         }
     }
-    if text(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+    if text(SEC_FETCH_SITE) == Some("cross-site") {
         return Some("cross-site requests are refused".into());
     }
     None
@@ -149,6 +157,13 @@ mod tests {
                 ("origin", "http://localhost:8080"),
             ],
             vec![("host", "[::1]:8080"), ("origin", "http://[::1]:8080")],
+            // Host names are case-blind: the browser lower-cases the Origin, not always the Host.
+            vec![("host", "LocalHost"), ("origin", "http://localhost")],
+            vec![
+                ("host", "LOCALHOST:8080"),
+                ("origin", "http://LOCALHOST:8080"),
+            ],
+            vec![("host", "[0:0:0:0:0:0:0:1]:8080")],
             vec![
                 ("host", "127.0.0.1:8080"),
                 ("sec-fetch-site", "same-origin"),
@@ -164,6 +179,12 @@ mod tests {
         for bad in [
             vec![("host", "evil.example:8080")],
             vec![("host", "127.0.0.1.nip.io:8080")],
+            vec![("host", "LOCALHOST.evil.example")],
+            vec![
+                ("host", "LocalHost:8080"),
+                ("origin", "http://localhost:8081"),
+            ],
+            vec![("host", "127.0.0.1:http")],
             vec![
                 ("host", "127.0.0.1:8080"),
                 ("origin", "http://evil.example"),
