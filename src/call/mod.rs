@@ -87,7 +87,9 @@ struct Draft {
     error: Option<String>,
     arguments: Value,
     request: Option<RecordedRequest>,
-    response: Option<RecordedResponse>,
+    /// The upstream's headers (redacted when recorded); the response is recorded when `status`
+    /// is set, with `response_value` as its body.
+    response_headers: Vec<(String, String)>,
     response_value: Value,
     content: String,
     /// `content` is `response_value` as compact JSON (`CallResult::response_is_content`).
@@ -111,7 +113,7 @@ impl Draft {
             error: Some(error),
             arguments,
             request: None,
-            response: None,
+            response_headers: Vec::new(),
             response_value: Value::Null,
             content,
             content_is_response: false,
@@ -146,7 +148,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         error,
         arguments,
         request,
-        response,
+        response_headers,
         response_value,
         content,
         content_is_response,
@@ -164,7 +166,20 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         r.into_text(content)
     };
     // The response was redacted where it was read (before any cut); not walked again here.
-    let record = CallRecord {
+    // With a status, the answer's response is the recorded body, moved back out once the record
+    // is queued: recording it needs no copy of the tree.
+    let (recorded_response, unrecorded_value) = match status {
+        Some(status) => (
+            Some(RecordedResponse {
+                status,
+                headers: r.into_headers(response_headers),
+                body: response_value,
+            }),
+            None,
+        ),
+        None => (None, Some(response_value)),
+    };
+    let mut record = CallRecord {
         // The recorder gives the id when history is on.
         id: match state.recorder {
             Some(_) => CallId::unassigned(),
@@ -184,11 +199,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
             headers: r.into_headers(q.headers),
             body: r.into_value(q.body),
         }),
-        response: response.map(|p| RecordedResponse {
-            status: p.status,
-            headers: r.into_headers(p.headers),
-            body: p.body,
-        }),
+        response: recorded_response,
         attempts,
         agent: req.agent.map(str::to_string),
         conversation_id: req.conversation_id.map(str::to_string),
@@ -199,8 +210,12 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         },
     };
     let call_id = match &state.recorder {
-        Some(recorder) => recorder.record(record).await,
+        Some(recorder) => recorder.record(&record).await,
         None => record.id,
+    };
+    let response_value = match (unrecorded_value, record.response.take()) {
+        (Some(v), _) => v,
+        (None, recorded) => recorded.map_or(Value::Null, |p| p.body),
     };
     span.record("call_id", tracing::field::display(&call_id));
     span.in_scope(|| {
@@ -541,11 +556,7 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         error,
         arguments,
         request: Some(request),
-        response: sent.status.map(|status| RecordedResponse {
-            status,
-            headers: sent.headers,
-            body: response_value.clone(),
-        }),
+        response_headers: sent.headers,
         response_value,
         content,
         content_is_response,
