@@ -213,12 +213,26 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
     }
     if let (Some(first), Some(last)) = (at.first(), at.last()) {
         out.push_str(&format!(
-            "- trend at the cap: first window {:.0} req/s, last {:.0} req/s ({:+.1} %)\n",
+            "- trend at the cap: first window {:.0} req/s, last {:.0} req/s ({:+.1} %); least-squares fit over every window at the cap: {:+.1} % of the mean a minute, CPU per request {:+.1} % a minute\n",
             first.rps,
             last.rps,
-            (last.rps / first.rps - 1.0) * 100.0
+            (last.rps / first.rps - 1.0) * 100.0,
+            slope_per_minute(&at, |w| w.rps) / rps(&at) * 100.0,
+            slope_per_minute(&at, |w| w.cpu_us) / mean(&at, |w| w.cpu_us) * 100.0,
         ));
     }
+    let from_minute_1: Vec<&Window> = windows.iter().filter(|w| w.end_s > 60).collect();
+    let second_half: Vec<&Window> = windows
+        .iter()
+        .filter(|w| w.end_s * 2 > minutes * 60)
+        .collect();
+    out.push_str(&format!(
+        "- RSS trend (least-squares fit of the windows' means): {:+.2} MB a minute from minute 1, {:+.2} MB a minute over the second half (anon: {:+.2}, {:+.2})\n",
+        slope_per_minute(&from_minute_1, |w| w.rss_mb),
+        slope_per_minute(&second_half, |w| w.rss_mb),
+        slope_per_minute(&from_minute_1, |w| w.anon_mb),
+        slope_per_minute(&second_half, |w| w.anon_mb),
+    ));
     out.push_str(&format!(
         "- RSS from minute 1, windows' means: {rss_lo:.1}–{rss_hi:.1} MB ({:+.1} %, target within 10 %); \
          peaks {peak_lo:.1}–{peak_hi:.1} MB ({:+.1} %); anon RSS means {anon_lo:.1}–{anon_hi:.1} MB \
@@ -232,4 +246,19 @@ pub async fn run(tmp: &Path, client: &reqwest::Client, pg: Option<&super::postgr
         ms(filtered)
     ));
     out
+}
+
+/// The least-squares slope of `f` over the windows' end times, per minute: a trend over every
+/// window, where the first and the last alone swing with this shared machine's load. NaN for
+/// fewer than two windows.
+fn slope_per_minute(ws: &[&Window], f: fn(&Window) -> f64) -> f64 {
+    let n = ws.len() as f64;
+    let x = |w: &Window| w.end_s as f64 / 60.0;
+    let (mx, my) = (
+        ws.iter().map(|w| x(w)).sum::<f64>() / n,
+        ws.iter().map(|w| f(w)).sum::<f64>() / n,
+    );
+    let sxy: f64 = ws.iter().map(|w| (x(w) - mx) * (f(w) - my)).sum();
+    let sxx: f64 = ws.iter().map(|w| (x(w) - mx).powi(2)).sum();
+    if ws.len() < 2 { f64::NAN } else { sxy / sxx }
 }
