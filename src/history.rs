@@ -80,9 +80,14 @@ fn stopped() -> CallId {
     CallId::new()
 }
 
-/// Bytes a batch's buffers keep between batches: a burst of large records (bodies recorded in
-/// full) must not pin its memory for good.
-const RETAINED_BYTES: usize = 16 << 20;
+/// Bytes a batch's buffers keep between batches: about a thousand records of a small call, more
+/// than a batch holds under steady load (256 to 600 records at 20,000 calls a second). A larger
+/// batch (the queue filled while the writer waited on the disk, or large records) lets its
+/// buffers go once written. At 16 MB, the two batches the recorder and the writer swap kept the
+/// capacity of the largest batch either had seen, and that high-water mark rose whenever a
+/// longer stall came: sled's soaks crept by about 0.12 MB a minute, mostly this (a heap profile
+/// by allocation site over 3 and 9 minutes, BENCHMARKS.md, issue 18, thirteenth session).
+const RETAINED_BYTES: usize = 512 << 10;
 
 /// Bytes a thread's encoding buffer keeps between records (one large record must not pin its
 /// size on every serving thread).
