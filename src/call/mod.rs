@@ -168,17 +168,12 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     // The response was redacted where it was read (before any cut); not walked again here.
     // With a status, the answer's response is the recorded body, moved back out once the record
     // is queued: recording it needs no copy of the tree.
-    let (recorded_response, unrecorded_value) = match status {
-        Some(status) => (
-            Some(RecordedResponse {
-                status,
-                headers: r.into_headers(response_headers),
-                body: response_value,
-            }),
-            None,
-        ),
-        None => (None, Some(response_value)),
-    };
+    let mut response_value = response_value;
+    let recorded_response = status.map(|status| RecordedResponse {
+        status,
+        headers: r.into_headers(response_headers),
+        body: std::mem::take(&mut response_value),
+    });
     let mut record = CallRecord {
         // The recorder gives the id when history is on.
         id: match state.recorder {
@@ -213,10 +208,9 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         Some(recorder) => recorder.record(&record).await,
         None => record.id,
     };
-    let response_value = match (unrecorded_value, record.response.take()) {
-        (Some(v), _) => v,
-        (None, recorded) => recorded.map_or(Value::Null, |p| p.body),
-    };
+    if let Some(p) = record.response.take() {
+        response_value = p.body;
+    }
     span.record("call_id", tracing::field::display(&call_id));
     span.in_scope(|| {
         tracing::debug!(
