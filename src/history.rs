@@ -212,7 +212,9 @@ impl Recorder {
     /// Queue a record under a fresh call id, which it returns (the record's own id is replaced);
     /// waits while the queue is full (back-pressure, never dropping). The record is encoded on
     /// the caller's thread, into a buffer that thread reuses, and only copied into the queue.
-    pub async fn record(&self, r: &CallRecord) -> CallId {
+    /// `json_body`, when given, is the response body as compact JSON text, stored in place of the
+    /// record's (left `Null`; see `PackedBatch::encode`).
+    pub async fn record(&self, r: &CallRecord, json_body: Option<&str>) -> CallId {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -222,7 +224,7 @@ impl Recorder {
         let mut owned = Vec::new();
         let first = SCRATCH.with(|cell| {
             let mut scratch = cell.try_borrow_mut().ok()?;
-            let pushed = PackedBatch::encode(r, &mut scratch).map(|e| {
+            let pushed = PackedBatch::encode(r, json_body, &mut scratch).map(|e| {
                 let pushed = self.try_push(&e, None);
                 if matches!(pushed, Pushed::Full) {
                     e.keep(&mut owned);
@@ -239,7 +241,7 @@ impl Recorder {
             Some(Ok(Pushed::Closed)) => return stopped(),
             Some(Ok(Pushed::Full)) => Ok(Encoded::kept(r, &owned)),
             // This thread's scratch is in use (never expected): a buffer of the call's own.
-            None => PackedBatch::encode(r, &mut owned),
+            None => PackedBatch::encode(r, json_body, &mut owned),
             Some(Err(e)) => Err(e),
         };
         let e = match encoded {
@@ -364,7 +366,7 @@ mod tests {
             let recorder = recorder.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..50 {
-                    recorder.record(&record(t * 50 + i)).await;
+                    recorder.record(&record(t * 50 + i), None).await;
                 }
             }));
         }
@@ -374,7 +376,7 @@ mod tests {
         recorder.sync().await;
         assert_eq!(count(&store).await, 1000);
         // A lone record is written after the linger even with nobody syncing.
-        recorder.record(&record(1000)).await;
+        recorder.record(&record(1000), None).await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while count(&store).await < 1001 {
             assert!(
@@ -383,10 +385,10 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        recorder.record(&record(1001)).await;
+        recorder.record(&record(1001), None).await;
         recorder.close().await;
         assert_eq!(count(&store).await, 1002, "close writes what is queued");
-        recorder.record(&record(1002)).await;
+        recorder.record(&record(1002), None).await;
         recorder.sync().await;
         recorder.close().await;
         assert_eq!(count(&store).await, 1002);

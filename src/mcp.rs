@@ -166,8 +166,11 @@ impl ServerHandler for McpServer {
         } else {
             CallToolResult::error(vec![ContentBlock::text(result.content.clone())])
         };
-        if result.ok && matches!(result.response, Value::Object(_)) {
-            out.structured_content = Some(result.response.clone());
+        if result.ok
+            && let response = result.response_value()
+            && matches!(*response, Value::Object(_))
+        {
+            out.structured_content = Some(response.into_owned());
         }
         Ok(out.into())
     }

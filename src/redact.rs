@@ -38,12 +38,22 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Replaces known secret values, in every encoding, wherever they appear.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Redactor {
     needles: Vec<String>,
     /// One `[REDACTED]` per needle, as `replace_all` wants them.
     replacements: Vec<&'static str>,
     matcher: Option<AhoCorasick>,
+    /// Whether JSON-escaping any string that holds a needle leaves a needle in the escaped text
+    /// (see `is_clean_json`).
+    escape_closed: bool,
+}
+
+impl Default for Redactor {
+    /// A redactor with no secrets: it changes nothing.
+    fn default() -> Self {
+        Redactor::new(&[])
+    }
 }
 
 /// Most redactors kept; past that the cache starts again (secret rotation leaves stale entries).
@@ -206,10 +216,17 @@ impl Redactor {
                 .build(&needles)
                 .ok()
         };
+        // Escaping works character by character, so a string that holds needle `n` escapes to
+        // text that holds `n` escaped: the scan of escaped text finds it if that is a needle too.
+        let escape_closed = needles.iter().all(|n| {
+            let escaped = json_escape(n, false, false);
+            escaped == *n || needles.contains(&escaped)
+        });
         Redactor {
             replacements: vec![REDACTED; needles.len()],
             needles,
             matcher,
+            escape_closed,
         }
     }
 
@@ -238,6 +255,17 @@ impl Redactor {
     /// Whether `s` holds any form of a secret.
     fn finds(&self, s: &str) -> bool {
         self.matcher.as_ref().is_some_and(|m| m.is_match(s))
+    }
+
+    /// Whether compact JSON text, as serde_json writes it, holds nothing that redacting the
+    /// parsed value (`redact_value`) or the text itself would touch: then the text can stand for
+    /// the redacted value without the value being built. The scan of the text finds every
+    /// needle a string, key or number of the value holds only when each needle's JSON escaping
+    /// is a needle as well (`escape_closed`; true unless a secret holds `"`, `\`, `/` or a
+    /// control character, whose deepest escaped forms escape to forms not looked for); otherwise
+    /// this says no, and the caller redacts the value.
+    pub fn is_clean_json(&self, compact: &str) -> bool {
+        self.escape_closed && !self.finds(compact)
     }
 
     /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,

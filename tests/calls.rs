@@ -381,6 +381,66 @@ async fn secrets_are_redacted_even_when_echoed() {
     assert!(rec["response"]["body"].to_string().contains("[REDACTED]"));
 }
 
+/// A JSON body handed on as text (no tree built) answers, records and reads back as its parsed
+/// value; one that holds a secret in any form takes the redacting path instead.
+#[tokio::test]
+async fn a_json_body_is_handed_on_whole_and_recorded_as_its_value() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let secret = "k3y-9f8e7d6c";
+    s.secret("key", secret).await;
+    let body = r#"{ "zeta": [1, 2.50, -3e2, 18446744073709551615, null, true],
+        "alpha": {"q\"uote": "\u00e9\n\t<\/x>", "empty": {}},
+        "mid": "plain" }"#;
+    let mut def = get_hook("Raw", &format!("{}/raw", up.base));
+    def["query_params"] = json!([
+        {"name": "body", "value_type": "dynamic", "description": "the body to answer"},
+        {"name": "k", "value_type": "secret", "secret": "key"}
+    ]);
+    let wid = s.webhook(def).await;
+    s.tool("raw", &wid).await;
+    let parsed: Value = serde_json::from_str(body).unwrap();
+    let (st, v) = s.invoke("raw", json!({"body": body}), json!({})).await;
+    assert_eq!((st, &v["outcome"]), (200, &json!("success")), "{v}");
+    assert_eq!(v["response"], parsed, "{v}");
+    let content = v["content"].as_str().unwrap();
+    assert_eq!(serde_json::from_str::<Value>(content).unwrap(), parsed);
+    assert!(
+        content.starts_with(r#"{"zeta":[1,2.5,-300.0,18446744073709551615,null,true],"alpha""#),
+        "compact, in the upstream's key order: {content}"
+    );
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(rec["response"]["status"], 200);
+    assert_eq!(rec["response"]["body"], parsed, "{rec}");
+
+    // The secret echoed back, raw and escaped: redacted everywhere, as before.
+    for echoed in [
+        format!(r#"{{"echo": "{secret}"}}"#),
+        format!(r#"{{"{secret}": 1}}"#),
+        r#"{"echo": "\u006b3y-9f8e7d6c"}"#.to_string(),
+    ] {
+        let (_, v) = s.invoke("raw", json!({"body": echoed}), json!({})).await;
+        assert_eq!(v["outcome"], "success", "{v}");
+        let (_, rec) = s
+            .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
+            .await;
+        // (The arguments hold the escaped form as the caller wrote it; the body's is decoded.)
+        for text in [&v["response"], &v["content"], &rec["response"]] {
+            assert!(
+                !text.to_string().contains("9f8e7d6c"),
+                "secret leaked: {text}"
+            );
+        }
+        assert!(v["content"].as_str().unwrap().contains("[REDACTED]"), "{v}");
+        assert!(
+            rec["response"]["body"].to_string().contains("[REDACTED]"),
+            "{rec}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn network_policy_blocks_internal_destinations() {
     let s = Server::start_with(|c| c.allow_hosts = vec![]).await;

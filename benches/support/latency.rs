@@ -117,7 +117,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     out.push_str(&format!(
         "\n- added p50 at 1 connection over direct: {:.0} µs (nginx hop: {:.0} µs; target ≤ 60 µs)\n\
          - throughput at 32 connections: toolgate/nginx proxy {:.2}× (target ≥ 0.5×), {} errors\n\
-         - c=1 p99/p50: {:.1}× (target ≤ 3×)\n\
+         - c=1 p99/p50: {:.1}× (target ≤ 3×); the same machine without toolgate: direct nginx {:.1}×, nginx proxy {:.1}×\n\
          - history on vs off at 1 connection: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} %; at 32: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} % (target within 25 %)\n\
          - toolgate CPU per invoke: {:.1} µs at 32 connections (target ≤ 30 µs), {:.1} µs at 1; the nginx proxy's: {:.1} µs and {:.1} µs\n\n",
         g1.run.p50_us - d1.run.p50_us,
@@ -125,6 +125,8 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         g32.run.rps / p32.run.rps,
         g32.run.errors + g1.run.errors,
         g1.run.p99_us / g1.run.p50_us,
+        d1.run.p99_us / d1.run.p50_us,
+        p1.run.p99_us / p1.run.p50_us,
         pct(g1.run.p50_us, h1.run.p50_us),
         pct(g1.run.p99_us, h1.run.p99_us),
         pct(g1.run.rps, h1.run.rps),

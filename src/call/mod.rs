@@ -90,7 +90,9 @@ struct Draft {
     /// The upstream's headers (redacted when recorded); the response is recorded when `status`
     /// is set, with `response_value` as its body.
     response_headers: Vec<(String, String)>,
-    response_value: Value,
+    /// The response as a tree; `None` when it is `content` (compact JSON text, no tree built:
+    /// `result::verbatim_json`).
+    response_value: Option<Value>,
     content: String,
     /// `content` is `response_value` as compact JSON (`CallResult::response_is_content`).
     content_is_response: bool,
@@ -114,7 +116,7 @@ impl Draft {
             arguments,
             request: None,
             response_headers: Vec::new(),
-            response_value: Value::Null,
+            response_value: Some(Value::Null),
             content,
             content_is_response: false,
             details,
@@ -167,12 +169,17 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     };
     // The response was redacted where it was read (before any cut); not walked again here.
     // With a status, the answer's response is the recorded body, moved back out once the record
-    // is queued: recording it needs no copy of the tree.
+    // is queued: recording it needs no copy of the tree. Without a tree, the record's body is
+    // written from the text (`json_body`).
     let mut response_value = response_value;
+    let json_body = match response_value {
+        None => Some(content.as_str()),
+        Some(_) => None,
+    };
     let recorded_response = status.map(|status| RecordedResponse {
         status,
         headers: r.into_headers(response_headers),
-        body: std::mem::take(&mut response_value),
+        body: response_value.take().unwrap_or_default(),
     });
     let mut record = CallRecord {
         // The recorder gives the id when history is on.
@@ -205,11 +212,11 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         },
     };
     let call_id = match &state.recorder {
-        Some(recorder) => recorder.record(&record).await,
+        Some(recorder) => recorder.record(&record, json_body).await,
         None => record.id,
     };
-    if let Some(p) = record.response.take() {
-        response_value = p.body;
+    if let (Some(p), None) = (record.response.take(), json_body) {
+        response_value = Some(p.body);
     }
     span.record("call_id", tracing::field::display(&call_id));
     span.in_scope(|| {
@@ -512,21 +519,33 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         )
         .await;
     let limit = state.max_response_bytes;
-    let body = result::body_value(&sent.body, sent.body_truncated, limit, &redactor);
-    let (content, content_is_response) = if sent.outcome == Outcome::Success {
-        let (content, whole) = result::success_content(
-            body.whole(),
-            &sent,
-            &spec.response_fields,
-            state.max_content_bytes,
-            &redactor,
-        );
-        (content, whole && body.whole_is_shown())
-    } else {
-        (
-            result::failure_content(&sent, spec.timeout_ms, &redactor),
-            false,
-        )
+    let (response_value, content, content_is_response) = match result::verbatim_json(
+        &sent,
+        &spec.response_fields,
+        limit,
+        state.max_content_bytes,
+        &redactor,
+    ) {
+        Some(text) => (None, text, true),
+        None => {
+            let body = result::body_value(&sent.body, sent.body_truncated, limit, &redactor);
+            let (content, content_is_response) = if sent.outcome == Outcome::Success {
+                let (content, whole) = result::success_content(
+                    body.whole(),
+                    &sent,
+                    &spec.response_fields,
+                    state.max_content_bytes,
+                    &redactor,
+                );
+                (content, whole && body.whole_is_shown())
+            } else {
+                (
+                    result::failure_content(&sent, spec.timeout_ms, &redactor),
+                    false,
+                )
+            };
+            (Some(body.shown), content, content_is_response)
+        }
     };
     let error = match sent.outcome {
         Outcome::Success => None,
@@ -536,7 +555,6 @@ async fn run(state: &Pipeline, req: &CallRequest<'_>) -> Draft {
         )),
         _ => sent.error.clone(),
     };
-    let response_value = body.shown;
     // What was sent, as recorded: moved out of the request, which is no longer needed.
     let request = RecordedRequest {
         method: prepared.method.as_str().to_string(),

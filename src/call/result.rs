@@ -11,7 +11,7 @@ use crate::model::validate::FieldError;
 use crate::redact::Redactor;
 
 /// What a call returns to its caller (HTTP route, agent loop, MCP).
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct CallResult {
     /// History record id.
     pub call_id: String,
@@ -23,8 +23,10 @@ pub struct CallResult {
     pub status: Option<u16>,
     /// Wall time.
     pub duration_ms: u64,
-    /// Parsed JSON body, else text (cut at the configured size).
-    pub response: Value,
+    /// Parsed JSON body, else text (cut at the configured size). `None` when no tree of it was
+    /// built: it is then `content` parsed (`response_is_content` is set), see `response_value`.
+    #[schemars(with = "Value")]
+    pub response: Option<Value>,
     /// Text for the model.
     pub content: String,
     /// Refusal details (invalid arguments).
@@ -37,7 +39,38 @@ pub struct CallResult {
     pub response_is_content: bool,
 }
 
+/// Written as the answer's JSON: `response` is the tree, or `content` parsed when none was built.
+impl Serialize for CallResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let details = !self.details.is_empty();
+        let mut st = s.serialize_struct("CallResult", 7 + usize::from(details))?;
+        st.serialize_field("call_id", &self.call_id)?;
+        st.serialize_field("ok", &self.ok)?;
+        st.serialize_field("outcome", &self.outcome)?;
+        st.serialize_field("status", &self.status)?;
+        st.serialize_field("duration_ms", &self.duration_ms)?;
+        st.serialize_field("response", &*self.response_value())?;
+        st.serialize_field("content", &self.content)?;
+        if details {
+            st.serialize_field("details", &self.details)?;
+        }
+        st.end()
+    }
+}
+
 impl CallResult {
+    /// The response as a tree: built here from `content` when the call left it as text only
+    /// (`Null` if that text does not parse, which `response_is_content` rules out).
+    pub fn response_value(&self) -> std::borrow::Cow<'_, Value> {
+        match &self.response {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => {
+                std::borrow::Cow::Owned(serde_json::from_str(&self.content).unwrap_or_default())
+            }
+        }
+    }
+
     /// This result as the answer's JSON (exactly what `Serialize` writes), into `out`. When
     /// `content` is the response as compact JSON, the response is copied from it instead of
     /// written out from the tree a second time.
@@ -64,6 +97,35 @@ impl CallResult {
         out.push(b'}');
         Ok(())
     }
+}
+
+/// The answer of a successful call whose body can be handed on as it is, as compact JSON text
+/// (what serde_json writes of the parsed body, keys in the upstream's order), without building
+/// its tree: the body was read whole, fits `limit`, is JSON, is not reduced to
+/// `response_fields`, fits `max` as text, and holds nothing to redact. The text is then the
+/// response everywhere: the answer, `content` and the history record. `None`: take the general
+/// path (`body_value`, `success_content`).
+pub fn verbatim_json(
+    sent: &Sent,
+    response_fields: &[String],
+    limit: usize,
+    max: usize,
+    redactor: &Redactor,
+) -> Option<String> {
+    let body = &sent.body;
+    if sent.outcome != Outcome::Success
+        || sent.body_truncated
+        || body.len() > limit
+        || !response_fields.is_empty()
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out)).ok()?;
+    de.end().ok()?;
+    let text = String::from_utf8(out).ok()?;
+    (!text.is_empty() && text.len() <= max && redactor.is_clean_json(&text)).then_some(text)
 }
 
 /// The upstream's body read for the caller: as shown, and the whole parsed JSON.
@@ -317,7 +379,7 @@ mod tests {
                     },
                     status,
                     duration_ms: 17,
-                    response: body.shown.clone(),
+                    response: Some(body.shown.clone()),
                     content: content.clone(),
                     details: Vec::new(),
                     response_is_content: true,
@@ -350,5 +412,100 @@ mod tests {
         let tree = body_value(body, false, 10_000, &secret);
         let (content, verbatim) = success_content(tree.whole(), &sent, &[], 10_000, &secret);
         assert!(!content.contains("1,2") && !verbatim, "{content}");
+    }
+
+    /// The text `verbatim_json` hands on is the tree's compact JSON up to key order, and an
+    /// answer or record written from it is the one written from the tree.
+    #[test]
+    fn verbatim_json_is_the_tree_as_text() {
+        let redactor = Redactor::new(&["not-in-any-body".to_string()]);
+        for b in [
+            r#"{"order":{"number":"A-1001","status":"shipped","eta":"2026-11-24"}}"#,
+            r#"[1, 2.5, -3e2, 18446744073709551615, "x\"y\\z<\/script>", null, true]"#,
+            r#"{"é":"\u00e9\n\t\u0001","z":{},"a":[],"b":{"c":[{"d":0}]}}"#,
+            r#""just a string""#,
+            " 42 ",
+        ] {
+            let sent = sent_with(b.as_bytes());
+            let text = verbatim_json(&sent, &[], 10_000, 10_000, &redactor).expect(b);
+            let tree: Value = serde_json::from_str(b).unwrap();
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), tree, "{b}");
+            assert!(
+                !text.contains(": ") && !text.starts_with(' '),
+                "compact: {text}"
+            );
+            let result = |response| CallResult {
+                call_id: "c".into(),
+                ok: true,
+                outcome: Outcome::Success,
+                status: Some(200),
+                duration_ms: 1,
+                response,
+                content: text.clone(),
+                details: Vec::new(),
+                response_is_content: true,
+            };
+            let (built, unbuilt) = (result(Some(tree.clone())), result(None));
+            assert_eq!(*unbuilt.response_value(), tree);
+            let written = |r: &CallResult| {
+                let mut out = Vec::new();
+                r.write_json(&mut out).unwrap();
+                serde_json::from_slice::<Value>(&out).unwrap()
+            };
+            assert_eq!(written(&built), written(&unbuilt));
+            assert_eq!(
+                serde_json::to_value(&built).unwrap(),
+                serde_json::to_value(&unbuilt).unwrap()
+            );
+        }
+    }
+
+    /// Anything that needs the general path gets `None`: not whole, too large, reduced, not
+    /// JSON, cut, failed, or holding a secret in any form, or a secret whose escaped forms the
+    /// text scan could miss.
+    #[test]
+    fn verbatim_json_declines_what_needs_a_tree_or_a_cut() {
+        let plain = Redactor::default();
+        let ok = br#"{"a":"b"}"#;
+        assert!(verbatim_json(&sent_with(ok), &[], 100, 100, &plain).is_some());
+        let mut truncated = sent_with(ok);
+        truncated.body_truncated = true;
+        let mut failed = sent_with(ok);
+        failed.outcome = Outcome::HttpError;
+        for (sent, limit, max, fields) in [
+            (truncated, 100, 100, vec![]),
+            (failed, 100, 100, vec![]),
+            (sent_with(ok), 5, 100, vec![]),
+            (sent_with(ok), 100, 5, vec![]),
+            (sent_with(ok), 100, 100, vec!["a".to_string()]),
+            (sent_with(b"{\"a\":1} trailing"), 100, 100, vec![]),
+            (sent_with(b"not json"), 100, 100, vec![]),
+            (sent_with(b""), 100, 100, vec![]),
+        ] {
+            assert!(verbatim_json(&sent, &fields, limit, max, &plain).is_none());
+        }
+        let secret = "s3cr3t-value";
+        let r = Redactor::new(&[secret.to_string()]);
+        for body in [
+            format!(r#"{{"x":"{secret}"}}"#),
+            format!(r#"{{"{secret}":1}}"#),
+            r#"{"x":"\u0073\u0033cr3t-value"}"#.to_string(),
+            r#"{"x":"czNjcjN0LXZhbHVl"}"#.to_string(),
+            r#"{"x":"s3cr3t%2Dvalue"}"#.to_string(),
+        ] {
+            let sent = sent_with(body.as_bytes());
+            assert!(
+                verbatim_json(&sent, &[], 1000, 1000, &r).is_none(),
+                "{body}"
+            );
+            // And the general path does redact it.
+            let tree = body_value(body.as_bytes(), false, 1000, &r);
+            let (content, _) = success_content(tree.whole(), &sent, &[], 1000, &r);
+            assert!(!content.contains("cr3t"), "{content}");
+        }
+        // A clean body with a secret whose deepest JSON-escaped form is not looked for once
+        // escaped again: declined, so the tree is redacted string by string.
+        let quoting = Redactor::new(&["pa\"ss/word".to_string()]);
+        assert!(verbatim_json(&sent_with(ok), &[], 100, 100, &quoting).is_none());
     }
 }

@@ -408,6 +408,14 @@ async fn handle(
             (code, [("location", to)], "").into_response()
         }
         ["text", ..] => "plain words".into_response(),
+        // `?body=…` answered byte for byte as JSON (key order, spacing and escapes as given).
+        ["raw", ..] => (
+            [("content-type", "application/json")],
+            uri.query()
+                .and_then(|q| url_param(q, "body"))
+                .unwrap_or_default(),
+        )
+            .into_response(),
         _ => axum::Json(json!({
             "method": rec.method, "uri": path_q, "headers": headers_json(&rec.headers), "body": rec.text()
         }))

@@ -102,18 +102,22 @@ impl PackedBatch {
         let mut scratch = Vec::new();
         for r in records {
             let bits = u128::from_be_bytes(key(&r.id)?);
-            batch.push(&PackedBatch::encode(r, &mut scratch)?, bits);
+            batch.push(&PackedBatch::encode(r, None, &mut scratch)?, bits);
         }
         Ok(batch)
     }
 
-    /// Encode `r` into `scratch` (cleared first; a caller keeps one and reuses it).
+    /// Encode `r` into `scratch` (cleared first; a caller keeps one and reuses it). With
+    /// `json_body` (the response body as JSON text, when the call built no tree of it, and `r`'s
+    /// response body left `Null`), the text is stored beside the record and read back as the
+    /// response's body.
     pub fn encode<'r>(
         r: &'r CallRecord,
+        json_body: Option<&str>,
         scratch: &'r mut Vec<u8>,
     ) -> Result<Encoded<'r>, StoreError> {
         scratch.clear();
-        rmp_serde::encode::write(scratch, &to_stored(r))
+        rmp_serde::encode::write(scratch, &to_stored(r, json_body))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Encoded {
             record: r,
@@ -233,7 +237,7 @@ mod tests {
         assert!(batch.is_empty() && batch.records().is_empty());
         let mut scratch = Vec::new();
         let mut kept = Vec::new();
-        PackedBatch::encode(&records[1], &mut scratch)
+        PackedBatch::encode(&records[1], None, &mut scratch)
             .expect("encode")
             .keep(&mut kept);
         scratch.clear();
