@@ -47,6 +47,9 @@ pub struct Redactor {
     /// Whether JSON-escaping any string that holds a needle leaves a needle in the escaped text
     /// (see `is_clean_json`).
     escape_closed: bool,
+    /// Length of the shortest needle: a shorter text holds none, and is not scanned (most
+    /// header values are shorter than any form of a secret).
+    shortest: usize,
 }
 
 impl Default for Redactor {
@@ -64,7 +67,7 @@ const CACHE_MAX: usize = 1024;
 /// before) cost more per call than the rest of the lookup.
 #[derive(Default)]
 pub struct RedactorCache {
-    map: std::sync::Mutex<std::collections::HashMap<Vec<String>, std::sync::Arc<Redactor>>>,
+    map: std::sync::Mutex<foldhash::HashMap<Vec<String>, std::sync::Arc<Redactor>>>,
 }
 
 impl RedactorCache {
@@ -224,6 +227,7 @@ impl Redactor {
         });
         Redactor {
             replacements: vec![REDACTED; needles.len()],
+            shortest: needles.iter().map(String::len).min().unwrap_or(usize::MAX),
             needles,
             matcher,
             escape_closed,
@@ -238,9 +242,7 @@ impl Redactor {
     /// Redact a string.
     pub fn text(&self, s: &str) -> String {
         match &self.matcher {
-            None => s.to_string(),
-            Some(m) if !m.is_match(s) => s.to_string(),
-            Some(m) => {
+            Some(m) if self.finds(s) => {
                 // Replacing can join the halves around a match into a new occurrence
                 // (`hun[hunter2]ter2`), so repeat until nothing is found.
                 let mut out = m.replace_all(s, &self.replacements);
@@ -249,12 +251,13 @@ impl Redactor {
                 }
                 out
             }
+            _ => s.to_string(),
         }
     }
 
     /// Whether `s` holds any form of a secret.
     fn finds(&self, s: &str) -> bool {
-        self.matcher.as_ref().is_some_and(|m| m.is_match(s))
+        s.len() >= self.shortest && self.matcher.as_ref().is_some_and(|m| m.is_match(s))
     }
 
     /// Whether compact JSON text, as serde_json writes it, holds nothing that redacting the
@@ -429,6 +432,17 @@ mod tests {
             json!({"id": "[REDACTED]", "k": 7})
         );
         assert_eq!(Redactor::default().into_value(v.clone()), v);
+    }
+
+    /// Texts shorter than every form of the secrets are passed over unscanned; a text exactly as
+    /// long as the shortest form is still found.
+    #[test]
+    fn a_text_as_short_as_the_shortest_form_is_still_scanned() {
+        let r = red("abc");
+        assert_eq!(r.text("abc"), REDACTED);
+        assert_eq!(r.text("ab"), "ab");
+        assert!(r.finds("xabcx") && !r.finds("ab"));
+        assert!(!Redactor::default().finds(""));
     }
 
     #[test]

@@ -283,7 +283,7 @@ async fn open_secrets(
     state: &Pipeline,
     hook: &CompiledWebhook,
     context: &Value,
-) -> Result<std::collections::HashMap<String, Arc<str>>, crate::store::StoreError> {
+) -> Result<foldhash::HashMap<String, Arc<str>>, crate::store::StoreError> {
     let mut opened = state.secrets.get_all(&hook.secret_names).await?;
     let subject_fields = hook
         .headers

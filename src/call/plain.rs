@@ -10,7 +10,8 @@
 //! around the whole attempt. `https://` upstreams still go through reqwest, for its TLS.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every call, and SipHash cost more than the lookups.
+use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,8 @@ use super::args::coerce;
 use crate::catalog::{CompiledField, CompiledWebhook, FieldSource};
 use crate::model::template::{Placeholder, Segment};
 use crate::model::{BodyEncoding, QueryStyle};
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every call, and SipHash cost more than the lookups.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use crate::store::StoreError;
@@ -264,7 +265,7 @@ mod tests {
             "text": "He said \"hi\"\n}, \"evil\": {\"x\": 1} é 😀", "n": 5}))
         .unwrap();
         let ctx_value = json!({"tags": {"phone_number": "+4912345"}});
-        let opened = HashMap::new();
+        let opened = HashMap::default();
         let mut ctx = Ctx {
             args: &args,
             context: &ctx_value,

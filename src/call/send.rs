@@ -234,37 +234,7 @@ impl Sender {
         }
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(80);
-        let mut b = hyper::Request::builder()
-            .method(hop.method.clone())
-            .uri(&url[url::Position::BeforePath..url::Position::AfterQuery]);
-        // What reqwest added by itself, so an upstream sees the same request either way.
-        if !hop.has_header(req, "host") {
-            b = b.header(
-                http::header::HOST,
-                &url[url::Position::BeforeHost..url::Position::AfterPort],
-            );
-        }
-        for &i in &hop.headers {
-            let (k, v) = &req.headers[i];
-            b = b.header(k.as_str(), v.as_str());
-        }
-        if !hop.has_header(req, "user-agent") {
-            b = b.header(http::header::USER_AGENT, USER_AGENT);
-        }
-        if !hop.has_header(req, "accept") {
-            b = b.header(http::header::ACCEPT, "*/*");
-        }
-        let body = match hop.body {
-            Some((bytes, ct)) => {
-                if !hop.has_header(req, "content-type") {
-                    b = b.header(http::header::CONTENT_TYPE, *ct);
-                }
-                bytes::Bytes::copy_from_slice(bytes)
-            }
-            None => bytes::Bytes::new(),
-        };
-        let request = b
-            .body(plain::Body::new(body))
+        let request = plain_request(req, hop)
             .map_err(|e| failed(Outcome::NetworkError, describe("the request failed", &e), 0))?;
         match plain::send(self.id, &self.policy, host, port, request).await {
             Ok((resp, conn)) => Ok(Answer::Plain(resp, Some(conn))),
@@ -441,6 +411,53 @@ impl Hop<'_> {
             .iter()
             .any(|&i| req.headers[i].0.eq_ignore_ascii_case(name))
     }
+}
+
+/// A plain-HTTP hop as hyper sends it: the headers reqwest would add by itself (`Host`,
+/// `User-Agent`, `Accept`, the body's `Content-Type`) where the request has none, so an upstream
+/// sees the same request over either client. Put together in place: `http`'s builder moved the
+/// whole request at every header.
+fn plain_request(
+    req: &PreparedRequest,
+    hop: &Hop<'_>,
+) -> Result<hyper::Request<plain::Body>, http::Error> {
+    use http::header::{self, HeaderName, HeaderValue};
+    let url = &hop.url;
+    let body = match hop.body {
+        Some((bytes, _)) => bytes::Bytes::copy_from_slice(bytes),
+        None => bytes::Bytes::new(),
+    };
+    let mut request = hyper::Request::new(plain::Body::new(body));
+    *request.method_mut() = hop.method.clone();
+    *request.uri_mut() =
+        http::Uri::try_from(&url[url::Position::BeforePath..url::Position::AfterQuery])?;
+    let headers = request.headers_mut();
+    headers.reserve(hop.headers.len() + 4);
+    if !hop.has_header(req, "host") {
+        headers.append(
+            header::HOST,
+            HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort])?,
+        );
+    }
+    for &i in &hop.headers {
+        let (k, v) = &req.headers[i];
+        headers.append(
+            HeaderName::from_bytes(k.as_bytes())?,
+            HeaderValue::from_str(v)?,
+        );
+    }
+    if !hop.has_header(req, "user-agent") {
+        headers.append(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    }
+    if !hop.has_header(req, "accept") {
+        headers.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    if let Some(&(_, ct)) = hop.body
+        && !hop.has_header(req, "content-type")
+    {
+        headers.append(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    Ok(request)
 }
 
 fn failed(outcome: Outcome, error: String, attempts: u32) -> Sent {

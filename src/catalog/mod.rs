@@ -3,7 +3,8 @@
 
 mod compile;
 
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every call, and SipHash cost more than the lookups.
+use foldhash::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;

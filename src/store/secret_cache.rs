@@ -3,7 +3,8 @@
 //! unreachable. Every secret write (on this node, or on another one through the store's change
 //! feed) clears it.
 
-use std::collections::HashMap;
+// foldhash: these maps are looked up on every call, and SipHash cost more than the lookups.
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
