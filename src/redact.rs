@@ -264,9 +264,10 @@ impl Redactor {
     /// parsed value (`redact_value`) or the text itself would touch: then the text can stand for
     /// the redacted value without the value being built. The scan of the text finds every
     /// needle a string, key or number of the value holds only when each needle's JSON escaping
-    /// is a needle as well (`escape_closed`; true unless a secret holds `"`, `\`, `/` or a
-    /// control character, whose deepest escaped forms escape to forms not looked for); otherwise
-    /// this says no, and the caller redacts the value.
+    /// is a needle as well (`escape_closed`; true unless a secret holds a character that JSON
+    /// escapes in some style, `"`, `\`, `/`, a control or a non-ASCII character, whose deepest
+    /// escaped forms escape to forms not looked for); otherwise this says no, and the caller
+    /// redacts the value.
     pub fn is_clean_json(&self, compact: &str) -> bool {
         self.escape_closed && !self.finds(compact)
     }

@@ -505,7 +505,15 @@ mod tests {
         }
         // A clean body with a secret whose deepest JSON-escaped form is not looked for once
         // escaped again: declined, so the tree is redacted string by string.
-        let quoting = Redactor::new(&["pa\"ss/word".to_string()]);
-        assert!(verbatim_json(&sent_with(ok), &[], 100, 100, &quoting).is_none());
+        for secret in ["pa\"ss", "pass/word", "pässword", "pass\tword"] {
+            let escaping = Redactor::new(&[secret.to_string()]);
+            assert!(
+                verbatim_json(&sent_with(ok), &[], 100, 100, &escaping).is_none(),
+                "{secret}"
+            );
+        }
+        // A token of letters, digits, `-`, `_` and `.` escapes to itself: the text path stays.
+        let token = Redactor::new(&["tok_3n-9.Zq".to_string()]);
+        assert!(verbatim_json(&sent_with(ok), &[], 100, 100, &token).is_some());
     }
 }
