@@ -44,9 +44,9 @@ pub struct Redactor {
     /// One `[REDACTED]` per needle, as `replace_all` wants them.
     replacements: Vec<&'static str>,
     matcher: Option<AhoCorasick>,
-    /// Whether JSON-escaping any string that holds a needle leaves a needle in the escaped text
-    /// (see `is_clean_json`).
-    escape_closed: bool,
+    /// The needles and each one JSON-escaped once, for scanning JSON text (see `is_clean_json`);
+    /// `None` when there are no needles.
+    json_matcher: Option<AhoCorasick>,
     /// Length of the shortest needle: a shorter text holds none, and is not scanned (most
     /// header values are shorter than any form of a secret).
     shortest: usize,
@@ -219,18 +219,27 @@ impl Redactor {
                 .build(&needles)
                 .ok()
         };
-        // Escaping works character by character, so a string that holds needle `n` escapes to
-        // text that holds `n` escaped: the scan of escaped text finds it if that is a needle too.
-        let escape_closed = needles.iter().all(|n| {
+        // Escaping works character by character, so a string that holds needle `n` is written
+        // in JSON text holding `n` escaped: looking for both finds in the text whatever the
+        // strings hold.
+        let mut json_needles = needles.clone();
+        for n in &needles {
             let escaped = json_escape(n, false, false);
-            escaped == *n || needles.contains(&escaped)
-        });
+            if !json_needles.contains(&escaped) {
+                json_needles.push(escaped);
+            }
+        }
+        let json_matcher = if needles.is_empty() {
+            None
+        } else {
+            AhoCorasickBuilder::new().build(&json_needles).ok()
+        };
         Redactor {
             replacements: vec![REDACTED; needles.len()],
             shortest: needles.iter().map(String::len).min().unwrap_or(usize::MAX),
             needles,
             matcher,
-            escape_closed,
+            json_matcher,
         }
     }
 
@@ -262,14 +271,18 @@ impl Redactor {
 
     /// Whether compact JSON text, as serde_json writes it, holds nothing that redacting the
     /// parsed value (`redact_value`) or the text itself would touch: then the text can stand for
-    /// the redacted value without the value being built. The scan of the text finds every
-    /// needle a string, key or number of the value holds only when each needle's JSON escaping
-    /// is a needle as well (`escape_closed`; true unless a secret holds a character that JSON
-    /// escapes in some style, `"`, `\`, `/`, a control or a non-ASCII character, whose deepest
-    /// escaped forms escape to forms not looked for); otherwise this says no, and the caller
-    /// redacts the value.
+    /// the redacted value without the value being built. A string, key or number of the value
+    /// that holds a needle is written holding that needle JSON-escaped (escaping works character
+    /// by character), and the scan looks for every needle both as it is and escaped once.
     pub fn is_clean_json(&self, compact: &str) -> bool {
-        self.escape_closed && !self.finds(compact)
+        if self.needles.is_empty() {
+            return true;
+        }
+        match &self.json_matcher {
+            Some(m) => compact.len() < self.shortest || !m.is_match(compact),
+            // No automaton could be built: say no, and let the value be redacted.
+            None => false,
+        }
     }
 
     /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,
@@ -444,6 +457,25 @@ mod tests {
         assert_eq!(r.text("ab"), "ab");
         assert!(r.finds("xabcx") && !r.finds("ab"));
         assert!(!Redactor::default().finds(""));
+    }
+
+    /// Every form of a secret, held by a string or a key of a JSON value, is found in the value's
+    /// compact text: what `redact_value` would touch, `is_clean_json` never calls clean.
+    #[test]
+    fn every_form_held_in_json_is_found_in_its_text() {
+        for secret in ["hunter2\"x/é+ &\t", "tok_3n-9.Zq", "a/b+c=", "pässwörd"] {
+            let r = red(secret);
+            for n in &r.needles {
+                for v in [json!({"x": format!("<{n}>")}), json!({ n.clone(): [1] })] {
+                    let mut redacted = v.clone();
+                    r.redact_value(&mut redacted);
+                    assert_ne!(redacted, v, "{n}");
+                    let text = serde_json::to_string(&v).unwrap();
+                    assert!(!r.is_clean_json(&text), "{secret}: {n} in {text}");
+                }
+            }
+            assert!(r.is_clean_json(r#"{"order":{"status":"shipped"}}"#));
+        }
     }
 
     #[test]
