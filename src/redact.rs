@@ -44,9 +44,11 @@ pub struct Redactor {
     /// One `[REDACTED]` per needle, as `replace_all` wants them.
     replacements: Vec<&'static str>,
     matcher: Option<AhoCorasick>,
-    /// The needles and each one JSON-escaped once, for scanning JSON text (see `is_clean_json`);
-    /// `None` when there are no needles.
+    /// The needles and each one JSON-escaped once, for scanning JSON text (see `is_clean_json`),
+    /// when escaping changes some needle (`json_extra`); `matcher` serves otherwise.
     json_matcher: Option<AhoCorasick>,
+    /// Whether some needle JSON-escaped is not a needle.
+    json_extra: bool,
     /// Length of the shortest needle: a shorter text holds none, and is not scanned (most
     /// header values are shorter than any form of a secret).
     shortest: usize,
@@ -229,10 +231,14 @@ impl Redactor {
                 json_needles.push(escaped);
             }
         }
-        let json_matcher = if needles.is_empty() {
-            None
+        let json_extra = json_needles.len() > needles.len();
+        let json_matcher = if json_extra {
+            AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&json_needles)
+                .ok()
         } else {
-            AhoCorasickBuilder::new().build(&json_needles).ok()
+            None
         };
         Redactor {
             replacements: vec![REDACTED; needles.len()],
@@ -240,6 +246,7 @@ impl Redactor {
             needles,
             matcher,
             json_matcher,
+            json_extra,
         }
     }
 
@@ -278,7 +285,12 @@ impl Redactor {
         if self.needles.is_empty() {
             return true;
         }
-        match &self.json_matcher {
+        let scan = if self.json_extra {
+            &self.json_matcher
+        } else {
+            &self.matcher
+        };
+        match scan {
             Some(m) => compact.len() < self.shortest || !m.is_match(compact),
             // No automaton could be built: say no, and let the value be redacted.
             None => false,
