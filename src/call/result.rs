@@ -425,6 +425,9 @@ mod tests {
             r#"{"é":"\u00e9\n\t\u0001","z":{},"a":[],"b":{"c":[{"d":0}]}}"#,
             r#""just a string""#,
             " 42 ",
+            // An escaped surrogate pair is written as the character; a repeated key is passed on
+            // as sent (a parser keeps the last, as the tree did).
+            r#"{"smile":"\ud83d\ude00","k":1,"k":2}"#,
         ] {
             let sent = sent_with(b.as_bytes());
             let text = verbatim_json(&sent, &[], 10_000, 10_000, &redactor).expect(b);
@@ -480,6 +483,7 @@ mod tests {
             (sent_with(ok), 100, 100, vec!["a".to_string()]),
             (sent_with(b"{\"a\":1} trailing"), 100, 100, vec![]),
             (sent_with(b"not json"), 100, 100, vec![]),
+            (sent_with(br#"{"x":"\ud800"}"#), 100, 100, vec![]),
             (sent_with(b""), 100, 100, vec![]),
         ] {
             assert!(verbatim_json(&sent, &fields, limit, max, &plain).is_none());
