@@ -463,6 +463,22 @@ mod tests {
         }
     }
 
+    /// A hostile upstream's deepest nesting: what serde_json parses (127 levels) is handed on,
+    /// deeper is declined (the general path then keeps it as text), and neither overflows the
+    /// stack.
+    #[test]
+    fn verbatim_json_survives_deep_nesting() {
+        let plain = Redactor::default();
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let ok = nested(127);
+        let text = verbatim_json(&sent_with(ok.as_bytes()), &[], 1000, 1000, &plain);
+        assert_eq!(text.as_deref(), Some(ok.as_str()));
+        let deep = nested(100_000);
+        assert!(
+            verbatim_json(&sent_with(deep.as_bytes()), &[], 1 << 20, 1 << 20, &plain).is_none()
+        );
+    }
+
     /// Anything that needs the general path gets `None`: not whole, too large, reduced, not
     /// JSON, cut, failed, or holding a secret in any form, or a secret whose escaped forms the
     /// text scan could miss.
