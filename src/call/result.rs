@@ -120,12 +120,37 @@ pub fn verbatim_json(
     {
         return None;
     }
-    let mut out = Vec::with_capacity(body.len());
+    // Capped at `max`: a body whose text would be cut stops being written as soon as it is
+    // too long, rather than transcoded whole and then parsed again by the general path.
+    let mut out = Capped {
+        out: Vec::with_capacity(body.len().min(max)),
+        max,
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out)).ok()?;
     de.end().ok()?;
-    let text = String::from_utf8(out).ok()?;
-    (!text.is_empty() && text.len() <= max && redactor.is_clean_json(&text)).then_some(text)
+    let text = String::from_utf8(out.out).ok()?;
+    (!text.is_empty() && redactor.is_clean_json(&text)).then_some(text)
+}
+
+/// A buffer that refuses to grow past `max` bytes (the write fails instead).
+struct Capped {
+    out: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + bytes.len() > self.max {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The upstream's body read for the caller: as shown, and the whole parsed JSON.
@@ -487,6 +512,9 @@ mod tests {
         let plain = Redactor::default();
         let ok = br#"{"a":"b"}"#;
         assert!(verbatim_json(&sent_with(ok), &[], 100, 100, &plain).is_some());
+        // Text of exactly `max` bytes still fits; one byte fewer and it would be cut.
+        assert!(verbatim_json(&sent_with(ok), &[], 100, ok.len(), &plain).is_some());
+        assert!(verbatim_json(&sent_with(ok), &[], 100, ok.len() - 1, &plain).is_none());
         let mut truncated = sent_with(ok);
         truncated.body_truncated = true;
         let mut failed = sent_with(ok);
