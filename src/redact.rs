@@ -273,7 +273,14 @@ impl Redactor {
 
     /// Whether `s` holds any form of a secret.
     fn finds(&self, s: &str) -> bool {
-        s.len() >= self.shortest && self.matcher.as_ref().is_some_and(|m| m.is_match(s))
+        self.hits(&self.matcher, s) == Some(true)
+    }
+
+    /// Whether `m` matches `s` (a text shorter than every needle is not scanned); `None` when
+    /// there is no automaton to ask.
+    fn hits(&self, m: &Option<AhoCorasick>, s: &str) -> Option<bool> {
+        let m = m.as_ref()?;
+        Some(s.len() >= self.shortest && m.is_match(s))
     }
 
     /// Whether compact JSON text, as serde_json writes it, holds nothing that redacting the
@@ -290,11 +297,8 @@ impl Redactor {
         } else {
             &self.matcher
         };
-        match scan {
-            Some(m) => compact.len() < self.shortest || !m.is_match(compact),
-            // No automaton could be built: say no, and let the value be redacted.
-            None => false,
-        }
+        // No automaton could be built: say no, and let the value be redacted.
+        self.hits(scan, compact) == Some(false)
     }
 
     /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,
