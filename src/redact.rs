@@ -15,6 +15,16 @@ pub const REDACTED: &str = "[REDACTED]";
 /// the backslashes, so a value nested deeper than this is far past any real echo.
 const JSON_DEPTH: usize = 5;
 
+/// Replacements to choose from, in order: a redactor uses the first that holds no form of its
+/// secrets. With `[REDACTED]` for a secret such as `ED]`, every replacement made a new match
+/// ("repeat until nothing is found" then never ended, and the text grew on every round); the
+/// empty string, last, holds none.
+const MARKERS: [&str; 5] = [REDACTED, "[redacted]", "[secret]", "***", ""];
+
+/// Most replacement rounds over one text. A round can make a new match only where a needle
+/// spans a replacement's edge; past this many rounds the whole text becomes the marker.
+const MAX_ROUNDS: usize = 8;
+
 /// Derived forms shorter than this are not searched for: they would match ordinary text.
 const MIN_DERIVED: usize = 4;
 
@@ -41,8 +51,13 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug, Clone)]
 pub struct Redactor {
     needles: Vec<String>,
-    /// One `[REDACTED]` per needle, as `replace_all` wants them.
+    /// What replaces a secret: `[REDACTED]` unless that holds one of the needles (`MARKERS`).
+    marker: &'static str,
+    /// One `marker` per needle, as `replace_all` wants them.
     replacements: Vec<&'static str>,
+    /// The needles' automaton; `None` only if it could not be built (past aho-corasick's size
+    /// limits), and then every scan falls back to looking for each needle in turn: slower, never
+    /// blind.
     matcher: Option<AhoCorasick>,
     /// The needles and each one JSON-escaped once, for scanning JSON text (see `is_clean_json`),
     /// when escaping changes some needle (`json_extra`); `matcher` serves otherwise.
@@ -240,8 +255,13 @@ impl Redactor {
         } else {
             None
         };
+        let marker = MARKERS
+            .into_iter()
+            .find(|m| !needles.iter().any(|n| m.contains(n.as_str())))
+            .unwrap_or_default();
         Redactor {
-            replacements: vec![REDACTED; needles.len()],
+            marker,
+            replacements: vec![marker; needles.len()],
             shortest: needles.iter().map(String::len).min().unwrap_or(usize::MAX),
             needles,
             matcher,
@@ -257,23 +277,38 @@ impl Redactor {
 
     /// Redact a string.
     pub fn text(&self, s: &str) -> String {
-        match &self.matcher {
-            Some(m) if self.finds(s) => {
-                // Replacing can join the halves around a match into a new occurrence
-                // (`hun[hunter2]ter2`), so repeat until nothing is found.
-                let mut out = m.replace_all(s, &self.replacements);
-                while m.is_match(&out) {
-                    out = m.replace_all(&out, &self.replacements);
-                }
-                out
-            }
-            _ => s.to_string(),
+        if !self.finds(s) {
+            return s.to_string();
         }
+        // Replacing can make a new occurrence across a replacement's edge (a needle that ends
+        // where the marker begins), so repeat until nothing is found, a bounded number of times.
+        let mut out = s.to_string();
+        for _ in 0..MAX_ROUNDS {
+            out = match &self.matcher {
+                Some(m) => m.replace_all(&out, &self.replacements),
+                None => self.needles.iter().fold(out, |t, n| {
+                    if t.contains(n.as_str()) {
+                        t.replace(n.as_str(), self.marker)
+                    } else {
+                        t
+                    }
+                }),
+            };
+            if !self.finds(&out) {
+                return out;
+            }
+        }
+        // The marker alone holds no needle (`MARKERS`).
+        self.marker.to_string()
     }
 
     /// Whether `s` holds any form of a secret.
     fn finds(&self, s: &str) -> bool {
-        self.hits(&self.matcher, s) == Some(true)
+        match self.hits(&self.matcher, s) {
+            Some(found) => found,
+            // No automaton: look for each needle (longest first) in turn.
+            None => s.len() >= self.shortest && self.needles.iter().any(|n| s.contains(n.as_str())),
+        }
     }
 
     /// Whether `m` matches `s` (a text shorter than every needle is not scanned); `None` when
@@ -341,7 +376,7 @@ impl Redactor {
             Value::Object(m) => m.values_mut().for_each(|x| self.redact_value(x)),
             Value::Number(n) => {
                 if self.finds(&n.to_string()) {
-                    *v = Value::String(REDACTED.into());
+                    *v = Value::String(self.marker.into());
                 }
             }
             Value::Bool(_) | Value::Null => {}
@@ -462,6 +497,79 @@ mod tests {
             json!({"id": "[REDACTED]", "k": 7})
         );
         assert_eq!(Redactor::default().into_value(v.clone()), v);
+    }
+
+    /// A redactor as `Redactor::new` builds it when aho-corasick refuses the needles.
+    fn red_plain(secrets: &[&str]) -> Redactor {
+        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        let mut r = Redactor::new(&secrets);
+        r.matcher = None;
+        r.json_matcher = None;
+        r
+    }
+
+    /// Without its automaton a redactor looks for each needle in turn: it finds what the
+    /// automaton finds, leaves no form behind, and never calls JSON text clean.
+    #[test]
+    fn a_redactor_without_its_automaton_still_redacts_every_form() {
+        for secret in ["s3cr3t/+&x", "hunter2", "кл\"ю/ч\t"] {
+            let (auto, plain) = (red(secret), red_plain(&[secret]));
+            let pct = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
+            let v = json!({"a": format!("Bearer {secret}"), secret: [1, format!("q={pct}")], "n": "clean"});
+            let compact = serde_json::to_string(&v).unwrap();
+            for text in [
+                format!("x{secret}y"),
+                format!("hun{secret}{secret}ter {pct}"),
+                compact.clone(),
+                "nothing here at all".to_string(),
+            ] {
+                assert_eq!(plain.finds(&text), auto.finds(&text), "{text:?}");
+                let out = plain.text(&text);
+                assert!(!auto.finds(&out), "{secret:?} left in {out:?}");
+            }
+            assert_eq!(plain.text(&format!("x{secret}y")), "x[REDACTED]y");
+            assert_eq!(plain.text("nothing here at all"), "nothing here at all");
+            assert_eq!(plain.value(&v), auto.value(&v));
+            assert!(!plain.is_clean_json(&compact) && !plain.is_clean_json("{\"n\":1}"));
+        }
+    }
+
+    /// A secret held by `[REDACTED]`, or one completed across a replacement's edge, neither hangs
+    /// the redactor nor survives it: another marker is used, and the rounds are bounded.
+    #[test]
+    fn a_secret_inside_the_marker_neither_hangs_nor_survives() {
+        let cases: [(&[&str], &str); 7] = [
+            (&["ED]"], "[redacted]"),
+            (&["[REDACTED]"], "[redacted]"),
+            (&["E"], "[redacted]"),
+            (&["E", "e"], "***"),
+            (&["["], "***"),
+            (&["[", "*"], ""),
+            (&["a["], REDACTED),
+        ];
+        for (secrets, marker) in cases {
+            for r in [
+                Redactor::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                red_plain(secrets),
+            ] {
+                assert_eq!(r.marker, marker, "{secrets:?}");
+                for s in secrets {
+                    for text in [
+                        s.to_string(),
+                        format!("a{s}b{s}{s}c [REDACTED] *** [secret]"),
+                        format!("{}{s}", "a".repeat(20)),
+                    ] {
+                        let out = r.text(&text);
+                        assert!(!r.finds(&out), "{secrets:?}: {text:?} left {out:?}");
+                        assert!(out.len() <= text.len() * REDACTED.len(), "{out:?}");
+                    }
+                }
+            }
+        }
+        // `a[` in twenty `a`s and a `[`: every round makes the next match, so after the last
+        // round the whole text is the marker.
+        assert_eq!(red("a[").text(&format!("{}[", "a".repeat(20))), REDACTED);
+        assert_eq!(red("a[").text("xa[y"), "x[REDACTED]y");
     }
 
     /// Texts shorter than every form of the secrets are passed over unscanned; a text exactly as

@@ -194,6 +194,39 @@ async fn secrets_echoed_in_other_encodings_are_redacted() {
     assert!(fragments(&rec.to_string(), secret).is_empty(), "{rec}");
 }
 
+/// A secret that `[REDACTED]` itself holds, echoed by the upstream: replacing it with
+/// `[REDACTED]` made a new match every time (the serving thread looped, the text grew), so the
+/// gateway now marks it otherwise, and the answer and the record hold no trace of it.
+#[tokio::test]
+async fn a_secret_the_marker_holds_is_redacted_without_hanging() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let secret = "ED]";
+    s.secret("short_key", secret).await;
+    let wid = s
+        .webhook(
+            json!({"name": "Echo", "method": "POST", "url": format!("{}/echo", up.base),
+            "body": [{"name": "key", "value_type": "secret", "secret": "short_key"}]}),
+        )
+        .await;
+    s.tool("echo", &wid).await;
+    let (st, r) = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        s.invoke("echo", json!({}), json!({})),
+    )
+    .await
+    .expect("the call must not hang on a secret the marker holds");
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(up.last().json()["key"], secret);
+    assert!(r["content"].as_str().unwrap().contains("[redacted]"), "{r}");
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
+        .await;
+    for text in [r.to_string(), rec.to_string()] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn a_cut_never_keeps_part_of_a_secret() {
     let s = Server::start_with(|c| {
