@@ -80,21 +80,25 @@ fn stopped() -> CallId {
     CallId::new()
 }
 
-/// Bytes a batch's buffers keep between batches: about a thousand records of a small call, more
-/// than a batch holds under steady load (256 to 600 records at 20,000 calls a second). A larger
+/// Bytes a batch's buffers keep between batches: about two thousand records of a small call, more
+/// than a full batch (`BATCH`) of them. A larger
 /// batch (the queue filled while the writer waited on the disk, or large records) lets its
 /// buffers go once written. At 16 MB, the two batches the recorder and the writer swap kept the
 /// capacity of the largest batch either had seen, and that high-water mark rose whenever a
 /// longer stall came: sled's soaks crept by about 0.12 MB a minute, mostly this (a heap profile
 /// by allocation site over 3 and 9 minutes, BENCHMARKS.md, issue 18, thirteenth session).
-const RETAINED_BYTES: usize = 512 << 10;
+const RETAINED_BYTES: usize = 1 << 20;
 
 /// Bytes a thread's encoding buffer keeps between records (one large record must not pin its
 /// size on every serving thread).
 const SCRATCH_KEPT: usize = 64 << 10;
 
-/// Most records written in one batch.
-const BATCH: usize = 256;
+/// Most records written in one batch. Each batch has a fixed cost (the segment's fsync, sled's
+/// flush and the thread wake-ups both bring, about 200 µs of CPU on two cores): at 256, a gateway
+/// at 33,000 calls a second wrote 130 batches a second and its writer used 1.5–1.7 µs of CPU
+/// per call; at 1,024, 0.74–0.88 µs (BENCHMARKS.md, issue 16, fifteenth session). A lightly
+/// loaded gateway writes after `LINGER` long before a batch fills, so this changes nothing there.
+const BATCH: usize = 1024;
 
 /// Longest a record waits for companions before its batch is written (and flushed). Each flush
 /// wakes sled's seven I/O threads and a blocking-pool thread, some twenty thread switches on two
