@@ -1,6 +1,7 @@
 //! The call path against a reverse-proxy hop: wrk at 1 and 32 connections on the same nginx
 //! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
-//! (history on and off), with each server's CPU time and context switches per request.
+//! (history on and off, and with one HTTP thread like the proxy's one worker), with each server's
+//! CPU time and context switches per request.
 
 use super::procstat::{Usage, usage, with_children};
 use super::*;
@@ -51,9 +52,18 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     let script = invoke_script(tmp);
     let path = "/api/orders/A-1001?format=json";
     let mut rows: Vec<(&str, u32, Measured)> = Vec::new();
-    for history in [true, false] {
-        let data = tmp.join(if history { "data-h" } else { "data-nh" });
-        let extra: &[&str] = if history { &[] } else { &["--no-history"] };
+    // The default (one HTTP thread per core), history on and off; then one HTTP thread, the
+    // proxy's own parallelism: on two cores shared with wrk and nginx, the second serving thread
+    // mostly adds preemptions and cross-CPU wake-ups.
+    let configs: [(&str, &[&str]); 3] = [
+        ("toolgate", &[]),
+        ("toolgate_nh", &["--no-history"]),
+        ("toolgate_1t", &["--http-threads", "1"]),
+    ];
+    for (label, extra) in configs {
+        // direct and the proxy are measured once, beside the first configuration.
+        let first = label == "toolgate";
+        let data = tmp.join(format!("data-{label}"));
         let (gw, _) = start_toolgate(&data, extra);
         setup_tool(client, &gw.base, up_port).await;
         let gw_pid = [gw.proc.0.id()];
@@ -62,14 +72,13 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
         wrk_for(&url, 32, Some(&script), 2);
         for conns in [1u32, 32] {
-            if history {
+            if first {
                 let url = format!("http://127.0.0.1:{up_port}{path}");
                 rows.push(("direct", conns, measure(&url, conns, None, &up_pids)));
                 let url = format!("http://127.0.0.1:{proxy_port}{path}");
                 rows.push(("proxy", conns, measure(&url, conns, None, &proxy_pids)));
             }
             let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
-            let label = if history { "toolgate" } else { "toolgate_nh" };
             rows.push((label, conns, measure(&url, conns, Some(&script), &gw_pid)));
         }
         drop(gw);
@@ -78,6 +87,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         "direct" => "direct (nginx upstream)",
         "proxy" => "nginx reverse proxy (1 worker)",
         "toolgate" => "toolgate invoke, history on",
+        "toolgate_1t" => "toolgate invoke, history on, 1 HTTP thread",
         _ => "toolgate invoke, history off",
     };
     let mut out = String::from(
@@ -113,13 +123,15 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         get("toolgate", 32),
         get("toolgate_nh", 32),
     );
+    let (o1, o32) = (get("toolgate_1t", 1), get("toolgate_1t", 32));
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     out.push_str(&format!(
         "\n- added p50 at 1 connection over direct: {:.0} µs (nginx hop: {:.0} µs; target ≤ 60 µs)\n\
          - throughput at 32 connections: toolgate/nginx proxy {:.2}× (target ≥ 0.5×), {} errors\n\
          - c=1 p99/p50: {:.1}× (target ≤ 3×); the same machine without toolgate: direct nginx {:.1}×, nginx proxy {:.1}×\n\
          - history on vs off at 1 connection: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} %; at 32: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} % (target within 25 %)\n\
-         - toolgate CPU per invoke: {:.1} µs at 32 connections (target ≤ 30 µs), {:.1} µs at 1; the nginx proxy's: {:.1} µs and {:.1} µs\n\n",
+         - toolgate CPU per invoke: {:.1} µs at 32 connections (target ≤ 30 µs), {:.1} µs at 1; the nginx proxy's: {:.1} µs and {:.1} µs\n\
+         - with one HTTP thread (`--http-threads 1`, the proxy's one worker): {:.1} µs at 32 connections, {:.1} µs at 1; throughput {:.2}× the proxy; added p50 at 1 connection {:.0} µs\n\n",
         g1.run.p50_us - d1.run.p50_us,
         p1.run.p50_us - d1.run.p50_us,
         g32.run.rps / p32.run.rps,
@@ -137,6 +149,10 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         g1.cpu_us(),
         p32.cpu_us(),
         p1.cpu_us(),
+        o32.cpu_us(),
+        o1.cpu_us(),
+        o32.run.rps / p32.run.rps,
+        o1.run.p50_us - d1.run.p50_us,
     ));
     out
 }
