@@ -84,7 +84,7 @@ fn stopped() -> CallId {
 /// records needs. A batch is seldom exactly full (records arrive while the writer wakes), and one
 /// record past a power of two doubles every buffer: at 1 MB, a batch of 1,025 of the benchmark's
 /// records held 1.06 MB, let it go, and the serving threads grew new buffers into fresh pages
-/// (0.19 page faults per call against 0.045 at 2 MB, and about 4 µs more CPU per call). A larger
+/// (0.25 page faults per call against 0.08 at 2 MB, 80 % of them in `Vec` growth). A larger
 /// batch (the queue filled while the writer waited on the disk, or large records) lets its
 /// buffers go once written. At 16 MB, the two batches the recorder and the writer swap kept the
 /// capacity of the largest batch either had seen, and that high-water mark rose whenever a
@@ -96,11 +96,12 @@ const RETAINED_BYTES: usize = 2 << 20;
 /// size on every serving thread).
 const SCRATCH_KEPT: usize = 64 << 10;
 
-/// Most records written in one batch. Each batch has a fixed cost (the segment's fsync, sled's
-/// flush and the thread wake-ups both bring, about 200 µs of CPU on two cores): at 256, a gateway
-/// at 33,000 calls a second wrote 130 batches a second and its writer used 1.5–1.7 µs of CPU
-/// per call; at 1,024, 0.74–0.88 µs (BENCHMARKS.md, issue 16, fifteenth session). A lightly
-/// loaded gateway writes after `LINGER` long before a batch fills, so this changes nothing there.
+/// Most records written in one batch. Each batch has a fixed cost: the segment's fsync, sled's
+/// flush, and the thread wake-ups both bring. At 256, a gateway at 24,000 calls a second wrote 93
+/// batches a second; its writer used 1.1–2.0 µs of CPU per call and sled's I/O threads 0.4–0.6 µs
+/// more. At 1,024 it wrote 23 a second, and they used 0.7–1.0 µs and under 0.15 µs
+/// (BENCHMARKS.md, issue 16, fifteenth session). A lightly loaded gateway writes after `LINGER`,
+/// long before a batch fills, so this changes nothing there.
 const BATCH: usize = 1024;
 
 /// Longest a record waits for companions before its batch is written (and flushed). Each flush
