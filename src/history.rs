@@ -105,9 +105,10 @@ const SCRATCH_KEPT: usize = 64 << 10;
 const BATCH: usize = 1024;
 
 /// Longest a record waits for companions before its batch is written (and flushed). Each flush
-/// wakes sled's seven I/O threads and a blocking-pool thread, some twenty thread switches on two
-/// cores: at 10 ms, a lightly loaded gateway (one connection, 7,000 calls a second) flushed 100
-/// times a second and its history added 0.35 thread switches to every call. A full batch comes
+/// woke sled's seven I/O threads and a blocking-pool thread, some twenty thread switches on two
+/// cores (about five since `vendor/sled` wakes one I/O thread per task): at 10 ms, a lightly
+/// loaded gateway (one connection, 7,000 calls a second) flushed 100 times a second and its
+/// history added 0.35 thread switches to every call. A full batch comes
 /// sooner under load, and a history read cuts the wait short, so this bounds only what a
 /// `kill -9` can lose.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
