@@ -150,8 +150,14 @@ async fn cross_site_requests_are_refused_without_a_token() {
     assert_eq!(st, 200, "{v}");
 }
 
+/// `echo_tool_with` a secret holding a quote, which the tests look for in every form.
 async fn echo_tool(s: &Server, up: &Upstream) {
-    s.secret("api_pw", "hunter2\"x-fragment-check").await;
+    echo_tool_with(s, up, "hunter2\"x-fragment-check").await;
+}
+
+/// Tool `echo`: POSTs `secret` (as body field `key`) and an optional pad to the echoing upstream.
+async fn echo_tool_with(s: &Server, up: &Upstream, secret: &str) {
+    s.secret("api_pw", secret).await;
     let wid = s
         .webhook(
             json!({"name": "Echo", "method": "POST", "url": format!("{}/echo", up.base),
@@ -202,14 +208,7 @@ async fn a_secret_the_marker_holds_is_redacted_without_hanging() {
     let s = Server::start().await;
     let up = Upstream::start().await;
     let secret = "ED]";
-    s.secret("short_key", secret).await;
-    let wid = s
-        .webhook(
-            json!({"name": "Echo", "method": "POST", "url": format!("{}/echo", up.base),
-            "body": [{"name": "key", "value_type": "secret", "secret": "short_key"}]}),
-        )
-        .await;
-    s.tool("echo", &wid).await;
+    echo_tool_with(&s, &up, secret).await;
     let (st, r) = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         s.invoke("echo", json!({}), json!({})),
