@@ -41,6 +41,8 @@ pub mod defaults {
     pub const TOOL_CONCURRENCY: usize = 4;
     /// Default of `--http-threads` (0: one per core).
     pub const HTTP_THREADS: usize = 0;
+    /// Default of `--busy-poll-us`.
+    pub const BUSY_POLL_US: u64 = 100;
 }
 
 /// Everything `toolgate serve` can be told.
@@ -134,6 +136,11 @@ pub struct ServeConfig {
     /// core). A request never hops between threads on its way through.
     #[arg(long, env = "TOOLGATE_HTTP_THREADS", default_value_t = defaults::HTTP_THREADS)]
     pub http_threads: usize,
+    /// After each request a serving thread keeps polling its sockets for this many
+    /// microseconds before it sleeps, so the upstream's answer and the caller's next request
+    /// find it awake (0: sleep at once). Costs at most this much CPU per burst of requests.
+    #[arg(long, env = "TOOLGATE_BUSY_POLL_US", default_value_t = defaults::BUSY_POLL_US)]
+    pub busy_poll_us: u64,
 }
 
 impl ServeConfig {
@@ -162,6 +169,7 @@ impl ServeConfig {
             llm_max_retries: defaults::LLM_MAX_RETRIES,
             tool_concurrency: defaults::TOOL_CONCURRENCY,
             http_threads: defaults::HTTP_THREADS,
+            busy_poll_us: defaults::BUSY_POLL_US,
             event_retry_schedule: defaults::EVENT_RETRY_SCHEDULE.into(),
             event_timeout_ms: defaults::EVENT_TIMEOUT_MS,
         }
@@ -176,6 +184,13 @@ impl ServeConfig {
             return Err(format!(
                 "refusing to listen on {} without an admin token: set --admin-token / TOOLGATE_ADMIN_TOKEN, or listen on loopback",
                 self.listen
+            ));
+        }
+        if self.busy_poll_us > crate::busy_poll::MAX_BUDGET_US {
+            return Err(format!(
+                "--busy-poll-us {} is above the {} µs a poll can usefully last: past that a sleep is cheaper",
+                self.busy_poll_us,
+                crate::busy_poll::MAX_BUDGET_US
             ));
         }
         Ok(())

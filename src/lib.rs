@@ -6,6 +6,7 @@ pub mod access;
 pub mod agent;
 pub mod allocator;
 pub mod api;
+pub mod busy_poll;
 pub mod call;
 pub mod catalog;
 pub mod chat_cli;
@@ -312,7 +313,8 @@ pub async fn run(
         cancel.cancel();
     });
     let threads = serving::thread_count(state.config.http_threads);
-    let served = serving::serve(listener, front, threads, state.shutdown.clone()).await;
+    let busy_poll = std::time::Duration::from_micros(state.config.busy_poll_us);
+    let served = serving::serve(listener, front, threads, busy_poll, state.shutdown.clone()).await;
     state.shutdown.cancel();
     let _ = worker.await;
     if let Some(w) = watcher {

@@ -55,11 +55,13 @@ pub fn thread_count(configured: usize) -> usize {
 }
 
 /// Serve `front` on `threads` serving threads until `stop` is cancelled (or this future is
-/// dropped), then let each thread finish the requests it has in flight.
+/// dropped), then let each thread finish the requests it has in flight. Each thread keeps
+/// polling for `busy_poll` after a request before it sleeps (`busy_poll` module).
 pub async fn serve(
     listener: TcpListener,
     front: Front,
     threads: usize,
+    busy_poll: std::time::Duration,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
@@ -83,6 +85,9 @@ pub async fn serve(
                     local,
                 };
                 let served = runtime.block_on(async move {
+                    if !busy_poll.is_zero() {
+                        tokio::spawn(crate::busy_poll::poll_while_busy(busy_poll));
+                    }
                     tokio::spawn(async {
                         let mut every = tokio::time::interval(crate::allocator::COLLECT_EVERY);
                         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

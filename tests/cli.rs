@@ -113,6 +113,26 @@ fn serve_refuses_a_public_address_without_a_token() {
 }
 
 #[test]
+fn serve_refuses_a_busy_poll_longer_than_a_sleep_is_worth() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--busy-poll-us",
+            "10001",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--busy-poll-us 10001"), "{err}");
+}
+
+#[test]
 fn validate_lists_every_error_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();

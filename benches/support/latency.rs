@@ -1,7 +1,7 @@
 //! The call path against a reverse-proxy hop: wrk at 1 and 32 connections on the same nginx
 //! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
-//! (history on and off, and with one HTTP thread like the proxy's one worker), with each server's
-//! CPU time and context switches per request.
+//! (history on and off, with one HTTP thread like the proxy's one worker, and without busy
+//! polling), with each server's CPU time and context switches per request.
 
 use super::procstat::{Usage, usage, with_children};
 use super::*;
@@ -55,10 +55,12 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     // The default (one HTTP thread per core), history on and off; then one HTTP thread, the
     // proxy's own parallelism: on two cores shared with wrk and nginx, the second serving thread
     // mostly adds preemptions and cross-CPU wake-ups.
-    let configs: [(&str, &[&str]); 3] = [
+    // Then without busy polling: each serving thread sleeps as soon as it has nothing to do.
+    let configs: [(&str, &[&str]); 4] = [
         ("toolgate", &[]),
         ("toolgate_nh", &["--no-history"]),
         ("toolgate_1t", &["--http-threads", "1"]),
+        ("toolgate_np", &["--busy-poll-us", "0"]),
     ];
     for (label, extra) in configs {
         // direct and the proxy are measured once, beside the first configuration.
@@ -88,6 +90,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         "proxy" => "nginx reverse proxy (1 worker)",
         "toolgate" => "toolgate invoke, history on",
         "toolgate_1t" => "toolgate invoke, history on, 1 HTTP thread",
+        "toolgate_np" => "toolgate invoke, history on, no busy polling",
         _ => "toolgate invoke, history off",
     };
     let mut out = String::from(
@@ -124,6 +127,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         get("toolgate_nh", 32),
     );
     let (o1, o32) = (get("toolgate_1t", 1), get("toolgate_1t", 32));
+    let (n1, n32) = (get("toolgate_np", 1), get("toolgate_np", 32));
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     out.push_str(&format!(
         "\n- added p50 at 1 connection over direct: {:.0} µs (nginx hop: {:.0} µs; target ≤ 60 µs)\n\
@@ -131,7 +135,8 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
          - c=1 p99/p50: {:.1}× (target ≤ 3×); the same machine without toolgate: direct nginx {:.1}×, nginx proxy {:.1}×\n\
          - history on vs off at 1 connection: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} %; at 32: p50 {:+.1} %, p99 {:+.1} %, req/s {:+.1} % (target within 25 %)\n\
          - toolgate CPU per invoke: {:.1} µs at 32 connections (target ≤ 30 µs), {:.1} µs at 1; the nginx proxy's: {:.1} µs and {:.1} µs\n\
-         - with one HTTP thread (`--http-threads 1`, the proxy's one worker): {:.1} µs at 32 connections, {:.1} µs at 1; throughput {:.2}× the proxy; added p50 at 1 connection {:.0} µs\n\n",
+         - with one HTTP thread (`--http-threads 1`, the proxy's one worker): {:.1} µs at 32 connections, {:.1} µs at 1; throughput {:.2}× the proxy; added p50 at 1 connection {:.0} µs\n\
+         - without busy polling (`--busy-poll-us 0`): added p50 at 1 connection {:.0} µs, c=1 p99/p50 {:.1}×; CPU per invoke {:.1} µs at 32 connections, {:.1} µs at 1; throughput {:.2}× the proxy\n\n",
         g1.run.p50_us - d1.run.p50_us,
         p1.run.p50_us - d1.run.p50_us,
         g32.run.rps / p32.run.rps,
@@ -153,6 +158,11 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         o1.cpu_us(),
         o32.run.rps / p32.run.rps,
         o1.run.p50_us - d1.run.p50_us,
+        n1.run.p50_us - d1.run.p50_us,
+        n1.run.p99_us / n1.run.p50_us,
+        n32.cpu_us(),
+        n1.cpu_us(),
+        n32.run.rps / p32.run.rps,
     ));
     out
 }

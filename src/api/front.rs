@@ -84,12 +84,21 @@ impl Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Answer {
+        crate::busy_poll::note_activity();
         if invoke_target(&req).is_some() && !tracing::enabled!(tracing::Level::DEBUG) {
             let parts = self.0.clone();
-            return Box::pin(async move { Ok(parts.invoke(req).await) });
+            return Box::pin(async move {
+                let answer = parts.invoke(req).await;
+                crate::busy_poll::note_activity();
+                Ok(answer)
+            });
         }
         let routed = self.0.router.clone().call(req);
-        Box::pin(routed)
+        Box::pin(async move {
+            let answer = routed.await;
+            crate::busy_poll::note_activity();
+            answer
+        })
     }
 }
 
