@@ -336,6 +336,17 @@ impl Redactor {
         self.hits(scan, compact) == Some(false)
     }
 
+    /// Whether a JSON value, already redacted string by string (`redact_value`), is also clean
+    /// written out. A secret can span the value's structure (`1,2` in `[1,2]`, `7,"k":8` in
+    /// `{"a":7,"k":8}`): no string, key or number holds it, yet the written value does.
+    pub fn is_clean_value(&self, v: &Value) -> bool {
+        if self.needles.is_empty() {
+            return true;
+        }
+        // Writing a `Value` cannot fail; were it to, the value is not called clean.
+        serde_json::to_string(v).is_ok_and(|text| self.is_clean_json(&text))
+    }
+
     /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,
     /// when it holds no secret (as nearly every string does).
     pub fn into_text(&self, s: String) -> String {

@@ -226,6 +226,52 @@ async fn a_secret_the_marker_holds_is_redacted_without_hanging() {
     }
 }
 
+/// An upstream can lay a secret across JSON structure, where no string or number holds it but
+/// the body written out does: neither the answer nor the record hands that tree on.
+#[tokio::test]
+async fn a_secret_laid_across_json_structure_is_redacted_in_the_response_too() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    for (i, (secret, body)) in [
+        ("7,\"k\":8", r#"{"a":7,"k":8}"#),
+        ("1,2", r#"{"lines":[1,2]}"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("pw_{i}");
+        s.secret(&name, secret).await;
+        let url = format!(
+            "{}/raw?body={}",
+            up.base,
+            url::form_urlencoded::byte_serialize(body.as_bytes()).collect::<String>()
+        );
+        let wid = s
+            .webhook(
+                json!({"name": format!("Spanning {i}"), "method": "GET", "url": url,
+                "headers": [{"name": "X-Key", "value_type": "secret", "secret": name}]}),
+            )
+            .await;
+        let tool = format!("spanning_{i}");
+        s.tool(&tool, &wid).await;
+        let (st, r) = s.invoke(&tool, json!({}), json!({})).await;
+        assert_eq!((st, r["outcome"].as_str()), (200, Some("success")), "{r}");
+        assert_eq!(up.last().header("x-key"), Some(secret));
+        let (_, rec) = s
+            .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
+            .await;
+        for text in [r.to_string(), r["response"].to_string(), rec.to_string()] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            r["response"]
+                .as_str()
+                .is_some_and(|t| t.contains("[REDACTED]")),
+            "{r}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_cut_never_keeps_part_of_a_secret() {
     let s = Server::start_with(|c| {

@@ -203,6 +203,9 @@ pub fn body_value(
         serde_json::from_slice::<Value>(body)
             .ok()
             .map(|v| redactor.into_value(v))
+            // A tree that still holds a secret across its structure is not handed on: the body
+            // is then redacted as text, like a body that is not JSON.
+            .filter(|v| redactor.is_clean_value(v))
     };
     match parsed {
         Some(v) if body.len() <= limit => BodyValue {
@@ -432,11 +435,18 @@ mod tests {
         // Too large to be shown: the shown response is text cut from the body.
         assert!(!body_value(body, false, 10, &plain).whole_is_shown());
         // A secret that only the text holds (no string of the tree does): the text is redacted,
-        // the tree is not, so the two differ.
+        // so the content is not the tree written out.
         let secret = Redactor::new(&["1,2".to_string()]);
         let tree = body_value(body, false, 10_000, &secret);
         let (content, verbatim) = success_content(tree.whole(), &sent, &[], 10_000, &secret);
         assert!(!content.contains("1,2") && !verbatim, "{content}");
+        // Nor does the response hand the tree on: it is the body redacted as text.
+        assert!(tree.whole().is_none() && !tree.whole_is_shown());
+        let shown = tree.shown.to_string();
+        assert!(
+            !shown.contains("1,2") && shown.contains("[REDACTED]"),
+            "{shown}"
+        );
     }
 
     /// The text `verbatim_json` hands on is the tree's compact JSON up to key order, and an
