@@ -320,9 +320,7 @@ async fn retry_retries_transient_failures_only() {
     let (_, v) = s.invoke("flaky", json!({}), json!({})).await;
     assert_eq!(v["outcome"], "success", "{v}");
     assert_eq!(up.count(), 2, "one 503, then success");
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&v).await;
     assert_eq!(rec["attempts"], 2);
 
     let up2 = Upstream::start().await;
@@ -363,9 +361,7 @@ async fn secrets_are_redacted_even_when_echoed() {
         up.last().text().contains(secret),
         "the upstream got the real value"
     );
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&v).await;
     for text in [v.to_string(), rec.to_string()] {
         assert!(!text.contains("Zx91"), "secret leaked: {text}");
         assert!(!text.contains("w%2Brd"), "encoded secret leaked: {text}");
@@ -409,9 +405,7 @@ async fn a_json_body_is_handed_on_whole_and_recorded_as_its_value() {
         content.starts_with(r#"{"zeta":[1,2.5,-300.0,18446744073709551615,null,true],"alpha""#),
         "compact, in the upstream's key order: {content}"
     );
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&v).await;
     assert_eq!(rec["response"]["status"], 200);
     assert_eq!(rec["response"]["body"], parsed, "{rec}");
 
@@ -423,9 +417,7 @@ async fn a_json_body_is_handed_on_whole_and_recorded_as_its_value() {
     ] {
         let (_, v) = s.invoke("raw", json!({"body": echoed}), json!({})).await;
         assert_eq!(v["outcome"], "success", "{v}");
-        let (_, rec) = s
-            .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
-            .await;
+        let rec = s.record_of(&v).await;
         // (The arguments hold the escaped form as the caller wrote it; the body's is decoded.)
         for text in [&v["response"], &v["content"], &rec["response"]] {
             assert!(
@@ -748,9 +740,7 @@ async fn templated_bodies_stay_valid_json() {
         body,
         json!({"body": nasty, "n": 3, "sig": "key=sms-k3y", "recipientList": [{"recipientNo": "+49 151 1234"}]})
     );
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&v).await;
     assert_eq!(rec["request"]["body"]["sig"], "key=[REDACTED]");
     // Missing required argument and invalid template definitions are refused.
     let (st, _) = s

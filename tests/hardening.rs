@@ -194,9 +194,7 @@ async fn secrets_echoed_in_other_encodings_are_redacted() {
         .await;
     assert_eq!(st, 200, "{t}");
     assert!(fragments(&t.to_string(), secret).is_empty(), "{t}");
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&r).await;
     assert!(fragments(&rec.to_string(), secret).is_empty(), "{rec}");
 }
 
@@ -218,9 +216,7 @@ async fn a_secret_the_marker_holds_is_redacted_without_hanging() {
     assert_eq!(st, 200, "{r}");
     assert_eq!(up.last().json()["key"], secret);
     assert!(r["content"].as_str().unwrap().contains("[redacted]"), "{r}");
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&r).await;
     for text in [r.to_string(), rec.to_string()] {
         assert!(!text.contains(secret), "{text}");
     }
@@ -257,9 +253,7 @@ async fn a_secret_laid_across_json_structure_is_redacted_in_the_response_too() {
         let (st, r) = s.invoke(&tool, json!({}), json!({})).await;
         assert_eq!((st, r["outcome"].as_str()), (200, Some("success")), "{r}");
         assert_eq!(up.last().header("x-key"), Some(secret));
-        let (_, rec) = s
-            .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
-            .await;
+        let rec = s.record_of(&r).await;
         for text in [r.to_string(), r["response"].to_string(), rec.to_string()] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
@@ -291,9 +285,7 @@ async fn a_cut_never_keeps_part_of_a_secret() {
             .await;
         assert_eq!(st, 200, "{r}");
         assert!(r["content"].as_str().unwrap().contains("[truncated"), "{r}");
-        let (_, rec) = s
-            .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
-            .await;
+        let rec = s.record_of(&r).await;
         for (what, text) in [("result", r.to_string()), ("history", rec.to_string())] {
             assert!(
                 fragments(&text, secret).is_empty(),

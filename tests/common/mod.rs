@@ -250,6 +250,16 @@ impl Server {
         .await
     }
 
+    /// The history record of the call `answer` (an invoke's answer) reports.
+    pub async fn record_of(&self, answer: &Value) -> Value {
+        let id = answer["call_id"]
+            .as_str()
+            .expect("the answer has a call_id");
+        let (st, rec) = self.get(&format!("/v1/calls/{id}")).await;
+        assert_eq!(st, 200, "the record of {id}: {rec}");
+        rec
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.config.data_dir.clone()
     }
