@@ -1,14 +1,21 @@
 //! A serving thread keeps polling its sockets for a short while after each request instead of
-//! sleeping at once.
+//! sleeping at once, when its requests come close enough together for that to pay.
 //!
-//! A call waits twice: for the upstream's answer, then for the caller's next request. Both
-//! usually come back within tens of microseconds. A thread that sleeps for them leaves its CPU
-//! idle; in a virtual machine an idle virtual CPU halts, and the write that should wake it costs
-//! the writer an exit to the hypervisor and the sleeper a trip back through the host's
+//! A call waits twice: for the upstream's answer, then for the caller's next request. Under
+//! load both usually come back within tens of microseconds. A thread that sleeps for them leaves
+//! its CPU idle; in a virtual machine an idle virtual CPU halts, and the write that should wake
+//! it costs the writer an exit to the hypervisor and the sleeper a trip back through the host's
 //! scheduler, with cold caches at the end of it. Polling the sockets without a timeout for a
 //! bounded time after the last request keeps the CPU in the thread's hands across those short
 //! waits. Once nothing has come for the whole budget, the thread sleeps as before, so an idle
-//! gateway costs nothing; a busy one pays at most the budget per burst of activity.
+//! gateway costs nothing.
+//!
+//! Spinning only pays when the next event comes within the budget. Each thread keeps a moving
+//! average of the time between its requests' beginnings and ends, and polls only while that
+//! average is under twice the budget: a gateway whose calls are sparse, or whose upstreams take
+//! milliseconds, sleeps at once as if polling were off. (Twice, because without polling each
+//! wait also holds a wake-up, so the averages measured then run longer than the waits polling
+//! would see.)
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -19,10 +26,14 @@ use std::time::{Duration, Instant};
 /// polling it would spare.
 pub const MAX_BUDGET_US: u64 = 10_000;
 
-/// What this serving thread has seen: a count of requests begun and ended, and the poller's
-/// waker while it sleeps.
+/// What this serving thread has seen: a count of requests begun and ended, when the last one
+/// was, the moving average of the time between them, the budget (zero: no poller, nothing timed),
+/// and the poller's waker while it sleeps.
 struct Activity {
     ticks: Cell<u64>,
+    last: Cell<Option<Instant>>,
+    gap_ns: Cell<u64>,
+    budget_ns: Cell<u64>,
     sleeping: Cell<Option<Waker>>,
 }
 
@@ -30,6 +41,9 @@ thread_local! {
     static ACTIVITY: Activity = const {
         Activity {
             ticks: Cell::new(0),
+            last: Cell::new(None),
+            gap_ns: Cell::new(0),
+            budget_ns: Cell::new(0),
             sleeping: Cell::new(None),
         }
     };
@@ -39,6 +53,18 @@ thread_local! {
 pub fn note_activity() {
     ACTIVITY.with(|a| {
         a.ticks.set(a.ticks.get().wrapping_add(1));
+        let budget = a.budget_ns.get();
+        if budget > 0 {
+            let now = Instant::now();
+            if let Some(before) = a.last.replace(Some(now)) {
+                // One long pause moves the average by at most half a budget.
+                let gap = u64::try_from(now.saturating_duration_since(before).as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .min(4 * budget);
+                let average = a.gap_ns.get();
+                a.gap_ns.set(average - average / 8 + gap / 8);
+            }
+        }
         if let Some(w) = a.sleeping.take() {
             w.wake();
         }
@@ -49,11 +75,18 @@ fn ticks() -> u64 {
     ACTIVITY.with(|a| a.ticks.get())
 }
 
+/// Whether this thread's requests come close enough together for polling to pay.
+fn worth_polling() -> bool {
+    ACTIVITY.with(|a| a.gap_ns.get() < 2 * a.budget_ns.get())
+}
+
 /// Run on a serving thread's current-thread runtime, forever: after each request, keep the
 /// runtime polling its sockets until `budget` has passed with no request begun or ended. A
 /// task that yields makes that runtime poll its sockets with a zero timeout instead of
 /// sleeping in them.
 pub async fn poll_while_busy(budget: Duration) {
+    let budget_ns = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX).max(1);
+    ACTIVITY.with(|a| a.budget_ns.set(budget_ns));
     let mut seen = ticks();
     loop {
         poll_fn(|cx| {
@@ -67,7 +100,7 @@ pub async fn poll_while_busy(budget: Duration) {
         })
         .await;
         let mut until = Instant::now() + budget;
-        loop {
+        while worth_polling() {
             tokio::task::yield_now().await;
             let now = ticks();
             let at = Instant::now();
@@ -91,7 +124,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// This thread's (voluntary context switches, CPU time in clock ticks).
+    /// This thread's (voluntary context switches, CPU time in nanoseconds).
     fn this_thread() -> (u64, u64) {
         let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
         let switches = status
@@ -99,27 +132,37 @@ mod tests {
             .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
             .and_then(|v| v.trim().parse().ok())
             .expect("voluntary_ctxt_switches");
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
-        // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<u64> = rest
+        // The first field is the time spent on a CPU, in nanoseconds.
+        let cpu = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .expect("schedstat")
             .split(' ')
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse().expect("tick count"))
-            .collect();
-        (switches, fields.iter().sum())
+            .next()
+            .and_then(|f| f.parse().ok())
+            .expect("CPU time");
+        (switches, cpu)
     }
 
-    /// On a current-thread runtime with the poller at `budget`: note a request, then wait for
-    /// a socket that another thread writes to after `delay`. Returns what the waiting cost this
-    /// thread: (voluntary context switches, CPU clock ticks).
-    fn wait_for_a_late_answer(budget: Duration, delay: Duration) -> (u64, u64) {
+    /// On a current-thread runtime with the poller at `budget`: note `earlier` requests spaced
+    /// `apart`, then one more, then wait for a socket that another thread writes to after
+    /// `delay`. Returns what that last wait cost this thread: (voluntary context switches, CPU
+    /// nanoseconds).
+    fn wait_for_a_late_answer(
+        budget: Duration,
+        earlier: u32,
+        apart: Duration,
+        delay: Duration,
+    ) -> (u64, u64) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async move {
+            tokio::spawn(poll_while_busy(budget));
+            tokio::task::yield_now().await;
+            for _ in 0..earlier {
+                note_activity();
+                tokio::time::sleep(apart).await;
+            }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -130,8 +173,6 @@ mod tests {
                 std::io::Write::write_all(&mut peer, b"x").expect("write");
             });
             let (mut sock, _) = listener.accept().await.expect("accept");
-            tokio::spawn(poll_while_busy(budget));
-            tokio::task::yield_now().await;
             note_activity();
             let before = this_thread();
             let mut byte = [0u8; 1];
@@ -143,20 +184,36 @@ mod tests {
         })
     }
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
     fn within_the_budget_the_thread_never_sleeps() {
-        let (switches, _) =
-            wait_for_a_late_answer(Duration::from_secs(5), Duration::from_millis(30));
+        let (switches, _) = wait_for_a_late_answer(5000 * MS, 0, MS, 30 * MS);
         assert_eq!(switches, 0, "the serving thread slept while polling");
     }
 
     #[test]
     fn past_the_budget_the_thread_sleeps_and_costs_nothing() {
-        let (switches, ticks) =
-            wait_for_a_late_answer(Duration::from_millis(2), Duration::from_millis(300));
+        let (switches, cpu) = wait_for_a_late_answer(2 * MS, 0, MS, 300 * MS);
         assert!(switches >= 1, "the thread never slept");
-        // Spinning through the wait would cost about 30 ticks of 10 ms.
-        assert!(ticks < 10, "the idle thread used {ticks} ticks of CPU");
+        // Polling through the wait would cost 300 ms.
+        assert!(cpu < 50_000_000, "the idle thread used {cpu} ns of CPU");
+    }
+
+    #[test]
+    fn requests_further_apart_than_the_budget_are_not_polled_for() {
+        // Ten requests 50 ms apart teach the thread that its requests are sparse; polling
+        // through the last wait would cost the whole 10 ms budget.
+        let (switches, cpu) = wait_for_a_late_answer(10 * MS, 10, 50 * MS, 100 * MS);
+        assert!(switches >= 1, "the thread never slept");
+        assert!(cpu < 5_000_000, "the thread polled for {cpu} ns");
+    }
+
+    #[test]
+    fn requests_close_together_are_polled_for() {
+        // Requests 1 ms apart, within a 20 ms budget: the next wait is polled through.
+        let (switches, _) = wait_for_a_late_answer(20 * MS, 20, MS, 10 * MS);
+        assert_eq!(switches, 0, "the serving thread slept while polling");
     }
 
     #[test]
@@ -165,14 +222,14 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let (switches, ticks) = rt.block_on(async {
-            tokio::spawn(poll_while_busy(Duration::from_secs(5)));
+        let (switches, cpu) = rt.block_on(async {
+            tokio::spawn(poll_while_busy(5000 * MS));
             let before = this_thread();
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(200 * MS).await;
             let after = this_thread();
             (after.0 - before.0, after.1 - before.1)
         });
         assert!(switches >= 1, "the thread never slept");
-        assert!(ticks < 10, "the idle thread used {ticks} ticks of CPU");
+        assert!(cpu < 50_000_000, "the idle thread used {cpu} ns of CPU");
     }
 }
