@@ -15,7 +15,9 @@
 //! average is under twice the budget: a gateway whose calls are sparse, or whose upstreams take
 //! milliseconds, sleeps at once as if polling were off. (Twice, because without polling each
 //! wait also holds a wake-up, so the averages measured then run longer than the waits polling
-//! would see.)
+//! would see.) And it polls only while it has at most one call in flight: polling is for a lone
+//! call's wake-ups. A thread with several calls in flight is woken by them often enough, and what
+//! it would poll away is CPU that the upstream and the callers it waits for could use.
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -26,11 +28,12 @@ use std::time::{Duration, Instant};
 /// polling it would spare.
 pub const MAX_BUDGET_US: u64 = 10_000;
 
-/// What this serving thread has seen: a count of requests begun and ended, when the last one
-/// was, the moving average of the time between them, the budget (zero: no poller, nothing timed),
-/// and the poller's waker while it sleeps.
+/// What this serving thread has seen: a count of requests begun and ended, how many are in
+/// flight, when the last one began or ended, the moving average of the time between those, the
+/// budget (zero: no poller, nothing timed), and the poller's waker while it sleeps.
 struct Activity {
     ticks: Cell<u64>,
+    in_flight: Cell<u32>,
     last: Cell<Option<Instant>>,
     gap_ns: Cell<u64>,
     budget_ns: Cell<u64>,
@@ -41,6 +44,7 @@ thread_local! {
     static ACTIVITY: Activity = const {
         Activity {
             ticks: Cell::new(0),
+            in_flight: Cell::new(0),
             last: Cell::new(None),
             gap_ns: Cell::new(0),
             budget_ns: Cell::new(0),
@@ -49,8 +53,26 @@ thread_local! {
     };
 }
 
+/// A request in flight on this thread, from `begin` until dropped (answered, or abandoned by
+/// its caller).
+pub struct InFlight(());
+
+/// Note a request beginning on this thread; its end is noted when the guard is dropped.
+pub fn begin() -> InFlight {
+    ACTIVITY.with(|a| a.in_flight.set(a.in_flight.get().saturating_add(1)));
+    note();
+    InFlight(())
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        ACTIVITY.with(|a| a.in_flight.set(a.in_flight.get().saturating_sub(1)));
+        note();
+    }
+}
+
 /// Note a request beginning or ending on this thread, waking its poller if it sleeps.
-pub fn note_activity() {
+fn note() {
     ACTIVITY.with(|a| {
         a.ticks.set(a.ticks.get().wrapping_add(1));
         let budget = a.budget_ns.get();
@@ -75,9 +97,10 @@ fn ticks() -> u64 {
     ACTIVITY.with(|a| a.ticks.get())
 }
 
-/// Whether this thread's requests come close enough together for polling to pay.
+/// Whether polling pays on this thread: at most one call in flight, and its requests close
+/// enough together.
 fn worth_polling() -> bool {
-    ACTIVITY.with(|a| a.gap_ns.get() < 2 * a.budget_ns.get())
+    ACTIVITY.with(|a| a.in_flight.get() <= 1 && a.gap_ns.get() < 2 * a.budget_ns.get())
 }
 
 /// Run on a serving thread's current-thread runtime, forever: after each request, keep the
@@ -142,14 +165,15 @@ mod tests {
         (switches, cpu)
     }
 
-    /// On a current-thread runtime with the poller at `budget`: note `earlier` requests spaced
-    /// `apart`, then one more, then wait for a socket that another thread writes to after
-    /// `delay`. Returns what that last wait cost this thread: (voluntary context switches, CPU
-    /// nanoseconds).
+    /// On a current-thread runtime with the poller at `budget`: note `earlier` events spaced
+    /// `apart`, then one more (with `in_flight` calls begun and not ended), then wait for a
+    /// socket that another thread writes to after `delay`. Returns what that last wait cost this
+    /// thread: (voluntary context switches, CPU nanoseconds).
     fn wait_for_a_late_answer(
         budget: Duration,
         earlier: u32,
         apart: Duration,
+        in_flight: u32,
         delay: Duration,
     ) -> (u64, u64) {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -160,7 +184,7 @@ mod tests {
             tokio::spawn(poll_while_busy(budget));
             tokio::task::yield_now().await;
             for _ in 0..earlier {
-                note_activity();
+                note();
                 tokio::time::sleep(apart).await;
             }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -173,11 +197,13 @@ mod tests {
                 std::io::Write::write_all(&mut peer, b"x").expect("write");
             });
             let (mut sock, _) = listener.accept().await.expect("accept");
-            note_activity();
+            note();
+            let calls: Vec<InFlight> = (0..in_flight).map(|_| begin()).collect();
             let before = this_thread();
             let mut byte = [0u8; 1];
             sock.read_exact(&mut byte).await.expect("read");
             let after = this_thread();
+            drop(calls);
             sock.shutdown().await.ok();
             writer.join().expect("writer");
             (after.0 - before.0, after.1 - before.1)
@@ -188,13 +214,13 @@ mod tests {
 
     #[test]
     fn within_the_budget_the_thread_never_sleeps() {
-        let (switches, _) = wait_for_a_late_answer(5000 * MS, 0, MS, 30 * MS);
+        let (switches, _) = wait_for_a_late_answer(5000 * MS, 0, MS, 1, 30 * MS);
         assert_eq!(switches, 0, "the serving thread slept while polling");
     }
 
     #[test]
     fn past_the_budget_the_thread_sleeps_and_costs_nothing() {
-        let (switches, cpu) = wait_for_a_late_answer(2 * MS, 0, MS, 300 * MS);
+        let (switches, cpu) = wait_for_a_late_answer(2 * MS, 0, MS, 0, 300 * MS);
         assert!(switches >= 1, "the thread never slept");
         // Polling through the wait would cost 300 ms.
         assert!(cpu < 50_000_000, "the idle thread used {cpu} ns of CPU");
@@ -204,7 +230,7 @@ mod tests {
     fn requests_further_apart_than_the_budget_are_not_polled_for() {
         // Ten requests 50 ms apart teach the thread that its requests are sparse; polling
         // through the last wait would cost the whole 10 ms budget.
-        let (switches, cpu) = wait_for_a_late_answer(10 * MS, 10, 50 * MS, 100 * MS);
+        let (switches, cpu) = wait_for_a_late_answer(10 * MS, 10, 50 * MS, 0, 100 * MS);
         assert!(switches >= 1, "the thread never slept");
         assert!(cpu < 5_000_000, "the thread polled for {cpu} ns");
     }
@@ -212,8 +238,39 @@ mod tests {
     #[test]
     fn requests_close_together_are_polled_for() {
         // Requests 1 ms apart, within a 20 ms budget: the next wait is polled through.
-        let (switches, _) = wait_for_a_late_answer(20 * MS, 20, MS, 10 * MS);
+        let (switches, _) = wait_for_a_late_answer(20 * MS, 20, MS, 0, 10 * MS);
         assert_eq!(switches, 0, "the serving thread slept while polling");
+    }
+
+    #[test]
+    fn a_thread_with_several_calls_in_flight_is_not_polled_for() {
+        let (switches, cpu) = wait_for_a_late_answer(5000 * MS, 0, MS, 2, 100 * MS);
+        assert!(switches >= 1, "the thread never slept");
+        assert!(cpu < 50_000_000, "the thread polled for {cpu} ns");
+    }
+
+    #[test]
+    fn a_call_abandoned_by_its_caller_is_no_longer_in_flight() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let call = async {
+                let _flight = begin();
+                std::future::pending::<()>().await;
+            };
+            let mut call = Box::pin(call);
+            assert!(futures_poll_once(call.as_mut()).is_pending());
+            assert_eq!(ACTIVITY.with(|a| a.in_flight.get()), 1);
+            drop(call);
+            assert_eq!(ACTIVITY.with(|a| a.in_flight.get()), 0);
+        });
+    }
+
+    /// Poll a future once, with a waker that does nothing.
+    fn futures_poll_once<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        f.poll(&mut cx)
     }
 
     #[test]

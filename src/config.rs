@@ -138,8 +138,9 @@ pub struct ServeConfig {
     pub http_threads: usize,
     /// After each request a serving thread keeps polling its sockets for this many
     /// microseconds before it sleeps, so the upstream's answer and the caller's next request
-    /// find it awake (0: sleep at once). Only while its requests begin and end on average
-    /// less than twice this apart: sparse calls and slow upstreams are not polled for.
+    /// find it awake (0: sleep at once). Only while it has at most one call in flight and its
+    /// requests begin and end on average less than twice this apart: sparse calls and slow
+    /// upstreams are not polled for.
     #[arg(long, env = "TOOLGATE_BUSY_POLL_US", default_value_t = defaults::BUSY_POLL_US)]
     pub busy_poll_us: u64,
 }

@@ -84,19 +84,20 @@ impl Service<Request> for Front {
     }
 
     fn call(&mut self, req: Request) -> Answer {
-        crate::busy_poll::note_activity();
+        // In flight until the answer is made or the caller goes away (`busy_poll`).
+        let flight = crate::busy_poll::begin();
         if invoke_target(&req).is_some() && !tracing::enabled!(tracing::Level::DEBUG) {
             let parts = self.0.clone();
             return Box::pin(async move {
                 let answer = parts.invoke(req).await;
-                crate::busy_poll::note_activity();
+                drop(flight);
                 Ok(answer)
             });
         }
         let routed = self.0.router.clone().call(req);
         Box::pin(async move {
             let answer = routed.await;
-            crate::busy_poll::note_activity();
+            drop(flight);
             answer
         })
     }
