@@ -82,7 +82,7 @@ fn note() {
                 // One long pause moves the average by at most half a budget.
                 let gap = u64::try_from(now.saturating_duration_since(before).as_nanos())
                     .unwrap_or(u64::MAX)
-                    .min(4 * budget);
+                    .min(budget.saturating_mul(4));
                 let average = a.gap_ns.get();
                 a.gap_ns.set(average - average / 8 + gap / 8);
             }
@@ -100,14 +100,17 @@ fn ticks() -> u64 {
 /// Whether polling pays on this thread: at most one call in flight, and its requests close
 /// enough together.
 fn worth_polling() -> bool {
-    ACTIVITY.with(|a| a.in_flight.get() <= 1 && a.gap_ns.get() < 2 * a.budget_ns.get())
+    ACTIVITY
+        .with(|a| a.in_flight.get() <= 1 && a.gap_ns.get() < a.budget_ns.get().saturating_mul(2))
 }
 
 /// Run on a serving thread's current-thread runtime, forever: after each request, keep the
-/// runtime polling its sockets until `budget` has passed with no request begun or ended. A
+/// runtime polling its sockets until `budget` (at most `MAX_BUDGET_US`) has passed with no
+/// request begun or ended. A
 /// task that yields makes that runtime poll its sockets with a zero timeout instead of
 /// sleeping in them.
 pub async fn poll_while_busy(budget: Duration) {
+    let budget = budget.min(Duration::from_micros(MAX_BUDGET_US));
     let budget_ns = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX).max(1);
     ACTIVITY.with(|a| a.budget_ns.set(budget_ns));
     let mut seen = ticks();
