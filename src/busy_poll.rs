@@ -105,12 +105,10 @@ fn worth_polling() -> bool {
 }
 
 /// Run on a serving thread's current-thread runtime, forever: after each request, keep the
-/// runtime polling its sockets until `budget` (at most `MAX_BUDGET_US`) has passed with no
-/// request begun or ended. A
+/// runtime polling its sockets until `budget` has passed with no request begun or ended. A
 /// task that yields makes that runtime poll its sockets with a zero timeout instead of
 /// sleeping in them.
 pub async fn poll_while_busy(budget: Duration) {
-    let budget = budget.min(Duration::from_micros(MAX_BUDGET_US));
     let budget_ns = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX).max(1);
     ACTIVITY.with(|a| a.budget_ns.set(budget_ns));
     let mut seen = ticks();
@@ -125,15 +123,17 @@ pub async fn poll_while_busy(budget: Duration) {
             Poll::Pending
         })
         .await;
-        let mut until = Instant::now() + budget;
+        // A budget past any deadline `Instant` can hold polls until the next request.
+        let deadline = |at: Instant| at.checked_add(budget);
+        let mut until = deadline(Instant::now());
         while worth_polling() {
             tokio::task::yield_now().await;
             let now = ticks();
             let at = Instant::now();
             if now != seen {
                 seen = now;
-                until = at + budget;
-            } else if at >= until {
+                until = deadline(at);
+            } else if until.is_some_and(|u| at >= u) {
                 break;
             } else {
                 // Whatever else is waiting for this CPU (the upstream, the caller, the history
