@@ -113,6 +113,21 @@ const BATCH: usize = 1024;
 /// `kill -9` can lose.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// When a batch that would not fill within `LINGER` is written anyway. Writing a batch takes the
+/// writer about 1.5 µs a record of CPU in one burst, and a call that waits behind that burst
+/// lands in the tail: at one connection (10,000 calls a second) a 50 ms batch of 500 records
+/// held the writer for about 0.7 ms. A short linger there cuts the bursts to a fifth; under load
+/// batches still fill to `BATCH` (BENCHMARKS.md, issue 16, sixteenth session).
+const SHORT_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether a batch holding `records` after `SHORT_LINGER` is coming in fast enough to fill to
+/// `full` within `LINGER`, and so should keep lingering.
+fn fills_within_linger(records: usize, full: usize) -> bool {
+    let ratio = (LINGER.as_micros() / SHORT_LINGER.as_micros()).max(1);
+    let ratio = usize::try_from(ratio).unwrap_or(usize::MAX);
+    records.saturating_mul(ratio) >= full
+}
+
 impl Shared {
     /// Records that make a batch worth writing without lingering.
     fn full(&self) -> usize {
@@ -144,11 +159,19 @@ impl Shared {
                 return;
             }
             // Linger briefly so a busy gateway writes (and fsyncs) a few large batches instead
-            // of one per call; a full batch, a reader's sync or shutdown cuts the wait short.
-            let deadline = std::time::Instant::now() + LINGER;
+            // of one per call; a full batch, a reader's sync or shutdown cuts the wait short,
+            // and a batch too slow to fill is written after the short linger.
+            let start = std::time::Instant::now();
+            let mut until = start + SHORT_LINGER;
+            let mut short = true;
             while !q.urgent(self.full()) {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let left = until.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
+                    if short && fills_within_linger(q.records.len(), self.full()) {
+                        short = false;
+                        until = start + LINGER;
+                        continue;
+                    }
                     break;
                 }
                 q = self
@@ -343,6 +366,19 @@ impl Drop for Recorder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_batch_that_fills_within_the_linger_keeps_lingering() {
+        use super::fills_within_linger;
+        // 10 ms of a 50 ms linger: a fifth of a batch by then fills it in time.
+        assert!(fills_within_linger(205, 1024));
+        assert!(fills_within_linger(1024, 1024));
+        assert!(!fills_within_linger(204, 1024));
+        assert!(!fills_within_linger(100, 1024));
+        assert!(!fills_within_linger(0, 1024));
+        assert!(fills_within_linger(1, 5));
+        assert!(fills_within_linger(usize::MAX, 1024));
+    }
+
     use super::*;
     use crate::store::{CallFilter, HistoryStore, SledStore};
 
