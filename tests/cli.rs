@@ -99,36 +99,29 @@ async fn get(base: &str, path: &str) -> (u16, Value) {
     (st, r.json().await.unwrap_or(Value::Null))
 }
 
-#[test]
-fn serve_refuses_a_public_address_without_a_token() {
+/// What `toolgate serve` with `args` (and a fresh data dir) says on stderr, having failed.
+fn refused_serve(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("without an admin token"), "{err}");
-}
-
-#[test]
-fn serve_refuses_a_busy_poll_longer_than_a_sleep_is_worth() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--busy-poll-us",
-            "10001",
-        ])
+        .arg("serve")
+        .args(args)
         .arg("--data-dir")
         .arg(dir.path())
         .output()
         .expect("run");
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token() {
+    let err = refused_serve(&["--listen", "0.0.0.0:0"]);
+    assert!(err.contains("without an admin token"), "{err}");
+}
+
+#[test]
+fn serve_refuses_a_busy_poll_longer_than_a_sleep_is_worth() {
+    let err = refused_serve(&["--listen", "127.0.0.1:0", "--busy-poll-us", "10001"]);
     assert!(err.contains("--busy-poll-us 10001"), "{err}");
 }
 
