@@ -2,6 +2,7 @@
 //! args → resolve → render → send → result, then a redacted history record.
 
 pub mod args;
+pub mod compact_json;
 pub mod context;
 pub mod plain;
 pub mod policy;

@@ -120,6 +120,15 @@ pub fn verbatim_json(
     {
         return None;
     }
+    let text = match super::compact_json::already_compact(body, max) {
+        Some(text) => text,
+        None => transcoded(body, max)?,
+    };
+    (!text.is_empty() && redactor.is_clean_json(&text)).then_some(text)
+}
+
+/// The compact text serde_json writes of the JSON `body`, if it is JSON and the text fits `max`.
+fn transcoded(body: &[u8], max: usize) -> Option<String> {
     // Capped at `max`: a body whose text would be cut stops being written as soon as it is
     // too long, rather than transcoded whole and then parsed again by the general path.
     let mut out = Capped {
@@ -129,8 +138,7 @@ pub fn verbatim_json(
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out)).ok()?;
     de.end().ok()?;
-    let text = String::from_utf8(out.out).ok()?;
-    (!text.is_empty() && redactor.is_clean_json(&text)).then_some(text)
+    String::from_utf8(out.out).ok()
 }
 
 /// A buffer that refuses to grow past `max` bytes (the write fails instead).

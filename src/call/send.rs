@@ -281,10 +281,12 @@ impl Sender {
                 .headers()
                 .iter()
                 .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
+                    // Most values are visible ASCII; the lossy conversion is for the rest.
+                    let value = match v.to_str() {
+                        Ok(text) => text.to_owned(),
+                        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    };
+                    (k.as_str().to_owned(), value)
                 })
                 .collect();
             let retry_after = resp

@@ -79,13 +79,14 @@ impl CallId {
     pub fn from_bits(bits: u128) -> CallId {
         // Every call takes one: spelled digit by digit, since `format!` with a width went
         // through the formatter's padding and a `u128` division loop (about 1,000 instructions).
+        // The digits go into an array first: a `String` push checks capacity per character.
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut id = String::with_capacity(5 + 32);
-        id.push_str("call_");
-        for shift in (0..32).rev() {
-            id.push(char::from(DIGITS[((bits >> (shift * 4)) & 0xf) as usize]));
+        let mut text = *b"call_00000000000000000000000000000000";
+        for (i, digit) in text[5..].iter_mut().enumerate() {
+            *digit = DIGITS[((bits >> ((31 - i) * 4)) & 0xf) as usize];
         }
-        CallId(id)
+        // Always ASCII: the fallback is never taken.
+        CallId(String::from_utf8(text.to_vec()).unwrap_or_default())
     }
 
     /// A placeholder for a record the history recorder gives its id to (see

@@ -1,0 +1,155 @@
+//! A JSON body that already is the text serde_json would write of it, recognised without writing
+//! it again.
+//!
+//! `result::verbatim_json` hands an upstream's JSON on as the compact text serde_json writes of it
+//! (transcoding it token by token). Most APIs already answer in that form: no whitespace between
+//! tokens, no escapes, integers. For those the transcoded text is the body itself, byte for byte,
+//! and checking that costs about half of transcoding (BENCHMARKS.md, issue 16, seventeenth
+//! session). Anything this check is not sure of goes to the transcoder, which stays the one
+//! judge of what is handed on.
+
+use serde::de::IgnoredAny;
+
+/// Deepest nesting handed on as it is: serde_json's own limit for what it parses into a tree
+/// (128 levels deep fails there), so the text can always be read back.
+const MAX_DEPTH: usize = 127;
+
+/// Most digits of an integer taken as it is: every integer this long is an `i64` or a `u64`,
+/// which serde_json writes back digit for digit; longer ones may be read as floats.
+const MAX_DIGITS: usize = 18;
+
+/// `body` as text when it is valid JSON that serde_json would write back unchanged: compact, no
+/// escape in any string, integers only (not `-0`), at most `MAX_DEPTH` deep, UTF-8, and at most
+/// `max` bytes. `None` means "not sure", never "not JSON".
+pub fn already_compact(body: &[u8], max: usize) -> Option<String> {
+    if body.is_empty() || body.len() > max || body.contains(&b'\\') || !written_as_is(body) {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde::Deserialize::deserialize(&mut de)
+        .map(|_: IgnoredAny| ())
+        .ok()?;
+    de.end().ok()?;
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// Whether every token of `body` outside its strings is written as serde_json writes it (the
+/// grammar itself is checked by parsing). Strings hold no backslash (checked before), so a quote
+/// always ends one.
+fn written_as_is(body: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        match b {
+            b'"' => match body[i + 1..].iter().position(|&c| c == b'"') {
+                Some(end) => i += end + 2,
+                None => return false,
+            },
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let len = body[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(body.len() - i);
+                let number = &body[i..i + len];
+                let digits = number.strip_prefix(b"-").unwrap_or(number);
+                if digits.is_empty()
+                    || digits.len() > MAX_DIGITS
+                    || !digits.iter().all(u8::is_ascii_digit)
+                    || number == b"-0"
+                {
+                    return false;
+                }
+                i += len;
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => return false,
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the transcoder writes of `body` (as `result::verbatim_json` does), if it is JSON.
+    fn transcoded(body: &[u8]) -> Option<String> {
+        let mut out = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out)).ok()?;
+        de.end().ok()?;
+        String::from_utf8(out).ok()
+    }
+
+    #[test]
+    fn what_it_takes_is_what_the_transcoder_writes() {
+        let taken = [
+            r#"{"order":{"number":"A-1001","status":"shipped","eta":"2026-11-24"}}"#,
+            r#"[1,-2,0,123456789012345678,-123456789012345678,true,false,null,"é😀</"]"#,
+            r#"{"k":1,"k":2,"":{},"a":[],"b":[[[]]]}"#,
+            r#""just a string""#,
+            "42",
+            "{\"del\":\"\u{7f}\"}",
+        ];
+        for b in taken {
+            let text = already_compact(b.as_bytes(), 1000);
+            assert_eq!(text.as_deref(), Some(b), "{b}");
+            assert_eq!(transcoded(b.as_bytes()).as_deref(), Some(b), "{b}");
+        }
+    }
+
+    #[test]
+    fn what_the_transcoder_would_change_or_refuse_is_left_to_it() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for b in [
+            // Whitespace, escapes, floats, `-0`, integers that may not fit.
+            " 42",
+            "[1, 2]",
+            "{\"a\":\n1}",
+            r#"{"a":"\u00e9"}"#,
+            r#"{"a":"x\"y"}"#,
+            "2.5",
+            "1e2",
+            "-0",
+            "[-0]",
+            "18446744073709551615",
+            "1234567890123456789",
+            // Not JSON, or not only JSON.
+            "",
+            "{",
+            "\"open",
+            "[1,]",
+            "01",
+            "-",
+            "{\"a\":1} {}",
+            "nul",
+            "{\"a\" 1}",
+        ] {
+            assert_eq!(already_compact(b.as_bytes(), 1000), None, "{b:?}");
+        }
+        // Nesting: serde_json's depth (127 taken as it is), deeper is not.
+        let ok = deep(MAX_DEPTH);
+        assert_eq!(
+            already_compact(ok.as_bytes(), 1000).as_deref(),
+            Some(ok.as_str())
+        );
+        assert_eq!(transcoded(ok.as_bytes()).as_deref(), Some(ok.as_str()));
+        assert_eq!(already_compact(deep(MAX_DEPTH + 1).as_bytes(), 1000), None);
+        assert_eq!(transcoded(deep(MAX_DEPTH + 1).as_bytes()), None);
+        // Invalid UTF-8 in a string, and a body longer than `max`.
+        assert_eq!(already_compact(b"[\"\xff\"]", 1000), None);
+        assert_eq!(already_compact(b"[1,2]", 4), None);
+        assert_eq!(already_compact(b"[1,2]", 5).as_deref(), Some("[1,2]"));
+    }
+}
