@@ -14,8 +14,8 @@ use serde::de::IgnoredAny;
 /// (128 levels deep fails there), so the text can always be read back.
 const MAX_DEPTH: usize = 127;
 
-/// Most digits of an integer taken as it is: every integer this long is an `i64` or a `u64`,
-/// which serde_json writes back digit for digit; longer ones may be read as floats.
+/// Most digits of an integer taken as it is: an integer of at most this many digits is an `i64`
+/// or a `u64`, which serde_json writes back digit for digit; longer ones may be read as floats.
 const MAX_DIGITS: usize = 18;
 
 /// `body` as text when it is valid JSON that serde_json would write back unchanged: compact, no
@@ -107,6 +107,32 @@ mod tests {
             assert_eq!(text.as_deref(), Some(b), "{b}");
             assert_eq!(transcoded(b.as_bytes()).as_deref(), Some(b), "{b}");
         }
+    }
+
+    /// Short strings over JSON's own characters, by the thousand: whatever is taken as it is, is
+    /// the transcoder's text.
+    #[test]
+    fn nothing_is_taken_that_the_transcoder_would_write_otherwise() {
+        const ALPHABET: &[u8] = b"[]{}\",:-+.0123456789eEtrufalsn \\\n\x7f\xc3\xa9";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let mut taken = 0;
+        for _ in 0..200_000 {
+            let len = 1 + next() % 10;
+            let body: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[next() % ALPHABET.len()])
+                .collect();
+            if let Some(text) = already_compact(&body, 1000) {
+                taken += 1;
+                assert_eq!(Some(&text), transcoded(&body).as_ref(), "{body:?}");
+            }
+        }
+        assert!(taken > 100, "only {taken} bodies were valid compact JSON");
     }
 
     #[test]

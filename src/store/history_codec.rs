@@ -17,9 +17,10 @@ use crate::store::StoreError;
 mod packed;
 pub use packed::{Encoded, PackedBatch, PackedCall};
 
-/// zstd level. 1 rather than zstd's default 3: on a chunk of 512 alike records it compresses as
-/// well (the records repeat each other, which every level finds) in fewer instructions
-/// (BENCHMARKS.md, issue 16, seventeenth session).
+/// zstd level. 1 rather than zstd's default 3: on chunks of alike records it compresses as well
+/// (what records repeat, every level finds) and 1.2–1.3 times as fast (BENCHMARKS.md, issue 16,
+/// seventeenth session). Literals stay Huffman-coded: without that, chunks of records carrying
+/// hex or base64 tokens came out about twice as large.
 const LEVEL: i32 = 1;
 
 /// Strings most records hold, given to zstd as a raw-content dictionary (the most frequent last,
@@ -363,16 +364,7 @@ thread_local! {
 
 fn compressor() -> Result<zstd::bulk::Compressor<'static>, StoreError> {
     let err = |e: std::io::Error| StoreError::Corrupt(e.to_string());
-    let mut c = zstd::bulk::Compressor::new(LEVEL).map_err(err)?;
-    // Literals left as they are: Huffman-coding them made a chunk 1–6 % smaller (its records
-    // repeat each other, which matching finds) and took about half of zstd's instructions, most
-    // of it building a table per chunk, however few its records (BENCHMARKS.md, issue 16,
-    // seventeenth session).
-    c.set_parameter(zstd::zstd_safe::CParameter::LiteralCompressionMode(
-        zstd::zstd_safe::ParamSwitch::Disable,
-    ))
-    .map_err(err)?;
-    c.set_dictionary(LEVEL, dictionary()).map_err(err)?;
+    let mut c = zstd::bulk::Compressor::with_dictionary(LEVEL, dictionary()).map_err(err)?;
     // Every byte counts in a record this small: no checksum (sled checks its pages), no
     // dictionary id (there is one dictionary), no size (stored beside the frame).
     c.include_checksum(false).map_err(err)?;
