@@ -4,7 +4,7 @@
 //! `result::verbatim_json` hands an upstream's JSON on as the compact text serde_json writes of it
 //! (transcoding it token by token). Most APIs already answer in that form: no whitespace between
 //! tokens, no escapes, integers. For those the transcoded text is the body itself, byte for byte,
-//! and checking that costs about half of transcoding (BENCHMARKS.md, issue 16, seventeenth
+//! and checking that costs about two thirds of transcoding (BENCHMARKS.md, issue 16, seventeenth
 //! session). Anything this check is not sure of goes to the transcoder, which stays the one
 //! judge of what is handed on.
 
