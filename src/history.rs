@@ -106,7 +106,8 @@ const BATCH: usize = 1024;
 
 /// Longest a record waits for companions before its batch is written (and flushed). Each flush
 /// woke sled's seven I/O threads and a blocking-pool thread, some twenty thread switches on two
-/// cores (about five since `vendor/sled` wakes one I/O thread per task): at 10 ms, a lightly
+/// cores (about five since `vendor/sled` wakes one I/O thread per task; since the eighteenth
+/// session the writer flushes on its own thread and sled writes there too): at 10 ms, a lightly
 /// loaded gateway (one connection, 7,000 calls a second) flushed 100 times a second and its
 /// history added 0.35 thread switches to every call. A full batch comes
 /// sooner under load, and a history read cuts the wait short, so this bounds only what a
@@ -238,6 +239,8 @@ impl Recorder {
         std::thread::Builder::new()
             .name("toolgate-history".into())
             .spawn(move || {
+                // This thread only waits on the store: its flushes need no blocking-pool thread.
+                crate::store::group_commit::flush_inline_on_this_thread();
                 writer.write_until_closed(store.as_ref(), &runtime, max_records, max_age_secs);
             })?;
         Ok(Recorder { shared })
