@@ -1027,8 +1027,9 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
 }
 
 /// toolgate's change: `on_this_thread` writes a sealed buffer on the calling thread instead of
-/// the thread pool. `make_stable` passes it: its caller blocks until the write is done anyway,
-/// and handing the write to a pool thread only added two thread switches per flush.
+/// the thread pool. `make_stable` (a flush) passes it: its caller blocks until the write is done
+/// anyway, and handing the write to a pool thread only added two thread switches per flush.
+/// `make_durable` (a read waiting for its data) and every other caller are left as they were.
 fn seal_and_write(
     iobufs: &Arc<IoBufs>,
     iobuf: &Arc<IoBuf>,
