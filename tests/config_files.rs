@@ -272,14 +272,19 @@ async fn tools_and_prompts_reload_live() {
     })
     .await;
 
-    // Removed: gone from every list, and its webhook with it.
+    // Removed: gone from every list, and its webhook with it. The reload deletes the tool, then
+    // the webhooks no tool links any more: two writes, so a reader may see the first alone for
+    // a moment (a clean-clone CI run did); both must be gone in the end.
     std::fs::remove_file(tools.join("gamma.toml")).unwrap();
     eventually(5, || async {
-        (!openai_names(&s).await.contains(&"gamma".to_string())).then_some(())
+        let tool_gone = !openai_names(&s).await.contains(&"gamma".to_string());
+        let (_, hooks) = s.get("/v1/webhooks").await;
+        (tool_gone && !hooks.to_string().contains("gamma hook")).then_some(())
     })
     .await;
     let (_, hooks) = s.get("/v1/webhooks").await;
     assert!(!hooks.to_string().contains("gamma hook"), "{hooks}");
+    assert!(!openai_names(&s).await.contains(&"gamma".to_string()));
     std::fs::remove_file(prompts.join("helper.toml")).unwrap();
     eventually(5, || async {
         let (st, _) = s.get("/v1/agents/helper").await;
