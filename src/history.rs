@@ -107,7 +107,8 @@ const BATCH: usize = 1024;
 /// Longest a record waits for companions before its batch is written (and flushed). Each flush
 /// woke sled's seven I/O threads and a blocking-pool thread, some twenty thread switches on two
 /// cores (about five since `vendor/sled` wakes one I/O thread per task; since the eighteenth
-/// session the writer flushes on its own thread and sled writes there too): at 10 ms, a lightly
+/// session the writer flushes on its own thread, where sled also writes the log buffer the
+/// flush seals): at 10 ms, a lightly
 /// loaded gateway (one connection, 7,000 calls a second) flushed 100 times a second and its
 /// history added 0.35 thread switches to every call. A full batch comes
 /// sooner under load, and a history read cuts the wait short, so this bounds only what a
