@@ -108,11 +108,10 @@ const BATCH: usize = 1024;
 /// woke sled's seven I/O threads and a blocking-pool thread, some twenty thread switches on two
 /// cores (about five since `vendor/sled` wakes one I/O thread per task; since the eighteenth
 /// session the writer flushes on its own thread, where sled also writes the log buffer the
-/// flush seals): at 10 ms, a lightly
-/// loaded gateway (one connection, 7,000 calls a second) flushed 100 times a second and its
-/// history added 0.35 thread switches to every call. A full batch comes
-/// sooner under load, and a history read cuts the wait short, so this bounds only what a
-/// `kill -9` can lose.
+/// flush seals): at 10 ms, a lightly loaded gateway (one connection, 7,000 calls a second)
+/// flushed 100 times a second and its history added 0.35 thread switches to every call. A full
+/// batch comes sooner under load, and a history read cuts the wait short, so this bounds only
+/// what a `kill -9` can lose.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// When a batch that would not fill within `LINGER` is written anyway. Writing a batch takes the

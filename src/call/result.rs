@@ -128,7 +128,7 @@ pub fn verbatim_json(
 }
 
 /// The compact text serde_json writes of the JSON `body`, if it is JSON and the text fits `max`.
-fn transcoded(body: &[u8], max: usize) -> Option<String> {
+pub(super) fn transcoded(body: &[u8], max: usize) -> Option<String> {
     // Capped at `max`: a body whose text would be cut stops being written as soon as it is
     // too long, rather than transcoded whole and then parsed again by the general path.
     let mut out = Capped {
