@@ -13,10 +13,11 @@ pub use crate::redact::{REDACTED, Redactor};
 
 /// Sends call records to a background writer that stores them in batches.
 ///
-/// A call only pushes its record onto a shared queue: the writer is woken when the queue goes
-/// from empty to not empty, when it fills a batch, and for a reader's sync or shutdown, not once
-/// per call. On two cores a wake-up per call (a futex and a thread switch) cost more than the
-/// record itself.
+/// A call only pushes its record onto a shared queue: the writer is woken when it fills a
+/// batch, for a reader's sync or shutdown, and by the first record after it parked, not once per
+/// call. On two cores a wake-up per call (a futex and a thread switch) cost more than the record
+/// itself. It parks only after a whole short linger without records: right after a batch it
+/// waits on a timer, so under steady traffic no call pays for waking it.
 ///
 /// The writer is a thread of its own at the serving threads' priority. It ran at nice +10 for a
 /// while, so that a request arriving during a batch would not wait for it; that did not shorten
@@ -44,6 +45,10 @@ struct Queue {
     waiters: Vec<oneshot::Sender<()>>,
     closing: Option<oneshot::Sender<()>>,
     closed: bool,
+    /// When the first of `records` was queued: a batch's linger counts from there.
+    first_at: Option<std::time::Instant>,
+    /// The writer waits for records with no timer: the first record queued must wake it.
+    parked: bool,
     /// Every `Recorder` handle is gone without a close (a test's gateway dropped): the writer
     /// ends without writing, as its runtime may be gone too.
     abandoned: bool,
@@ -153,10 +158,26 @@ impl Shared {
         // The batch being written: swapped with the queue's, so the two buffers are reused
         // batch after batch and no record is freed away from where it was made.
         let mut batch = PackedBatch::default();
+        let mut wrote = false;
         let mut q = self.lock();
         loop {
             while q.idle() {
-                q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                if std::mem::take(&mut wrote) {
+                    // Right after a batch, records usually keep coming: wait for them on a
+                    // timer, so that the call queuing the next batch's first record need not
+                    // wake this thread (a futex wake-up and an interrupt to another CPU, in that
+                    // call's path).
+                    q = self
+                        .wake
+                        .wait_timeout(q, SHORT_LINGER)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                } else {
+                    // A whole short linger passed without a record: sleep until one comes.
+                    q.parked = true;
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q.parked = false;
+                }
             }
             if q.abandoned {
                 return;
@@ -164,7 +185,7 @@ impl Shared {
             // Linger briefly so a busy gateway writes (and fsyncs) a few large batches instead
             // of one per call; a full batch, a reader's sync or shutdown cuts the wait short,
             // and a batch too slow to fill is written after the short linger.
-            let start = std::time::Instant::now();
+            let start = q.first_at.unwrap_or_else(std::time::Instant::now);
             let mut until = start + SHORT_LINGER;
             let mut short = true;
             while !q.urgent(self.full()) {
@@ -187,6 +208,7 @@ impl Shared {
                 q.closed = true;
             }
             std::mem::swap(&mut batch, &mut q.records);
+            q.first_at = None;
             let waiters = std::mem::take(&mut q.waiters);
             let closing = q.closing.take();
             drop(q);
@@ -214,6 +236,7 @@ impl Shared {
                 let _ = w.send(());
                 return;
             }
+            wrote = true;
             q = self.lock();
         }
     }
@@ -325,7 +348,10 @@ impl Recorder {
         // missed records.
         let bits = uuid::Uuid::now_v7().as_u128();
         q.records.push(e, bits);
-        let wake = q.records.len() == 1 || q.records.len() == self.shared.full();
+        if q.records.len() == 1 {
+            q.first_at = Some(std::time::Instant::now());
+        }
+        let wake = (q.records.len() == 1 && q.parked) || q.records.len() == self.shared.full();
         drop(q);
         if wake {
             self.shared.wake.notify_one();
@@ -384,6 +410,49 @@ mod tests {
         assert!(!fills_within_linger(0, 1024));
         assert!(fills_within_linger(1, 5));
         assert!(fills_within_linger(usize::MAX, 1024));
+    }
+
+    /// The writer waits on a timer right after a batch, so the calls queuing the next batch do
+    /// not wake it; a record queued then is still stored within the linger, with nobody syncing,
+    /// and so is one queued after the writer parked (a whole short linger without records), which
+    /// wakes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_after_a_batch_are_written_without_waking_the_writer() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+        let recorder = Recorder::start(store.clone(), 10_000, 0, 0).expect("writer");
+        let parked = || recorder.shared.lock().parked;
+        let stored_soon = |n: usize| {
+            let store = store.clone();
+            async move {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while count(&store).await < n {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "record {n} was never written"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
+        };
+        recorder.record(&record(0), None).await;
+        recorder.sync().await;
+        // Right after the batch the writer is on its timer (unless this thread was held up for
+        // a whole short linger): the record is written without waking it.
+        recorder.record(&record(1), None).await;
+        stored_soon(2).await;
+        // A short linger without records: the writer parks, and the next record wakes it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !parked() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never parked"
+            );
+            tokio::time::sleep(SHORT_LINGER).await;
+        }
+        recorder.record(&record(2), None).await;
+        stored_soon(3).await;
+        recorder.close().await;
     }
 
     fn record(i: usize) -> CallRecord {

@@ -192,14 +192,18 @@ fn from_stored(id: CallId, s: Stored) -> CallRecord {
     }
 }
 
-fn compress(packed: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// Compress `packed` into `frame` (its bytes replaced), with this thread's compressor.
+fn compress_into(packed: &[u8], frame: &mut Vec<u8>) -> Result<(), StoreError> {
+    frame.clear();
+    frame.reserve(zstd::zstd_safe::compress_bound(packed.len()));
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         let c = match c.as_mut() {
             Some(c) => c,
             None => c.insert(compressor()?),
         };
-        c.compress(packed)
+        c.compress_to_buffer(packed, frame)
+            .map(|_| ())
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     })
 }
@@ -253,7 +257,10 @@ pub fn encode_packed_chunk(records: &[&PackedCall<'_>]) -> Result<(Vec<u8>, Vec<
     let too_many = || StoreError::Corrupt("too many records for one history chunk".into());
     let count = u16::try_from(records.len()).map_err(|_| too_many())?;
     let size: usize = records.iter().map(|r| r.stored.len() + 24).sum();
-    let mut packed = Vec::with_capacity(size + 8);
+    // The packed records and their frame are put together in buffers this thread keeps.
+    let (mut packed, mut frame) = CHUNK_SCRATCH.take();
+    packed.clear();
+    packed.reserve(size + 8);
     let encode = |e: String| StoreError::Corrupt(e);
     rmp::encode::write_array_len(&mut packed, u32::from(count))
         .map_err(|e| encode(e.to_string()))?;
@@ -262,13 +269,16 @@ pub fn encode_packed_chunk(records: &[&PackedCall<'_>]) -> Result<(Vec<u8>, Vec<
         rmp_serde::encode::write(&mut packed, &r.key).map_err(|e| encode(e.to_string()))?;
         packed.extend_from_slice(r.stored);
     }
-    let body = compress(&packed)?;
-    let mut out = Vec::with_capacity(HEADER + body.len());
+    compress_into(&packed, &mut frame)?;
+    let mut out = Vec::with_capacity(HEADER + frame.len());
     out.push(FORMAT_CHUNK);
     out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&last.key);
     out.extend_from_slice(&(packed.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&frame);
+    if packed.capacity().max(frame.capacity()) <= CHUNK_SCRATCH_KEPT {
+        CHUNK_SCRATCH.set((packed, frame));
+    }
     Ok((first.key.to_vec(), out))
 }
 
@@ -356,7 +366,18 @@ pub fn decode_json(value: &[u8]) -> Result<CallRecord, StoreError> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt(format!("call record: {e}")))
 }
 
+/// Bytes each of a thread's chunk buffers (`CHUNK_SCRATCH`) keeps between chunks: a full chunk
+/// (`CHUNK_MAX` records of a few hundred bytes) fits; a chunk of large records lets its buffers go.
+const CHUNK_SCRATCH_KEPT: usize = 1 << 20;
+
 thread_local! {
+    /// The packed records of the chunk being encoded and its compressed frame, kept by the
+    /// thread (the history writer) between chunks. Allocated afresh for every batch, they were
+    /// the writer's largest blocks: freed at the end of a batch, their pages went back to the OS
+    /// (`allocator::PURGE_DELAY_MS`) just before the next batch faulted them in again, each
+    /// return with a TLB shootdown that interrupts the serving threads' CPUs.
+    static CHUNK_SCRATCH: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
     /// A compressor per writer thread: preparing the dictionary costs more than compressing.
     static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { std::cell::RefCell::new(None) };
@@ -505,6 +526,56 @@ mod tests {
         );
         assert!(encode_chunk(&[]).is_err());
         assert!(decode_chunk(b"{}").is_err());
+    }
+
+    /// The buffers a thread keeps between chunks carry nothing from one chunk into the next: a
+    /// small chunk after a large one is exactly its own records, and is the bytes a thread that
+    /// never encoded a chunk before makes of it. A chunk larger than the buffers keep is not
+    /// kept, and the next one still comes out right.
+    #[test]
+    fn chunks_encoded_one_after_another_share_no_bytes() {
+        let made = |n: usize, error: &str| -> Vec<CallRecord> {
+            (0..n)
+                .map(|i| {
+                    let mut r = sample();
+                    r.id = CallId::new();
+                    r.error = Some(format!("{error} {i}"));
+                    r
+                })
+                .collect()
+        };
+        let large = made(CHUNK_MAX, "large");
+        let small = made(3, "small");
+        let mut huge = made(2, "huge");
+        huge[0].error = Some("x".repeat(CHUNK_SCRATCH_KEPT + 1));
+        let fresh_thread = |records: Vec<CallRecord>| {
+            std::thread::spawn(move || encode_chunk(&records.iter().collect::<Vec<_>>()).unwrap().1)
+                .join()
+                .unwrap()
+        };
+        let small_alone = fresh_thread(small.clone());
+        fn refs(v: &[CallRecord]) -> Vec<&CallRecord> {
+            v.iter().collect()
+        }
+        let (_, l) = encode_chunk(&refs(&large)).unwrap();
+        let (_, s1) = encode_chunk(&refs(&small)).unwrap();
+        assert_eq!(decode_chunk(&l).unwrap(), large);
+        assert_eq!(decode_chunk(&s1).unwrap(), small);
+        assert_eq!(
+            s1, small_alone,
+            "a chunk depends on what the thread encoded before"
+        );
+        let (_, h) = encode_chunk(&refs(&huge)).unwrap();
+        assert_eq!(decode_chunk(&h).unwrap(), huge);
+        let (kept_packed, kept_frame) = CHUNK_SCRATCH.take();
+        assert!(
+            kept_packed.capacity() <= CHUNK_SCRATCH_KEPT
+                && kept_frame.capacity() <= CHUNK_SCRATCH_KEPT,
+            "a chunk too large to keep left its buffers with the thread"
+        );
+        CHUNK_SCRATCH.set((kept_packed, kept_frame));
+        let (_, s2) = encode_chunk(&refs(&small)).unwrap();
+        assert_eq!(s2, small_alone);
     }
 
     #[test]
