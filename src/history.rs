@@ -45,8 +45,6 @@ struct Queue {
     waiters: Vec<oneshot::Sender<()>>,
     closing: Option<oneshot::Sender<()>>,
     closed: bool,
-    /// When the first of `records` was queued: a batch's linger counts from there.
-    first_at: Option<std::time::Instant>,
     /// The writer waits for records with no timer: the first record queued must wake it.
     parked: bool,
     /// Every `Recorder` handle is gone without a close (a test's gateway dropped): the writer
@@ -161,12 +159,16 @@ impl Shared {
         let mut wrote = false;
         let mut q = self.lock();
         loop {
+            // When the batch's linger began: the end of the previous batch if records came
+            // while the writer waited on its timer, else when the writer found them.
+            let mut since = None;
             while q.idle() {
                 if std::mem::take(&mut wrote) {
                     // Right after a batch, records usually keep coming: wait for them on a
                     // timer, so that the call queuing the next batch's first record need not
                     // wake this thread (a futex wake-up and an interrupt to another CPU, in that
-                    // call's path).
+                    // call's path). The linger counts from here: one wake-up a batch.
+                    since = Some(std::time::Instant::now());
                     q = self
                         .wake
                         .wait_timeout(q, SHORT_LINGER)
@@ -174,6 +176,7 @@ impl Shared {
                         .0;
                 } else {
                     // A whole short linger passed without a record: sleep until one comes.
+                    since = None;
                     q.parked = true;
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                     q.parked = false;
@@ -185,7 +188,7 @@ impl Shared {
             // Linger briefly so a busy gateway writes (and fsyncs) a few large batches instead
             // of one per call; a full batch, a reader's sync or shutdown cuts the wait short,
             // and a batch too slow to fill is written after the short linger.
-            let start = q.first_at.unwrap_or_else(std::time::Instant::now);
+            let start = since.unwrap_or_else(std::time::Instant::now);
             let mut until = start + SHORT_LINGER;
             let mut short = true;
             while !q.urgent(self.full()) {
@@ -208,7 +211,6 @@ impl Shared {
                 q.closed = true;
             }
             std::mem::swap(&mut batch, &mut q.records);
-            q.first_at = None;
             let waiters = std::mem::take(&mut q.waiters);
             let closing = q.closing.take();
             drop(q);
@@ -348,9 +350,6 @@ impl Recorder {
         // missed records.
         let bits = uuid::Uuid::now_v7().as_u128();
         q.records.push(e, bits);
-        if q.records.len() == 1 {
-            q.first_at = Some(std::time::Instant::now());
-        }
         let wake = (q.records.len() == 1 && q.parked) || q.records.len() == self.shared.full();
         drop(q);
         if wake {
