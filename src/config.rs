@@ -25,6 +25,8 @@ pub mod defaults {
     pub const HISTORY_MAX_RECORDS: usize = 1_000_000;
     /// Default of `--history-max-age-days`.
     pub const HISTORY_MAX_AGE_DAYS: u64 = 30;
+    /// Default of `--history-linger-ms`: the longest linger (`history::LINGER`).
+    pub const HISTORY_LINGER_MS: u64 = 50;
     /// Default of `--llm-base-url`.
     pub const LLM_BASE_URL: &str = "https://api.openai.com/v1";
     /// Default of `--llm-model`.
@@ -100,6 +102,11 @@ pub struct ServeConfig {
     /// History retention: oldest record kept, in days (0 = unlimited).
     #[arg(long, env = "TOOLGATE_HISTORY_MAX_AGE_DAYS", default_value_t = defaults::HISTORY_MAX_AGE_DAYS)]
     pub history_max_age_days: u64,
+    /// How long a lightly loaded gateway gathers call records before it writes them, in
+    /// milliseconds (1 to 50). Under load a batch is written when it holds 1,024 records, at most
+    /// 50 ms after its first, whatever this says; lower values write smaller batches more often.
+    #[arg(long, env = "TOOLGATE_HISTORY_LINGER_MS", default_value_t = defaults::HISTORY_LINGER_MS)]
+    pub history_linger_ms: u64,
     /// Base URL of the OpenAI-compatible model endpoint (OpenAI, vLLM, Ollama, llama.cpp…).
     #[arg(
         long,
@@ -164,6 +171,7 @@ impl ServeConfig {
             no_history: false,
             history_max_records: defaults::HISTORY_MAX_RECORDS,
             history_max_age_days: defaults::HISTORY_MAX_AGE_DAYS,
+            history_linger_ms: defaults::HISTORY_LINGER_MS,
             llm_base_url: defaults::LLM_BASE_URL.into(),
             llm_api_key: None,
             llm_model: defaults::LLM_MODEL.into(),
@@ -186,6 +194,13 @@ impl ServeConfig {
             return Err(format!(
                 "refusing to listen on {} without an admin token: set --admin-token / TOOLGATE_ADMIN_TOKEN, or listen on loopback",
                 self.listen
+            ));
+        }
+        let longest = crate::history::LINGER.as_millis();
+        if self.history_linger_ms == 0 || u128::from(self.history_linger_ms) > longest {
+            return Err(format!(
+                "--history-linger-ms {} is outside 1 to {longest}: a batch is written at most {longest} ms after its first record",
+                self.history_linger_ms
             ));
         }
         if self.busy_poll_us > crate::busy_poll::MAX_BUDGET_US {

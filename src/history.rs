@@ -36,6 +36,8 @@ struct Shared {
     room: Notify,
     /// Most records waiting to be written.
     capacity: usize,
+    /// How long a batch that will not fill within `LINGER` waits (`fills_within_linger`).
+    short_linger: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -115,21 +117,24 @@ const BATCH: usize = 1024;
 /// flushed 100 times a second and its history added 0.35 thread switches to every call. A full
 /// batch comes sooner under load, and a history read cuts the wait short, so this bounds only
 /// what a `kill -9` can lose.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// When a batch that would not fill within `LINGER` is written anyway. Writing a batch takes the
-/// writer about 1.5 µs a record of CPU in one burst, and a call that waits behind that burst
-/// lands in the tail: at one connection (10,000 calls a second) a 50 ms batch of 500 records
-/// held the writer for about 0.7 ms. A short linger there cuts the bursts to a fifth; under load
-/// batches still fill to `BATCH` (BENCHMARKS.md, issue 16, sixteenth session). It brings back
-/// some of the wake-ups `LINGER` spares (0.21–0.30 context switches a call at one connection,
-/// against 0.07–0.11), which cost no measurable CPU per call there.
-const SHORT_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// Whether a batch holding `records` after `SHORT_LINGER` is coming in fast enough to fill to
-/// `full` within `LINGER`, and so should keep lingering.
-fn fills_within_linger(records: usize, full: usize) -> bool {
-    let ratio = (LINGER.as_micros() / SHORT_LINGER.as_micros()).max(1);
+/// Whether a batch holding `records` after the short linger `short` is coming in fast enough to
+/// fill to `full` within `LINGER`, and so should keep lingering.
+///
+/// The short linger (`--history-linger-ms`) is when a batch that would not fill within `LINGER`
+/// is written anyway. The default is `LINGER` itself: every batch waits the whole linger unless
+/// it fills. Each batch has a fixed cost (a segment `fdatasync`, two sled log writes, the
+/// writer's wake-ups), and on a machine where system calls and disk waits are dear that cost, not
+/// the records, made the bursts that delayed calls: at one connection (7,000 calls a second, an
+/// AMD host with the Zen mitigations on) a 10 ms short linger wrote 100 batches a second at
+/// 4.1–7.3 µs of writer CPU a call and a p99 of 776–15,790 µs (median about 950); 50 ms wrote 20,
+/// at 1.4–2.0 µs a call and a p99 of 454–918 µs (median about 515), against 227–529 µs without
+/// history (BENCHMARKS.md, issue 16, nineteenth session). On Intel machines where system calls
+/// are cheap, the writer's per-record work dominated instead and 10 ms gave the lower p99
+/// (sixteenth and eighteenth sessions): set `--history-linger-ms 10` there.
+fn fills_within_linger(records: usize, full: usize, short: std::time::Duration) -> bool {
+    let ratio = (LINGER.as_micros() / short.as_micros().max(1)).max(1);
     let ratio = usize::try_from(ratio).unwrap_or(usize::MAX);
     records.saturating_mul(ratio) >= full
 }
@@ -171,7 +176,7 @@ impl Shared {
                     since = Some(std::time::Instant::now());
                     q = self
                         .wake
-                        .wait_timeout(q, SHORT_LINGER)
+                        .wait_timeout(q, self.short_linger)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 } else {
@@ -189,12 +194,13 @@ impl Shared {
             // of one per call; a full batch, a reader's sync or shutdown cuts the wait short,
             // and a batch too slow to fill is written after the short linger.
             let start = since.unwrap_or_else(std::time::Instant::now);
-            let mut until = start + SHORT_LINGER;
+            let mut until = start + self.short_linger;
             let mut short = true;
             while !q.urgent(self.full()) {
                 let left = until.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
-                    if short && fills_within_linger(q.records.len(), self.full()) {
+                    if short && fills_within_linger(q.records.len(), self.full(), self.short_linger)
+                    {
                         short = false;
                         until = start + LINGER;
                         continue;
@@ -246,18 +252,22 @@ impl Shared {
 
 impl Recorder {
     /// Start the writer. `queue` bounds records waiting to be written; a full queue makes callers
-    /// wait. Must be called within a Tokio runtime, which the writer uses for the store.
+    /// wait. `short_linger` is how long a batch that will not fill within `LINGER` waits (clamped
+    /// to 1 ms..=`LINGER`). Must be called within a Tokio runtime, which the writer uses for the
+    /// store.
     pub fn start(
         store: Arc<dyn Store>,
         queue: usize,
         max_records: usize,
         max_age_secs: u64,
+        short_linger: std::time::Duration,
     ) -> std::io::Result<Recorder> {
         let shared = Arc::new(Shared {
             queue: Default::default(),
             wake: std::sync::Condvar::new(),
             room: Notify::new(),
             capacity: queue.max(1),
+            short_linger: short_linger.clamp(std::time::Duration::from_millis(1), LINGER),
         });
         let writer = shared.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -402,13 +412,19 @@ mod tests {
     #[test]
     fn only_a_batch_that_fills_within_the_linger_keeps_lingering() {
         // 10 ms of a 50 ms linger: a fifth of a batch by then fills it in time.
-        assert!(fills_within_linger(205, 1024));
-        assert!(fills_within_linger(1024, 1024));
-        assert!(!fills_within_linger(204, 1024));
-        assert!(!fills_within_linger(100, 1024));
-        assert!(!fills_within_linger(0, 1024));
-        assert!(fills_within_linger(1, 5));
-        assert!(fills_within_linger(usize::MAX, 1024));
+        let ten = std::time::Duration::from_millis(10);
+        assert!(fills_within_linger(205, 1024, ten));
+        assert!(fills_within_linger(1024, 1024, ten));
+        assert!(!fills_within_linger(204, 1024, ten));
+        assert!(!fills_within_linger(100, 1024, ten));
+        assert!(!fills_within_linger(0, 1024, ten));
+        assert!(fills_within_linger(1, 5, ten));
+        assert!(fills_within_linger(usize::MAX, 1024, ten));
+        // The default short linger is the whole linger: only a full batch is "filling".
+        assert!(!fills_within_linger(1023, 1024, LINGER));
+        assert!(fills_within_linger(1024, 1024, LINGER));
+        // A zero short linger (never configured so: `start` clamps it) divides by nothing.
+        assert!(fills_within_linger(1, 1024, std::time::Duration::ZERO));
     }
 
     /// The writer waits on a timer right after a batch, so the calls queuing the next batch do
@@ -419,7 +435,8 @@ mod tests {
     async fn records_after_a_batch_are_written_without_waking_the_writer() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
-        let recorder = Recorder::start(store.clone(), 10_000, 0, 0).expect("writer");
+        let short = std::time::Duration::from_millis(10);
+        let recorder = Recorder::start(store.clone(), 10_000, 0, 0, short).expect("writer");
         let parked = || recorder.shared.lock().parked;
         let stored_soon = |n: usize| {
             let store = store.clone();
@@ -447,7 +464,7 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "the writer never parked"
             );
-            tokio::time::sleep(SHORT_LINGER).await;
+            tokio::time::sleep(short).await;
         }
         recorder.record(&record(2), None).await;
         stored_soon(3).await;
@@ -477,7 +494,7 @@ mod tests {
     async fn every_record_is_written_under_back_pressure() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
-        let recorder = Arc::new(Recorder::start(store.clone(), 4, 0, 0).expect("writer"));
+        let recorder = Arc::new(Recorder::start(store.clone(), 4, 0, 0, LINGER).expect("writer"));
         let mut tasks = Vec::new();
         for t in 0..20 {
             let recorder = recorder.clone();

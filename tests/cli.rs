@@ -126,6 +126,17 @@ fn serve_refuses_a_busy_poll_longer_than_a_sleep_is_worth() {
 }
 
 #[test]
+fn serve_refuses_a_history_linger_outside_its_range() {
+    for linger in ["0", "51"] {
+        let err = refused_serve(&["--listen", "127.0.0.1:0", "--history-linger-ms", linger]);
+        assert!(
+            err.contains(&format!("--history-linger-ms {linger}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn validate_lists_every_error_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
