@@ -1,7 +1,8 @@
 //! The call path against a reverse-proxy hop: wrk at 1 and 32 connections on the same nginx
 //! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
 //! (history on and off, with one HTTP thread like the proxy's one worker, and without busy
-//! polling), with each server's CPU time and context switches per request.
+//! polling), with each server's CPU time and context switches per request; then history on
+//! against off at one connection in alternating rounds (`BENCH_ROUNDS`, default 5).
 
 use super::procstat::{Usage, usage, with_children};
 use super::*;
@@ -85,6 +86,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         }
         drop(gw);
     }
+    let alternating = alternating_history_rounds(tmp, client, up_port, &script).await;
     let name = |k: &str| match k {
         "direct" => "direct (nginx upstream)",
         "proxy" => "nginx reverse proxy (1 worker)",
@@ -164,5 +166,83 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         n1.cpu_us(),
         n32.run.rps / p32.run.rps,
     ));
+    out.push_str(&alternating);
     out
+}
+
+/// One figure of a measured run.
+type Stat = fn(&Measured) -> f64;
+
+/// The median of `v` (at least one value).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// History on against off at one connection, in `BENCH_ROUNDS` alternating rounds (two gateways
+/// running side by side, each measured in turn): on a shared machine one run of each can land in
+/// a loud and a quiet moment and say either way what history costs; the medians of alternating
+/// rounds hold. Returns the report's lines.
+async fn alternating_history_rounds(
+    tmp: &Path,
+    client: &reqwest::Client,
+    up_port: u16,
+    script: &Path,
+) -> String {
+    let rounds: usize = env_or("BENCH_ROUNDS", 5);
+    if rounds == 0 {
+        return String::new();
+    }
+    let (on, _) = start_toolgate(&tmp.join("data-alt-on"), &[]);
+    let (off, _) = start_toolgate(&tmp.join("data-alt-off"), &["--no-history"]);
+    let gateways = [&on, &off];
+    for gw in gateways {
+        setup_tool(client, &gw.base, up_port).await;
+        let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
+        wrk_for(&url, 32, Some(script), 2);
+    }
+    let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, gw) in gateways.iter().enumerate() {
+            let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
+            runs[i].push(measure(&url, 1, Some(script), &[gw.proc.0.id()]));
+        }
+    }
+    let med = |i: usize, f: Stat| median(runs[i].iter().map(f).collect());
+    let p50: Stat = |m| m.run.p50_us;
+    let p99: Stat = |m| m.run.p99_us;
+    let rps: Stat = |m| m.run.rps;
+    let cs: Stat = Measured::switches;
+    let list = |i: usize| {
+        runs[i]
+            .iter()
+            .map(|m| format!("{:.0}", m.run.p99_us))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
+    let errors: u64 = runs.iter().flatten().map(|m| m.run.errors).sum();
+    format!(
+        "History on against off at 1 connection, {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; {errors} errors (target within 25 %; c=1 p99/p50 with history {:.1}×, target ≤ 3×)\n\n",
+        secs(),
+        med(0, p50),
+        med(1, p50),
+        pct(med(0, p50), med(1, p50)),
+        med(0, p99),
+        med(1, p99),
+        pct(med(0, p99), med(1, p99)),
+        med(0, rps),
+        med(1, rps),
+        pct(med(0, rps), med(1, rps)),
+        med(0, cs),
+        med(1, cs),
+        list(0),
+        list(1),
+        med(0, p99) / med(0, p50),
+    )
 }
