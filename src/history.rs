@@ -438,25 +438,12 @@ mod tests {
         let short = std::time::Duration::from_millis(10);
         let recorder = Recorder::start(store.clone(), 10_000, 0, 0, short).expect("writer");
         let parked = || recorder.shared.lock().parked;
-        let stored_soon = |n: usize| {
-            let store = store.clone();
-            async move {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                while count(&store).await < n {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "record {n} was never written"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                }
-            }
-        };
         recorder.record(&record(0), None).await;
         recorder.sync().await;
         // Right after the batch the writer is on its timer (unless this thread was held up for
         // a whole short linger): the record is written without waking it.
         recorder.record(&record(1), None).await;
-        stored_soon(2).await;
+        written_within_5_s(&store, 2, "a record queued after a batch").await;
         // A short linger without records: the writer parks, and the next record wakes it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !parked() {
@@ -467,7 +454,7 @@ mod tests {
             tokio::time::sleep(short).await;
         }
         recorder.record(&record(2), None).await;
-        stored_soon(3).await;
+        written_within_5_s(&store, 3, "a record queued while the writer parked").await;
         recorder.close().await;
     }
 
@@ -486,6 +473,18 @@ mod tests {
             ..Default::default()
         };
         store.list_calls(&filter).await.expect("list").len()
+    }
+
+    /// Wait until `store` holds `n` records, with nobody syncing; fail after 5 s, naming `what`.
+    async fn written_within_5_s(store: &SledStore, n: usize, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while count(store).await < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} was never written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// Many callers against a queue of 4: every record is written (callers wait for room, none
@@ -511,14 +510,7 @@ mod tests {
         assert_eq!(count(&store).await, 1000);
         // A lone record is written after the linger even with nobody syncing.
         recorder.record(&record(1000), None).await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while count(&store).await < 1001 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "a lone record was never written"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        written_within_5_s(&store, 1001, "a lone record").await;
         recorder.record(&record(1001), None).await;
         recorder.close().await;
         assert_eq!(count(&store).await, 1002, "close writes what is queued");
