@@ -1,0 +1,347 @@
+//! Call history: the recorder that takes writes off the call
+//! path (bounded queue with back-pressure, batched writer, drained on shutdown).
+
+mod idle;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::model::{CallId, CallRecord};
+use crate::store::Store;
+use crate::store::history_codec::{Encoded, PackedBatch};
+use writer::Role;
+
+pub use crate::redact::{REDACTED, Redactor};
+
+/// Sends call records to a background writer that stores them in batches.
+///
+/// A call only pushes its record onto a shared queue: the writer is woken when it fills a
+/// batch, for a reader's sync or shutdown, and by the first record after it parked, not once per
+/// call. On two cores a wake-up per call (a futex and a thread switch) cost more than the record
+/// itself. It parks only after a whole short linger without records: right after a batch it
+/// waits on a timer, so under steady traffic no call pays for waking it.
+///
+/// The writer is a thread of its own in the idle scheduling class (`idle`), so that its batches
+/// fill the gaps between other threads' turns instead of delaying them. A lower nice value does
+/// not do that: at nice +10 (and later +19) the kernel still let the writer finish its batch
+/// ahead of a waking caller, and at 32 connections a reniced writer got too little CPU, so its
+/// queue filled and calls waited for room (req/s −9 %). So that an idle-class writer on a host
+/// whose CPUs stay busy cannot hold calls back either, a second thread at the serving threads'
+/// priority, the guard, writes in its place whenever queued work waits a whole `writer::WATCH`
+/// without the writer taking any, or half the queue waits.
+pub struct Recorder {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: std::sync::Mutex<Queue>,
+    /// Wakes the writer.
+    wake: std::sync::Condvar,
+    /// Wakes the guard.
+    guard_wake: std::sync::Condvar,
+    /// Held by whichever thread takes a batch from the queue until the batch is stored, so
+    /// batches reach the store in the order they were taken.
+    turn: std::sync::Mutex<()>,
+    /// Wakes callers waiting for room in a full queue.
+    room: Notify,
+    /// Most records waiting to be written.
+    capacity: usize,
+    /// How long a batch that will not fill within `LINGER` waits (`fills_within_linger`).
+    short_linger: std::time::Duration,
+}
+
+#[derive(Default)]
+struct Queue {
+    records: PackedBatch,
+    /// Readers waiting for everything queued before them to be stored.
+    waiters: Vec<oneshot::Sender<()>>,
+    closing: Option<oneshot::Sender<()>>,
+    closed: bool,
+    /// The writer waits for records with no timer: the first record queued must wake it.
+    parked: bool,
+    /// Every `Recorder` handle is gone without a close (a test's gateway dropped): the writer
+    /// ends without writing, as its runtime may be gone too.
+    abandoned: bool,
+    /// The guard sleeps until a record comes (so does the writer).
+    guard_parked: bool,
+    /// Batches taken from the queue so far: the guard watches it move.
+    taken: u64,
+    /// The guard writes every batch until then (the writer stopped getting the CPU).
+    guard_until: Option<std::time::Instant>,
+    /// How often the guard has stepped in.
+    take_overs: u64,
+}
+
+impl Queue {
+    /// Whether the writer should write now rather than linger for more records: a batch is
+    /// `full` records, or someone waits.
+    fn urgent(&self, full: usize) -> bool {
+        self.records.len() >= full || !self.waiters.is_empty() || self.closing.is_some()
+    }
+
+    fn idle(&self) -> bool {
+        self.records.is_empty()
+            && self.waiters.is_empty()
+            && self.closing.is_none()
+            && !self.abandoned
+    }
+}
+
+/// What `Recorder::try_push` did with a record.
+enum Pushed {
+    /// Queued under this id.
+    Queued(CallId),
+    /// No room: wait for the writer to take the queue.
+    Full,
+    /// The writer has stopped.
+    Closed,
+}
+
+/// A record the stopped writer will never store.
+fn stopped() -> CallId {
+    tracing::error!("call history writer has stopped; record lost");
+    CallId::new()
+}
+
+/// Bytes a batch's buffers keep between batches: twice what a full batch (`BATCH`) of small
+/// records needs. A batch is seldom exactly full (records arrive while the writer wakes), and one
+/// record past a power of two doubles every buffer: at 1 MB, a batch of 1,025 of the benchmark's
+/// records held 1.06 MB, let it go, and the serving threads grew new buffers into fresh pages
+/// (0.25 page faults per call against 0.08 at 2 MB, 80 % of them in `Vec` growth). A larger
+/// batch (the queue filled while the writer waited on the disk, or large records) lets its
+/// buffers go once written. At 16 MB, the two batches the recorder and the writer swap kept the
+/// capacity of the largest batch either had seen, and that high-water mark rose whenever a
+/// longer stall came: sled's soaks crept by about 0.12 MB a minute, mostly this (a heap profile
+/// by allocation site over 3 and 9 minutes, BENCHMARKS.md, issue 18, thirteenth session).
+const RETAINED_BYTES: usize = 2 << 20;
+
+/// Bytes a thread's encoding buffer keeps between records (one large record must not pin its
+/// size on every serving thread).
+const SCRATCH_KEPT: usize = 64 << 10;
+
+/// Most records written in one batch. Each batch has a fixed cost: the segment's fsync, sled's
+/// flush, and the thread wake-ups both bring. At 256, a gateway at 24,000 calls a second wrote 93
+/// batches a second; its writer used 1.1–2.0 µs of CPU per call and sled's I/O threads 0.4–0.6 µs
+/// more. At 1,024 it wrote 23 a second, and they used 0.7–1.0 µs and under 0.15 µs
+/// (BENCHMARKS.md, issue 16, fifteenth session). A lightly loaded gateway writes after `LINGER`,
+/// long before a batch fills, so this changes nothing there.
+const BATCH: usize = 1024;
+
+/// Longest a record waits for companions before its batch is written (and flushed). Each flush
+/// woke sled's seven I/O threads and a blocking-pool thread, some twenty thread switches on two
+/// cores (about five since `vendor/sled` wakes one I/O thread per task; since the eighteenth
+/// session the writer flushes on its own thread, where sled also writes the log buffer the
+/// flush seals): at 10 ms, a lightly loaded gateway (one connection, 7,000 calls a second)
+/// flushed 100 times a second and its history added 0.35 thread switches to every call. A full
+/// batch comes sooner under load, and a history read cuts the wait short, so this bounds only
+/// what a `kill -9` can lose.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Shared {
+    /// Wake the writer and the guard (a reader's sync, a close): whichever has the turn acts.
+    fn ring_both(&self) {
+        self.wake.notify_one();
+        self.guard_wake.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The queue holds plain data: a panic elsewhere while it was held leaves it usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Recorder {
+    /// Start the writer. `queue` bounds records waiting to be written; a full queue makes callers
+    /// wait. `short_linger` is how long a batch that will not fill within `LINGER` waits (clamped
+    /// to 1 ms..=`LINGER`). Must be called within a Tokio runtime, which the writer uses for the
+    /// store.
+    pub fn start(
+        store: Arc<dyn Store>,
+        queue: usize,
+        max_records: usize,
+        max_age_secs: u64,
+        short_linger: std::time::Duration,
+    ) -> std::io::Result<Recorder> {
+        let shared = Arc::new(Shared {
+            queue: Default::default(),
+            wake: std::sync::Condvar::new(),
+            guard_wake: std::sync::Condvar::new(),
+            turn: std::sync::Mutex::new(()),
+            room: Notify::new(),
+            capacity: queue.max(1),
+            short_linger: short_linger.clamp(std::time::Duration::from_millis(1), LINGER),
+        });
+        let runtime = tokio::runtime::Handle::current();
+        let threads = [
+            ("toolgate-history", Role::Writer),
+            ("toolgate-hist-guard", Role::Guard),
+        ];
+        for (name, role) in threads {
+            let (shared_here, store, runtime) = (shared.clone(), store.clone(), runtime.clone());
+            let spawned = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    // These threads only wait on the store: their flushes need no blocking-pool
+                    // thread.
+                    crate::store::group_commit::flush_inline_on_this_thread();
+                    let io = writer::Io {
+                        store: store.as_ref(),
+                        runtime: &runtime,
+                        max_records,
+                        max_age_secs,
+                    };
+                    match role {
+                        Role::Writer => {
+                            idle::run_only_when_idle();
+                            shared_here.write_until_closed(&io);
+                        }
+                        Role::Guard => shared_here.guard_until_closed(&io),
+                    }
+                });
+            if let Err(e) = spawned {
+                // The writer, if it started, ends without writing.
+                shared.lock().abandoned = true;
+                shared.end();
+                return Err(e);
+            }
+        }
+        Ok(Recorder { shared })
+    }
+
+    /// Queue a record under a fresh call id, which it returns (the record's own id is replaced);
+    /// waits while the queue is full (back-pressure, never dropping). The record is encoded on
+    /// the caller's thread, into a buffer that thread reuses, and only copied into the queue.
+    /// `json_body`, when given, is the response body as compact JSON text, stored in place of the
+    /// record's (left `Null`; see `PackedBatch::encode`).
+    pub async fn record(&self, r: &CallRecord, json_body: Option<&str>) -> CallId {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        // With room in the queue, nothing is allocated for the record. Without (the PostgreSQL
+        // writer keeps its queue full much of the time), its bytes are put aside to wait with
+        // the call, not encoded a second time.
+        let mut owned = Vec::new();
+        let first = SCRATCH.with(|cell| {
+            let mut scratch = cell.try_borrow_mut().ok()?;
+            let pushed = PackedBatch::encode(r, json_body, &mut scratch).map(|e| {
+                let pushed = self.try_push(&e, None);
+                if matches!(pushed, Pushed::Full) {
+                    e.keep(&mut owned);
+                }
+                pushed
+            });
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
+            Some(pushed)
+        });
+        let encoded = match first {
+            Some(Ok(Pushed::Queued(id))) => return id,
+            Some(Ok(Pushed::Closed)) => return stopped(),
+            Some(Ok(Pushed::Full)) => Ok(Encoded::kept(r, &owned)),
+            // This thread's scratch is in use (never expected): a buffer of the call's own.
+            None => PackedBatch::encode(r, json_body, &mut owned),
+            Some(Err(e)) => Err(e),
+        };
+        let e = match encoded {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "could not pack a call history record; record lost");
+                return CallId::new();
+            }
+        };
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            match self.try_push(&e, Some(room.as_mut())) {
+                Pushed::Queued(id) => return id,
+                Pushed::Closed => return stopped(),
+                Pushed::Full => room.await,
+            }
+        }
+    }
+
+    /// Queue `e` if there is room. When the queue is full, `room` (if given) is registered
+    /// before the lock is released, so the writer's `notify_waiters` after taking the queue
+    /// cannot be missed.
+    fn try_push(
+        &self,
+        e: &Encoded<'_>,
+        room: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>,
+    ) -> Pushed {
+        let mut q = self.shared.lock();
+        if q.closed || q.closing.is_some() {
+            return Pushed::Closed;
+        }
+        if q.records.len() >= self.shared.capacity {
+            if let Some(room) = room {
+                room.enable();
+            }
+            return Pushed::Full;
+        }
+        // The id is taken here, under the queue's lock: ids (UUIDv7, ordered within the
+        // process) then grow in the order records reach the store, so no write batch holds an
+        // id older than one already stored. Taken when the call started, a slow call's id was
+        // older than those of calls that began after it but ended first and were stored in an
+        // earlier batch; the sled history's chunks then overlapped, and lookups by id and pages
+        // missed records.
+        let bits = uuid::Uuid::now_v7().as_u128();
+        q.records.push(e, bits);
+        let len = q.records.len();
+        // The thread writing now is woken for a full batch; a first record wakes whichever
+        // sleeps until one comes.
+        let full = len == self.shared.full();
+        let writer = (len == 1 && q.parked) || (full && !q.taken_over(std::time::Instant::now()));
+        // The guard is told when half the queue waits, unless it is writing already.
+        let guard = (len == 1 && q.guard_parked)
+            || (full && q.guard_until.is_some())
+            || (len == self.shared.behind() && q.guard_until.is_none());
+        drop(q);
+        if writer {
+            self.shared.wake.notify_one();
+        }
+        if guard {
+            self.shared.guard_wake.notify_one();
+        }
+        Pushed::Queued(CallId::from_bits(bits))
+    }
+
+    /// Wait until every record queued before this call is stored.
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = self.shared.lock();
+            if q.closed {
+                return;
+            }
+            q.waiters.push(tx);
+        }
+        self.shared.ring_both();
+        let _ = rx.await;
+    }
+
+    /// Write everything queued and stop the writer.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = self.shared.lock();
+            if q.closed || q.closing.is_some() {
+                return;
+            }
+            q.closing = Some(tx);
+        }
+        self.shared.ring_both();
+        let _ = rx.await;
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shared.lock().abandoned = true;
+        self.shared.end();
+    }
+}

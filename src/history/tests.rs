@@ -1,0 +1,274 @@
+//! The recorder's tests: lingering, waking, back-pressure, the idle-class writer and its guard.
+
+use super::writer::{WATCH, fills_within_linger};
+use super::*;
+use crate::store::{CallFilter, HistoryStore, SledStore};
+
+#[test]
+fn only_a_batch_that_fills_within_the_linger_keeps_lingering() {
+    // 10 ms of a 50 ms linger: a fifth of a batch by then fills it in time.
+    let ten = std::time::Duration::from_millis(10);
+    assert!(fills_within_linger(205, 1024, ten));
+    assert!(fills_within_linger(1024, 1024, ten));
+    assert!(!fills_within_linger(204, 1024, ten));
+    assert!(!fills_within_linger(100, 1024, ten));
+    assert!(!fills_within_linger(0, 1024, ten));
+    assert!(fills_within_linger(1, 5, ten));
+    assert!(fills_within_linger(usize::MAX, 1024, ten));
+    // The default short linger is the whole linger: only a full batch is "filling".
+    assert!(!fills_within_linger(1023, 1024, LINGER));
+    assert!(fills_within_linger(1024, 1024, LINGER));
+    // A zero short linger (never configured so: `start` clamps it) divides by nothing.
+    assert!(fills_within_linger(1, 1024, std::time::Duration::ZERO));
+}
+
+/// The writer waits on a timer right after a batch, so the calls queuing the next batch do
+/// not wake it; a record queued then is still stored within the linger, with nobody syncing,
+/// and so is one queued after the writer parked (a whole short linger without records), which
+/// wakes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_after_a_batch_are_written_without_waking_the_writer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+    let short = std::time::Duration::from_millis(10);
+    let recorder = Recorder::start(store.clone(), 10_000, 0, 0, short).expect("writer");
+    let parked = || recorder.shared.lock().parked;
+    recorder.record(&record(0), None).await;
+    recorder.sync().await;
+    // Right after the batch the writer is on its timer (unless this thread was held up for
+    // a whole short linger): the record is written without waking it.
+    recorder.record(&record(1), None).await;
+    written_within_5_s(&store, 2, "a record queued after a batch").await;
+    // A short linger without records: the writer parks, and the next record wakes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !parked() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never parked"
+        );
+        tokio::time::sleep(short).await;
+    }
+    recorder.record(&record(2), None).await;
+    written_within_5_s(&store, 3, "a record queued while the writer parked").await;
+    recorder.close().await;
+}
+
+fn record(i: usize) -> CallRecord {
+    serde_json::from_value(serde_json::json!({
+        "id": crate::model::ids::new_id("call"), "tool": format!("t{i}"), "webhook_id": "wh_x",
+        "source": "invoke", "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1,
+        "outcome": "success", "error": null, "arguments": {}, "request": null, "response": null
+    }))
+    .expect("record")
+}
+
+async fn count(store: &SledStore) -> usize {
+    let filter = CallFilter {
+        limit: 10_000,
+        ..Default::default()
+    };
+    store.list_calls(&filter).await.expect("list").len()
+}
+
+/// Wait until `store` holds `n` records, with nobody syncing; fail after 5 s, naming `what`.
+async fn written_within_5_s(store: &SledStore, n: usize, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count(store).await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Many callers against a queue of 4: every record is written (callers wait for room, none
+/// is dropped), a sync sees all of them, and records after close are refused, not hung on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_is_written_under_back_pressure() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+    let recorder = Arc::new(Recorder::start(store.clone(), 4, 0, 0, LINGER).expect("writer"));
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let recorder = recorder.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                recorder.record(&record(t * 50 + i), None).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    recorder.sync().await;
+    assert_eq!(count(&store).await, 1000);
+    // A lone record is written after the linger even with nobody syncing.
+    recorder.record(&record(1000), None).await;
+    written_within_5_s(&store, 1001, "a lone record").await;
+    recorder.record(&record(1001), None).await;
+    recorder.close().await;
+    assert_eq!(count(&store).await, 1002, "close writes what is queued");
+    recorder.record(&record(1002), None).await;
+    recorder.sync().await;
+    recorder.close().await;
+    assert_eq!(count(&store).await, 1002);
+}
+
+/// The scheduling policy (`/proc`'s field 41) of every thread of this process named `name`.
+fn policies_of(name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis start at field 3.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        if let Some(policy) = rest.split_whitespace().nth(41 - 3) {
+            out.push(policy.parse().expect("policy"));
+        }
+    }
+    out
+}
+
+/// The writer runs in the idle scheduling class, the guard at the serving threads' (Linux's
+/// `SCHED_IDLE` is 5, `SCHED_OTHER` 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_runs_in_the_idle_class_and_its_guard_does_not() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+    let recorder = Recorder::start(store.clone(), 100, 0, 0, LINGER).expect("writer");
+    recorder.record(&record(0), None).await;
+    recorder.sync().await;
+    // Other tests' recorders may be running too: every one of them must be so.
+    let writers = policies_of("toolgate-histor");
+    let guards = policies_of("toolgate-hist-g");
+    assert!(
+        !writers.is_empty() && !guards.is_empty(),
+        "threads not found"
+    );
+    assert!(
+        writers.iter().all(|p| *p == 5),
+        "writer policies {writers:?}"
+    );
+    assert!(guards.iter().all(|p| *p == 0), "guard policies {guards:?}");
+    recorder.close().await;
+}
+
+/// Pin the thread `tid` (0: the calling thread) to `cpu`.
+fn pin(tid: i32, cpu: usize) {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; `CPU_SET` stays within it for cpu < 1024.
+    let done = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        done,
+        0,
+        "pin {tid} to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The thread ids of this process's threads named `name`.
+fn tids_of(name: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// A writer that gets next to no CPU (pinned to a CPU that a normal-priority thread keeps busy,
+/// which is what an idle-class thread gets on a host whose CPUs are all busy) does not hold
+/// calls back: once half the queue waits, the guard writes in its place; every sync returns in
+/// well under a second, and the records land in order (each found by its id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_writes_when_the_writer_gets_no_cpu() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+    let before: std::collections::HashSet<i32> = tids_of("toolgate-histor").into_iter().collect();
+    let recorder = Recorder::start(store.clone(), 2_000, 0, 0, LINGER).expect("writer");
+    // The writer names its thread once it runs. (A recorder another test starts meanwhile may
+    // have its writer pinned too: its guard then writes for it, which is what is tested here.)
+    let named = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let ours = loop {
+        let new: Vec<i32> = tids_of("toolgate-histor")
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        if !new.is_empty() {
+            break new;
+        }
+        assert!(
+            std::time::Instant::now() < named,
+            "the writer's thread never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            pin(0, cpu);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    for tid in ours {
+        pin(tid, cpu);
+    }
+    let mut ids = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut slowest = std::time::Duration::ZERO;
+    while recorder.shared.lock().take_overs == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guard never stepped in"
+        );
+        // Faster than a starved writer takes them: half the queue is soon waiting.
+        for i in 0..1_500 {
+            ids.push(recorder.record(&record(ids.len() + i), None).await);
+        }
+        let started = std::time::Instant::now();
+        recorder.sync().await;
+        slowest = slowest.max(started.elapsed());
+    }
+    // Once the guard writes, a sync is a batch's write away.
+    for i in 0..10 {
+        ids.push(recorder.record(&record(ids.len() + i), None).await);
+    }
+    let started = std::time::Instant::now();
+    recorder.sync().await;
+    let taken_over = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    spinner.join().expect("spinner");
+    recorder.close().await;
+    assert!(
+        taken_over < std::time::Duration::from_secs(1),
+        "a sync while the guard writes took {taken_over:?}"
+    );
+    // Before the guard stepped in, a sync waited for it at most a watch and a batch.
+    assert!(
+        slowest < WATCH * 10,
+        "a sync took {slowest:?} before the guard stepped in"
+    );
+    assert_eq!(count(&store).await, ids.len());
+    for id in &ids {
+        store
+            .get_call(id.as_ref())
+            .await
+            .expect("every record found by its id");
+    }
+}

@@ -1,0 +1,353 @@
+//! The history writer's loops: the writer, which runs only when a CPU would otherwise idle, and
+//! its guard, which writes in its place when it stops getting the CPU.
+
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+use super::{BATCH, LINGER, Queue, RETAINED_BYTES, Shared};
+use crate::store::Store;
+use crate::store::history_codec::PackedBatch;
+
+/// How long the guard lets queued work wait without the writer taking any of it before it
+/// writes in the writer's place: the whole linger and 25 ms more. An idle-class writer on a CPU
+/// with any idle time takes its batch within microseconds of the linger's end; one that only
+/// gets the CPU between other threads' slices takes it tens of milliseconds late.
+pub(super) const WATCH: Duration = Duration::from_millis(LINGER.as_millis() as u64 + 25);
+
+/// How long the guard writes once it has had to step in: long enough that a host whose CPUs
+/// stay busy does not hand every batch back and forth. Each step-in that comes soon after the
+/// previous one (within twice the length the next would have) doubles it, up to
+/// `MAX_TAKE_OVER`, so a host that stays busy sees at most one such stall a minute.
+const FIRST_TAKE_OVER: Duration = Duration::from_secs(1);
+
+/// The longest take-over.
+const MAX_TAKE_OVER: Duration = Duration::from_secs(64);
+
+/// Which of the two threads runs a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// The writer, at the idle scheduling class: every batch while it keeps up.
+    Writer,
+    /// The guard, at the serving threads' class: every batch while a take-over lasts.
+    Guard,
+}
+
+/// What a writing loop needs of the store.
+pub(super) struct Io<'a> {
+    pub store: &'a dyn Store,
+    pub runtime: &'a tokio::runtime::Handle,
+    pub max_records: usize,
+    pub max_age_secs: u64,
+}
+
+/// Whether a batch holding `records` after the short linger `short` is coming in fast enough to
+/// fill to `full` within `LINGER`, and so should keep lingering.
+///
+/// The short linger (`--history-linger-ms`) is when a batch that would not fill within `LINGER`
+/// is written anyway. The default is `LINGER` itself: every batch waits the whole linger unless
+/// it fills. Each batch has a fixed cost (a segment `fdatasync`, two sled log writes, the
+/// writer's wake-ups), and on a machine where system calls and disk waits are dear that cost, not
+/// the records, made the bursts that delayed calls: at one connection (7,000 calls a second, an
+/// AMD host with the Zen mitigations on) a 10 ms short linger wrote 100 batches a second at
+/// 4.1–7.3 µs of writer CPU a call and a p99 of 776–15,790 µs (median about 950); 50 ms wrote 20,
+/// at 1.4–2.0 µs a call and a p99 of 454–918 µs (median about 515), against 227–529 µs without
+/// history (BENCHMARKS.md, issue 16, nineteenth session). On Intel machines where system calls
+/// are cheap, the writer's per-record work dominated instead and 10 ms gave the lower p99
+/// (sixteenth and eighteenth sessions): set `--history-linger-ms 10` there.
+pub(super) fn fills_within_linger(records: usize, full: usize, short: Duration) -> bool {
+    let ratio = (LINGER.as_micros() / short.as_micros().max(1)).max(1);
+    let ratio = usize::try_from(ratio).unwrap_or(usize::MAX);
+    records.saturating_mul(ratio) >= full
+}
+
+impl Queue {
+    /// Whether the guard is writing in the writer's place at `now`.
+    pub(super) fn taken_over(&self, now: Instant) -> bool {
+        self.guard_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether the thread in `role` should leave the queue to the other one at `now`.
+    fn stands_aside(&self, role: Role, now: Instant) -> bool {
+        match role {
+            Role::Writer => self.taken_over(now),
+            Role::Guard => !self.taken_over(now),
+        }
+    }
+
+    /// Whether both threads should end.
+    fn finished(&self) -> bool {
+        self.closed || self.abandoned
+    }
+}
+
+impl Shared {
+    /// Records that make a batch worth writing without lingering.
+    pub(super) fn full(&self) -> usize {
+        BATCH.min(self.capacity)
+    }
+
+    /// Queued records that mean the writer is falling behind: half the queue.
+    pub(super) fn behind(&self) -> usize {
+        (self.capacity / 2).max(1)
+    }
+
+    /// The condition variable the thread in `role` waits on.
+    fn bell(&self, role: Role) -> &std::sync::Condvar {
+        match role {
+            Role::Writer => &self.wake,
+            Role::Guard => &self.guard_wake,
+        }
+    }
+
+    fn wait_for<'a>(
+        &self,
+        role: Role,
+        q: MutexGuard<'a, Queue>,
+        at_most: Duration,
+    ) -> MutexGuard<'a, Queue> {
+        self.bell(role)
+            .wait_timeout(q, at_most)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
+    /// The writer's thread: write batches until the recorder is closed or dropped, standing
+    /// aside while the guard has taken over.
+    pub(super) fn write_until_closed(&self, io: &Io<'_>) {
+        let mut batch = PackedBatch::default();
+        let q = self.lock();
+        let _ = self.write_batches(Role::Writer, q, &mut batch, io);
+        self.end();
+    }
+
+    /// The guard's thread: watch the writer, and write in its place when queued work waited a
+    /// whole `WATCH` without the writer taking any of it, or half the queue waits (an idle-class
+    /// thread gets next to no CPU while every CPU is busy with other threads).
+    pub(super) fn guard_until_closed(&self, io: &Io<'_>) {
+        let mut batch = PackedBatch::default();
+        let mut take_over = FIRST_TAKE_OVER;
+        let mut last_ended: Option<Instant> = None;
+        // The batches taken when the guard began watching pending work, and when.
+        let mut watch: Option<(u64, Instant)> = None;
+        let mut q = self.lock();
+        loop {
+            if q.finished() {
+                break;
+            }
+            if q.idle() {
+                watch = None;
+            }
+            if q.idle() && !q.parked {
+                // The writer is on its timer after a batch: look again in a linger.
+                q = self.wait_for(Role::Guard, q, LINGER);
+                continue;
+            }
+            if q.idle() && q.parked {
+                // Nothing queued, and the writer sleeps until a record comes: so does the guard
+                // (the record that wakes the writer wakes it too).
+                q.guard_parked = true;
+                q = self.guard_wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.guard_parked = false;
+                continue;
+            }
+            // Work is pending: watch for the writer taking some, from when it was first seen
+            // waiting (a reader's sync or a record waking the guard does not restart the watch).
+            let now = Instant::now();
+            let started = match watch {
+                Some((taken, since)) if taken == q.taken => since,
+                _ => {
+                    watch = Some((q.taken, now));
+                    now
+                }
+            };
+            let left = WATCH.saturating_sub(now.duration_since(started));
+            if !left.is_zero() && q.records.len() < self.behind() {
+                q = self.wait_for(Role::Guard, q, left);
+                continue;
+            }
+            // The writer took nothing for a whole watch while work waited, or half the queue
+            // is waiting (at its pace the rest fills before a watch ends, and calls then wait).
+            watch = None;
+            let now = Instant::now();
+            if last_ended.is_some_and(|e| now.duration_since(e) > take_over * 2) {
+                take_over = FIRST_TAKE_OVER;
+            }
+            tracing::info!(
+                queued = q.records.len(),
+                seconds = take_over.as_secs(),
+                "call history writer is not getting the CPU; writing at normal priority for a while"
+            );
+            q.guard_until = Some(now + take_over);
+            q.take_overs += 1;
+            take_over = (take_over * 2).min(MAX_TAKE_OVER);
+            q = match self.write_batches(Role::Guard, q, &mut batch, io) {
+                Some(q) => q,
+                None => return self.end(),
+            };
+            q.guard_until = None;
+            last_ended = Some(Instant::now());
+            drop(q);
+            // The writer waits for the take-over's end on a timer; it may as well start now.
+            self.wake.notify_one();
+            q = self.lock();
+        }
+        drop(q);
+        self.end();
+    }
+
+    /// Wake both threads so that each sees the recorder closed or dropped and ends.
+    pub(super) fn end(&self) {
+        self.wake.notify_all();
+        self.guard_wake.notify_all();
+    }
+
+    /// Wait for records, linger for companions, write, repeat, while it is `role`'s turn.
+    /// Returns the queue when the turn ends (the guard's take-over is over), `None` once the
+    /// recorder is closed or dropped.
+    fn write_batches<'a>(
+        &'a self,
+        role: Role,
+        mut q: MutexGuard<'a, Queue>,
+        batch: &mut PackedBatch,
+        io: &Io<'_>,
+    ) -> Option<MutexGuard<'a, Queue>> {
+        let mut wrote = false;
+        // A guard stepping in writes what waited at once: it is overdue.
+        let mut overdue = role == Role::Guard;
+        loop {
+            // When the batch's linger began: the end of the previous batch if records came
+            // while the writer waited on its timer, else when the writer found them.
+            let mut since = None;
+            loop {
+                if q.finished() {
+                    return None;
+                }
+                let now = Instant::now();
+                if q.stands_aside(role, now) {
+                    match (role, q.guard_until) {
+                        (Role::Writer, Some(until)) => {
+                            since = None;
+                            q = self.wait_for(role, q, until.saturating_duration_since(now));
+                            continue;
+                        }
+                        _ => return Some(q),
+                    }
+                }
+                if !q.idle() {
+                    break;
+                }
+                if role == Role::Guard || std::mem::take(&mut wrote) {
+                    // Right after a batch, records usually keep coming: wait for them on a
+                    // timer, so that the call queuing the next batch's first record need not
+                    // wake this thread (a futex wake-up and an interrupt to another CPU, in that
+                    // call's path). The linger counts from here: one wake-up a batch. (The
+                    // guard, while it writes, never parks: the writer's park is what a record
+                    // wakes.)
+                    since = Some(now);
+                    let mut wait = self.short_linger;
+                    if let Some(until) = q.guard_until.filter(|_| role == Role::Guard) {
+                        wait = wait.min(until.saturating_duration_since(now));
+                    }
+                    q = self.wait_for(role, q, wait);
+                } else {
+                    // A whole short linger passed without a record: sleep until one comes.
+                    since = None;
+                    q.parked = true;
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q.parked = false;
+                }
+            }
+            // Linger briefly so a busy gateway writes (and fsyncs) a few large batches instead
+            // of one per call; a full batch, a reader's sync or shutdown cuts the wait short,
+            // and a batch too slow to fill is written after the short linger.
+            let start = since.unwrap_or_else(Instant::now);
+            let mut until = start + self.short_linger;
+            let mut short = true;
+            while !std::mem::take(&mut overdue) && !q.urgent(self.full()) && !q.finished() {
+                let now = Instant::now();
+                if q.stands_aside(role, now) {
+                    break;
+                }
+                let left = until.saturating_duration_since(now);
+                if left.is_zero() {
+                    if short && fills_within_linger(q.records.len(), self.full(), self.short_linger)
+                    {
+                        short = false;
+                        until = start + LINGER;
+                        continue;
+                    }
+                    break;
+                }
+                q = self.wait_for(role, q, left);
+            }
+            if q.finished() || q.stands_aside(role, Instant::now()) {
+                continue;
+            }
+            // Batches reach the store in the order they leave the queue: whoever takes one
+            // holds the turn until it is stored.
+            drop(q);
+            let turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+            q = self.lock();
+            if q.idle() || q.stands_aside(role, Instant::now()) {
+                // The other thread wrote them meanwhile, or its turn began.
+                continue;
+            }
+            let stop = self.write_one(q, batch, io);
+            drop(turn);
+            if stop {
+                return None;
+            }
+            wrote = true;
+            q = self.lock();
+        }
+    }
+
+    /// Take the queued batch and store it; `true` when it was the last (the recorder closes).
+    fn write_one(
+        &self,
+        mut q: MutexGuard<'_, Queue>,
+        batch: &mut PackedBatch,
+        io: &Io<'_>,
+    ) -> bool {
+        if q.closing.is_some() {
+            q.closed = true;
+        }
+        std::mem::swap(batch, &mut q.records);
+        q.taken = q.taken.wrapping_add(1);
+        let waiters = std::mem::take(&mut q.waiters);
+        let closing = q.closing.take();
+        drop(q);
+        self.room.notify_waiters();
+        if !batch.is_empty() {
+            let started = Instant::now();
+            let records = batch.records();
+            let written = io.runtime.block_on(io.store.insert_packed(
+                &records,
+                io.max_records,
+                io.max_age_secs,
+            ));
+            match written {
+                Ok(()) => tracing::debug!(
+                    records = batch.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "call history batch written"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e, records = batch.len(), "could not write call history"
+                ),
+            }
+        }
+        batch.clear_keeping(RETAINED_BYTES);
+        crate::allocator::return_what_is_due();
+        for w in waiters {
+            let _ = w.send(());
+        }
+        match closing {
+            Some(w) => {
+                let _ = w.send(());
+                true
+            }
+            None => false,
+        }
+    }
+}
