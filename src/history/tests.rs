@@ -259,9 +259,12 @@ async fn the_guard_writes_when_the_writer_gets_no_cpu() {
         taken_over < std::time::Duration::from_secs(1),
         "a sync while the guard writes took {taken_over:?}"
     );
-    // Before the guard stepped in, a sync waited for it at most a watch and a batch.
+    // Before the guard stepped in, a sync could wait for a batch the starved writer had taken
+    // (the guard waits for that batch to be stored: batches are stored in order). At the idle
+    // class's share of a busy CPU (3 parts in 1,027) that is a few hundred milliseconds in a
+    // release build and longer in a debug one, but never unbounded.
     assert!(
-        slowest < WATCH * 10,
+        slowest < WATCH * 60,
         "a sync took {slowest:?} before the guard stepped in"
     );
     assert_eq!(count(&store).await, ids.len());
