@@ -2,7 +2,7 @@
 //! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
 //! (history on and off, with one HTTP thread like the proxy's one worker, and without busy
 //! polling), with each server's CPU time and context switches per request; then history on
-//! against off at one connection in alternating rounds (`BENCH_ROUNDS`, default 5).
+//! against off at 1 and at 32 connections in alternating rounds (`BENCH_ROUNDS`, default 5).
 
 use super::procstat::{Usage, usage, with_children};
 use super::*;
@@ -184,10 +184,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// History on against off at one connection, in `BENCH_ROUNDS` alternating rounds (two gateways
-/// running side by side, each measured in turn): on a shared machine one run of each can land in
-/// a loud and a quiet moment and say either way what history costs; the medians of alternating
-/// rounds hold. Returns the report's lines.
+/// History on against off at 1 and at 32 connections, in `BENCH_ROUNDS` alternating rounds each
+/// (two gateways running side by side, each measured in turn): on a shared machine one run of
+/// each can land in a loud and a quiet moment and say either way what history costs; the medians
+/// of alternating rounds hold. Returns the report's lines.
 async fn alternating_history_rounds(
     tmp: &Path,
     client: &reqwest::Client,
@@ -206,18 +206,30 @@ async fn alternating_history_rounds(
         let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
         wrk_for(&url, 32, Some(script), 2);
     }
-    let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..rounds {
-        for (i, gw) in gateways.iter().enumerate() {
-            let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
-            runs[i].push(measure(&url, 1, Some(script), &[gw.proc.0.id()]));
+    let mut out = String::new();
+    for conns in [1u32, 32] {
+        let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (i, gw) in gateways.iter().enumerate() {
+                let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
+                runs[i].push(measure(&url, conns, Some(script), &[gw.proc.0.id()]));
+            }
         }
+        out.push_str(&rounds_report(conns, &runs));
     }
+    out
+}
+
+/// The report's line for one connection count's alternating rounds (`runs[0]` with history,
+/// `runs[1]` without).
+fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2]) -> String {
+    let rounds = runs[0].len();
     let med = |i: usize, f: Stat| median(runs[i].iter().map(f).collect());
     let p50: Stat = |m| m.run.p50_us;
     let p99: Stat = |m| m.run.p99_us;
     let rps: Stat = |m| m.run.rps;
     let cs: Stat = Measured::switches;
+    let cpu: Stat = Measured::cpu_us;
     let list = |i: usize| {
         runs[i]
             .iter()
@@ -228,7 +240,7 @@ async fn alternating_history_rounds(
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     let errors: u64 = runs.iter().flatten().map(|m| m.run.errors).sum();
     format!(
-        "History on against off at 1 connection, {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; {errors} errors (target within 25 %; c=1 p99/p50 with history {:.1}×, target ≤ 3×)\n\n",
+        "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
         secs(),
         med(0, p50),
         med(1, p50),
@@ -239,6 +251,8 @@ async fn alternating_history_rounds(
         med(0, rps),
         med(1, rps),
         pct(med(0, rps), med(1, rps)),
+        med(0, cpu),
+        med(1, cpu),
         med(0, cs),
         med(1, cs),
         list(0),

@@ -74,6 +74,10 @@ struct Queue {
     guard_until: Option<std::time::Instant>,
     /// How often the guard has stepped in.
     take_overs: u64,
+    /// When the guard, writing, asked the writer to show it gets the CPU; taken by the writer.
+    ping: Option<std::time::Instant>,
+    /// How long the writer took to answer the last ping.
+    pong: Option<std::time::Duration>,
 }
 
 impl Queue {

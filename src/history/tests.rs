@@ -191,7 +191,8 @@ fn tids_of(name: &str) -> Vec<i32> {
 /// A writer that gets next to no CPU (pinned to a CPU that a normal-priority thread keeps busy,
 /// which is what an idle-class thread gets on a host whose CPUs are all busy) does not hold
 /// calls back: once half the queue waits, the guard writes in its place; every sync returns in
-/// well under a second, and the records land in order (each found by its id).
+/// well under a second, and the records land in order (each found by its id). Once the CPU is
+/// free again, the guard hands the writing back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_writes_when_the_writer_gets_no_cpu() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -254,6 +255,27 @@ async fn the_guard_writes_when_the_writer_gets_no_cpu() {
     let taken_over = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     spinner.join().expect("spinner");
+    // With its CPU free again the writer answers the guard's pings at once, and after three
+    // such slices (under a second) the guard hands the writing back.
+    let back = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while recorder.shared.lock().guard_until.is_some() {
+        assert!(
+            std::time::Instant::now() < back,
+            "the guard never handed back"
+        );
+        ids.push(recorder.record(&record(ids.len()), None).await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let handed_back = recorder.shared.lock().take_overs;
+    for i in 0..10 {
+        ids.push(recorder.record(&record(ids.len() + i), None).await);
+    }
+    recorder.sync().await;
+    assert_eq!(
+        recorder.shared.lock().take_overs,
+        handed_back,
+        "the writer writes again without the guard stepping in"
+    );
     recorder.close().await;
     assert!(
         taken_over < std::time::Duration::from_secs(1),

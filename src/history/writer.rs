@@ -14,14 +14,19 @@ use crate::store::history_codec::PackedBatch;
 /// gets the CPU between other threads' slices takes it tens of milliseconds late.
 pub(super) const WATCH: Duration = Duration::from_millis(LINGER.as_millis() as u64 + 25);
 
-/// How long the guard writes once it has had to step in: long enough that a host whose CPUs
-/// stay busy does not hand every batch back and forth. Each step-in that comes soon after the
-/// previous one (within twice the length the next would have) doubles it, up to
-/// `MAX_TAKE_OVER`, so a host that stays busy sees at most one such stall a minute.
-const FIRST_TAKE_OVER: Duration = Duration::from_secs(1);
+/// How long the guard writes before it looks again whether the writer would get the CPU.
+const SLICE: Duration = Duration::from_millis(250);
 
-/// The longest take-over.
-const MAX_TAKE_OVER: Duration = Duration::from_secs(64);
+/// How soon the writer must answer the guard's ping, at the start of a slice, for that slice to
+/// count as one where it would have got the CPU: an idle-class thread on a CPU with any idle
+/// time runs within microseconds; behind busy threads, milliseconds later or not at all.
+const PROMPT: Duration = Duration::from_millis(1);
+
+/// Slices in a row with a prompt answer that end a take-over: under load, one or two could be
+/// lucky gaps. At one connection the writer sometimes waits on the runqueue of the CPU where the
+/// serving thread polls (which never sleeps) until the guard steps in; the ping's wake-up
+/// places it afresh, so such a take-over lasts about `PROMPT_SLICES` slices.
+const PROMPT_SLICES: u32 = 3;
 
 /// Which of the two threads runs a loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,8 +130,6 @@ impl Shared {
     /// thread gets next to no CPU while every CPU is busy with other threads).
     pub(super) fn guard_until_closed(&self, io: &Io<'_>) {
         let mut batch = PackedBatch::default();
-        let mut take_over = FIRST_TAKE_OVER;
-        let mut last_ended: Option<Instant> = None;
         // The batches taken when the guard began watching pending work, and when.
         let mut watch: Option<(u64, Instant)> = None;
         let mut q = self.lock();
@@ -168,24 +171,33 @@ impl Shared {
             // The writer took nothing for a whole watch while work waited, or half the queue
             // is waiting (at its pace the rest fills before a watch ends, and calls then wait).
             watch = None;
-            let now = Instant::now();
-            if last_ended.is_some_and(|e| now.duration_since(e) > take_over * 2) {
-                take_over = FIRST_TAKE_OVER;
-            }
             tracing::info!(
                 queued = q.records.len(),
-                seconds = take_over.as_secs(),
-                "call history writer is not getting the CPU; writing at normal priority for a while"
+                "call history writer is not getting the CPU; its guard writes at normal priority until it does"
             );
-            q.guard_until = Some(now + take_over);
             q.take_overs += 1;
-            take_over = (take_over * 2).min(MAX_TAKE_OVER);
-            q = match self.write_batches(Role::Guard, q, &mut batch, io) {
-                Some(q) => q,
-                None => return self.end(),
-            };
+            // Write a slice at a time; at each slice's start ping the writer, which answers when
+            // it next runs. The take-over ends once it answered promptly in `PROMPT_SLICES`
+            // slices in a row: the CPUs have room for it again.
+            let mut prompt = 0;
+            while prompt < PROMPT_SLICES {
+                let now = Instant::now();
+                q.guard_until = Some(now + SLICE);
+                q.ping = Some(now);
+                q.pong = None;
+                self.wake.notify_one();
+                q = match self.write_batches(Role::Guard, q, &mut batch, io) {
+                    Some(q) => q,
+                    None => return self.end(),
+                };
+                prompt = match q.pong {
+                    Some(answer) if answer <= PROMPT => prompt + 1,
+                    _ => 0,
+                };
+            }
             q.guard_until = None;
-            last_ended = Some(Instant::now());
+            q.ping = None;
+            tracing::info!("call history writer gets the CPU again; writing at idle priority");
             drop(q);
             // The writer waits for the take-over's end on a timer; it may as well start now.
             self.wake.notify_one();
@@ -226,6 +238,9 @@ impl Shared {
                 if q.stands_aside(role, now) {
                     match (role, q.guard_until) {
                         (Role::Writer, Some(until)) => {
+                            if let Some(sent) = q.ping.take() {
+                                q.pong = Some(now.duration_since(sent));
+                            }
                             since = None;
                             q = self.wait_for(role, q, until.saturating_duration_since(now));
                             continue;
