@@ -32,7 +32,8 @@ pub use crate::redact::{REDACTED, Redactor};
 /// queue filled and calls waited for room (req/s −9 %). So that an idle-class writer on a host
 /// whose CPUs stay busy cannot hold calls back either, a second thread at the serving threads'
 /// priority, the guard, writes in its place whenever queued work waits a whole `writer::WATCH`
-/// without the writer taking any, or half the queue waits.
+/// without the writer taking any, or half the queue waits, until pings show the writer gets the
+/// CPU again (`writer::Shared::guard_until_closed`).
 pub struct Recorder {
     shared: Arc<Shared>,
 }
