@@ -107,6 +107,13 @@ pub struct ServeConfig {
     /// 50 ms after its first, whatever this says; lower values write smaller batches more often.
     #[arg(long, env = "TOOLGATE_HISTORY_LINGER_MS", default_value_t = defaults::HISTORY_LINGER_MS)]
     pub history_linger_ms: u64,
+    /// Run the history writer at the serving threads' priority instead of Linux's idle class.
+    /// The idle class keeps its batches from delaying calls; on a host whose CPUs other work
+    /// keeps busy, a guard thread writes in its place, with an occasional stall of tens of
+    /// milliseconds as it steps in. Setting this avoids that stall, and lets the writer's
+    /// batches delay calls at low load again.
+    #[arg(long, env = "TOOLGATE_HISTORY_WRITER_NORMAL_PRIORITY")]
+    pub history_writer_normal_priority: bool,
     /// Base URL of the OpenAI-compatible model endpoint (OpenAI, vLLM, Ollama, llama.cpp…).
     #[arg(
         long,
@@ -172,6 +179,7 @@ impl ServeConfig {
             history_max_records: defaults::HISTORY_MAX_RECORDS,
             history_max_age_days: defaults::HISTORY_MAX_AGE_DAYS,
             history_linger_ms: defaults::HISTORY_LINGER_MS,
+            history_writer_normal_priority: false,
             llm_base_url: defaults::LLM_BASE_URL.into(),
             llm_api_key: None,
             llm_model: defaults::LLM_MODEL.into(),

@@ -194,6 +194,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         config.history_max_records,
         max_age,
         std::time::Duration::from_millis(config.history_linger_ms),
+        !config.history_writer_normal_priority,
     )?);
     let events_settings = EventSettings {
         schedule: events::parse_schedule(&config.event_retry_schedule)

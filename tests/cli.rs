@@ -136,6 +136,50 @@ fn serve_refuses_a_history_linger_outside_its_range() {
     }
 }
 
+/// The scheduling policy (`/proc`'s field 41) of the history writer's thread in process `pid`.
+fn history_writer_policy(pid: u32) -> Option<u32> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == "toolgate-histor" {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the command's closing parenthesis start at field 3.
+            let rest = stat.rsplit_once(')')?.1;
+            return rest.split_whitespace().nth(41 - 3)?.parse().ok();
+        }
+    }
+    None
+}
+
+/// The history writer runs in Linux's idle class (`SCHED_IDLE`, 5) unless
+/// `--history-writer-normal-priority` (or its variable) keeps it at normal priority (0).
+#[tokio::test]
+async fn the_history_writer_runs_in_the_idle_class_unless_told_otherwise() {
+    for (extra, envs, want) in [
+        (&[][..], &[][..], 5),
+        (&["--history-writer-normal-priority"][..], &[][..], 0),
+        (
+            &[][..],
+            &[("TOOLGATE_HISTORY_WRITER_NORMAL_PRIORITY", "true")][..],
+            0,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = spawn_serve(dir.path(), extra, envs);
+        wait_healthy(&p).await;
+        // A history read waits for the writer's loop (its class is set before the loop begins).
+        assert_eq!(get(&p.base, "/v1/calls").await.0, 200);
+        let pid = p.child.id();
+        let policy = eventually(10, || async move { history_writer_policy(pid) }).await;
+        assert_eq!(policy, want, "{extra:?} {envs:?}");
+        let mut p = p;
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+}
+
 #[test]
 fn validate_lists_every_error_and_fails() {
     let dir = tempfile::tempdir().unwrap();

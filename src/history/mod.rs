@@ -162,14 +162,16 @@ impl Shared {
 impl Recorder {
     /// Start the writer. `queue` bounds records waiting to be written; a full queue makes callers
     /// wait. `short_linger` is how long a batch that will not fill within `LINGER` waits (clamped
-    /// to 1 ms..=`LINGER`). Must be called within a Tokio runtime, which the writer uses for the
-    /// store.
+    /// to 1 ms..=`LINGER`). `idle_writer` puts the writer in the idle scheduling class (`idle`;
+    /// its guard covers for it either way). Must be called within a Tokio runtime, which the
+    /// writer uses for the store.
     pub fn start(
         store: Arc<dyn Store>,
         queue: usize,
         max_records: usize,
         max_age_secs: u64,
         short_linger: std::time::Duration,
+        idle_writer: bool,
     ) -> std::io::Result<Recorder> {
         let shared = Arc::new(Shared {
             queue: Default::default(),
@@ -201,7 +203,9 @@ impl Recorder {
                     };
                     match role {
                         Role::Writer => {
-                            idle::run_only_when_idle();
+                            if idle_writer {
+                                idle::run_only_when_idle();
+                            }
                             shared_here.write_until_closed(&io);
                         }
                         Role::Guard => shared_here.guard_until_closed(&io),

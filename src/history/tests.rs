@@ -31,7 +31,7 @@ async fn records_after_a_batch_are_written_without_waking_the_writer() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
     let short = std::time::Duration::from_millis(10);
-    let recorder = Recorder::start(store.clone(), 10_000, 0, 0, short).expect("writer");
+    let recorder = Recorder::start(store.clone(), 10_000, 0, 0, short, true).expect("writer");
     let parked = || recorder.shared.lock().parked;
     recorder.record(&record(0), None).await;
     recorder.sync().await;
@@ -88,7 +88,7 @@ async fn written_within_5_s(store: &SledStore, n: usize, what: &str) {
 async fn every_record_is_written_under_back_pressure() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
-    let recorder = Arc::new(Recorder::start(store.clone(), 4, 0, 0, LINGER).expect("writer"));
+    let recorder = Arc::new(Recorder::start(store.clone(), 4, 0, 0, LINGER, true).expect("writer"));
     let mut tasks = Vec::new();
     for t in 0..20 {
         let recorder = recorder.clone();
@@ -142,7 +142,7 @@ fn policies_of(name: &str) -> Vec<u32> {
 async fn the_writer_runs_in_the_idle_class_and_its_guard_does_not() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
-    let recorder = Recorder::start(store.clone(), 100, 0, 0, LINGER).expect("writer");
+    let recorder = Recorder::start(store.clone(), 100, 0, 0, LINGER, true).expect("writer");
     recorder.record(&record(0), None).await;
     recorder.sync().await;
     // Other tests' recorders may be running too: every one of them must be so.
@@ -198,7 +198,7 @@ async fn the_guard_writes_when_the_writer_gets_no_cpu() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
     let before: std::collections::HashSet<i32> = tids_of("toolgate-histor").into_iter().collect();
-    let recorder = Recorder::start(store.clone(), 2_000, 0, 0, LINGER).expect("writer");
+    let recorder = Recorder::start(store.clone(), 2_000, 0, 0, LINGER, true).expect("writer");
     // The writer names its thread once it runs. (A recorder another test starts meanwhile may
     // have its writer pinned too: its guard then writes for it, which is what is tested here.)
     let named = std::time::Instant::now() + std::time::Duration::from_secs(5);
