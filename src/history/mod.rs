@@ -79,6 +79,9 @@ struct Queue {
     ping: Option<std::time::Instant>,
     /// How long the writer took to answer the last ping.
     pong: Option<std::time::Duration>,
+    /// A test holds the writer back (`writer::Queue::writer_held`).
+    #[cfg(test)]
+    hold_writer: bool,
 }
 
 impl Queue {

@@ -297,3 +297,38 @@ async fn the_guard_writes_when_the_writer_gets_no_cpu() {
             .expect("every record found by its id");
     }
 }
+
+/// A writer that never takes its records (held back here, as a CPU it never gets would) while
+/// the queue stays far from half full: the guard steps in after a watch and writes them, so a
+/// lone record reaches the store with nobody syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+    let recorder = Recorder::start(store.clone(), 2_000, 0, 0, LINGER, true).expect("writer");
+    recorder.shared.lock().hold_writer = true;
+    let started = std::time::Instant::now();
+    recorder.record(&record(0), None).await;
+    written_within_5_s(&store, 1, "a record the held-back writer left").await;
+    assert!(
+        started.elapsed() >= WATCH,
+        "written after {:?}, before a watch",
+        started.elapsed()
+    );
+    assert_eq!(recorder.shared.lock().take_overs, 1);
+    // Released, the writer answers the guard's pings and gets the writing back.
+    recorder.shared.lock().hold_writer = false;
+    let back = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while recorder.shared.lock().guard_until.is_some() {
+        assert!(
+            std::time::Instant::now() < back,
+            "the guard never handed back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    recorder.record(&record(1), None).await;
+    recorder.sync().await;
+    assert_eq!(count(&store).await, 2);
+    assert_eq!(recorder.shared.lock().take_overs, 1);
+    recorder.close().await;
+}
