@@ -14,26 +14,20 @@
 //! An idle-class thread gets next to no CPU while every CPU is busy with other threads; the
 //! guard (`writer::Role::Guard`) writes in its place then.
 
-/// Put the calling thread in the idle scheduling class. Returns whether it is there: a
-/// platform without the class, or a sandbox that refuses the call, leaves it where it was (the
-/// writer then runs at the serving threads' priority, as it always had).
-pub fn run_only_when_idle() -> bool {
+/// Put the calling thread in the idle scheduling class. A platform without the class, or a
+/// sandbox that refuses the call, leaves it where it was (the writer then runs at the serving
+/// threads' priority, as it always had).
+pub fn run_only_when_idle() {
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: `sched_setscheduler` reads `param` during the call only; pid 0 is the calling
         // thread.
-        let done = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
-        if !done {
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
                 "call history writer stays at normal priority"
             );
         }
-        done
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
     }
 }

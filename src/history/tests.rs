@@ -115,18 +115,21 @@ async fn every_record_is_written_under_back_pressure() {
     assert_eq!(count(&store).await, 1002);
 }
 
+/// The `/proc` directories of this process's threads named `name`.
+fn tasks_named(name: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .map(|t| t.path())
+        .filter(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .collect()
+}
+
 /// The scheduling policy (`/proc`'s field 41) of every thread of this process named `name`.
 fn policies_of(name: &str) -> Vec<u32> {
     let mut out = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task")
-        .expect("tasks")
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+    for task in tasks_named(name) {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
         // Fields after the command's closing parenthesis start at field 3.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
         if let Some(policy) = rest.split_whitespace().nth(41 - 3) {
@@ -178,13 +181,9 @@ fn pin(tid: i32, cpu: usize) {
 
 /// The thread ids of this process's threads named `name`.
 fn tids_of(name: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc/self/task")
-        .expect("tasks")
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+    tasks_named(name)
+        .iter()
+        .filter_map(|t| t.file_name()?.to_str()?.parse().ok())
         .collect()
 }
 

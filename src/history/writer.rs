@@ -151,18 +151,16 @@ impl Shared {
             }
             if q.idle() {
                 watch = None;
-            }
-            if q.idle() && !q.parked {
-                // The writer is on its timer after a batch: look again in a linger.
-                q = self.wait_for(Role::Guard, q, LINGER);
-                continue;
-            }
-            if q.idle() && q.parked {
-                // Nothing queued, and the writer sleeps until a record comes: so does the guard
-                // (the record that wakes the writer wakes it too).
-                q.guard_parked = true;
-                q = self.guard_wake.wait(q).unwrap_or_else(|p| p.into_inner());
-                q.guard_parked = false;
+                if q.parked {
+                    // The writer sleeps until a record comes: so does the guard (the record
+                    // that wakes the writer wakes it too).
+                    q.guard_parked = true;
+                    q = self.guard_wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q.guard_parked = false;
+                } else {
+                    // The writer is on its timer after a batch: look again in a linger.
+                    q = self.wait_for(Role::Guard, q, LINGER);
+                }
                 continue;
             }
             // Work is pending: watch for the writer taking some, from when it was first seen
