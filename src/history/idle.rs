@@ -13,6 +13,11 @@
 //!
 //! An idle-class thread gets next to no CPU while every CPU is busy with other threads; the
 //! guard (`writer::Role::Guard`) writes in its place then.
+//!
+//! The class ranks a thread only among the threads of its scheduling group (its autogroup, one
+//! per session, or its cgroup): against another group's threads the whole group competes as
+//! one. An upstream started in another session waited 0.46 ms behind a batch; the benchmark
+//! starts its nginx and wrk in toolgate's session, where the class works as described above.
 
 /// Put the calling thread in the idle scheduling class. A platform without the class, or a
 /// sandbox that refuses the call, leaves it where it was (the writer then runs at the serving
@@ -29,5 +34,184 @@ pub fn run_only_when_idle() {
                 "call history writer stays at normal priority"
             );
         }
+    }
+}
+
+/// The calling thread's kernel id, for the guard to move it (`move_off_its_cpu`); 0 where
+/// threads cannot be moved.
+pub fn this_thread_id() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` takes nothing and cannot fail.
+        unsafe { libc::gettid() }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// The CPUs a thread could run on before `move_off_its_cpu` narrowed them.
+pub struct Affinity {
+    #[cfg(target_os = "linux")]
+    set: libc::cpu_set_t,
+}
+
+/// Move the thread `tid` off the CPU it last ran on (or waits to run on), onto the other CPUs
+/// it may use. An idle-class thread woken onto a CPU whose thread never sleeps (a serving
+/// thread polling at one connection) waits there behind it, while another CPU idles half the
+/// time: the kernel's balancing does not pull a waiting thread onto a CPU that is idle only in
+/// microsecond gaps. Returns the affinity to restore once it ran, or `None` when the thread may
+/// use only that CPU (or the platform has no affinity).
+pub fn move_off_its_cpu(tid: i32) -> Option<Affinity> {
+    #[cfg(target_os = "linux")]
+    {
+        let cpu = last_cpu(tid)?;
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: a zeroed `cpu_set_t` is an empty set; the calls read and write one set of
+        // `size` bytes, and `CPU_ISSET`/`CPU_CLR` stay within it for cpu < `CPU_SETSIZE`.
+        unsafe {
+            let mut was: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(tid, size, &mut was) != 0
+                || cpu >= libc::CPU_SETSIZE as usize
+                || !libc::CPU_ISSET(cpu, &was)
+            {
+                return None;
+            }
+            let mut others = was;
+            libc::CPU_CLR(cpu, &mut others);
+            if libc::CPU_COUNT(&others) == 0 || libc::sched_setaffinity(tid, size, &others) != 0 {
+                return None;
+            }
+            Some(Affinity { set: was })
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        None
+    }
+}
+
+/// Give the calling thread back the CPUs it had before `move_off_its_cpu`, so that the kernel
+/// places its next wake-up freely again.
+pub fn restore(affinity: Affinity) {
+    #[cfg(target_os = "linux")]
+    {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: reads one set of `size` bytes during the call; pid 0 is the calling thread.
+        if unsafe { libc::sched_setaffinity(0, size, &affinity.set) } != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "call history writer keeps the CPUs the guard moved it to"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = affinity;
+}
+
+/// The CPU thread `tid` of this process last ran on (`/proc`, field 39 of its `stat`).
+#[cfg(target_os = "linux")]
+fn last_cpu(tid: i32) -> Option<usize> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end. Field 3,
+    // the state, comes first after it; field 39 is 36 further.
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    after_name.split_whitespace().nth(36)?.parse().ok()
+}
+
+/// The CPUs thread `tid` (0: the calling thread) may run on.
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn allowed_cpus(tid: i32) -> Vec<usize> {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; the call writes one set of its size, and
+    // `CPU_ISSET` stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0,
+            "affinity of {tid}"
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    use std::sync::{Arc, mpsc};
+
+    /// A thread moved off its CPU runs on another one it may use, and restoring gives it all
+    /// of them back. A thread that may use one CPU only is left alone.
+    #[test]
+    fn a_thread_moved_off_its_cpu_runs_elsewhere_until_restored() {
+        let mine = super::allowed_cpus(0);
+        assert!(
+            mine.len() >= 2,
+            "this test needs two CPUs to move a thread between; the process may use {mine:?}"
+        );
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (restore_tx, restore_rx) = mpsc::channel::<super::Affinity>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpu_now = Arc::new(AtomicI32::new(-1));
+        let thread = {
+            let (stop, cpu_now) = (stop.clone(), cpu_now.clone());
+            std::thread::spawn(move || {
+                tid_tx.send(super::this_thread_id()).expect("send tid");
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: `sched_getcpu` takes nothing.
+                    cpu_now.store(unsafe { libc::sched_getcpu() }, Ordering::Relaxed);
+                    if let Ok(a) = restore_rx.try_recv() {
+                        super::restore(a);
+                    }
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let tid = tid_rx.recv().expect("tid");
+        while cpu_now.load(Ordering::Relaxed) < 0 {
+            std::thread::yield_now();
+        }
+        let was_on = super::last_cpu(tid).expect("its CPU from /proc");
+        let moved = super::move_off_its_cpu(tid).expect("moved");
+        let now_allowed = super::allowed_cpus(tid);
+        assert!(!now_allowed.contains(&was_on), "still allowed {was_on}");
+        assert_eq!(now_allowed.len(), mine.len() - 1);
+        // It runs elsewhere at once: the kernel migrates a thread off a CPU it may not use.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cpu_now.load(Ordering::Relaxed) == was_on as i32 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never left CPU {was_on}"
+            );
+            std::thread::yield_now();
+        }
+        restore_tx.send(moved).expect("send");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while super::allowed_cpus(tid) != mine {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "affinity never restored"
+            );
+            std::thread::yield_now();
+        }
+        // Pinned to one CPU, there is nowhere to move it.
+        let only = now_allowed[0];
+        // SAFETY: as in `move_off_its_cpu`.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(only, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                0
+            );
+        }
+        assert!(super::move_off_its_cpu(tid).is_none());
+        assert_eq!(super::allowed_cpus(tid), vec![only]);
+        stop.store(true, Ordering::Relaxed);
+        thread.join().expect("thread");
     }
 }

@@ -33,7 +33,8 @@ pub use crate::redact::{REDACTED, Redactor};
 /// whose CPUs stay busy cannot hold calls back either, a second thread at the serving threads'
 /// priority, the guard, writes in its place whenever queued work waits a whole `writer::WATCH`
 /// without the writer taking any, or half the queue waits, until pings show the writer gets the
-/// CPU again (`writer::Shared::guard_until_closed`).
+/// CPU again (`writer::Shared::guard_until_closed`). Before that, a writer still not running
+/// `writer::KICK_AFTER` past its timer is moved to the other CPUs (`idle::move_off_its_cpu`).
 pub struct Recorder {
     shared: Arc<Shared>,
 }
@@ -53,6 +54,9 @@ struct Shared {
     capacity: usize,
     /// How long a batch that will not fill within `LINGER` waits (`fills_within_linger`).
     short_linger: std::time::Duration,
+    /// The writer's kernel thread id, once it runs (0 before, or where threads cannot be
+    /// moved): the guard moves it off a CPU it cannot get (`idle::move_off_its_cpu`).
+    writer_tid: std::sync::atomic::AtomicI32,
 }
 
 #[derive(Default)]
@@ -79,6 +83,16 @@ struct Queue {
     ping: Option<std::time::Instant>,
     /// How long the writer took to answer the last ping.
     pong: Option<std::time::Duration>,
+    /// When the writer means to take the queued records at the latest: the end of the timer it
+    /// waits on, or a linger after a record woke it. Past it (and `writer::KICK_AFTER` more)
+    /// with the records still queued, the writer is waiting for a CPU.
+    due: Option<std::time::Instant>,
+    /// `taken` when the guard last moved the writer to other CPUs: once per batch.
+    moved_at: Option<u64>,
+    /// How often the guard has moved the writer to other CPUs.
+    moves: u64,
+    /// The writer's CPUs before the guard moved it, for the writer to restore once it runs.
+    restore: Option<idle::Affinity>,
     /// A test holds the writer back (`writer::Queue::writer_held`).
     #[cfg(test)]
     hold_writer: bool,
@@ -184,6 +198,7 @@ impl Recorder {
             room: Notify::new(),
             capacity: queue.max(1),
             short_linger: short_linger.clamp(std::time::Duration::from_millis(1), LINGER),
+            writer_tid: std::sync::atomic::AtomicI32::new(0),
         });
         let runtime = tokio::runtime::Handle::current();
         let threads = [
@@ -206,6 +221,10 @@ impl Recorder {
                     };
                     match role {
                         Role::Writer => {
+                            shared_here.writer_tid.store(
+                                idle::this_thread_id(),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                             if idle_writer {
                                 idle::run_only_when_idle();
                             }
@@ -307,7 +326,13 @@ impl Recorder {
         // The thread writing now is woken for a full batch; a first record wakes whichever
         // sleeps until one comes.
         let full = len == self.shared.full();
-        let writer = (len == 1 && q.parked) || (full && !q.taken_over(std::time::Instant::now()));
+        let wakes_parked = len == 1 && q.parked;
+        if wakes_parked {
+            // The writer lingers from when it wakes; if it never runs, the guard knows when to
+            // look.
+            q.due = Some(std::time::Instant::now() + self.shared.short_linger);
+        }
+        let writer = wakes_parked || (full && !q.taken_over(std::time::Instant::now()));
         // The guard is told when half the queue waits, unless it is writing already.
         let guard = (len == 1 && q.guard_parked)
             || (full && q.guard_until.is_some())

@@ -1,5 +1,6 @@
 //! The recorder's tests: lingering, waking, back-pressure, the idle-class writer and its guard.
 
+use super::idle::allowed_cpus;
 use super::writer::{WATCH, fills_within_linger};
 use super::*;
 use crate::store::{CallFilter, HistoryStore, SledStore};
@@ -305,6 +306,21 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
     let recorder = Recorder::start(store.clone(), 2_000, 0, 0, LINGER, true).expect("writer");
+    // Once the writer sleeps until a record comes, the record that wakes it sets when it is
+    // due: a held writer (as one that never gets a CPU) leaves it past due.
+    let parked = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !recorder.shared.lock().parked {
+        assert!(
+            std::time::Instant::now() < parked,
+            "the writer never parked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let writer = recorder
+        .shared
+        .writer_tid
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let cpus = allowed_cpus(writer);
     recorder.shared.lock().hold_writer = true;
     let started = std::time::Instant::now();
     recorder.record(&record(0), None).await;
@@ -315,6 +331,15 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
         started.elapsed()
     );
     assert_eq!(recorder.shared.lock().take_overs, 1);
+    // Before stepping in, a linger and `KICK_AFTER` past due, the guard moved the writer off
+    // the CPU it was on (where one can: with two CPUs or more).
+    let (moves, narrowed) = (recorder.shared.lock().moves, allowed_cpus(writer));
+    if cpus.len() >= 2 {
+        assert_eq!(moves, 1, "moves");
+        assert_eq!(narrowed.len(), cpus.len() - 1, "{narrowed:?} of {cpus:?}");
+    } else {
+        assert_eq!((moves, &narrowed), (0, &cpus));
+    }
     // Released, the writer answers the guard's pings and gets the writing back.
     recorder.shared.lock().hold_writer = false;
     let back = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -329,5 +354,16 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
     recorder.sync().await;
     assert_eq!(count(&store).await, 2);
     assert_eq!(recorder.shared.lock().take_overs, 1);
+    // Running again, the writer takes back the CPUs it had (at once, unless a slow moment made
+    // the guard move it again: then when it next wakes).
+    let back = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while allowed_cpus(writer) != cpus {
+        assert!(
+            std::time::Instant::now() < back,
+            "the writer kept {:?} of {cpus:?}",
+            allowed_cpus(writer)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     recorder.close().await;
 }

@@ -4,7 +4,7 @@
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use super::{BATCH, LINGER, Queue, RETAINED_BYTES, Shared};
+use super::{BATCH, LINGER, Queue, RETAINED_BYTES, Shared, idle};
 use crate::store::Store;
 use crate::store::history_codec::PackedBatch;
 
@@ -13,6 +13,11 @@ use crate::store::history_codec::PackedBatch;
 /// with any idle time takes its batch within microseconds of the linger's end; one that only
 /// gets the CPU between other threads' slices takes it tens of milliseconds late.
 pub(super) const WATCH: Duration = Duration::from_millis(LINGER.as_millis() as u64 + 25);
+
+/// How long past its due time (`Queue::due`) the guard lets the writer leave queued records
+/// before it moves the writer to other CPUs: an idle-class writer on a CPU with any idle time
+/// takes its batch within microseconds of its timer.
+pub(super) const KICK_AFTER: Duration = Duration::from_millis(5);
 
 /// How long the guard writes before it looks again whether the writer would get the CPU.
 const SLICE: Duration = Duration::from_millis(250);
@@ -158,8 +163,15 @@ impl Shared {
                     q = self.guard_wake.wait(q).unwrap_or_else(|p| p.into_inner());
                     q.guard_parked = false;
                 } else {
-                    // The writer is on its timer after a batch: look again in a linger.
-                    q = self.wait_for(Role::Guard, q, LINGER);
+                    // The writer is on its timer after a batch: look again when it is due to
+                    // have taken what comes meanwhile (records do not wake the guard then), or
+                    // in a linger.
+                    let look = q
+                        .due
+                        .map(|due| (due + KICK_AFTER).saturating_duration_since(Instant::now()))
+                        .filter(|d| !d.is_zero())
+                        .unwrap_or(LINGER);
+                    q = self.wait_for(Role::Guard, q, look);
                 }
                 continue;
             }
@@ -173,7 +185,18 @@ impl Shared {
                     now
                 }
             };
-            let left = WATCH.saturating_sub(now.duration_since(started));
+            let mut left = WATCH.saturating_sub(now.duration_since(started));
+            // Past its due time the writer is waiting for a CPU: first move it to the others
+            // (cheap, and at one connection enough), then, should it still not run, write in
+            // its place.
+            if let Some(due) = q.due.filter(|_| q.moved_at != Some(q.taken)) {
+                let move_at = due + KICK_AFTER;
+                if now >= move_at {
+                    q = self.move_writer(q);
+                    continue;
+                }
+                left = left.min(move_at - now);
+            }
             if !left.is_zero() && q.records.len() < self.behind() {
                 q = self.wait_for(Role::Guard, q, left);
                 continue;
@@ -217,6 +240,31 @@ impl Shared {
         self.end();
     }
 
+    /// Move the writer off the CPU it waits for (`idle::move_off_its_cpu`), once for the batch
+    /// now queued. The move happens outside the queue's lock: calls queue records meanwhile.
+    fn move_writer<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        q.moved_at = Some(q.taken);
+        let tid = self.writer_tid.load(std::sync::atomic::Ordering::Relaxed);
+        if tid == 0 {
+            return q;
+        }
+        drop(q);
+        let moved = idle::move_off_its_cpu(tid);
+        let mut q = self.lock();
+        if let Some(affinity) = moved {
+            q.moves += 1;
+            tracing::debug!(
+                queued = q.records.len(),
+                "call history writer waited past its time; moved to other CPUs"
+            );
+            // A move before an unrestored one keeps the first: it holds the CPUs it had.
+            if q.restore.is_none() {
+                q.restore = Some(affinity);
+            }
+        }
+        q
+    }
+
     /// Wake both threads so that each sees the recorder closed or dropped and ends.
     pub(super) fn end(&self) {
         self.wake.notify_all();
@@ -243,6 +291,14 @@ impl Shared {
             loop {
                 if q.finished() {
                     return None;
+                }
+                if role == Role::Writer
+                    && !q.writer_held()
+                    && let Some(affinity) = q.restore.take()
+                {
+                    // Moved while it waited for a CPU: it runs now, and its next wake-up
+                    // should be placed freely again.
+                    idle::restore(affinity);
                 }
                 let now = Instant::now();
                 if q.stands_aside(role, now) {
@@ -274,10 +330,14 @@ impl Shared {
                     if let Some(until) = q.guard_until.filter(|_| role == Role::Guard) {
                         wait = wait.min(until.saturating_duration_since(now));
                     }
+                    if role == Role::Writer {
+                        q.due = Some(now + wait);
+                    }
                     q = self.wait_for(role, q, wait);
                 } else {
                     // A whole short linger passed without a record: sleep until one comes.
                     since = None;
+                    q.due = None;
                     q.parked = true;
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                     q.parked = false;
@@ -295,6 +355,9 @@ impl Shared {
                     break;
                 }
                 let left = until.saturating_duration_since(now);
+                if role == Role::Writer {
+                    q.due = Some(until);
+                }
                 if left.is_zero() {
                     if short && fills_within_linger(q.records.len(), self.full(), self.short_linger)
                     {
@@ -340,6 +403,7 @@ impl Shared {
         }
         std::mem::swap(batch, &mut q.records);
         q.taken = q.taken.wrapping_add(1);
+        q.due = None;
         let waiters = std::mem::take(&mut q.waiters);
         let closing = q.closing.take();
         drop(q);
