@@ -62,7 +62,7 @@ pub struct Affinity {
 /// thread polling at one connection) waits there behind it, while another CPU idles half the
 /// time: the kernel's balancing does not pull a waiting thread onto a CPU that is idle only in
 /// microsecond gaps. Returns the affinity to restore once it ran, or `None` when the thread may
-/// use only that CPU (or the platform has no affinity).
+/// use only that CPU, waits for the disk, or the platform has no affinity.
 pub fn move_off_its_cpu(tid: i32) -> Option<Affinity> {
     #[cfg(target_os = "linux")]
     {
@@ -111,14 +111,25 @@ pub fn restore(affinity: Affinity) {
     let _ = affinity;
 }
 
-/// The CPU thread `tid` of this process last ran on (`/proc`, field 39 of its `stat`).
+/// The CPU thread `tid` of this process last ran on, unless it waits for the disk (a writer
+/// in an `fdatasync` is not waiting for a CPU, and moving it would not help).
 #[cfg(target_os = "linux")]
 fn last_cpu(tid: i32) -> Option<usize> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from its end. Field 3,
-    // the state, comes first after it; field 39 is 36 further.
+    let (state, cpu) = state_and_cpu(&stat)?;
+    (state != 'D').then_some(cpu)
+}
+
+/// A thread's state (field 3) and last CPU (field 39) from its `/proc/…/stat` line.
+#[cfg(target_os = "linux")]
+fn state_and_cpu(stat: &str) -> Option<(char, usize)> {
+    // The command name (field 2) may hold spaces and parentheses: count from its end. The
+    // state comes first after it; the CPU 36 fields further.
     let after_name = stat.get(stat.rfind(')')? + 1..)?;
-    after_name.split_whitespace().nth(36)?.parse().ok()
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let cpu = fields.nth(35)?.parse().ok()?;
+    Some((state, cpu))
 }
 
 /// The CPUs thread `tid` (0: the calling thread) may run on.
@@ -143,6 +154,19 @@ pub(super) fn allowed_cpus(tid: i32) -> Vec<usize> {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
     use std::sync::{Arc, mpsc};
+
+    /// The state and CPU are read after the command name, whatever it holds.
+    #[test]
+    fn a_stat_line_gives_its_state_and_cpu() {
+        let tail = "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 \
+                    29 30 31 32 33 34 35 7 0 0 0 5";
+        let line = format!("4242 (toolgate-histor) R {tail}");
+        assert_eq!(super::state_and_cpu(&line), Some(('R', 7)));
+        let odd = format!("4242 (a (b) c) D {tail}");
+        assert_eq!(super::state_and_cpu(&odd), Some(('D', 7)));
+        assert_eq!(super::state_and_cpu("4242 (short) S 1 2"), None);
+        assert_eq!(super::state_and_cpu("no name at all"), None);
+    }
 
     /// A thread moved off its CPU runs on another one it may use, and restoring gives it all
     /// of them back. A thread that may use one CPU only is left alone.

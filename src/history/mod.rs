@@ -83,9 +83,10 @@ struct Queue {
     ping: Option<std::time::Instant>,
     /// How long the writer took to answer the last ping.
     pong: Option<std::time::Duration>,
-    /// When the writer means to take the queued records at the latest: the end of the timer it
-    /// waits on, or a linger after a record woke it. Past it (and `writer::KICK_AFTER` more)
-    /// with the records still queued, the writer is waiting for a CPU.
+    /// When the writer means to take the queued records at the latest (the end of the timer it
+    /// waits on, or a linger after a record woke it), or when it took the batch it is writing.
+    /// Past it (and `writer::KICK_AFTER` more) with records still queued, the writer is waiting
+    /// for a CPU, unless it waits for the disk.
     due: Option<std::time::Instant>,
     /// `taken` when the guard last moved the writer to other CPUs: once per batch.
     moved_at: Option<u64>,

@@ -14,9 +14,10 @@ use crate::store::history_codec::PackedBatch;
 /// gets the CPU between other threads' slices takes it tens of milliseconds late.
 pub(super) const WATCH: Duration = Duration::from_millis(LINGER.as_millis() as u64 + 25);
 
-/// How long past its due time (`Queue::due`) the guard lets the writer leave queued records
-/// before it moves the writer to other CPUs: an idle-class writer on a CPU with any idle time
-/// takes its batch within microseconds of its timer.
+/// How long past its due time (`Queue::due`: its timer's end, or when it took the batch it is
+/// writing) the guard lets the writer leave queued records before it moves the writer to other
+/// CPUs: an idle-class writer on a CPU with any idle time takes its batch within microseconds
+/// of its timer and writes it in about a millisecond.
 pub(super) const KICK_AFTER: Duration = Duration::from_millis(5);
 
 /// How long the guard writes before it looks again whether the writer would get the CPU.
@@ -381,7 +382,7 @@ impl Shared {
                 // The other thread wrote them meanwhile, or its turn began.
                 continue;
             }
-            let stop = self.write_one(q, batch, io);
+            let stop = self.write_one(role, q, batch, io);
             drop(turn);
             if stop {
                 return None;
@@ -394,6 +395,7 @@ impl Shared {
     /// Take the queued batch and store it; `true` when it was the last (the recorder closes).
     fn write_one(
         &self,
+        role: Role,
         mut q: MutexGuard<'_, Queue>,
         batch: &mut PackedBatch,
         io: &Io<'_>,
@@ -403,7 +405,10 @@ impl Shared {
         }
         std::mem::swap(batch, &mut q.records);
         q.taken = q.taken.wrapping_add(1);
-        q.due = None;
+        // The writer should be through this batch well before `KICK_AFTER`: if it is not, and
+        // not for the disk, it was preempted and waits for a CPU, holding the turn (so the
+        // guard cannot write either) until it gets one.
+        q.due = (role == Role::Writer).then(Instant::now);
         let waiters = std::mem::take(&mut q.waiters);
         let closing = q.closing.take();
         drop(q);
