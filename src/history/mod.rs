@@ -34,7 +34,7 @@ pub use crate::redact::{REDACTED, Redactor};
 /// priority, the guard, writes in its place whenever queued work waits a whole `writer::WATCH`
 /// without the writer taking any, or half the queue waits, until pings show the writer gets the
 /// CPU again (`writer::Shared::guard_until_closed`). Before that, a writer still not running
-/// `writer::KICK_AFTER` past its timer is moved to the other CPUs (`idle::move_off_its_cpu`).
+/// `writer::KICK_AFTER` past its timer (or that far into a batch) is moved to another CPU (`idle::move_off_its_cpu`).
 pub struct Recorder {
     shared: Arc<Shared>,
 }
@@ -88,12 +88,10 @@ struct Queue {
     /// Past it (and `writer::KICK_AFTER` more) with records still queued, the writer is waiting
     /// for a CPU, unless it waits for the disk.
     due: Option<std::time::Instant>,
-    /// `taken` when the guard last moved the writer to other CPUs: once per batch.
+    /// `taken` when the guard last moved the writer to another CPU: once per batch.
     moved_at: Option<u64>,
-    /// How often the guard has moved the writer to other CPUs.
+    /// How often the guard has moved the writer to another CPU.
     moves: u64,
-    /// The writer's CPUs before the guard moved it, for the writer to restore once it runs.
-    restore: Option<idle::Affinity>,
     /// A test holds the writer back (`writer::Queue::writer_held`).
     #[cfg(test)]
     hold_writer: bool,

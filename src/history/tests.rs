@@ -331,15 +331,15 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
         started.elapsed()
     );
     assert_eq!(recorder.shared.lock().take_overs, 1);
-    // Before stepping in, a linger and `KICK_AFTER` past due, the guard moved the writer off
-    // the CPU it was on (where one can: with two CPUs or more).
-    let (moves, narrowed) = (recorder.shared.lock().moves, allowed_cpus(writer));
-    if cpus.len() >= 2 {
-        assert_eq!(moves, 1, "moves");
-        assert_eq!(narrowed.len(), cpus.len() - 1, "{narrowed:?} of {cpus:?}");
-    } else {
-        assert_eq!((moves, &narrowed), (0, &cpus));
-    }
+    // Before stepping in, a linger and `KICK_AFTER` past due, the guard moved the writer to
+    // another CPU (where there is one), leaving it free to use them all.
+    let moves = recorder.shared.lock().moves;
+    assert_eq!(
+        moves,
+        u64::from(cpus.len() >= 2),
+        "moves with CPUs {cpus:?}"
+    );
+    assert_eq!(allowed_cpus(writer), cpus);
     // Released, the writer answers the guard's pings and gets the writing back.
     recorder.shared.lock().hold_writer = false;
     let back = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -354,16 +354,5 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
     recorder.sync().await;
     assert_eq!(count(&store).await, 2);
     assert_eq!(recorder.shared.lock().take_overs, 1);
-    // Running again, the writer takes back the CPUs it had (at once, unless a slow moment made
-    // the guard move it again: then when it next wakes).
-    let back = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while allowed_cpus(writer) != cpus {
-        assert!(
-            std::time::Instant::now() < back,
-            "the writer kept {:?} of {cpus:?}",
-            allowed_cpus(writer)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
     recorder.close().await;
 }

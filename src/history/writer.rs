@@ -187,7 +187,7 @@ impl Shared {
                 }
             };
             let mut left = WATCH.saturating_sub(now.duration_since(started));
-            // Past its due time the writer is waiting for a CPU: first move it to the others
+            // Past its due time the writer is waiting for a CPU: first move it to another CPU
             // (cheap, and at one connection enough), then, should it still not run, write in
             // its place.
             if let Some(due) = q.due.filter(|_| q.moved_at != Some(q.taken)) {
@@ -252,16 +252,12 @@ impl Shared {
         drop(q);
         let moved = idle::move_off_its_cpu(tid);
         let mut q = self.lock();
-        if let Some(affinity) = moved {
+        if moved {
             q.moves += 1;
             tracing::debug!(
                 queued = q.records.len(),
-                "call history writer waited past its time; moved to other CPUs"
+                "call history writer waited past its time; moved to another CPU"
             );
-            // A move before an unrestored one keeps the first: it holds the CPUs it had.
-            if q.restore.is_none() {
-                q.restore = Some(affinity);
-            }
         }
         q
     }
@@ -292,14 +288,6 @@ impl Shared {
             loop {
                 if q.finished() {
                     return None;
-                }
-                if role == Role::Writer
-                    && !q.writer_held()
-                    && let Some(affinity) = q.restore.take()
-                {
-                    // Moved while it waited for a CPU: it runs now, and its next wake-up
-                    // should be placed freely again.
-                    idle::restore(affinity);
                 }
                 let now = Instant::now();
                 if q.stands_aside(role, now) {
