@@ -92,6 +92,11 @@ struct Queue {
     moved_at: Option<u64>,
     /// How often the guard has moved the writer to another CPU.
     moves: u64,
+    /// The writer found itself too late to write at idle priority (`writer::LATE`) and left
+    /// the writing to the guard, which takes over as if it had stepped in itself.
+    handed_over: bool,
+    /// How often the writer has handed the writing over.
+    hand_overs: u64,
     /// A test holds the writer back (`writer::Queue::writer_held`).
     #[cfg(test)]
     hold_writer: bool,

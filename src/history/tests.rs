@@ -356,3 +356,48 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
     assert_eq!(recorder.shared.lock().take_overs, 1);
     recorder.close().await;
 }
+
+/// A writer that gets to its batch only once it has grown a quarter past full (it got too
+/// little CPU to take it when it filled) leaves it to the guard, which writes it at once,
+/// without a watch: an idle-class writer preempted midway through a batch would hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_too_late_for_its_batch_hands_it_to_the_guard() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+    let recorder = Recorder::start(store.clone(), 4_096, 0, 0, LINGER, true).expect("writer");
+    let parked = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !(recorder.shared.lock().parked && recorder.shared.lock().guard_parked) {
+        assert!(
+            std::time::Instant::now() < parked,
+            "the threads never parked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // Queued behind both threads' backs, as if calls had gone on while the writer waited for a
+    // CPU: 1,300 records, past 1,024 and a quarter.
+    let n = 1_300;
+    {
+        let mut scratch = Vec::new();
+        let records: Vec<CallRecord> = (0..n).map(record).collect();
+        let mut q = recorder.shared.lock();
+        for r in &records {
+            let e = PackedBatch::encode(r, None, &mut scratch).expect("encode");
+            q.records.push(&e, uuid::Uuid::now_v7().as_u128());
+        }
+    }
+    let started = std::time::Instant::now();
+    recorder.shared.wake.notify_one();
+    written_within_5_s(&store, n, "a batch the late writer handed over").await;
+    let (hand_overs, take_overs) = {
+        let q = recorder.shared.lock();
+        (q.hand_overs, q.take_overs)
+    };
+    assert_eq!((hand_overs, take_overs), (1, 1), "hand-overs, take-overs");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "written after {:?}",
+        started.elapsed()
+    );
+    recorder.close().await;
+    assert_eq!(count(&store).await, n);
+}

@@ -20,6 +20,15 @@ pub(super) const WATCH: Duration = Duration::from_millis(LINGER.as_millis() as u
 /// of its timer and writes it in about a millisecond.
 pub(super) const KICK_AFTER: Duration = Duration::from_millis(5);
 
+/// How late past its due time the writer may get to a batch and still write it itself. Later
+/// means its CPUs are busy: an idle-class thread then gets the CPU only in slivers, and one
+/// preempted midway through a batch holds it (and the turn: the guard cannot write either)
+/// until it runs again, which at 32 connections took up to a third of a second while calls
+/// waited for room in the queue. It hands the batch to the guard instead. A batch that grew a
+/// quarter past full while it waited says the same. Twice `KICK_AFTER`: a writer the guard just
+/// moved off a CPU it could not get writes its batch itself.
+const LATE: Duration = Duration::from_millis(10);
+
 /// How long the guard writes before it looks again whether the writer would get the CPU.
 const SLICE: Duration = Duration::from_millis(250);
 
@@ -80,7 +89,7 @@ impl Queue {
     /// Whether the thread in `role` should leave the queue to the other one at `now`.
     fn stands_aside(&self, role: Role, now: Instant) -> bool {
         match role {
-            Role::Writer => self.taken_over(now) || self.writer_held(),
+            Role::Writer => self.taken_over(now) || self.handed_over || self.writer_held(),
             Role::Guard => !self.taken_over(now),
         }
     }
@@ -107,6 +116,15 @@ impl Shared {
     /// Records that make a batch worth writing without lingering.
     pub(super) fn full(&self) -> usize {
         BATCH.min(self.capacity)
+    }
+
+    /// Whether the writer, about to take the queued batch at `now`, got to it too late to
+    /// write it at idle priority (`LATE`).
+    fn late(&self, q: &Queue, now: Instant) -> bool {
+        let overflow = self.full().saturating_add(self.full() / 4);
+        q.due
+            .is_some_and(|due| now.saturating_duration_since(due) > LATE)
+            || (overflow <= self.capacity && q.records.len() >= overflow)
     }
 
     /// Queued records that mean the writer is falling behind: half the queue.
@@ -190,7 +208,10 @@ impl Shared {
             // Past its due time the writer is waiting for a CPU: first move it to another CPU
             // (cheap, and at one connection enough), then, should it still not run, write in
             // its place.
-            if let Some(due) = q.due.filter(|_| q.moved_at != Some(q.taken)) {
+            if let Some(due) = q
+                .due
+                .filter(|_| q.moved_at != Some(q.taken) && !q.handed_over)
+            {
                 let move_at = due + KICK_AFTER;
                 if now >= move_at {
                     q = self.move_writer(q);
@@ -198,10 +219,11 @@ impl Shared {
                 }
                 left = left.min(move_at - now);
             }
-            if !left.is_zero() && q.records.len() < self.behind() {
+            if !q.handed_over && !left.is_zero() && q.records.len() < self.behind() {
                 q = self.wait_for(Role::Guard, q, left);
                 continue;
             }
+            q.handed_over = false;
             // The writer took nothing for a whole watch while work waited, or half the queue
             // is waiting (at its pace the rest fills before a watch ends, and calls then wait).
             watch = None;
@@ -337,6 +359,9 @@ impl Shared {
             // and a batch too slow to fill is written after the short linger.
             let start = since.unwrap_or_else(Instant::now);
             let mut until = start + self.short_linger;
+            if role == Role::Writer {
+                q.due = Some(until);
+            }
             let mut short = true;
             while !std::mem::take(&mut overdue) && !q.urgent(self.full()) && !q.finished() {
                 let now = Instant::now();
@@ -359,6 +384,12 @@ impl Shared {
                 q = self.wait_for(role, q, left);
             }
             if q.finished() || q.stands_aside(role, Instant::now()) {
+                continue;
+            }
+            if role == Role::Writer && self.late(&q, Instant::now()) {
+                q.handed_over = true;
+                q.hand_overs += 1;
+                self.guard_wake.notify_one();
                 continue;
             }
             // Batches reach the store in the order they leave the queue: whoever takes one
