@@ -303,19 +303,9 @@ async fn the_guard_writes_when_the_writer_gets_no_cpu() {
 /// lone record reaches the store with nobody syncing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
-    let recorder = Recorder::start(store.clone(), 2_000, 0, 0, LINGER, true).expect("writer");
+    let (_dir, store, recorder) = parked_recorder(2_000).await;
     // Once the writer sleeps until a record comes, the record that wakes it sets when it is
     // due: a held writer (as one that never gets a CPU) leaves it past due.
-    let parked = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !recorder.shared.lock().parked {
-        assert!(
-            std::time::Instant::now() < parked,
-            "the writer never parked"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
     let writer = recorder
         .shared
         .writer_tid
@@ -362,17 +352,7 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
 /// without a watch: an idle-class writer preempted midway through a batch would hold it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_too_late_for_its_batch_hands_it_to_the_guard() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
-    let recorder = Recorder::start(store.clone(), 4_096, 0, 0, LINGER, true).expect("writer");
-    let parked = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !(recorder.shared.lock().parked && recorder.shared.lock().guard_parked) {
-        assert!(
-            std::time::Instant::now() < parked,
-            "the threads never parked"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    let (_dir, store, recorder) = parked_recorder(4_096).await;
     // Queued behind both threads' backs, as if calls had gone on while the writer waited for a
     // CPU: 1,300 records, past 1,024 and a quarter.
     let n = 1_300;
@@ -400,4 +380,27 @@ async fn a_writer_too_late_for_its_batch_hands_it_to_the_guard() {
     );
     recorder.close().await;
     assert_eq!(count(&store).await, n);
+}
+
+/// A recorder over a fresh store (in the returned directory) holding up to `queue` records,
+/// once its writer and its guard both sleep until a record comes.
+async fn parked_recorder(queue: usize) -> (tempfile::TempDir, Arc<SledStore>, Recorder) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Arc::new(SledStore::open(dir.path(), &[7; 32]).expect("open"));
+    let recorder = Recorder::start(store.clone(), queue, 0, 0, LINGER, true).expect("writer");
+    let parked = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let both = {
+            let q = recorder.shared.lock();
+            q.parked && q.guard_parked
+        };
+        if both {
+            return (dir, store, recorder);
+        }
+        assert!(
+            std::time::Instant::now() < parked,
+            "the threads never parked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
