@@ -34,7 +34,8 @@ pub use crate::redact::{REDACTED, Redactor};
 /// priority, the guard, writes in its place whenever queued work waits a whole `writer::WATCH`
 /// without the writer taking any, or half the queue waits, until pings show the writer gets the
 /// CPU again (`writer::Shared::guard_until_closed`). Before that, a writer still not running
-/// `writer::KICK_AFTER` past its timer (or that far into a batch) is moved to another CPU (`idle::move_off_its_cpu`).
+/// `writer::KICK_AFTER` past its timer (or that far into a batch) is moved to another CPU
+/// (`idle::move_off_its_cpu`), and a writer that gets to a batch `writer::LATE` hands it over.
 pub struct Recorder {
     shared: Arc<Shared>,
 }

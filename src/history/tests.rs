@@ -365,7 +365,6 @@ async fn a_writer_too_late_for_its_batch_hands_it_to_the_guard() {
             q.records.push(&e, uuid::Uuid::now_v7().as_u128());
         }
     }
-    let started = std::time::Instant::now();
     recorder.shared.wake.notify_one();
     written_within_5_s(&store, n, "a batch the late writer handed over").await;
     let (hand_overs, take_overs) = {
@@ -373,11 +372,6 @@ async fn a_writer_too_late_for_its_batch_hands_it_to_the_guard() {
         (q.hand_overs, q.take_overs)
     };
     assert_eq!((hand_overs, take_overs), (1, 1), "hand-overs, take-overs");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "written after {:?}",
-        started.elapsed()
-    );
     recorder.close().await;
     assert_eq!(count(&store).await, n);
 }
