@@ -111,13 +111,18 @@ fn last_cpu(tid: i32) -> Option<usize> {
 /// A thread's state (field 3) and last CPU (field 39) from its `/proc/…/stat` line.
 #[cfg(target_os = "linux")]
 fn state_and_cpu(stat: &str) -> Option<(char, usize)> {
-    // The command name (field 2) may hold spaces and parentheses: count from its end. The
-    // state comes first after it; the CPU 36 fields further.
-    let after_name = stat.get(stat.rfind(')')? + 1..)?;
-    let mut fields = after_name.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let cpu = fields.nth(35)?.parse().ok()?;
+    let state = stat_field(stat, 3)?.chars().next()?;
+    let cpu = stat_field(stat, 39)?.parse().ok()?;
     Some((state, cpu))
+}
+
+/// Field `n` (numbered from 1, as in proc(5)) of a `/proc/…/stat` line.
+#[cfg(target_os = "linux")]
+pub(super) fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    // The command name (field 2) may hold spaces and parentheses: count from its end, where
+    // field 3 begins.
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    after_name.split_whitespace().nth(n.checked_sub(3)?)
 }
 
 /// The CPUs thread `tid` (0: the calling thread) may run on.
@@ -136,6 +141,23 @@ pub(super) fn allowed_cpus(tid: i32) -> Vec<usize> {
             .filter(|c| libc::CPU_ISSET(*c, &set))
             .collect()
     }
+}
+
+/// Pin the thread `tid` (0: the calling thread) to `cpu`.
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn pin(tid: i32, cpu: usize) {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; `CPU_SET` stays within it for cpu < 1024.
+    let done = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        done,
+        0,
+        "pin {tid} to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -198,15 +220,7 @@ mod tests {
         assert_eq!(super::allowed_cpus(tid), mine);
         // Pinned to one CPU, there is nowhere to move it.
         let only = now_on;
-        // SAFETY: as in `move_off_its_cpu`.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(only, &mut set);
-            assert_eq!(
-                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set),
-                0
-            );
-        }
+        super::pin(tid, only);
         assert!(!super::move_off_its_cpu(tid));
         assert_eq!(super::allowed_cpus(tid), vec![only]);
         stop.store(true, Ordering::Relaxed);

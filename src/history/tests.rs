@@ -1,6 +1,6 @@
 //! The recorder's tests: lingering, waking, back-pressure, the idle-class writer and its guard.
 
-use super::idle::allowed_cpus;
+use super::idle::{allowed_cpus, pin, stat_field};
 use super::writer::{WATCH, fills_within_linger};
 use super::*;
 use crate::store::{CallFilter, HistoryStore, SledStore};
@@ -131,9 +131,7 @@ fn policies_of(name: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for task in tasks_named(name) {
         let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
-        // Fields after the command's closing parenthesis start at field 3.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        if let Some(policy) = rest.split_whitespace().nth(41 - 3) {
+        if let Some(policy) = stat_field(&stat, 41) {
             out.push(policy.parse().expect("policy"));
         }
     }
@@ -162,22 +160,6 @@ async fn the_writer_runs_in_the_idle_class_and_its_guard_does_not() {
     );
     assert!(guards.iter().all(|p| *p == 0), "guard policies {guards:?}");
     recorder.close().await;
-}
-
-/// Pin the thread `tid` (0: the calling thread) to `cpu`.
-fn pin(tid: i32, cpu: usize) {
-    // SAFETY: a zeroed `cpu_set_t` is an empty set; `CPU_SET` stays within it for cpu < 1024.
-    let done = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(
-        done,
-        0,
-        "pin {tid} to CPU {cpu}: {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 /// The thread ids of this process's threads named `name`.

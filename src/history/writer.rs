@@ -369,14 +369,14 @@ impl Shared {
                     break;
                 }
                 let left = until.saturating_duration_since(now);
-                if role == Role::Writer {
-                    q.due = Some(until);
-                }
                 if left.is_zero() {
                     if short && fills_within_linger(q.records.len(), self.full(), self.short_linger)
                     {
                         short = false;
                         until = start + LINGER;
+                        if role == Role::Writer {
+                            q.due = Some(until);
+                        }
                         continue;
                     }
                     break;
