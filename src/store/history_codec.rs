@@ -14,6 +14,7 @@ use crate::model::call::{RecordedRequest, RecordedResponse};
 use crate::model::{CallId, CallRecord, Outcome, Source};
 use crate::store::StoreError;
 
+mod msgpack;
 mod packed;
 pub use packed::{Encoded, PackedBatch, PackedCall};
 

@@ -117,8 +117,7 @@ impl PackedBatch {
         scratch: &'r mut Vec<u8>,
     ) -> Result<Encoded<'r>, StoreError> {
         scratch.clear();
-        rmp_serde::encode::write(scratch, &to_stored(r, json_body))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        super::msgpack::write_stored(scratch, &to_stored(r, json_body))?;
         Ok(Encoded {
             record: r,
             stored: scratch,
