@@ -222,6 +222,19 @@ async fn a_secret_the_marker_holds_is_redacted_without_hanging() {
     }
 }
 
+/// A webhook answered by the upstream with `body` (as `application/json`, whether it is JSON
+/// or not), sending secret `secret` in header `X-Key`; returns its id.
+async fn raw_webhook(s: &Server, up: &Upstream, name: &str, body: &str, secret: &str) -> String {
+    let url = format!(
+        "{}/raw?body={}",
+        up.base,
+        url::form_urlencoded::byte_serialize(body.as_bytes()).collect::<String>()
+    );
+    s.webhook(json!({"name": name, "method": "GET", "url": url,
+        "headers": [{"name": "X-Key", "value_type": "secret", "secret": secret}]}))
+        .await
+}
+
 /// An upstream can lay a secret across JSON structure, where no string or number holds it but
 /// the body written out does: neither the answer nor the record hands that tree on.
 #[tokio::test]
@@ -237,17 +250,7 @@ async fn a_secret_laid_across_json_structure_is_redacted_in_the_response_too() {
     {
         let name = format!("pw_{i}");
         s.secret(&name, secret).await;
-        let url = format!(
-            "{}/raw?body={}",
-            up.base,
-            url::form_urlencoded::byte_serialize(body.as_bytes()).collect::<String>()
-        );
-        let wid = s
-            .webhook(
-                json!({"name": format!("Spanning {i}"), "method": "GET", "url": url,
-                "headers": [{"name": "X-Key", "value_type": "secret", "secret": name}]}),
-            )
-            .await;
+        let wid = raw_webhook(&s, &up, &format!("Spanning {i}"), body, &name).await;
         let tool = format!("spanning_{i}");
         s.tool(&tool, &wid).await;
         let (st, r) = s.invoke(&tool, json!({}), json!({})).await;
@@ -263,6 +266,110 @@ async fn a_secret_laid_across_json_structure_is_redacted_in_the_response_too() {
                 .is_some_and(|t| t.contains("[REDACTED]")),
             "{r}"
         );
+    }
+}
+
+/// `text` with JSON escapes undone once (`\uXXXX` with surrogate pairs, `\"`, `\\`, `\/`, and
+/// the control escapes); anything else kept.
+fn unescape_once(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let esc = &rest[i..];
+        let unit = |at: usize| {
+            esc.get(at..at + 4)
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+        };
+        let (c, len) = match esc.as_bytes().get(1) {
+            Some(b'u') => match unit(2) {
+                Some(hi @ 0xD800..=0xDBFF) if esc.get(6..8) == Some("\\u") => match unit(8) {
+                    Some(lo @ 0xDC00..=0xDFFF) => (
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)),
+                        12,
+                    ),
+                    _ => (None, 1),
+                },
+                Some(u) => (char::from_u32(u), 6),
+                None => (None, 1),
+            },
+            Some(b'"') => (Some('"'), 2),
+            Some(b'\\') => (Some('\\'), 2),
+            Some(b'/') => (Some('/'), 2),
+            Some(b'n') => (Some('\n'), 2),
+            Some(b't') => (Some('\t'), 2),
+            Some(b'r') => (Some('\r'), 2),
+            _ => (None, 1),
+        };
+        match c {
+            Some(c) => out.push(c),
+            None => out.push_str(&esc[..len]),
+        }
+        rest = &esc[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every 6-character piece of `secret` in `text` or in it with its escapes undone, up to six
+/// times over.
+fn fragments_behind_escapes(text: &str, secret: &str) -> Vec<String> {
+    let mut view = text.to_string();
+    let mut found = fragments(&view, secret);
+    for _ in 0..6 {
+        view = unescape_once(&view);
+        found.extend(fragments(&view, secret));
+    }
+    found
+}
+
+/// A hostile upstream echoes a secret with only some of its characters escaped
+/// (`b\u0065n\u0063h`): in a text body, in a JSON string, and in a JSON string holding JSON. A
+/// model undoes such escapes at once; the answer, its content and the record hold no piece of
+/// the secret whichever escapes are undone.
+#[tokio::test]
+async fn a_secret_echoed_with_some_characters_escaped_is_redacted() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let secret = "bench-s3cret-value-x9";
+    s.secret("half_pw", secret).await;
+    let half: String = secret
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 1 {
+                let mut units = [0u16; 2];
+                c.encode_utf16(&mut units)
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    let inner = json!({ "k": half }).to_string();
+    let bodies = [
+        format!("echo: \"{half}\" (text)"),
+        format!("{{\"echo\": \"{half}\"}}"),
+        json!({ "inner": inner }).to_string(),
+        format!("{{\"inner\": {}}}", json!(inner)),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        let wid = raw_webhook(&s, &up, &format!("Half {i}"), body, "half_pw").await;
+        let tool = format!("half_{i}");
+        s.tool(&tool, &wid).await;
+        let (st, r) = s.invoke(&tool, json!({}), json!({})).await;
+        assert_eq!((st, r["outcome"].as_str()), (200, Some("success")), "{r}");
+        assert_eq!(up.last().header("x-key"), Some(secret));
+        // The body as sent does hold it behind escapes.
+        assert!(!fragments_behind_escapes(body, secret).is_empty(), "{body}");
+        let rec = s.record_of(&r).await;
+        for text in [r.to_string(), rec.to_string()] {
+            let found = fragments_behind_escapes(&text, secret);
+            assert!(found.is_empty(), "body {i}: {found:?} in {text}");
+        }
+        assert!(r.to_string().contains("REDACTED"), "body {i}: {r}");
     }
 }
 

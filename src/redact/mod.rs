@@ -8,6 +8,8 @@ use base64::Engine;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
+mod escapes;
+
 /// Replacement for every secret value.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -284,16 +286,12 @@ impl Redactor {
         // where the marker begins), so repeat until nothing is found, a bounded number of times.
         let mut out = s.to_string();
         for _ in 0..MAX_ROUNDS {
-            out = match &self.matcher {
-                Some(m) => m.replace_all(&out, &self.replacements),
-                None => self.needles.iter().fold(out, |t, n| {
-                    if t.contains(n.as_str()) {
-                        t.replace(n.as_str(), self.marker)
-                    } else {
-                        t
-                    }
-                }),
-            };
+            if self.finds_plain(&out) {
+                out = self.replace_plain(out);
+            }
+            if let Some(cut) = self.cut_escaped(&out) {
+                out = cut;
+            }
             if !self.finds(&out) {
                 return out;
             }
@@ -302,12 +300,83 @@ impl Redactor {
         self.marker.to_string()
     }
 
-    /// Whether `s` holds any form of a secret.
+    /// Every needle in `s` replaced by the marker, once over.
+    fn replace_plain(&self, s: String) -> String {
+        match &self.matcher {
+            Some(m) => m.replace_all(&s, &self.replacements),
+            None => self.needles.iter().fold(s, |t, n| {
+                if t.contains(n.as_str()) {
+                    t.replace(n.as_str(), self.marker)
+                } else {
+                    t
+                }
+            }),
+        }
+    }
+
+    /// Whether `s` holds any form of a secret, also behind escapes of mixed kinds (`escapes`).
     fn finds(&self, s: &str) -> bool {
+        self.finds_plain(s) || self.finds_escaped(s)
+    }
+
+    /// Whether `s` holds any form of a secret as it is.
+    fn finds_plain(&self, s: &str) -> bool {
         match self.hits(&self.matcher, s) {
             Some(found) => found,
             // No automaton: look for each needle (longest first) in turn.
             None => s.len() >= self.shortest && self.needles.iter().any(|n| s.contains(n.as_str())),
+        }
+    }
+
+    /// Whether `s`, with its escapes undone level after level, holds any form of a secret.
+    fn finds_escaped(&self, s: &str) -> bool {
+        !self.needles.is_empty()
+            && s.len() >= self.shortest
+            && s.contains('\\')
+            && escapes::levels(s).iter().any(|l| self.finds_plain(&l.text))
+    }
+
+    /// `s` with every secret that the first level of undone escapes to hold one holds cut out of
+    /// it, over the bytes each was written in; `None` when no level holds one.
+    fn cut_escaped(&self, s: &str) -> Option<String> {
+        if self.needles.is_empty() || !s.contains('\\') {
+            return None;
+        }
+        let levels = escapes::levels(s);
+        for k in 0..levels.len() {
+            let found = self.spans(&levels[k].text);
+            if found.is_empty() {
+                continue;
+            }
+            let mut out = String::with_capacity(s.len());
+            let mut at = 0;
+            for (start, end) in found {
+                let (a, b) = escapes::source_span(&levels[..=k], start, end);
+                out.push_str(&s[at..a]);
+                out.push_str(self.marker);
+                at = b;
+            }
+            out.push_str(&s[at..]);
+            return Some(out);
+        }
+        None
+    }
+
+    /// Where needles are in `s`: with the automaton every leftmost-longest match, without it
+    /// every occurrence of the longest needle that occurs.
+    fn spans(&self, s: &str) -> Vec<(usize, usize)> {
+        match &self.matcher {
+            Some(m) => m.find_iter(s).map(|x| (x.start(), x.end())).collect(),
+            None => self
+                .needles
+                .iter()
+                .find(|n| s.contains(n.as_str()))
+                .map(|n| {
+                    s.match_indices(n.as_str())
+                        .map(|(i, m)| (i, i + m.len()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -333,7 +402,7 @@ impl Redactor {
             &self.matcher
         };
         // No automaton could be built: say no, and let the value be redacted.
-        self.hits(scan, compact) == Some(false)
+        self.hits(scan, compact) == Some(false) && !self.finds_escaped(compact)
     }
 
     /// Whether a JSON value, already redacted string by string (`redact_value`), is also clean
@@ -445,8 +514,35 @@ impl Redactor {
             return (redacted, changed, false);
         }
         let kept = &redacted[..end];
-        let drop = self.dangling_prefix(kept);
+        let drop = self.dangling_prefix(kept).max(self.dangling_escaped(kept));
         (kept[..kept.len() - drop].to_string(), changed, true)
+    }
+
+    /// `dangling_prefix` of `s` read with its escapes undone (`escapes`): how many bytes of `s`
+    /// to drop so that no level of it ends in the first characters of a secret, counting an
+    /// escape the cut left unfinished (`\u00`) as the start of one.
+    fn dangling_escaped(&self, s: &str) -> usize {
+        if self.needles.is_empty() || !s.contains('\\') {
+            return 0;
+        }
+        let levels = escapes::levels(s);
+        let mut keep = self.keep_of(s);
+        for k in 0..levels.len() {
+            let at = self.keep_of(&levels[k].text);
+            keep = keep.min(escapes::source_span(&levels[..=k], at, at).0);
+        }
+        s.len() - keep
+    }
+
+    /// How much of `t`, a cut text or a level of it, may stay: not an escape the cut left
+    /// unfinished (it stands for a character not yet known, which may be a secret's next), nor
+    /// a tail before it that begins a secret.
+    fn keep_of(&self, t: &str) -> usize {
+        let end = match t.rfind('\\') {
+            Some(last) if escapes::is_unfinished(&t[last..]) => last,
+            _ => t.len(),
+        };
+        end - self.dangling_prefix(&t[..end])
     }
 
     /// Length of the longest tail of `s` that begins some secret form (two bytes or more, or any
@@ -473,232 +569,4 @@ impl Redactor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn red(s: &str) -> Redactor {
-        Redactor::new(&[s.to_string()])
-    }
-
-    #[test]
-    fn a_value_is_redacted_in_its_strings_keys_and_numbers_and_nothing_else_changes() {
-        let r = red("s3cr3t/+&x");
-        let v = json!({"a": "Bearer s3cr3t/+&x", "s3cr3t/+&x": {"n": [1, "k=s3cr3t%2F%2B%26x", null, true]},
-            "plain": "nothing here", "list": ["czNjcjN0LysmeA==", 2.5]});
-        let want = json!({"a": "Bearer [REDACTED]", "[REDACTED]": {"n": [1, "k=[REDACTED]", null, true]},
-            "plain": "nothing here", "list": ["[REDACTED]A==", 2.5]});
-        assert_eq!(r.value(&v), want);
-        assert_eq!(r.into_value(v.clone()), want);
-        assert_eq!(r.into_text("x s3cr3t/+&x y".into()), "x [REDACTED] y");
-        assert_eq!(r.into_text("clean".into()), "clean");
-        let h = vec![
-            ("A".to_string(), "s3cr3t/+&x".to_string()),
-            ("B".into(), "ok".into()),
-        ];
-        let want_h = vec![
-            ("A".to_string(), "[REDACTED]".to_string()),
-            ("B".into(), "ok".into()),
-        ];
-        assert_eq!(r.headers(&h), want_h);
-        assert_eq!(r.into_headers(h), want_h);
-        let n = Redactor::new(&["123456".to_string()]);
-        assert_eq!(
-            n.into_value(json!({"id": 123456, "k": 7})),
-            json!({"id": "[REDACTED]", "k": 7})
-        );
-        assert_eq!(Redactor::default().into_value(v.clone()), v);
-    }
-
-    /// A redactor as `Redactor::new` builds it when aho-corasick refuses the needles.
-    fn red_plain(secrets: &[&str]) -> Redactor {
-        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
-        let mut r = Redactor::new(&secrets);
-        r.matcher = None;
-        r.json_matcher = None;
-        r
-    }
-
-    /// Without its automaton a redactor looks for each needle in turn: it finds what the
-    /// automaton finds, leaves no form behind, and never calls JSON text clean.
-    #[test]
-    fn a_redactor_without_its_automaton_still_redacts_every_form() {
-        for secret in ["s3cr3t/+&x", "hunter2", "кл\"ю/ч\t"] {
-            let (auto, plain) = (red(secret), red_plain(&[secret]));
-            let pct = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
-            let v = json!({"a": format!("Bearer {secret}"), secret: [1, format!("q={pct}")], "n": "clean"});
-            let compact = serde_json::to_string(&v).unwrap();
-            for text in [
-                format!("x{secret}y"),
-                format!("hun{secret}{secret}ter {pct}"),
-                compact.clone(),
-                "nothing here at all".to_string(),
-            ] {
-                assert_eq!(plain.finds(&text), auto.finds(&text), "{text:?}");
-                let out = plain.text(&text);
-                assert!(!auto.finds(&out), "{secret:?} left in {out:?}");
-            }
-            assert_eq!(plain.text(&format!("x{secret}y")), "x[REDACTED]y");
-            assert_eq!(plain.text("nothing here at all"), "nothing here at all");
-            assert_eq!(plain.value(&v), auto.value(&v));
-            assert!(!plain.is_clean_json(&compact) && !plain.is_clean_json("{\"n\":1}"));
-        }
-    }
-
-    /// A secret held by `[REDACTED]`, or one completed across a replacement's edge, neither hangs
-    /// the redactor nor survives it: another marker is used, and the rounds are bounded.
-    #[test]
-    fn a_secret_inside_the_marker_neither_hangs_nor_survives() {
-        let cases: [(&[&str], &str); 7] = [
-            (&["ED]"], "[redacted]"),
-            (&["[REDACTED]"], "[redacted]"),
-            (&["E"], "[redacted]"),
-            (&["E", "e"], "***"),
-            (&["["], "***"),
-            (&["[", "*"], ""),
-            (&["a["], REDACTED),
-        ];
-        for (secrets, marker) in cases {
-            for r in [
-                Redactor::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-                red_plain(secrets),
-            ] {
-                assert_eq!(r.marker, marker, "{secrets:?}");
-                for s in secrets {
-                    for text in [
-                        s.to_string(),
-                        format!("a{s}b{s}{s}c [REDACTED] *** [secret]"),
-                        format!("{}{s}", "a".repeat(20)),
-                    ] {
-                        let out = r.text(&text);
-                        assert!(!r.finds(&out), "{secrets:?}: {text:?} left {out:?}");
-                        assert!(out.len() <= text.len() * REDACTED.len(), "{out:?}");
-                    }
-                }
-            }
-        }
-        // `a[` in twenty `a`s and a `[`: every round makes the next match, so after the last
-        // round the whole text is the marker.
-        assert_eq!(red("a[").text(&format!("{}[", "a".repeat(20))), REDACTED);
-        assert_eq!(red("a[").text("xa[y"), "x[REDACTED]y");
-    }
-
-    /// Texts shorter than every form of the secrets are passed over unscanned; a text exactly as
-    /// long as the shortest form is still found.
-    #[test]
-    fn a_text_as_short_as_the_shortest_form_is_still_scanned() {
-        let r = red("abc");
-        assert_eq!(r.text("abc"), REDACTED);
-        assert_eq!(r.text("ab"), "ab");
-        assert!(r.finds("xabcx") && !r.finds("ab"));
-        assert!(!Redactor::default().finds(""));
-    }
-
-    /// Every form of a secret, held by a string or a key of a JSON value, is found in the value's
-    /// compact text: what `redact_value` would touch, `is_clean_json` never calls clean.
-    #[test]
-    fn every_form_held_in_json_is_found_in_its_text() {
-        for secret in ["hunter2\"x/é+ &\t", "tok_3n-9.Zq", "a/b+c=", "pässwörd"] {
-            let r = red(secret);
-            for n in &r.needles {
-                for v in [json!({"x": format!("<{n}>")}), json!({ n.clone(): [1] })] {
-                    let mut redacted = v.clone();
-                    r.redact_value(&mut redacted);
-                    assert_ne!(redacted, v, "{n}");
-                    let text = serde_json::to_string(&v).unwrap();
-                    assert!(!r.is_clean_json(&text), "{secret}: {n} in {text}");
-                }
-            }
-            assert!(r.is_clean_json(r#"{"order":{"status":"shipped"}}"#));
-        }
-    }
-
-    #[test]
-    fn redacts_everywhere() {
-        let r = red("s3cr3t/+&x");
-        assert_eq!(r.text("Bearer s3cr3t/+&x"), "Bearer [REDACTED]");
-        assert_eq!(
-            r.text("https://a/b?k=s3cr3t%2F%2B%26x"),
-            "https://a/b?k=[REDACTED]"
-        );
-        assert_eq!(r.text("k=s3cr3t%2F%2B%26x&y=1"), "k=[REDACTED]&y=1");
-        let v = r.value(&json!({"echo": {"auth": "x s3cr3t/+&x"}, "s3cr3t/+&x": 1}));
-        assert!(!v.to_string().contains("s3cr3t"), "{v}");
-    }
-
-    #[test]
-    fn every_encoding_is_found() {
-        let secret = "hunter2\"x/é+ &";
-        let r = red(secret);
-        let mut encoded = vec![secret.to_string()];
-        // JSON-escaped 1..=4 times, as an echo inside an echo would show it.
-        let mut cur = secret.to_string();
-        for _ in 0..4 {
-            cur = serde_json::to_string(&cur).unwrap();
-            encoded.push(cur.clone());
-        }
-        encoded.push(utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string());
-        encoded.push(
-            utf8_percent_encode(secret, URI_COMPONENT)
-                .to_string()
-                .to_lowercase(),
-        );
-        encoded.push(serde_urlencoded::to_string([("k", secret)]).unwrap());
-        let b64 = base64::engine::general_purpose::STANDARD;
-        for prefix in ["", "u:", "us:", "use:"] {
-            encoded.push(b64.encode(format!("{prefix}{secret}")));
-            encoded.push(
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(format!("{prefix}{secret}")),
-            );
-        }
-        encoded.push(secret.bytes().map(|b| format!("{b:02x}")).collect());
-        encoded.push(json_escape(secret, true, true));
-        for e in encoded {
-            let out = r.text(&format!("before {e} after"));
-            assert!(out.contains(REDACTED), "{e} -> {out}");
-            // What is left around the redaction is quoting or a few boundary characters.
-            let rest = out
-                .replace("before ", "")
-                .replace(" after", "")
-                .replace(REDACTED, "");
-            let rest: String = rest.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
-            assert!(rest.len() <= 12 && !rest.contains("hunt"), "{e} -> {out}");
-        }
-    }
-
-    #[test]
-    fn cut_keeps_no_fragment() {
-        let secret = "hunter2-very-secret";
-        let r = red(secret);
-        let body = format!(
-            "{{\"data\": \"{}{secret}{}\"}}",
-            "x".repeat(20),
-            "y".repeat(20)
-        );
-        let no_fragment = |out: &str, what: &str| {
-            for len in 3..=secret.len() {
-                for start in 0..=secret.len() - len {
-                    let frag = &secret[start..start + len];
-                    assert!(!out.contains(frag), "{what} kept {frag:?}: {out}");
-                }
-            }
-        };
-        for max in 0..body.len() + 5 {
-            let (out, _) = r.cut(&body, max, false);
-            assert!(out.len() <= max || out.len() == body.len() - secret.len() + REDACTED.len());
-            no_fragment(&out, &format!("cut at {max}"));
-            // The body itself read only up to a cap (the secret may be cut in two already).
-            let read = &body[..max.min(body.len())];
-            let (out, _) = r.cut(read, usize::MAX, max < body.len());
-            no_fragment(&out, &format!("read cap {max}"));
-        }
-    }
-
-    #[test]
-    fn empty_secret_is_ignored() {
-        let r = Redactor::new(&[String::new()]);
-        assert!(r.is_empty());
-        assert_eq!(r.text("abc"), "abc");
-    }
-}
+mod tests;

@@ -1,0 +1,171 @@
+//! Secrets hidden behind escapes that are not all of one kind.
+//!
+//! The needles cover a secret JSON-escaped whole, any number of times, but an upstream can
+//! escape only some of its characters (`b\u0065n\u0063h` for `bench`), in a text body or in a
+//! string holding JSON, and a model reading the text undoes the escapes at once. There are too
+//! many such mixtures to list as needles, so a text holding a backslash is also read with its
+//! escapes undone, level after level (`JSON_DEPTH`), and searched again; a secret found there is
+//! cut out of the text as it was, over the bytes it was written in.
+
+use super::JSON_DEPTH;
+
+/// A text with one level of JSON string escapes undone (`\uXXXX`, surrogate pairs, `\"`, `\\`,
+/// `\/`, `\b`, `\f`, `\n`, `\r`, `\t`; anything else is kept as it is), and, for each of its
+/// bytes, where its source begins in the text it was read from (one entry more: that text's
+/// length).
+pub(super) struct Level {
+    pub text: String,
+    from: Vec<usize>,
+}
+
+impl Level {
+    /// `s` with one level of escapes undone; `None` when it holds none.
+    fn of(s: &str) -> Option<Level> {
+        let b = s.as_bytes();
+        let mut i = b.iter().position(|&c| c == b'\\')?;
+        let mut text = String::with_capacity(s.len());
+        let mut from = Vec::with_capacity(s.len() + 1);
+        text.push_str(&s[..i]);
+        from.extend(0..i);
+        let mut undone = false;
+        while i < b.len() {
+            if b[i] == b'\\'
+                && let Some((c, len)) = escape_at(b, i)
+            {
+                let before = text.len();
+                text.push(c);
+                from.extend(std::iter::repeat_n(i, text.len() - before));
+                i += len;
+                undone = true;
+                continue;
+            }
+            // `i` is always on a character boundary: escapes are ASCII.
+            let len = s[i..].chars().next().map_or(1, char::len_utf8);
+            text.push_str(&s[i..i + len]);
+            from.extend(i..i + len);
+            i += len;
+        }
+        from.push(b.len());
+        undone.then_some(Level { text, from })
+    }
+}
+
+/// The escape at `b[i]` (a backslash): the character it stands for and its length.
+fn escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let simple = |c: char| Some((c, 2));
+    match b.get(i + 1)? {
+        b'"' => simple('"'),
+        b'\\' => simple('\\'),
+        b'/' => simple('/'),
+        b'b' => simple('\u{8}'),
+        b'f' => simple('\u{c}'),
+        b'n' => simple('\n'),
+        b'r' => simple('\r'),
+        b't' => simple('\t'),
+        b'u' => {
+            let unit = hex4(b, i + 2)?;
+            if !(0xD800..0xDC00).contains(&unit) {
+                return char::from_u32(unit).map(|c| (c, 6));
+            }
+            // A high surrogate stands for a character only with the low one after it.
+            if b.get(i + 6..i + 8) != Some(b"\\u") {
+                return None;
+            }
+            let low = hex4(b, i + 8)?;
+            if !(0xDC00..0xE000).contains(&low) {
+                return None;
+            }
+            char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)).map(|c| (c, 12))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `s`, which starts with a backslash, is an escape cut short: a lone backslash, or
+/// `\u` with fewer than four hex digits, or a high surrogate without its low half.
+pub(super) fn is_unfinished(s: &str) -> bool {
+    let b = s.as_bytes();
+    match b.get(1) {
+        None => true,
+        Some(b'u') => {
+            let digits = b[2..].iter().take_while(|d| d.is_ascii_hexdigit()).count();
+            if digits < 4 {
+                return b.len() == 2 + digits;
+            }
+            hex4(b, 2).is_some_and(|u| (0xD800..0xDC00).contains(&u)) && b.len() < 12
+        }
+        Some(_) => false,
+    }
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let digits = b.get(at..at + 4)?;
+    digits.iter().try_fold(0u32, |acc, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some(acc * 16 + v)
+    })
+}
+
+/// The levels of `s` with escapes undone, one after another, up to `JSON_DEPTH`: each level
+/// reads the one before (the first reads `s`).
+pub(super) fn levels(s: &str) -> Vec<Level> {
+    let mut out: Vec<Level> = Vec::new();
+    while out.len() < JSON_DEPTH {
+        let next = match out.last() {
+            Some(l) => Level::of(&l.text),
+            None => Level::of(s),
+        };
+        match next {
+            Some(l) => out.push(l),
+            None => break,
+        }
+    }
+    out
+}
+
+/// Where the bytes `start..end` of the last of `levels` were written in the text the first
+/// level was read from.
+pub(super) fn source_span(levels: &[Level], start: usize, end: usize) -> (usize, usize) {
+    levels
+        .iter()
+        .rev()
+        .fold((start, end), |(s, e), l| (l.from[s], l.from[e]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_escape_is_undone_and_traced_to_its_source() {
+        let s = r#"a\u0062\"\\\/\b\f\n\r\t\ud83d\ude00é\x\u12\ud800z"#;
+        let l = Level::of(s).expect("escapes");
+        assert_eq!(l.text, "ab\"\\/\u{8}\u{c}\n\r\t\u{1F600}é\\x\\u12\\ud800z");
+        // `b` came from `\u0062`, the emoji from both surrogates, `é` from itself.
+        let at = |needle: &str| l.text.find(needle).expect(needle);
+        let b = at("b");
+        assert_eq!(&s[l.from[b]..l.from[b + 1]], r"\u0062");
+        let e = at("\u{1F600}");
+        assert_eq!(&s[l.from[e]..l.from[e + 4]], r"\ud83d\ude00");
+        let acute = at("é");
+        assert_eq!(&s[l.from[acute]..l.from[acute + 2]], "é");
+        assert_eq!(l.from[l.text.len()], s.len());
+        assert!(Level::of("no escape here").is_none());
+        assert!(Level::of(r"\q only").is_none());
+    }
+
+    #[test]
+    fn levels_go_as_deep_as_the_escapes_and_spans_lead_back_to_the_text() {
+        // `k` escaped once inside a string that was escaped again.
+        let s = r#"{"inner":"{\"k\":\"s\\u0065cret\"}"}"#;
+        let ls = levels(s);
+        assert_eq!(ls.len(), 2);
+        let last = &ls[1].text;
+        let at = last.find("secret").expect("undone twice");
+        let (a, b) = source_span(&ls, at, at + "secret".len());
+        assert_eq!(&s[a..b], r"s\\u0065cret");
+        // Backslashes doubled past JSON_DEPTH are left.
+        let deep = format!("{}u0065", "\\".repeat(1 << JSON_DEPTH));
+        assert_eq!(levels(&deep).len(), JSON_DEPTH);
+    }
+}

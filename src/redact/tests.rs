@@ -1,0 +1,321 @@
+//! Tests of redaction.
+
+use super::*;
+use crate::redact::escapes;
+use serde_json::json;
+
+fn red(s: &str) -> Redactor {
+    Redactor::new(&[s.to_string()])
+}
+
+#[test]
+fn a_value_is_redacted_in_its_strings_keys_and_numbers_and_nothing_else_changes() {
+    let r = red("s3cr3t/+&x");
+    let v = json!({"a": "Bearer s3cr3t/+&x", "s3cr3t/+&x": {"n": [1, "k=s3cr3t%2F%2B%26x", null, true]},
+        "plain": "nothing here", "list": ["czNjcjN0LysmeA==", 2.5]});
+    let want = json!({"a": "Bearer [REDACTED]", "[REDACTED]": {"n": [1, "k=[REDACTED]", null, true]},
+        "plain": "nothing here", "list": ["[REDACTED]A==", 2.5]});
+    assert_eq!(r.value(&v), want);
+    assert_eq!(r.into_value(v.clone()), want);
+    assert_eq!(r.into_text("x s3cr3t/+&x y".into()), "x [REDACTED] y");
+    assert_eq!(r.into_text("clean".into()), "clean");
+    let h = vec![
+        ("A".to_string(), "s3cr3t/+&x".to_string()),
+        ("B".into(), "ok".into()),
+    ];
+    let want_h = vec![
+        ("A".to_string(), "[REDACTED]".to_string()),
+        ("B".into(), "ok".into()),
+    ];
+    assert_eq!(r.headers(&h), want_h);
+    assert_eq!(r.into_headers(h), want_h);
+    let n = Redactor::new(&["123456".to_string()]);
+    assert_eq!(
+        n.into_value(json!({"id": 123456, "k": 7})),
+        json!({"id": "[REDACTED]", "k": 7})
+    );
+    assert_eq!(Redactor::default().into_value(v.clone()), v);
+}
+
+/// A redactor as `Redactor::new` builds it when aho-corasick refuses the needles.
+fn red_plain(secrets: &[&str]) -> Redactor {
+    let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+    let mut r = Redactor::new(&secrets);
+    r.matcher = None;
+    r.json_matcher = None;
+    r
+}
+
+/// Without its automaton a redactor looks for each needle in turn: it finds what the
+/// automaton finds, leaves no form behind, and never calls JSON text clean.
+#[test]
+fn a_redactor_without_its_automaton_still_redacts_every_form() {
+    for secret in ["s3cr3t/+&x", "hunter2", "кл\"ю/ч\t"] {
+        let (auto, plain) = (red(secret), red_plain(&[secret]));
+        let pct = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
+        let v =
+            json!({"a": format!("Bearer {secret}"), secret: [1, format!("q={pct}")], "n": "clean"});
+        let compact = serde_json::to_string(&v).unwrap();
+        for text in [
+            format!("x{secret}y"),
+            format!("hun{secret}{secret}ter {pct}"),
+            compact.clone(),
+            "nothing here at all".to_string(),
+        ] {
+            assert_eq!(plain.finds(&text), auto.finds(&text), "{text:?}");
+            let out = plain.text(&text);
+            assert!(!auto.finds(&out), "{secret:?} left in {out:?}");
+        }
+        assert_eq!(plain.text(&format!("x{secret}y")), "x[REDACTED]y");
+        assert_eq!(plain.text("nothing here at all"), "nothing here at all");
+        assert_eq!(plain.value(&v), auto.value(&v));
+        assert!(!plain.is_clean_json(&compact) && !plain.is_clean_json("{\"n\":1}"));
+    }
+}
+
+/// A secret held by `[REDACTED]`, or one completed across a replacement's edge, neither hangs
+/// the redactor nor survives it: another marker is used, and the rounds are bounded.
+#[test]
+fn a_secret_inside_the_marker_neither_hangs_nor_survives() {
+    let cases: [(&[&str], &str); 7] = [
+        (&["ED]"], "[redacted]"),
+        (&["[REDACTED]"], "[redacted]"),
+        (&["E"], "[redacted]"),
+        (&["E", "e"], "***"),
+        (&["["], "***"),
+        (&["[", "*"], ""),
+        (&["a["], REDACTED),
+    ];
+    for (secrets, marker) in cases {
+        for r in [
+            Redactor::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+            red_plain(secrets),
+        ] {
+            assert_eq!(r.marker, marker, "{secrets:?}");
+            for s in secrets {
+                for text in [
+                    s.to_string(),
+                    format!("a{s}b{s}{s}c [REDACTED] *** [secret]"),
+                    format!("{}{s}", "a".repeat(20)),
+                ] {
+                    let out = r.text(&text);
+                    assert!(!r.finds(&out), "{secrets:?}: {text:?} left {out:?}");
+                    assert!(out.len() <= text.len() * REDACTED.len(), "{out:?}");
+                }
+            }
+        }
+    }
+    // `a[` in twenty `a`s and a `[`: every round makes the next match, so after the last
+    // round the whole text is the marker.
+    assert_eq!(red("a[").text(&format!("{}[", "a".repeat(20))), REDACTED);
+    assert_eq!(red("a[").text("xa[y"), "x[REDACTED]y");
+}
+
+/// Texts shorter than every form of the secrets are passed over unscanned; a text exactly as
+/// long as the shortest form is still found.
+#[test]
+fn a_text_as_short_as_the_shortest_form_is_still_scanned() {
+    let r = red("abc");
+    assert_eq!(r.text("abc"), REDACTED);
+    assert_eq!(r.text("ab"), "ab");
+    assert!(r.finds("xabcx") && !r.finds("ab"));
+    assert!(!Redactor::default().finds(""));
+}
+
+/// Every form of a secret, held by a string or a key of a JSON value, is found in the value's
+/// compact text: what `redact_value` would touch, `is_clean_json` never calls clean.
+#[test]
+fn every_form_held_in_json_is_found_in_its_text() {
+    for secret in ["hunter2\"x/é+ &\t", "tok_3n-9.Zq", "a/b+c=", "pässwörd"] {
+        let r = red(secret);
+        for n in &r.needles {
+            for v in [json!({"x": format!("<{n}>")}), json!({ n.clone(): [1] })] {
+                let mut redacted = v.clone();
+                r.redact_value(&mut redacted);
+                assert_ne!(redacted, v, "{n}");
+                let text = serde_json::to_string(&v).unwrap();
+                assert!(!r.is_clean_json(&text), "{secret}: {n} in {text}");
+            }
+        }
+        assert!(r.is_clean_json(r#"{"order":{"status":"shipped"}}"#));
+    }
+}
+
+#[test]
+fn redacts_everywhere() {
+    let r = red("s3cr3t/+&x");
+    assert_eq!(r.text("Bearer s3cr3t/+&x"), "Bearer [REDACTED]");
+    assert_eq!(
+        r.text("https://a/b?k=s3cr3t%2F%2B%26x"),
+        "https://a/b?k=[REDACTED]"
+    );
+    assert_eq!(r.text("k=s3cr3t%2F%2B%26x&y=1"), "k=[REDACTED]&y=1");
+    let v = r.value(&json!({"echo": {"auth": "x s3cr3t/+&x"}, "s3cr3t/+&x": 1}));
+    assert!(!v.to_string().contains("s3cr3t"), "{v}");
+}
+
+#[test]
+fn every_encoding_is_found() {
+    let secret = "hunter2\"x/é+ &";
+    let r = red(secret);
+    let mut encoded = vec![secret.to_string()];
+    // JSON-escaped 1..=4 times, as an echo inside an echo would show it.
+    let mut cur = secret.to_string();
+    for _ in 0..4 {
+        cur = serde_json::to_string(&cur).unwrap();
+        encoded.push(cur.clone());
+    }
+    encoded.push(utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string());
+    encoded.push(
+        utf8_percent_encode(secret, URI_COMPONENT)
+            .to_string()
+            .to_lowercase(),
+    );
+    encoded.push(serde_urlencoded::to_string([("k", secret)]).unwrap());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for prefix in ["", "u:", "us:", "use:"] {
+        encoded.push(b64.encode(format!("{prefix}{secret}")));
+        encoded.push(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{secret}")),
+        );
+    }
+    encoded.push(secret.bytes().map(|b| format!("{b:02x}")).collect());
+    encoded.push(json_escape(secret, true, true));
+    for e in encoded {
+        let out = r.text(&format!("before {e} after"));
+        assert!(out.contains(REDACTED), "{e} -> {out}");
+        // What is left around the redaction is quoting or a few boundary characters.
+        let rest = out
+            .replace("before ", "")
+            .replace(" after", "")
+            .replace(REDACTED, "");
+        let rest: String = rest.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
+        assert!(rest.len() <= 12 && !rest.contains("hunt"), "{e} -> {out}");
+    }
+}
+
+#[test]
+fn cut_keeps_no_fragment() {
+    let secret = "hunter2-very-secret";
+    let r = red(secret);
+    let body = format!(
+        "{{\"data\": \"{}{secret}{}\"}}",
+        "x".repeat(20),
+        "y".repeat(20)
+    );
+    let no_fragment = |out: &str, what: &str| {
+        for len in 3..=secret.len() {
+            for start in 0..=secret.len() - len {
+                let frag = &secret[start..start + len];
+                assert!(!out.contains(frag), "{what} kept {frag:?}: {out}");
+            }
+        }
+    };
+    for max in 0..body.len() + 5 {
+        let (out, _) = r.cut(&body, max, false);
+        assert!(out.len() <= max || out.len() == body.len() - secret.len() + REDACTED.len());
+        no_fragment(&out, &format!("cut at {max}"));
+        // The body itself read only up to a cap (the secret may be cut in two already).
+        let read = &body[..max.min(body.len())];
+        let (out, _) = r.cut(read, usize::MAX, max < body.len());
+        no_fragment(&out, &format!("read cap {max}"));
+    }
+}
+
+#[test]
+fn empty_secret_is_ignored() {
+    let r = Redactor::new(&[String::new()]);
+    assert!(r.is_empty());
+    assert_eq!(r.text("abc"), "abc");
+}
+
+/// `s` with every other character of `secret`-like text written as `\uXXXX`, as a hostile
+/// upstream might echo it.
+fn half_escaped(s: &str) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 1 {
+                let mut units = [0u16; 2];
+                c.encode_utf16(&mut units)
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Every level of `s` with its escapes undone, `s` first.
+fn views(s: &str) -> Vec<String> {
+    let mut out = vec![s.to_string()];
+    out.extend(escapes::levels(s).into_iter().map(|l| l.text));
+    out
+}
+
+fn holds_no_piece(out: &str, secret: &str) {
+    let chars: Vec<char> = secret.chars().collect();
+    for v in views(out) {
+        for i in 0..chars.len().saturating_sub(2) {
+            let piece: String = chars[i..i + 3].iter().collect();
+            assert!(!v.contains(&piece), "{piece:?} in {v:?} (from {out:?})");
+        }
+    }
+}
+
+/// A secret escaped only in part (`b\u0065n\u0063h`), in a text, in a JSON string, and in a
+/// string holding JSON (escaped again), with characters past the BMP: found and cut out over the
+/// bytes it was written in, the text around it kept.
+#[test]
+fn a_secret_escaped_in_part_is_found_behind_its_escapes() {
+    let secret = "bench-s3cret-vålue😀x";
+    let r = red(secret);
+    let mixed = half_escaped(secret);
+    let text = format!("echo: \"{mixed}\" and more");
+    assert!(r.finds(&text));
+    let out = r.text(&text);
+    assert_eq!(out, "echo: \"[REDACTED]\" and more");
+    // Twice escaped, inside JSON inside a string, with another echo beside it.
+    let inner = serde_json::to_string(&json!({ "k": mixed, "raw": secret })).unwrap();
+    let outer = serde_json::to_string(&json!({ "inner": inner })).unwrap();
+    let out = r.text(&outer);
+    holds_no_piece(&out, secret);
+    assert!(out.starts_with(r#"{"inner":"{\"k\":\"[REDACTED]\",\"raw\":\"[REDACTED]\"}"}"#));
+    assert!(!r.is_clean_json(&outer));
+    let mut v = json!({ "inner": inner, "list": [text] });
+    r.redact_value(&mut v);
+    holds_no_piece(&v.to_string(), secret);
+    // Escapes that undo to no secret change nothing.
+    for clean in [r"a\u0062c \n \\ \q \u12", r"\ud800 alone", "no backslash"] {
+        assert_eq!(r.text(clean), clean);
+        assert!(!r.finds(clean));
+    }
+}
+
+/// A text cut within a secret escaped in part, or within one of its escapes, keeps no piece of
+/// it at any level of undone escapes.
+#[test]
+fn a_cut_keeps_no_piece_of_a_secret_escaped_in_part() {
+    let secret = "hunter2-very-secret";
+    let r = red(secret);
+    for escaped in [
+        half_escaped(secret),
+        half_escaped(secret).replace('\\', "\\\\"),
+    ] {
+        let body = format!(
+            "{{\"data\": \"{}{escaped}{}\"}}",
+            "x".repeat(9),
+            "y".repeat(9)
+        );
+        for max in 0..body.len() + 2 {
+            let (out, _) = r.cut(&body, max, false);
+            assert!(out.len() <= max.max(body.len() - escaped.len() + REDACTED.len()));
+            holds_no_piece(&out, secret);
+            let read = &body[..max.min(body.len())];
+            let (out, _) = r.cut(read, usize::MAX, max < body.len());
+            holds_no_piece(&out, secret);
+        }
+    }
+}
