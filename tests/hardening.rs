@@ -311,20 +311,55 @@ fn unescape_once(text: &str) -> String {
     out
 }
 
-/// Every 6-character piece of `secret` in `text` or in it with its escapes undone, up to six
-/// times over.
+/// `text` with HTML numeric character references (`&#101;`, `&#x65;`) undone.
+fn unreference(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("&#") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 2..];
+        let decoded = tail.find(';').and_then(|end| {
+            let code = &tail[..end];
+            let n = match code.strip_prefix('x') {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => code.parse().ok()?,
+            };
+            Some((char::from_u32(n)?, end + 1))
+        });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &tail[len..];
+            }
+            None => {
+                out.push_str("&#");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every 6-character piece of `secret` in `text` or in it with its escapes undone (JSON
+/// escapes, percent-encoding, HTML references), up to six times over.
 fn fragments_behind_escapes(text: &str, secret: &str) -> Vec<String> {
     let mut view = text.to_string();
     let mut found = fragments(&view, secret);
     for _ in 0..6 {
         view = unescape_once(&view);
+        view = percent_encoding::percent_decode_str(&view)
+            .decode_utf8_lossy()
+            .into_owned();
+        view = unreference(&view);
         found.extend(fragments(&view, secret));
     }
     found
 }
 
 /// A hostile upstream echoes a secret with only some of its characters escaped
-/// (`b\u0065n\u0063h`): in a text body, in a JSON string, and in a JSON string holding JSON. A
+/// (`b\u0065n\u0063h`, `b%65n%63h`, `b&#101;n&#99;h`): in a text body, in a JSON string, and in
+/// a JSON string holding JSON. A
 /// model undoes such escapes at once; the answer, its content and the record hold no piece of
 /// the secret whichever escapes are undone.
 #[tokio::test]
@@ -349,7 +384,18 @@ async fn a_secret_echoed_with_some_characters_escaped_is_redacted() {
         })
         .collect();
     let inner = json!({ "k": half }).to_string();
+    let every_other = |f: fn(char) -> String| -> String {
+        secret
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i % 2 == 1 { f(c) } else { c.to_string() })
+            .collect()
+    };
+    let percent = every_other(|c| format!("%{:02x}", c as u32));
+    let references = every_other(|c| format!("&#{};", c as u32));
     let bodies = [
+        format!("<p>{percent}</p>"),
+        format!("{{\"html\": \"<b>{references}</b>\"}}"),
         format!("echo: \"{half}\" (text)"),
         format!("{{\"echo\": \"{half}\"}}"),
         json!({ "inner": inner }).to_string(),

@@ -1,18 +1,20 @@
 //! Secrets hidden behind escapes that are not all of one kind.
 //!
-//! The needles cover a secret JSON-escaped whole, any number of times, but an upstream can
-//! escape only some of its characters (`b\u0065n\u0063h` for `bench`), in a text body or in a
-//! string holding JSON, and a model reading the text undoes the escapes at once. There are too
-//! many such mixtures to list as needles, so a text holding a backslash is also read with its
-//! escapes undone, level after level (`JSON_DEPTH`), and searched again; a secret found there is
-//! cut out of the text as it was, over the bytes it was written in.
+//! The needles cover a secret escaped whole (JSON-escaped any number of times, percent-encoded),
+//! but an upstream can escape only some of its characters (`b\u0065n\u0063h` or `b%65n%63h` for
+//! `bench`), in a text body or in a string holding JSON, and a model reading the text undoes
+//! such escapes at once. There are too many mixtures to list as needles, so a text that may hold
+//! escapes is also read with them undone, level after level (`JSON_DEPTH`), and searched again;
+//! a secret found there is cut out of the text as it was, over the bytes it was written in.
+//! The escapes undone: JSON's (`\uXXXX` with surrogate pairs, `\"`, `\\`, `\/`, `\b`, `\f`,
+//! `\n`, `\r`, `\t`), percent-encoded characters (`%65`, or the bytes of one UTF-8 character),
+//! and HTML character references (`&#101;`, `&#x65;`, `&amp;`, `&lt;`, `&gt;`, `&quot;`,
+//! `&apos;`); anything else is kept as it is.
 
 use super::JSON_DEPTH;
 
-/// A text with one level of JSON string escapes undone (`\uXXXX`, surrogate pairs, `\"`, `\\`,
-/// `\/`, `\b`, `\f`, `\n`, `\r`, `\t`; anything else is kept as it is), and, for each of its
-/// bytes, where its source begins in the text it was read from (one entry more: that text's
-/// length).
+/// A text with one level of escapes undone, and, for each of its bytes, where its source
+/// begins in the text it was read from (one entry more: that text's length).
 pub(super) struct Level {
     pub text: String,
     from: Vec<usize>,
@@ -22,16 +24,14 @@ impl Level {
     /// `s` with one level of escapes undone; `None` when it holds none.
     fn of(s: &str) -> Option<Level> {
         let b = s.as_bytes();
-        let mut i = b.iter().position(|&c| c == b'\\')?;
+        let mut i = b.iter().position(|&c| STARTS.contains(&c))?;
         let mut text = String::with_capacity(s.len());
         let mut from = Vec::with_capacity(s.len() + 1);
         text.push_str(&s[..i]);
         from.extend(0..i);
         let mut undone = false;
         while i < b.len() {
-            if b[i] == b'\\'
-                && let Some((c, len)) = escape_at(b, i)
-            {
+            if let Some((c, len)) = escape_at(b, i) {
                 let before = text.len();
                 text.push(c);
                 from.extend(std::iter::repeat_n(i, text.len() - before));
@@ -50,8 +50,74 @@ impl Level {
     }
 }
 
-/// The escape at `b[i]` (a backslash): the character it stands for and its length.
+/// The bytes an escape starts with.
+const STARTS: [u8; 3] = [b'\\', b'%', b'&'];
+
+/// Whether `s` holds anything that may start an escape.
+pub(super) fn may_hold(s: &str) -> bool {
+    s.bytes().any(|c| STARTS.contains(&c))
+}
+
+/// The escape at `b[i]`, if one starts there: the character it stands for and its length.
 fn escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    match b[i] {
+        b'\\' => json_escape_at(b, i),
+        b'%' => percent_at(b, i),
+        b'&' => reference_at(b, i),
+        _ => None,
+    }
+}
+
+/// `%XX`, or as many as make one UTF-8 character.
+fn percent_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let byte = |k: usize| -> Option<u8> {
+        let at = i + 3 * k;
+        if b.get(at) != Some(&b'%') {
+            return None;
+        }
+        let hex = std::str::from_utf8(b.get(at + 1..at + 3)?).ok()?;
+        u8::from_str_radix(hex, 16).ok()
+    };
+    let first = byte(0)?;
+    let n = match first {
+        0x00..=0x7F => 1,
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let mut bytes = [first, 0, 0, 0];
+    for (k, slot) in bytes.iter_mut().enumerate().take(n).skip(1) {
+        *slot = byte(k)?;
+    }
+    let c = std::str::from_utf8(&bytes[..n]).ok()?.chars().next()?;
+    Some((c, 3 * n))
+}
+
+/// An HTML character reference: numeric, or one of the five XML names.
+fn reference_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let end = i + b.get(i..)?.iter().take(12).position(|&c| c == b';')?;
+    let name = std::str::from_utf8(&b[i + 1..end]).ok()?;
+    let c = match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        _ => {
+            let code = name.strip_prefix('#')?;
+            let n = match code.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => code.parse().ok()?,
+            };
+            char::from_u32(n)?
+        }
+    };
+    Some((c, end + 1 - i))
+}
+
+/// A JSON escape (`b[i]` is a backslash).
+fn json_escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
     let simple = |c: char| Some((c, 2));
     match b.get(i + 1)? {
         b'"' => simple('"'),
@@ -81,20 +147,36 @@ fn escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
     }
 }
 
-/// Whether `s`, which starts with a backslash, is an escape cut short: a lone backslash, or
-/// `\u` with fewer than four hex digits, or a high surrogate without its low half.
+/// Whether `s`, which starts where an escape may (`STARTS`), is an escape cut short: a lone
+/// backslash, `\\u` with fewer than four hex digits, a high surrogate without its low half, `%`
+/// with fewer than two hex digits or fewer bytes than its character needs, or `&` with no `;`.
 pub(super) fn is_unfinished(s: &str) -> bool {
     let b = s.as_bytes();
-    match b.get(1) {
-        None => true,
-        Some(b'u') => {
-            let digits = b[2..].iter().take_while(|d| d.is_ascii_hexdigit()).count();
-            if digits < 4 {
-                return b.len() == 2 + digits;
+    match b.first() {
+        Some(b'\\') => match b.get(1) {
+            None => true,
+            Some(b'u') => {
+                let digits = b[2..].iter().take_while(|d| d.is_ascii_hexdigit()).count();
+                if digits < 4 {
+                    return b.len() == 2 + digits;
+                }
+                hex4(b, 2).is_some_and(|u| (0xD800..0xDC00).contains(&u)) && b.len() < 12
             }
-            hex4(b, 2).is_some_and(|u| (0xD800..0xDC00).contains(&u)) && b.len() < 12
+            Some(_) => false,
+        },
+        // Up to four `%XX` at the very end, not one whole character.
+        Some(b'%') => {
+            b.len() < 12 && percent_at(b, 0).is_none_or(|(_, len)| len < b.len()) && {
+                b.iter().all(|&c| c == b'%' || c.is_ascii_hexdigit())
+            }
         }
-        Some(_) => false,
+        Some(b'&') => {
+            b.len() < 12
+                && b[1..]
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'#')
+        }
+        _ => false,
     }
 }
 

@@ -332,14 +332,14 @@ impl Redactor {
     fn finds_escaped(&self, s: &str) -> bool {
         !self.needles.is_empty()
             && s.len() >= self.shortest
-            && s.contains('\\')
+            && escapes::may_hold(s)
             && escapes::levels(s).iter().any(|l| self.finds_plain(&l.text))
     }
 
     /// `s` with every secret that the first level of undone escapes to hold one holds cut out of
     /// it, over the bytes each was written in; `None` when no level holds one.
     fn cut_escaped(&self, s: &str) -> Option<String> {
-        if self.needles.is_empty() || !s.contains('\\') {
+        if self.needles.is_empty() || !escapes::may_hold(s) {
             return None;
         }
         let levels = escapes::levels(s);
@@ -522,7 +522,7 @@ impl Redactor {
     /// to drop so that no level of it ends in the first characters of a secret, counting an
     /// escape the cut left unfinished (`\u00`) as the start of one.
     fn dangling_escaped(&self, s: &str) -> usize {
-        if self.needles.is_empty() || !s.contains('\\') {
+        if self.needles.is_empty() || !escapes::may_hold(s) {
             return 0;
         }
         let levels = escapes::levels(s);
@@ -538,10 +538,14 @@ impl Redactor {
     /// unfinished (it stands for a character not yet known, which may be a secret's next), nor
     /// a tail before it that begins a secret.
     fn keep_of(&self, t: &str) -> usize {
-        let end = match t.rfind('\\') {
-            Some(last) if escapes::is_unfinished(&t[last..]) => last,
-            _ => t.len(),
-        };
+        // A character percent-encoded in several bytes can be cut after any of them.
+        let mut end = t.len();
+        for _ in 0..4 {
+            match t[..end].rfind(['\\', '%', '&']) {
+                Some(last) if escapes::is_unfinished(&t[last..end]) => end = last,
+                _ => break,
+            }
+        }
         end - self.dangling_prefix(&t[..end])
     }
 

@@ -287,8 +287,22 @@ fn a_secret_escaped_in_part_is_found_behind_its_escapes() {
     let mut v = json!({ "inner": inner, "list": [text] });
     r.redact_value(&mut v);
     holds_no_piece(&v.to_string(), secret);
+    // Percent-encoded characters and HTML references, mixed with JSON escapes and plain ones.
+    for mixed in [
+        "b%65nch-s%33cret-v%C3%A5lue%F0%9F%98%80x",
+        "b&#101;nch-s&#x33;cret-v&#229;lue&#x1F600;x",
+        "b\\u0065nch-s%33cret-v&#229;lue\\ud83d\\ude00x",
+    ] {
+        let out = r.text(&format!("<p>{mixed}</p>"));
+        assert_eq!(out, "<p>[REDACTED]</p>", "{mixed}");
+    }
     // Escapes that undo to no secret change nothing.
-    for clean in [r"a\u0062c \n \\ \q \u12", r"\ud800 alone", "no backslash"] {
+    for clean in [
+        r"a\u0062c \n \\ \q \u12",
+        r"\ud800 alone",
+        "no backslash",
+        "100% & 50%2 &amp; &#xZZ; %E2%82 &#999999999;",
+    ] {
         assert_eq!(r.text(clean), clean);
         assert!(!r.finds(clean));
     }
@@ -300,9 +314,19 @@ fn a_secret_escaped_in_part_is_found_behind_its_escapes() {
 fn a_cut_keeps_no_piece_of_a_secret_escaped_in_part() {
     let secret = "hunter2-very-secret";
     let r = red(secret);
+    // Every other character as `%XX`, or as `&#xXX;`.
+    let every_other = |f: fn(char) -> String| -> String {
+        secret
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i % 2 == 1 { f(c) } else { c.to_string() })
+            .collect()
+    };
     for escaped in [
         half_escaped(secret),
         half_escaped(secret).replace('\\', "\\\\"),
+        every_other(|c| format!("%{:02X}", c as u32)),
+        every_other(|c| format!("&#x{:X};", c as u32)),
     ] {
         let body = format!(
             "{{\"data\": \"{}{escaped}{}\"}}",
