@@ -24,7 +24,8 @@ impl Level {
     /// `s` with one level of escapes undone; `None` when it holds none.
     fn of(s: &str) -> Option<Level> {
         let b = s.as_bytes();
-        let mut i = b.iter().position(|&c| STARTS.contains(&c))?;
+        let [x, y, z] = STARTS;
+        let mut i = memchr::memchr3(x, y, z, b)?;
         let mut text = String::with_capacity(s.len());
         let mut from = Vec::with_capacity(s.len() + 1);
         text.push_str(&s[..i]);
@@ -53,9 +54,12 @@ impl Level {
 /// The bytes an escape starts with.
 const STARTS: [u8; 3] = [b'\\', b'%', b'&'];
 
-/// Whether `s` holds anything that may start an escape.
+/// Whether `s` holds anything that may start an escape. Asked of every text a call leaves
+/// behind, nearly all of which hold none: a vectorised search (a byte-by-byte one cost about 10
+/// instructions a byte, 2 % of a benchmark call's).
 pub(super) fn may_hold(s: &str) -> bool {
-    s.bytes().any(|c| STARTS.contains(&c))
+    let [a, b, c] = STARTS;
+    memchr::memchr3(a, b, c, s.as_bytes()).is_some()
 }
 
 /// The escape at `b[i]`, if one starts there: the character it stands for and its length.

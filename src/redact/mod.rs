@@ -279,25 +279,32 @@ impl Redactor {
 
     /// Redact a string.
     pub fn text(&self, s: &str) -> String {
-        if !self.finds(s) {
-            return s.to_string();
+        self.redacted(s).unwrap_or_else(|| s.to_string())
+    }
+
+    /// `s` redacted, or `None` when it holds no secret (each text is scanned once for that).
+    fn redacted(&self, s: &str) -> Option<String> {
+        let mut plain = self.finds_plain(s);
+        if !plain && !self.finds_escaped(s) {
+            return None;
         }
         // Replacing can make a new occurrence across a replacement's edge (a needle that ends
         // where the marker begins), so repeat until nothing is found, a bounded number of times.
         let mut out = s.to_string();
         for _ in 0..MAX_ROUNDS {
-            if self.finds_plain(&out) {
+            if plain {
                 out = self.replace_plain(out);
             }
             if let Some(cut) = self.cut_escaped(&out) {
                 out = cut;
             }
-            if !self.finds(&out) {
-                return out;
+            plain = self.finds_plain(&out);
+            if !plain && !self.finds_escaped(&out) {
+                return Some(out);
             }
         }
         // The marker alone holds no needle (`MARKERS`).
-        self.marker.to_string()
+        Some(self.marker.to_string())
     }
 
     /// Every needle in `s` replaced by the marker, once over.
@@ -424,10 +431,9 @@ impl Redactor {
 
     /// `into_text`, and whether anything was redacted (the text is then not what was given).
     fn redact_owned(&self, s: String) -> (String, bool) {
-        if self.finds(&s) {
-            (self.text(&s), true)
-        } else {
-            (s, false)
+        match self.redacted(&s) {
+            Some(text) => (text, true),
+            None => (s, false),
         }
     }
 
@@ -439,8 +445,8 @@ impl Redactor {
         }
         match v {
             Value::String(s) => {
-                if self.finds(s) {
-                    *s = self.text(s);
+                if let Some(text) = self.redacted(s) {
+                    *s = text;
                 }
             }
             Value::Array(a) => a.iter_mut().for_each(|x| self.redact_value(x)),
