@@ -7,7 +7,7 @@
 //! escapes is also read with them undone, level after level (`JSON_DEPTH`), and searched again;
 //! a secret found there is cut out of the text as it was, over the bytes it was written in.
 //! The escapes undone: JSON's (`\uXXXX` with surrogate pairs, `\"`, `\\`, `\/`, `\b`, `\f`,
-//! `\n`, `\r`, `\t`), percent-encoded characters (`%65`, or the bytes of one UTF-8 character),
+//! `\n`, `\r`, `\t`) and `\xHH` and `\u{H…}`, percent-encoded characters (`%65`, or the bytes of one UTF-8 character),
 //! and HTML character references (`&#101;`, `&#x65;`, `&amp;`, `&lt;`, `&gt;`, `&quot;`,
 //! `&apos;`); anything else is kept as it is.
 
@@ -65,7 +65,7 @@ pub(super) fn may_hold(s: &str) -> bool {
 /// The escape at `b[i]`, if one starts there: the character it stands for and its length.
 fn escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
     match b[i] {
-        b'\\' => json_escape_at(b, i),
+        b'\\' => backslash_escape_at(b, i),
         b'%' => percent_at(b, i),
         b'&' => reference_at(b, i),
         _ => None,
@@ -120,10 +120,22 @@ fn reference_at(b: &[u8], i: usize) -> Option<(char, usize)> {
     Some((c, end + 1 - i))
 }
 
-/// A JSON escape (`b[i]` is a backslash).
-fn json_escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+/// A backslash escape (`b[i]` is the backslash): JSON's, and the `\xHH` and `\u{H…}` of other
+/// languages, which a model reads as readily.
+fn backslash_escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
     let simple = |c: char| Some((c, 2));
     match b.get(i + 1)? {
+        b'x' => {
+            let hex = std::str::from_utf8(b.get(i + 2..i + 4)?).ok()?;
+            let c = char::from(u8::from_str_radix(hex, 16).ok()?);
+            Some((c, 4))
+        }
+        b'u' if b.get(i + 2) == Some(&b'{') => {
+            let close = b.get(i + 3..)?.iter().take(7).position(|&c| c == b'}')?;
+            let hex = std::str::from_utf8(&b[i + 3..i + 3 + close]).ok()?;
+            let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+            Some((c, close + 4))
+        }
         b'"' => simple('"'),
         b'\\' => simple('\\'),
         b'/' => simple('/'),
@@ -152,13 +164,18 @@ fn json_escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
 }
 
 /// Whether `s`, which starts where an escape may (`STARTS`), is an escape cut short: a lone
-/// backslash, `\\u` with fewer than four hex digits, a high surrogate without its low half, `%`
-/// with fewer than two hex digits or fewer bytes than its character needs, or `&` with no `;`.
+/// backslash, `\x` or `\u` with fewer hex digits than they take, `\u{` with no `}`, a high
+/// surrogate without its low half, `%` with fewer than two hex digits or fewer bytes than its
+/// character needs, or `&` with no `;`.
 pub(super) fn is_unfinished(s: &str) -> bool {
     let b = s.as_bytes();
     match b.first() {
         Some(b'\\') => match b.get(1) {
             None => true,
+            Some(b'x') => b.len() < 4 && b[2..].iter().all(u8::is_ascii_hexdigit),
+            Some(b'u') if b.get(2) == Some(&b'{') => {
+                b.len() < 11 && b[3..].iter().all(u8::is_ascii_hexdigit)
+            }
             Some(b'u') => {
                 let digits = b[2..].iter().take_while(|d| d.is_ascii_hexdigit()).count();
                 if digits < 4 {

@@ -292,6 +292,7 @@ fn a_secret_escaped_in_part_is_found_behind_its_escapes() {
         "b%65nch-s%33cret-v%C3%A5lue%F0%9F%98%80x",
         "b&#101;nch-s&#x33;cret-v&#229;lue&#x1F600;x",
         "b\\u0065nch-s%33cret-v&#229;lue\\ud83d\\ude00x",
+        "b\\x65nch-s\\u{33}cret-v\\u{e5}lue\\u{1F600}x",
     ] {
         let out = r.text(&format!("<p>{mixed}</p>"));
         assert_eq!(out, "<p>[REDACTED]</p>", "{mixed}");
@@ -327,6 +328,8 @@ fn a_cut_keeps_no_piece_of_a_secret_escaped_in_part() {
         half_escaped(secret).replace('\\', "\\\\"),
         every_other(|c| format!("%{:02X}", c as u32)),
         every_other(|c| format!("&#x{:X};", c as u32)),
+        every_other(|c| format!("\\x{:02x}", c as u32)),
+        every_other(|c| format!("\\u{{{:x}}}", c as u32)),
     ] {
         let body = format!(
             "{{\"data\": \"{}{escaped}{}\"}}",
