@@ -23,32 +23,69 @@ pub(super) struct Level {
 impl Level {
     /// `s` with one level of escapes undone; `None` when it holds none.
     fn of(s: &str) -> Option<Level> {
-        let b = s.as_bytes();
-        let [x, y, z] = STARTS;
-        let mut i = memchr::memchr3(x, y, z, b)?;
-        let mut text = String::with_capacity(s.len());
         let mut from = Vec::with_capacity(s.len() + 1);
-        text.push_str(&s[..i]);
-        from.extend(0..i);
-        let mut undone = false;
-        while i < b.len() {
-            if let Some((c, len)) = escape_at(b, i) {
-                let before = text.len();
-                text.push(c);
-                from.extend(std::iter::repeat_n(i, text.len() - before));
-                i += len;
-                undone = true;
-                continue;
-            }
-            // `i` is always on a character boundary: escapes are ASCII.
-            let len = s[i..].chars().next().map_or(1, char::len_utf8);
-            text.push_str(&s[i..i + len]);
-            from.extend(i..i + len);
-            i += len;
-        }
-        from.push(b.len());
-        undone.then_some(Level { text, from })
+        let text = undo(s, Some(&mut from))?;
+        Some(Level { text, from })
     }
+}
+
+/// `s` with one level of escapes undone, `None` when it holds none; `from`, when given, gets
+/// where each byte of the result comes from (`Level`).
+fn undo(s: &str, mut from: Option<&mut Vec<usize>>) -> Option<String> {
+    let b = s.as_bytes();
+    let [x, y, z] = STARTS;
+    let mut i = memchr::memchr3(x, y, z, b)?;
+    let mut text = String::with_capacity(s.len());
+    text.push_str(&s[..i]);
+    if let Some(f) = from.as_deref_mut() {
+        f.extend(0..i);
+    }
+    let mut undone = false;
+    while i < b.len() {
+        if let Some((c, len)) = escape_at(b, i) {
+            let before = text.len();
+            text.push(c);
+            if let Some(f) = from.as_deref_mut() {
+                f.extend(std::iter::repeat_n(i, text.len() - before));
+            }
+            i += len;
+            undone = true;
+            continue;
+        }
+        // `i` is always on a character boundary: escapes are ASCII.
+        let len = s[i..].chars().next().map_or(1, char::len_utf8);
+        text.push_str(&s[i..i + len]);
+        if let Some(f) = from.as_deref_mut() {
+            f.extend(i..i + len);
+        }
+        i += len;
+    }
+    if let Some(f) = from {
+        f.push(b.len());
+    }
+    undone.then_some(text)
+}
+
+/// Whether some level of `s` with its escapes undone (up to `JSON_DEPTH`) satisfies `holds`:
+/// level by level, without the maps back to `s`, keeping one level at a time.
+pub(super) fn any_level(s: &str, holds: impl Fn(&str) -> bool) -> bool {
+    let mut level = match undo(s, None) {
+        Some(t) => t,
+        None => return false,
+    };
+    for depth in 1..=JSON_DEPTH {
+        if holds(&level) {
+            return true;
+        }
+        if depth == JSON_DEPTH {
+            break;
+        }
+        level = match undo(&level, None) {
+            Some(t) => t,
+            None => return false,
+        };
+    }
+    false
 }
 
 /// The bytes an escape starts with.
@@ -267,8 +304,14 @@ mod tests {
         let at = last.find("secret").expect("undone twice");
         let (a, b) = source_span(&ls, at, at + "secret".len());
         assert_eq!(&s[a..b], r"s\\u0065cret");
-        // Backslashes doubled past JSON_DEPTH are left.
+        // Backslashes doubled past JSON_DEPTH are left; `any_level` sees the same levels.
         let deep = format!("{}u0065", "\\".repeat(1 << JSON_DEPTH));
         assert_eq!(levels(&deep).len(), JSON_DEPTH);
+        let deeper = format!("{}u0065", "\\".repeat(1 << (JSON_DEPTH - 1)));
+        assert_eq!(levels(&deeper).last().map(|l| l.text.as_str()), Some("e"));
+        assert!(any_level(&deeper, |l| l == "e"));
+        assert!(!any_level(&deep, |l| l == "e"));
+        assert!(any_level(s, |l| l.contains("secret")));
+        assert!(!any_level("plain", |_| true));
     }
 }

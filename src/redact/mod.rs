@@ -340,7 +340,7 @@ impl Redactor {
         !self.needles.is_empty()
             && s.len() >= self.shortest
             && escapes::may_hold(s)
-            && escapes::levels(s).iter().any(|l| self.finds_plain(&l.text))
+            && escapes::any_level(s, |level| self.finds_plain(level))
     }
 
     /// `s` with every secret that the first level of undone escapes to hold one holds cut out of
