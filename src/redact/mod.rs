@@ -1,7 +1,8 @@
 //! Redaction of secret values from everything a call leaves behind: results, content for the
 //! model, history, events and error text. An upstream may echo a secret in any encoding, so each
 //! secret is searched for in every form it can take on the way back (raw, JSON-escaped any number
-//! of times, percent-, form-, base64- and hex-encoded), and no cut may keep a fragment of one.
+//! of times, percent-, form-, base64- and hex-encoded, and behind escapes of mixed kinds:
+//! `escapes`), and no cut may keep a fragment of one.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine;
