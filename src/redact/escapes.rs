@@ -7,9 +7,10 @@
 //! escapes is also read with them undone, level after level (`JSON_DEPTH`), and searched again;
 //! a secret found there is cut out of the text as it was, over the bytes it was written in.
 //! The escapes undone: JSON's (`\uXXXX` with surrogate pairs, `\"`, `\\`, `\/`, `\b`, `\f`,
-//! `\n`, `\r`, `\t`) and `\xHH` and `\u{H…}`, percent-encoded characters (`%65`, or the bytes of one UTF-8 character),
-//! and HTML character references (`&#101;`, `&#x65;`, `&amp;`, `&lt;`, `&gt;`, `&quot;`,
-//! `&apos;`); anything else is kept as it is.
+//! `\n`, `\r`, `\t`), `\xHH` (one byte, read as the character of that number) and `\u{H…}`,
+//! percent-encoded characters (`%65`, or the bytes of one UTF-8 character), and HTML character
+//! references (`&#101;`, `&#x65;`, `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`); anything else
+//! is kept as it is.
 
 use super::JSON_DEPTH;
 
