@@ -7,10 +7,10 @@
 //! escapes is also read with them undone, level after level (`JSON_DEPTH`), and searched again;
 //! a secret found there is cut out of the text as it was, over the bytes it was written in.
 //! The escapes undone: JSON's (`\uXXXX` with surrogate pairs, `\"`, `\\`, `\/`, `\b`, `\f`,
-//! `\n`, `\r`, `\t`), `\xHH` (one byte, read as the character of that number) and `\u{H…}`,
-//! percent-encoded characters (`%65`, or the bytes of one UTF-8 character), and HTML character
-//! references (`&#101;`, `&#x65;`, `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`); anything else
-//! is kept as it is.
+//! `\n`, `\r`, `\t`), `\xHH` (the bytes of one UTF-8 character, else one byte read as the
+//! character of that number) and `\u{H…}`, percent-encoded characters (`%65`, or the bytes of
+//! one UTF-8 character), and HTML character references (`&#101;`, `&#x65;`, `&amp;`, `&lt;`,
+//! `&gt;`, `&quot;`, `&apos;`); anything else is kept as it is.
 
 use super::JSON_DEPTH;
 
@@ -112,13 +112,23 @@ fn escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
 
 /// `%XX`, or as many as make one UTF-8 character.
 fn percent_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    bytes_at(b, i, b"%")
+}
+
+/// Escaped bytes, each `prefix` and two hex digits, that make one UTF-8 character: one for
+/// ASCII, up to four. The character and the escapes' length.
+fn bytes_at(b: &[u8], i: usize, prefix: &[u8]) -> Option<(char, usize)> {
+    let unit = prefix.len() + 2;
     let byte = |k: usize| -> Option<u8> {
-        let at = i + 3 * k;
-        if b.get(at) != Some(&b'%') {
+        let at = i + unit * k;
+        if b.get(at..at + prefix.len()) != Some(prefix) {
             return None;
         }
-        let hex = std::str::from_utf8(b.get(at + 1..at + 3)?).ok()?;
-        u8::from_str_radix(hex, 16).ok()
+        let hex = b.get(at + prefix.len()..at + unit)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
     };
     let first = byte(0)?;
     let n = match first {
@@ -133,7 +143,7 @@ fn percent_at(b: &[u8], i: usize) -> Option<(char, usize)> {
         *slot = byte(k)?;
     }
     let c = std::str::from_utf8(&bytes[..n]).ok()?.chars().next()?;
-    Some((c, 3 * n))
+    Some((c, unit * n))
 }
 
 /// An HTML character reference: numeric, or one of the five XML names.
@@ -163,11 +173,13 @@ fn reference_at(b: &[u8], i: usize) -> Option<(char, usize)> {
 fn backslash_escape_at(b: &[u8], i: usize) -> Option<(char, usize)> {
     let simple = |c: char| Some((c, 2));
     match b.get(i + 1)? {
-        b'x' => {
+        // The bytes of one UTF-8 character (C's and Python's bytes), else one byte read as the
+        // character of that number.
+        b'x' => bytes_at(b, i, b"\\x").or_else(|| {
             let hex = std::str::from_utf8(b.get(i + 2..i + 4)?).ok()?;
             let c = char::from(u8::from_str_radix(hex, 16).ok()?);
             Some((c, 4))
-        }
+        }),
         b'u' if b.get(i + 2) == Some(&b'{') => {
             let close = b.get(i + 3..)?.iter().take(7).position(|&c| c == b'}')?;
             let hex = std::str::from_utf8(&b[i + 3..i + 3 + close]).ok()?;

@@ -293,6 +293,7 @@ fn a_secret_escaped_in_part_is_found_behind_its_escapes() {
         "b&#101;nch-s&#x33;cret-v&#229;lue&#x1F600;x",
         "b\\u0065nch-s%33cret-v&#229;lue\\ud83d\\ude00x",
         "b\\x65nch-s\\u{33}cret-v\\u{e5}lue\\u{1F600}x",
+        "b\\x65nch-s3cret-v\\xc3\\xa5lue\\xF0\\x9F\\x98\\x80x",
     ] {
         let out = r.text(&format!("<p>{mixed}</p>"));
         assert_eq!(out, "<p>[REDACTED]</p>", "{mixed}");
