@@ -229,23 +229,27 @@ fn empty_secret_is_ignored() {
     assert_eq!(r.text("abc"), "abc");
 }
 
-/// `s` with every other character of `secret`-like text written as `\uXXXX`, as a hostile
-/// upstream might echo it.
-fn half_escaped(s: &str) -> String {
+/// `s` with every other character (the second, the fourth, ...) written by `escape`, as a
+/// hostile upstream might echo a secret.
+fn every_other(s: &str, escape: impl Fn(char) -> String) -> String {
     s.chars()
         .enumerate()
-        .map(|(i, c)| {
-            if i % 2 == 1 {
-                let mut units = [0u16; 2];
-                c.encode_utf16(&mut units)
-                    .iter()
-                    .map(|u| format!("\\u{u:04x}"))
-                    .collect()
-            } else {
-                c.to_string()
-            }
-        })
+        .map(|(i, c)| if i % 2 == 1 { escape(c) } else { c.to_string() })
         .collect()
+}
+
+/// A character as JSON's `\uXXXX`, a surrogate pair past the BMP.
+fn json_unicode(c: char) -> String {
+    let mut units = [0u16; 2];
+    c.encode_utf16(&mut units)
+        .iter()
+        .map(|u| format!("\\u{u:04x}"))
+        .collect()
+}
+
+/// `s` with every other character written as `\uXXXX`.
+fn half_escaped(s: &str) -> String {
+    every_other(s, json_unicode)
 }
 
 /// Every level of `s` with its escapes undone, `s` first.
@@ -316,21 +320,13 @@ fn a_secret_escaped_in_part_is_found_behind_its_escapes() {
 fn a_cut_keeps_no_piece_of_a_secret_escaped_in_part() {
     let secret = "hunter2-very-secret";
     let r = red(secret);
-    // Every other character as `%XX`, or as `&#xXX;`.
-    let every_other = |f: fn(char) -> String| -> String {
-        secret
-            .chars()
-            .enumerate()
-            .map(|(i, c)| if i % 2 == 1 { f(c) } else { c.to_string() })
-            .collect()
-    };
     for escaped in [
         half_escaped(secret),
         half_escaped(secret).replace('\\', "\\\\"),
-        every_other(|c| format!("%{:02X}", c as u32)),
-        every_other(|c| format!("&#x{:X};", c as u32)),
-        every_other(|c| format!("\\x{:02x}", c as u32)),
-        every_other(|c| format!("\\u{{{:x}}}", c as u32)),
+        every_other(secret, |c| format!("%{:02X}", c as u32)),
+        every_other(secret, |c| format!("&#x{:X};", c as u32)),
+        every_other(secret, |c| format!("\\x{:02x}", c as u32)),
+        every_other(secret, |c| format!("\\u{{{:x}}}", c as u32)),
     ] {
         let body = format!(
             "{{\"data\": \"{}{escaped}{}\"}}",

@@ -575,20 +575,22 @@ mod tests {
         assert!(decode_chunk(b"{}").is_err());
     }
 
+    /// `n` records like `sample`, each with an id of its own and the error `"{error} {i}"`.
+    fn samples(n: usize, error: &str) -> Vec<CallRecord> {
+        (0..n)
+            .map(|i| {
+                let mut r = sample();
+                r.id = CallId::new();
+                r.error = Some(format!("{error} {i}"));
+                r
+            })
+            .collect()
+    }
+
     /// A chunk packed past `PLAIN_FROM` is compressed without the dictionary (zstd reads its
     /// frame without one), a smaller one with it; both are read back by the one decompressor.
     #[test]
     fn large_chunks_leave_the_dictionary_out_and_are_read_back() {
-        let made = |n: usize| -> Vec<CallRecord> {
-            (0..n)
-                .map(|i| {
-                    let mut r = sample();
-                    r.id = CallId::new();
-                    r.error = Some(format!("error {i}"));
-                    r
-                })
-                .collect()
-        };
         let frame_alone = |bytes: &[u8]| {
             let size = u32::from_be_bytes([bytes[19], bytes[20], bytes[21], bytes[22]]);
             (
@@ -598,13 +600,13 @@ mod tests {
                     .decompress(&bytes[HEADER..], size as usize),
             )
         };
-        let large = made(CHUNK_MAX);
+        let large = samples(CHUNK_MAX, "error");
         let (_, bytes) = encode_chunk(&large.iter().collect::<Vec<_>>()).unwrap();
         let (size, plain) = frame_alone(&bytes);
         assert!(size >= PLAIN_FROM, "{size} bytes packed");
         assert_eq!(plain.expect("no dictionary needed").len(), size);
         assert_eq!(decode_chunk(&bytes).unwrap(), large);
-        let small = made(20);
+        let small = samples(20, "error");
         let (_, bytes) = encode_chunk(&small.iter().collect::<Vec<_>>()).unwrap();
         let (size, plain) = frame_alone(&bytes);
         assert!(size < PLAIN_FROM, "{size} bytes packed");
@@ -618,19 +620,9 @@ mod tests {
     /// kept, and the next one still comes out right.
     #[test]
     fn chunks_encoded_one_after_another_share_no_bytes() {
-        let made = |n: usize, error: &str| -> Vec<CallRecord> {
-            (0..n)
-                .map(|i| {
-                    let mut r = sample();
-                    r.id = CallId::new();
-                    r.error = Some(format!("{error} {i}"));
-                    r
-                })
-                .collect()
-        };
-        let large = made(CHUNK_MAX, "large");
-        let small = made(3, "small");
-        let mut huge = made(2, "huge");
+        let large = samples(CHUNK_MAX, "large");
+        let small = samples(3, "small");
+        let mut huge = samples(2, "huge");
         huge[0].error = Some("x".repeat(CHUNK_SCRATCH_KEPT + 1));
         let fresh_thread = |records: Vec<CallRecord>| {
             std::thread::spawn(move || encode_chunk(&records.iter().collect::<Vec<_>>()).unwrap().1)
