@@ -1,10 +1,11 @@
 //! The call path against a reverse-proxy hop: wrk at 1 and 32 connections on the same nginx
 //! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
 //! (history on and off, with one HTTP thread like the proxy's one worker, and without busy
-//! polling), with each server's CPU time and context switches per request; then history on
-//! against off at 1 and at 32 connections in alternating rounds (`BENCH_ROUNDS`, default 5).
+//! polling), with each server's CPU time and context switches per request and the CPU time other
+//! processes used during each run; then history on against off at 1 and at 32 connections in
+//! alternating rounds (`BENCH_ROUNDS`, default 5).
 
-use super::procstat::{Usage, usage, with_children};
+use super::procstat::{Usage, benchmark_cpu, machine_busy, usage, with_children};
 use super::*;
 
 /// One wrk run and what the server under test spent on it.
@@ -12,6 +13,10 @@ use super::*;
 pub struct Measured {
     pub run: Run,
     pub used: Usage,
+    /// CPU time that processes outside the benchmark (the machine's own services, other
+    /// tenants' work in this VM) used during the run: a run that shared the cores with them
+    /// says so.
+    pub others: Duration,
 }
 
 impl Measured {
@@ -23,16 +28,21 @@ impl Measured {
     pub fn switches(&self) -> f64 {
         self.used.switches as f64 / self.run.requests.max(1) as f64
     }
+    /// Other processes' CPU time during the run, in ms.
+    pub fn others_ms(&self) -> f64 {
+        self.others.as_secs_f64() * 1e3
+    }
 }
 
 /// wrk against `url` while watching `pids`.
 pub fn measure(url: &str, conns: u32, script: Option<&Path>, pids: &[u32]) -> Measured {
+    let (machine, ours) = (machine_busy(), benchmark_cpu());
     let before = usage(pids);
     let run = wrk(url, conns, script);
-    Measured {
-        used: usage(pids) - before,
-        run,
-    }
+    let used = usage(pids) - before;
+    let others = (machine_busy().saturating_sub(machine))
+        .saturating_sub(benchmark_cpu().saturating_sub(ours));
+    Measured { used, others, run }
 }
 
 /// Run the comparison and return its report section.
@@ -96,19 +106,20 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         _ => "toolgate invoke, history off",
     };
     let mut out = String::from(
-        "| target | conns | req/s | p50 | p99 | errors | server CPU per request | context switches per request |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| target | conns | req/s | p50 | p99 | errors | server CPU per request | context switches per request | other processes' CPU during the run |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for (k, c, m) in &rows {
         out.push_str(&format!(
-            "| {} | {c} | {:.0} | {:.0} µs | {:.0} µs | {} | {:.1} µs | {:.2} |\n",
+            "| {} | {c} | {:.0} | {:.0} µs | {:.0} µs | {} | {:.1} µs | {:.2} | {:.0} ms |\n",
             name(k),
             m.run.rps,
             m.run.p50_us,
             m.run.p99_us,
             m.run.errors,
             m.cpu_us(),
-            m.switches()
+            m.switches(),
+            m.others_ms()
         ));
     }
     let get = |k: &str, c: u32| {
@@ -230,17 +241,18 @@ fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2]) -> String {
     let rps: Stat = |m| m.run.rps;
     let cs: Stat = Measured::switches;
     let cpu: Stat = Measured::cpu_us;
-    let list = |i: usize| {
+    let list = |i: usize, f: Stat| {
         runs[i]
             .iter()
-            .map(|m| format!("{:.0}", m.run.p99_us))
+            .map(|m| format!("{:.0}", f(m)))
             .collect::<Vec<_>>()
             .join(" / ")
     };
+    let others: Stat = Measured::others_ms;
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     let errors: u64 = runs.iter().flatten().map(|m| m.run.errors).sum();
     format!(
-        "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
+        "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; other processes' CPU in each round with history {} ms, without {} ms; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
         secs(),
         med(0, p50),
         med(1, p50),
@@ -255,8 +267,10 @@ fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2]) -> String {
         med(1, cpu),
         med(0, cs),
         med(1, cs),
-        list(0),
-        list(1),
+        list(0, p99),
+        list(1, p99),
+        list(0, others),
+        list(1, others),
         med(0, p99) / med(0, p50),
     )
 }

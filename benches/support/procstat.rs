@@ -21,14 +21,18 @@ impl std::ops::Sub for Usage {
     }
 }
 
-/// Clock ticks per second of `/proc/PID/stat` times.
+/// Clock ticks per second of `/proc/PID/stat` and `/proc/stat` times (asked once: the
+/// measurements around a run should not start processes of their own).
 fn ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// `pid` and its direct children (an nginx master and its worker).
@@ -77,4 +81,74 @@ pub fn usage(pids: &[u32]) -> Usage {
         }
     }
     u
+}
+
+/// CPU time spent so far by everything on the machine, from `/proc/stat`: user, nice, system,
+/// interrupt and softirq time. The last two count too: a process's own times include the
+/// softirq work done on its behalf (the loopback traffic, about a fifth of the busy time at 32
+/// connections), which `/proc/stat` lists apart.
+pub fn machine_busy() -> Duration {
+    let hz = ticks_per_sec();
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|rest| {
+            // user, nice, system, idle, iowait, irq, softirq
+            rest.split_whitespace()
+                .take(7)
+                .enumerate()
+                .filter(|(i, _)| !matches!(i, 3 | 4))
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / hz)
+}
+
+/// Every process descended from this one (servers it started, their workers, a running wrk).
+fn descendants() -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // The parent is the second field after the command name.
+        if let Some(ppid) = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+        {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![std::process::id()];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// CPU time spent so far by the benchmark: this process, the children it waited for (each
+/// finished wrk) and every live descendant (the servers under test and their workers).
+pub fn benchmark_cpu() -> Duration {
+    let hz = ticks_per_sec();
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let ticks: u64 = own
+        .rsplit_once(") ")
+        .map(|(_, rest)| {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime, stime, cutime, cstime
+            [11, 12, 13, 14]
+                .iter()
+                .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / hz) + usage(&descendants()).cpu
 }
