@@ -2,10 +2,10 @@
 //! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
 //! (history on and off, with one HTTP thread like the proxy's one worker, and without busy
 //! polling), with each server's CPU time and context switches per request and the CPU time other
-//! processes used during each run; then history on against off at 1 and at 32 connections in
+//! work on the machine used during each run; then history on against off at 1 and at 32 connections in
 //! alternating rounds (`BENCH_ROUNDS`, default 5).
 
-use super::procstat::{Usage, benchmark_cpu, machine_busy, usage, with_children};
+use super::procstat::{Usage, benchmark_cpu, machine_idle, online_cpus, usage, with_children};
 use super::*;
 
 /// One wrk run and what the server under test spent on it.
@@ -13,9 +13,10 @@ use super::*;
 pub struct Measured {
     pub run: Run,
     pub used: Usage,
-    /// CPU time that processes outside the benchmark (the machine's own services, other
-    /// tenants' work in this VM) used during the run: a run that shared the cores with them
-    /// says so.
+    /// CPU time the machine was busy during the run with anything but the benchmark's own
+    /// processes: its services (a periodic job's burst shows here), and the kernel's own work
+    /// outside any process (interrupts on idle CPUs and the like: some tens of ms a second at
+    /// one connection, where the CPUs idle in short gaps, next to nothing at 32).
     pub others: Duration,
 }
 
@@ -28,7 +29,7 @@ impl Measured {
     pub fn switches(&self) -> f64 {
         self.used.switches as f64 / self.run.requests.max(1) as f64
     }
-    /// Other processes' CPU time during the run, in ms.
+    /// CPU time of other work during the run (`others`), in ms.
     pub fn others_ms(&self) -> f64 {
         self.others.as_secs_f64() * 1e3
     }
@@ -36,12 +37,13 @@ impl Measured {
 
 /// wrk against `url` while watching `pids`.
 pub fn measure(url: &str, conns: u32, script: Option<&Path>, pids: &[u32]) -> Measured {
-    let (machine, ours) = (machine_busy(), benchmark_cpu());
+    let (idle, ours, started) = (machine_idle(), benchmark_cpu(), Instant::now());
     let before = usage(pids);
     let run = wrk(url, conns, script);
     let used = usage(pids) - before;
-    let others = (machine_busy().saturating_sub(machine))
-        .saturating_sub(benchmark_cpu().saturating_sub(ours));
+    let busy =
+        (started.elapsed() * online_cpus()).saturating_sub(machine_idle().saturating_sub(idle));
+    let others = busy.saturating_sub(benchmark_cpu().saturating_sub(ours));
     Measured { used, others, run }
 }
 
@@ -106,7 +108,7 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
         _ => "toolgate invoke, history off",
     };
     let mut out = String::from(
-        "| target | conns | req/s | p50 | p99 | errors | server CPU per request | context switches per request | other processes' CPU during the run |\n\
+        "| target | conns | req/s | p50 | p99 | errors | server CPU per request | context switches per request | CPU time of other work during the run |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for (k, c, m) in &rows {
@@ -252,7 +254,7 @@ fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2]) -> String {
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     let errors: u64 = runs.iter().flatten().map(|m| m.run.errors).sum();
     format!(
-        "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; other processes' CPU in each round with history {} ms, without {} ms; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
+        "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; CPU time of other work in each round with history {} ms, without {} ms; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
         secs(),
         med(0, p50),
         med(1, p50),

@@ -83,11 +83,12 @@ pub fn usage(pids: &[u32]) -> Usage {
     u
 }
 
-/// CPU time spent so far by everything on the machine, from `/proc/stat`: user, nice, system,
-/// interrupt and softirq time. The last two count too: a process's own times include the
-/// softirq work done on its behalf (the loopback traffic, about a fifth of the busy time at 32
-/// connections), which `/proc/stat` lists apart.
-pub fn machine_busy() -> Duration {
+/// Idle time (idle and I/O wait) of all CPUs so far, from `/proc/stat`. The kernel keeps it
+/// exactly (from each idle period's start and end), where its user and system columns are
+/// samples taken at each tick: with CPUs idling in gaps of microseconds (one connection), the
+/// samples said less than the processes' own exact times added up to. The busy time of a
+/// run is therefore its wall time on every CPU less this.
+pub fn machine_idle() -> Duration {
     let hz = ticks_per_sec();
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: u64 = stat
@@ -95,16 +96,28 @@ pub fn machine_busy() -> Duration {
         .next()
         .and_then(|l| l.strip_prefix("cpu "))
         .map(|rest| {
-            // user, nice, system, idle, iowait, irq, softirq
+            // user, nice, system, idle, iowait
             rest.split_whitespace()
-                .take(7)
-                .enumerate()
-                .filter(|(i, _)| !matches!(i, 3 | 4))
-                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .skip(3)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
                 .sum()
         })
         .unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / hz)
+}
+
+/// CPUs `/proc/stat` lists (the online ones).
+pub fn online_cpus() -> u32 {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count()
+        .max(1) as u32
 }
 
 /// Every process descended from this one (servers it started, their workers, a running wrk).
