@@ -2,8 +2,8 @@
 //! upstream, directly, through a one-worker nginx proxy and through toolgate's invoke route
 //! (history on and off, with one HTTP thread like the proxy's one worker, and without busy
 //! polling), with each server's CPU time and context switches per request and the CPU time other
-//! work on the machine used during each run; then history on against off at 1 and at 32 connections in
-//! alternating rounds (`BENCH_ROUNDS`, default 5).
+//! work on the machine used during each run; then history on against off at 1 and at 32
+//! connections in alternating rounds (`BENCH_ROUNDS`, default 5).
 
 use super::procstat::{Usage, benchmark_cpu, machine_idle, online_cpus, usage, with_children};
 use super::*;
@@ -15,8 +15,8 @@ pub struct Measured {
     pub used: Usage,
     /// CPU time the machine was busy during the run with anything but the benchmark's own
     /// processes: its services (a periodic job's burst shows here), and the kernel's own work
-    /// outside any process (interrupts on idle CPUs and the like: some tens of ms a second at
-    /// one connection, where the CPUs idle in short gaps, next to nothing at 32).
+    /// outside any process (interrupts on idle CPUs and the like): 40–60 ms a second at one
+    /// connection, where the CPUs idle in short gaps, and 10–20 at 32 on a quiet machine here.
     pub others: Duration,
 }
 
@@ -37,12 +37,14 @@ impl Measured {
 
 /// wrk against `url` while watching `pids`.
 pub fn measure(url: &str, conns: u32, script: Option<&Path>, pids: &[u32]) -> Measured {
-    let (idle, ours, started) = (machine_idle(), benchmark_cpu(), Instant::now());
     let before = usage(pids);
+    // The process-tree scan (a few ms) before the window opens and after it closes.
+    let ours = benchmark_cpu();
+    let (started, idle) = (Instant::now(), machine_idle());
     let run = wrk(url, conns, script);
+    let (idle_after, elapsed) = (machine_idle(), started.elapsed());
     let used = usage(pids) - before;
-    let busy =
-        (started.elapsed() * online_cpus()).saturating_sub(machine_idle().saturating_sub(idle));
+    let busy = (elapsed * online_cpus()).saturating_sub(idle_after.saturating_sub(idle));
     let others = busy.saturating_sub(benchmark_cpu().saturating_sub(ours));
     Measured { used, others, run }
 }
