@@ -52,22 +52,37 @@ pub fn with_children(pid: u32) -> Vec<u32> {
     pids
 }
 
+/// Field `n` (numbered from 1, as in proc(5)) of a `/proc/…/stat` line. The command name
+/// (field 2) may hold spaces and parentheses: fields are counted from its end, where field 3
+/// begins. (`history::idle::stat_field` in the gateway reads the same way; it is not public.)
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    after_name.split_whitespace().nth(n.checked_sub(3)?)
+}
+
+/// The sum of the tick counts in `fields` of a `/proc/…/stat` line, as a duration.
+fn stat_time(stat: &str, fields: &[usize]) -> Duration {
+    let ticks: u64 = fields
+        .iter()
+        .filter_map(|&n| stat_field(stat, n)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / ticks_per_sec())
+}
+
+/// utime and stime of process `pid` (every thread), in proc(5)'s field numbers.
+const CPU_FIELDS: [usize; 2] = [14, 15];
+
+/// The CPU time process `pid` has used so far (nothing if it is gone).
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_time(&stat, &CPU_FIELDS)
+}
+
 /// What `pids` have used so far.
 pub fn usage(pids: &[u32]) -> Usage {
-    let hz = ticks_per_sec();
     let mut u = Usage::default();
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at field 3 (state);
-        // utime and stime are fields 14 and 15.
-        if let Some((_, rest)) = stat.rsplit_once(") ") {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 = [11, 12]
-                .iter()
-                .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
-                .sum();
-            u.cpu += Duration::from_secs_f64(ticks as f64 / hz);
-        }
+    for &pid in pids {
+        u.cpu += cpu_of(pid);
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
             .flatten();
@@ -128,11 +143,7 @@ fn descendants() -> Vec<u32> {
             continue;
         };
         let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // The parent is the second field after the command name.
-        if let Some(ppid) = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-        {
+        if let Some(ppid) = stat_field(&stat, 4).and_then(|p| p.parse::<u32>().ok()) {
             parent_of.push((pid, ppid));
         }
     }
@@ -150,18 +161,8 @@ fn descendants() -> Vec<u32> {
 /// CPU time spent so far by the benchmark: this process, the children it waited for (each
 /// finished wrk) and every live descendant (the servers under test and their workers).
 pub fn benchmark_cpu() -> Duration {
-    let hz = ticks_per_sec();
     let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let ticks: u64 = own
-        .rsplit_once(") ")
-        .map(|(_, rest)| {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // utime, stime, cutime, cstime
-            [11, 12, 13, 14]
-                .iter()
-                .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / hz) + usage(&descendants()).cpu
+    // utime, stime, and the waited-for children's cutime, cstime.
+    let waited = stat_time(&own, &[14, 15, 16, 17]);
+    waited + descendants().into_iter().map(cpu_of).sum::<Duration>()
 }
