@@ -222,6 +222,10 @@ impl Sender {
             let mut b = self.client().request(hop.method.clone(), url.clone());
             for &i in &hop.headers {
                 let (k, v) = &req.headers[i];
+                // The body's framing is the client's to write, as on plain HTTP.
+                if plain::wire::is_framing_header(k) {
+                    continue;
+                }
                 b = b.header(k, v);
             }
             if let Some((bytes, ct)) = hop.body {
@@ -236,8 +240,19 @@ impl Sender {
         let port = url.port_or_known_default().unwrap_or(80);
         let request = plain_request(req, hop)
             .map_err(|e| failed(Outcome::NetworkError, describe("the request failed", &e), 0))?;
-        match plain::send(self.id, &self.policy, host, port, request).await {
-            Ok((resp, conn)) => Ok(Answer::Plain(resp, Some(conn))),
+        let head = hop.method == reqwest::Method::HEAD;
+        match plain::send(
+            self.id,
+            &self.policy,
+            host,
+            port,
+            &request,
+            head,
+            self.read_cap,
+        )
+        .await
+        {
+            Ok(resp) => Ok(Answer::Plain(resp)),
             Err(e) => Err(classify_plain(&e)),
         }
     }
@@ -257,7 +272,7 @@ impl Sender {
                 body: req.body.as_ref(),
             };
             let mut redirects = 0;
-            let mut resp = loop {
+            let resp = loop {
                 let resp = self.send_hop(req, &hop).await?;
                 let status = resp.status();
                 if !matches!(status, 301 | 302 | 303 | 307 | 308) {
@@ -269,44 +284,14 @@ impl Sender {
                         "more than {MAX_REDIRECTS} redirects"
                     )));
                 }
-                let location = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let location = resp.header(reqwest::header::LOCATION).map(str::to_string);
                 hop = self.redirect(req, &hop, status, location.as_deref())?;
             };
             let status = resp.status();
-            let headers: Vec<(String, String)> = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    // Most values are visible ASCII; the lossy conversion is for the rest.
-                    let value = match v.to_str() {
-                        Ok(text) => text.to_owned(),
-                        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    };
-                    (k.as_str().to_owned(), value)
-                })
-                .collect();
             let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
+                .header(reqwest::header::RETRY_AFTER)
                 .and_then(|v| crate::retry::parse_retry_after(v, timeout));
-            let mut body = Vec::new();
-            let mut truncated = false;
-            while let Some(chunk) = resp.chunk().await? {
-                if body.len() + chunk.len() > cap {
-                    body.extend_from_slice(&chunk[..cap - body.len()]);
-                    truncated = true;
-                    break;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            if !truncated {
-                resp.release();
-            }
+            let (headers, body, truncated) = resp.read(cap).await?;
             Ok::<_, Sent>((status, headers, body, truncated, retry_after))
         };
         match tokio::time::timeout_at(deadline, work).await {
@@ -347,62 +332,59 @@ const USER_AGENT: &str = concat!("toolgate/", env!("CARGO_PKG_VERSION"));
 
 /// An upstream's answer, from either client.
 enum Answer {
-    /// From the plain-HTTP pool; the connection goes back once the body is read whole.
-    Plain(hyper::Response<hyper::body::Incoming>, Option<plain::Conn>),
-    /// From reqwest.
+    /// From the plain-HTTP pool, read whole (up to the cap) already.
+    Plain(plain::wire::Response),
+    /// From reqwest, its body still to read.
     Tls(reqwest::Response),
 }
+
+/// What an answer's headers and body become: header fields as text, the body up to the cap,
+/// and whether it was longer.
+type Read = (Vec<(String, String)>, Vec<u8>, bool);
 
 impl Answer {
     fn status(&self) -> u16 {
         match self {
-            Answer::Plain(r, _) => r.status().as_u16(),
+            Answer::Plain(r) => r.status,
             Answer::Tls(r) => r.status().as_u16(),
         }
     }
 
-    fn headers(&self) -> &http::HeaderMap {
+    /// The first value of header `name` (lower-case), if it is visible ASCII.
+    fn header(&self, name: http::HeaderName) -> Option<&str> {
         match self {
-            Answer::Plain(r, _) => r.headers(),
-            Answer::Tls(r) => r.headers(),
+            Answer::Plain(r) => r.header(name.as_str()),
+            Answer::Tls(r) => r.headers().get(name).and_then(|v| v.to_str().ok()),
         }
     }
 
-    /// The next piece of the body; `None` at its end.
-    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, Sent> {
-        let read_failed = |e: &(dyn std::error::Error + 'static)| {
-            failed(
-                Outcome::NetworkError,
-                describe("the response body could not be read", e),
-                0,
-            )
+    /// The header fields and the body, at most `cap` bytes of it.
+    async fn read(self, cap: usize) -> Result<Read, Sent> {
+        let mut resp = match self {
+            Answer::Plain(r) => return Ok((r.headers, r.body, r.truncated)),
+            Answer::Tls(r) => r,
         };
-        match self {
-            Answer::Tls(r) => r.chunk().await.map_err(|e| classify(&e)),
-            Answer::Plain(r, _) => {
-                use http_body_util::BodyExt;
-                loop {
-                    match r.body_mut().frame().await {
-                        None => return Ok(None),
-                        Some(Err(e)) => return Err(read_failed(&e)),
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                return Ok(Some(data));
-                            }
-                        }
-                    }
-                }
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                // Most values are visible ASCII; the lossy conversion is for the rest.
+                let value = match v.to_str() {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                };
+                (k.as_str().to_owned(), value)
+            })
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+            if body.len() + chunk.len() > cap {
+                body.extend_from_slice(&chunk[..cap - body.len()]);
+                return Ok((headers, body, true));
             }
+            body.extend_from_slice(&chunk);
         }
-    }
-
-    /// Keep the connection for the next call (the body was read to its end).
-    fn release(&mut self) {
-        if let Answer::Plain(_, conn) = self
-            && let Some(c) = conn.take()
-        {
-            c.release();
-        }
+        Ok((headers, body, false))
     }
 }
 
@@ -415,51 +397,38 @@ impl Hop<'_> {
     }
 }
 
-/// A plain-HTTP hop as hyper sends it: the headers reqwest would add by itself (`Host`,
-/// `User-Agent`, `Accept`, the body's `Content-Type`) where the request has none, so an upstream
-/// sees the same request over either client. Put together in place: `http`'s builder moved the
-/// whole request at every header.
-fn plain_request(
-    req: &PreparedRequest,
-    hop: &Hop<'_>,
-) -> Result<hyper::Request<plain::Body>, http::Error> {
-    use http::header::{self, HeaderName, HeaderValue};
+/// A plain-HTTP hop's bytes: the headers reqwest would add by itself (`Host`, `User-Agent`,
+/// `Accept`, the body's `Content-Type`) where the request has none, so an upstream sees the
+/// same request over either client.
+fn plain_request(req: &PreparedRequest, hop: &Hop<'_>) -> Result<Vec<u8>, plain::wire::WireError> {
     let url = &hop.url;
-    let body = match hop.body {
-        Some((bytes, _)) => bytes::Bytes::copy_from_slice(bytes),
-        None => bytes::Bytes::new(),
-    };
-    let mut request = hyper::Request::new(plain::Body::new(body));
-    *request.method_mut() = hop.method.clone();
-    *request.uri_mut() =
-        http::Uri::try_from(&url[url::Position::BeforePath..url::Position::AfterQuery])?;
-    let headers = request.headers_mut();
-    headers.reserve(hop.headers.len() + 4);
+    let mut w = plain::wire::RequestWriter::new(
+        hop.method.as_str(),
+        &url[url::Position::BeforePath..url::Position::AfterQuery],
+        hop.headers.len() + 4,
+    )?;
     if !hop.has_header(req, "host") {
-        headers.append(
-            header::HOST,
-            HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort])?,
-        );
+        w.header(
+            "host",
+            &url[url::Position::BeforeHost..url::Position::AfterPort],
+        )?;
     }
     for &i in &hop.headers {
         let (k, v) = &req.headers[i];
-        headers.append(
-            HeaderName::from_bytes(k.as_bytes())?,
-            HeaderValue::from_str(v)?,
-        );
+        w.header(k, v)?;
     }
     if !hop.has_header(req, "user-agent") {
-        headers.append(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        w.header("user-agent", USER_AGENT)?;
     }
     if !hop.has_header(req, "accept") {
-        headers.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        w.header("accept", "*/*")?;
     }
     if let Some(&(_, ct)) = hop.body
         && !hop.has_header(req, "content-type")
     {
-        headers.append(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        w.header("content-type", ct)?;
     }
-    Ok(request)
+    Ok(w.finish(hop.body.map_or(&[][..], |(bytes, _)| bytes)))
 }
 
 fn failed(outcome: Outcome, error: String, attempts: u32) -> Sent {

@@ -1,0 +1,192 @@
+//! Plain-HTTP upstreams: a request written and its response read in the calling task
+//! (`wire`), on a keep-alive connection from a pool of this thread's own.
+//!
+//! reqwest wraps every request in layers that a tool call does not use (its own redirect, retry
+//! and timeout services, a `Url` parsed twice more, a connector cloned per request) and
+//! hands it to a pool shared through a lock; hyper's connection API, used here before, runs each
+//! connection as a task of its own fed through channels. For `http://` upstreams a request is
+//! now bytes written on a connection checked out of a per-thread pool (a serving thread's calls
+//! and connections stay on that thread), and everything else stays where it was: the network
+//! policy on every address connected to, redirects followed by hand in `send`, the timeout
+//! around the whole attempt (a connection dropped mid-response never returns to the pool).
+//! `https://` upstreams still go through reqwest, for its TLS.
+
+pub mod wire;
+
+use std::cell::RefCell;
+// foldhash: these maps are looked up on every call, and SipHash cost more than the lookups.
+use foldhash::{HashMap, HashMapExt};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use super::policy::NetworkPolicy;
+
+/// How long an idle connection is kept (reqwest's pool for `https://` too).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle connections kept per destination (and sender) on one thread (reqwest's too).
+pub const MAX_IDLE_PER_HOST: usize = 64;
+/// How long connecting may take, every address of the host included (reqwest's too).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a pooled connection goes. The sender's id keeps gateways that share a process (tests)
+/// from sharing connections.
+#[derive(Hash, PartialEq, Eq, Clone, Debug)]
+struct Key {
+    sender: u64,
+    host: String,
+    port: u16,
+}
+
+/// A connection between requests, with its read buffer (empty: nothing is pending on it).
+struct Idle {
+    conn: Connection,
+    since: Instant,
+}
+
+/// A connection to an upstream and the buffer its responses are read through.
+struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+thread_local! {
+    /// This thread's idle connections.
+    static POOL: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// Why a plain request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlainError {
+    /// Resolving or connecting failed (the policy's refusal is in the source chain).
+    #[error("could not connect")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Connecting took longer than `CONNECT_TIMEOUT`.
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    /// Writing the request or reading the response failed.
+    #[error("the request failed")]
+    Request(#[source] wire::WireError),
+}
+
+/// Keep `conn` for the next request to the same destination.
+fn release(key: Key, conn: Connection) {
+    let _ = POOL.try_with(|p| {
+        let mut pool = p.borrow_mut();
+        let idle = pool.entry(key).or_default();
+        if idle.len() < MAX_IDLE_PER_HOST {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    });
+}
+
+/// Whether an idle connection may carry a request: the upstream has neither closed it nor
+/// sent anything unasked. tokio knows a socket is readable from the reactor's events, so a
+/// connection with nothing to read costs no system call here.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The most recently used idle connection to `key` that is still fresh and open, if any.
+fn checkout(key: &Key) -> Option<Connection> {
+    POOL.try_with(|p| {
+        let mut pool = p.borrow_mut();
+        let idle = pool.get_mut(key)?;
+        while let Some(i) = idle.pop() {
+            if i.since.elapsed() < IDLE_TIMEOUT && still_open(&i.conn.stream) {
+                return Some(i.conn);
+            }
+        }
+        None
+    })
+    .ok()
+    .flatten()
+}
+
+/// Send `request` (the bytes of `wire::RequestWriter`) to `host:port` and read its response
+/// (the body up to `cap` bytes): on an idle pooled connection when one is open, else on a new
+/// one to an address the policy allows. `head_request`: it is a `HEAD` request.
+pub async fn send(
+    sender: u64,
+    policy: &NetworkPolicy,
+    host: &str,
+    port: u16,
+    request: &[u8],
+    head_request: bool,
+    cap: usize,
+) -> Result<wire::Response, PlainError> {
+    let key = Key {
+        sender,
+        host: host.to_string(),
+        port,
+    };
+    let mut conn = loop {
+        match checkout(&key) {
+            Some(mut conn) => match wire::write_request(&mut conn.stream, request).await {
+                Ok(()) => break conn,
+                // A connection the upstream closed while idle refuses the first write: then
+                // nothing was sent, and the next connection may carry the request.
+                Err(wire::WireError::NotSent(_)) => continue,
+                Err(e) => return Err(PlainError::Request(e)),
+            },
+            None => {
+                let mut conn = connect(policy, host, port).await?;
+                wire::write_request(&mut conn.stream, request)
+                    .await
+                    .map_err(PlainError::Request)?;
+                break conn;
+            }
+        }
+    };
+    let resp = wire::read_response(&mut conn.stream, &mut conn.buf, head_request, cap)
+        .await
+        .map_err(PlainError::Request)?;
+    if resp.reusable {
+        release(key, conn);
+    }
+    Ok(resp)
+}
+
+/// A new connection to the first address of `host` that accepts, under `CONNECT_TIMEOUT`.
+async fn connect(policy: &NetworkPolicy, host: &str, port: u16) -> Result<Connection, PlainError> {
+    let work = async {
+        let addrs = match host.trim_start_matches('[').trim_end_matches(']').parse() {
+            // An IP literal was checked against the policy with the URL.
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => policy
+                .resolve(host, port)
+                .await
+                .map_err(PlainError::Connect)?,
+        };
+        let mut last = None;
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    // A request and its answer are small writes that must not wait for an ACK.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(PlainError::Connect(match last {
+            Some(e) => Box::new(e),
+            None => "the host has no address".into(),
+        }))
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, work)
+        .await
+        .map_err(|_| PlainError::ConnectTimeout)??;
+    Ok(Connection {
+        stream,
+        buf: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

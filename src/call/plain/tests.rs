@@ -1,0 +1,408 @@
+//! The plain-HTTP client against real sockets: a loopback server writes each response byte for
+//! byte as scripted, the way a careless or hostile upstream might.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::wire::{self, RequestWriter, WireError};
+use super::{NetworkPolicy, send};
+
+/// Read one request head (requests here have no body).
+async fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&byte[..n]),
+        }
+    }
+    got
+}
+
+/// Serve one connection: read a request, write `pieces` one by one, then close at once
+/// (`close`) or when the client goes away.
+async fn serve_once(listener: TcpListener, pieces: Vec<Vec<u8>>, close: bool) -> Vec<u8> {
+    let (mut s, _) = listener.accept().await.expect("accept");
+    let request = read_head(&mut s).await;
+    for p in pieces {
+        s.write_all(&p).await.expect("write");
+        s.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if !close {
+        let mut rest = [0u8; 64];
+        while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+    }
+    request
+}
+
+/// One exchange with a server answering `pieces`.
+async fn exchange(
+    pieces: Vec<&[u8]>,
+    close: bool,
+    head: bool,
+    cap: usize,
+) -> Result<wire::Response, WireError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let pieces = pieces.into_iter().map(<[u8]>::to_vec).collect();
+    let server = tokio::spawn(serve_once(listener, pieces, close));
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let method = if head { "HEAD" } else { "GET" };
+    let req = RequestWriter::new(method, "/x", 1)?.finish(b"");
+    wire::write_request(&mut stream, &req).await?;
+    let mut buf = Vec::new();
+    let resp = wire::read_response(&mut stream, &mut buf, head, cap).await;
+    drop(stream);
+    server.await.expect("server");
+    resp
+}
+
+fn split(bytes: &[u8], n: usize) -> Vec<&[u8]> {
+    bytes.chunks(n).collect()
+}
+
+#[tokio::test]
+async fn a_length_framed_response_is_read_whole_and_the_connection_kept() {
+    let r = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\nX-Odd: caf\xc3\xa9\r\n\r\n{\"a\":1}"],
+        false,
+        false,
+        1024,
+    )
+    .await
+    .expect("response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"{\"a\":1}");
+    assert!(!r.truncated && r.reusable);
+    assert_eq!(
+        r.headers[0],
+        ("content-type".into(), "application/json".into())
+    );
+    assert_eq!(r.headers[2].1, "café");
+    assert_eq!(
+        r.header("x-odd"),
+        None,
+        "not visible ASCII, as HeaderValue::to_str"
+    );
+    assert_eq!(r.header("content-length"), Some("7"));
+}
+
+#[tokio::test]
+async fn a_response_dribbled_byte_by_byte_is_the_same_response() {
+    let whole: &[u8] = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let r = exchange(split(whole, 1), false, false, 1024)
+        .await
+        .expect("response");
+    assert_eq!(
+        (r.status, r.body.as_slice(), r.reusable),
+        (201, &b"abcde"[..], true)
+    );
+}
+
+#[tokio::test]
+async fn bodies_longer_than_the_cap_are_cut_and_the_connection_dropped() {
+    let chunked = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n4\r\nefgh\r\n0\r\n\r\n"],
+        false,
+        false,
+        6,
+    )
+    .await
+    .expect("chunked");
+    assert_eq!(
+        (chunked.body.as_slice(), chunked.truncated, chunked.reusable),
+        (&b"abcdef"[..], true, false)
+    );
+    let length = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nabcd", b"efgh"],
+        false,
+        false,
+        6,
+    )
+    .await
+    .expect("length");
+    assert_eq!(
+        (length.body.as_slice(), length.truncated, length.reusable),
+        (&b"abcdef"[..], true, false)
+    );
+    let exact = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdef"],
+        false,
+        false,
+        6,
+    )
+    .await
+    .expect("exact");
+    assert_eq!((exact.truncated, exact.reusable), (false, true));
+}
+
+#[tokio::test]
+async fn a_body_ended_by_the_connection_is_read_to_its_end_and_not_kept() {
+    let r = exchange(
+        vec![b"HTTP/1.1 200 OK\r\n\r\nfirst ", b"second"],
+        true,
+        false,
+        1024,
+    )
+    .await
+    .expect("response");
+    assert_eq!(
+        (r.body.as_slice(), r.truncated, r.reusable),
+        (&b"first second"[..], false, false)
+    );
+    let gzip_te = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw"],
+        true,
+        false,
+        1024,
+    )
+    .await
+    .expect("te without chunked");
+    assert_eq!(
+        (gzip_te.body.as_slice(), gzip_te.reusable),
+        (&b"raw"[..], false)
+    );
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_never_reused_and_conflicts_fail() {
+    // Both framings: read as chunked (RFC 9112 §6.3), the connection not kept.
+    let both = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+        false,
+        false,
+        1024,
+    )
+    .await
+    .expect("both");
+    assert_eq!((both.body.as_slice(), both.reusable), (&b"ok"[..], false));
+    for bad in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nok",
+    ] {
+        let e = exchange(vec![bad], true, false, 1024)
+            .await
+            .expect_err("conflict");
+        assert!(matches!(e, WireError::Length), "{e:?}");
+    }
+    let same = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok"],
+        false,
+        false,
+        1024,
+    )
+    .await
+    .expect("agreeing lengths");
+    assert_eq!(same.body, b"ok");
+    for bad in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXX0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n",
+    ] {
+        let e = exchange(vec![bad], true, false, 1024)
+            .await
+            .expect_err("bad chunk");
+        assert!(matches!(e, WireError::Chunk), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn what_follows_the_body_or_asks_to_close_keeps_the_connection_out_of_the_pool() {
+    for (resp, why) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"[..],
+            "bytes after the body",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\nok",
+            "Connection: close",
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.0",
+        ),
+    ] {
+        let r = exchange(vec![resp], false, false, 1024).await.expect(why);
+        assert_eq!(r.body, b"ok", "{why}");
+        assert!(!r.reusable, "{why}");
+    }
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_bodiless_answers_have_no_body() {
+    let r = exchange(
+        vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ],
+        false,
+        false,
+        1024,
+    )
+    .await
+    .expect("after 1xx");
+    assert_eq!(
+        (r.status, r.body.as_slice(), r.reusable),
+        (200, &b"ok"[..], true)
+    );
+    let head = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n"],
+        false,
+        true,
+        1024,
+    )
+    .await
+    .expect("HEAD");
+    assert!(head.body.is_empty() && head.reusable);
+    let no_content = exchange(
+        vec![b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"],
+        false,
+        false,
+        1024,
+    )
+    .await
+    .expect("204");
+    assert!(no_content.body.is_empty() && no_content.reusable);
+    let e = exchange(
+        vec![b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"],
+        true,
+        false,
+        1024,
+    )
+    .await
+    .expect_err("101");
+    assert!(matches!(e, WireError::Upgrade), "{e:?}");
+}
+
+#[tokio::test]
+async fn broken_heads_and_early_ends_fail_the_exchange() {
+    let huge = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\n",
+        "a".repeat(wire::MAX_HEAD)
+    );
+    let e = exchange(vec![huge.as_bytes()], true, false, 1024)
+        .await
+        .expect_err("huge head");
+    assert!(matches!(e, WireError::HeadTooLarge), "{e:?}");
+    let many: String = (0..=wire::MAX_HEADERS)
+        .map(|i| format!("X-{i}: v\r\n"))
+        .collect();
+    let many = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+    let e = exchange(vec![many.as_bytes()], true, false, 1024)
+        .await
+        .expect_err("many headers");
+    assert!(
+        matches!(e, WireError::Parse(httparse::Error::TooManyHeaders)),
+        "{e:?}"
+    );
+    let e = exchange(
+        vec![b"HTTP/1.1 200 OK\r\nX-Fold: a\r\n b\r\nContent-Length: 0\r\n\r\n"],
+        true,
+        false,
+        1024,
+    )
+    .await
+    .expect_err("obs-fold");
+    assert!(matches!(e, WireError::Parse(_)), "{e:?}");
+    let e = exchange(vec![b"HTTP/2 200\r\n\r\n"], true, false, 1024)
+        .await
+        .expect_err("HTTP/2");
+    assert!(matches!(e, WireError::Parse(_)), "{e:?}");
+    for early in [
+        &b""[..],
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: x\r\n",
+    ] {
+        let e = exchange(vec![early], true, false, 1024)
+            .await
+            .expect_err("early end");
+        assert!(matches!(e, WireError::Incomplete), "{e:?}");
+    }
+}
+
+#[test]
+fn requests_are_written_as_hyper_wrote_them_and_nothing_can_be_smuggled_in() {
+    let mut w = RequestWriter::new("POST", "/a/b%20c?x=1", 3).expect("writer");
+    w.header("Host", "127.0.0.1:8080").expect("host");
+    w.header("X-Api-Key", "k\tv").expect("key");
+    w.header("Content-Length", "999").expect("dropped");
+    w.header("transfer-encoding", "chunked").expect("dropped");
+    let bytes = w.finish(b"{}");
+    assert_eq!(
+        bytes,
+        b"POST /a/b%20c?x=1 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nx-api-key: k\tv\r\ncontent-length: 2\r\n\r\n{}"
+    );
+    let empty = RequestWriter::new("GET", "/", 0)
+        .expect("writer")
+        .finish(b"");
+    assert_eq!(empty, b"GET / HTTP/1.1\r\n\r\n");
+    let mut w = RequestWriter::new("GET", "/", 1).expect("writer");
+    for value in [
+        "a\r\nX-Injected: 1",
+        "a\nb",
+        "a\rb",
+        "nul\0",
+        "del\x7f",
+        "café",
+    ] {
+        assert!(
+            matches!(w.header("X-V", value), Err(WireError::HeaderValue)),
+            "{value:?}"
+        );
+    }
+    for name in ["", "X V", "X:V", "X\r\nY", "é"] {
+        assert!(
+            matches!(w.header(name, "v"), Err(WireError::HeaderName)),
+            "{name:?}"
+        );
+    }
+    for target in ["", "/a b", "/a\r\nX: y", "/\x7f"] {
+        assert!(
+            matches!(RequestWriter::new("GET", target, 0), Err(WireError::Target)),
+            "{target:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let mut connections = 0;
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            connections += 1;
+            read_head(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+            // Kept alive by its headers, closed anyway while idle.
+            drop(s);
+        }
+        connections
+    });
+    let policy = NetworkPolicy::default();
+    let request = RequestWriter::new("GET", "/", 0)
+        .expect("writer")
+        .finish(b"");
+    for round in 0..2 {
+        let r = send(u64::MAX, &policy, "127.0.0.1", port, &request, false, 1024)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.reusable),
+            (200, &b"ok"[..], true)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.await.expect("server"), 2);
+}

@@ -1,0 +1,483 @@
+//! HTTP/1.1 on the wire for plain upstreams: the request written as bytes, the response's head
+//! parsed by httparse (the parser hyper itself uses) and its body framed as RFC 9112 §6.3 says,
+//! all in the calling task.
+//!
+//! hyper's client connection is a task of its own, fed through a channel: per call its dispatch,
+//! the header maps it builds both ways and the hand-overs between the call and that task cost
+//! about a quarter of a call's instructions (BENCHMARKS.md, issue 16, twenty-fourth session).
+//! What a tool call needs of HTTP/1.1 is small: one request, one whole response read up to a cap.
+//! Anything doubtful about a response's framing fails the call or keeps its connection out of
+//! the pool; nothing is guessed.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head (status line and headers) read; hyper's default allows about 400 KB,
+/// nginx's proxy 4–8 KB per line.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (with extensions) of a chunked body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Why an exchange failed. No variant quotes a header value: a value may hold a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// A header name that is not an HTTP token.
+    #[error("a header name holds a character HTTP does not allow")]
+    HeaderName,
+    /// A header value with a control character or a non-ASCII one.
+    #[error("a header value holds a character HTTP does not allow")]
+    HeaderValue,
+    /// A request target with a space or control character (a `Url` never has one).
+    #[error("the request target holds a character HTTP does not allow")]
+    Target,
+    /// The connection ended before the response did.
+    #[error("the connection closed before the response was complete")]
+    Incomplete,
+    /// The response head did not fit `MAX_HEAD`.
+    #[error("the response head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// The response head is not HTTP/1.x.
+    #[error("the response is not valid HTTP/1.x: {0}")]
+    Parse(httparse::Error),
+    /// `Content-Length` is not a number, or two of them disagree.
+    #[error("the response's Content-Length is invalid")]
+    Length,
+    /// A chunked body that does not follow the chunked coding.
+    #[error("the response's chunked body is malformed")]
+    Chunk,
+    /// `101 Switching Protocols` to a request that asked for no upgrade.
+    #[error("the upstream switched protocols unasked")]
+    Upgrade,
+    /// The connection took not a byte of the request (on a pooled connection: the upstream
+    /// closed it while idle, and another connection may carry the request).
+    #[error("the request could not be sent: {0}")]
+    NotSent(std::io::Error),
+    /// Reading or writing the socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A request's bytes, put together field by field.
+pub struct RequestWriter {
+    out: Vec<u8>,
+}
+
+impl RequestWriter {
+    /// Start a request: `method` (an `http::Method`, so a token) and an origin-form `target`.
+    pub fn new(method: &str, target: &str, fields: usize) -> Result<Self, WireError> {
+        if target.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(WireError::Target);
+        }
+        let mut out = Vec::with_capacity(64 + target.len() + fields * 40);
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        Ok(RequestWriter { out })
+    }
+
+    /// Add a header field, its name lower-cased (as hyper writes names). The framing fields
+    /// (`Content-Length`, `Transfer-Encoding`) are toolgate's to write: one set by a definition
+    /// is left out, so that the body is always framed by its real length.
+    pub fn header(&mut self, name: &str, value: &str) -> Result<(), WireError> {
+        if name.is_empty() || !name.bytes().all(is_token) {
+            return Err(WireError::HeaderName);
+        }
+        if !value.bytes().all(is_value_byte) {
+            return Err(WireError::HeaderValue);
+        }
+        if is_framing_header(name) {
+            return Ok(());
+        }
+        let start = self.out.len();
+        self.out.extend_from_slice(name.as_bytes());
+        self.out[start..].make_ascii_lowercase();
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// The request's bytes, with `body` framed by its length (an empty body is sent without
+    /// one, as hyper does).
+    pub fn finish(mut self, body: &[u8]) -> Vec<u8> {
+        if !body.is_empty() {
+            self.out.extend_from_slice(b"content-length: ");
+            self.out
+                .extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(body);
+        self.out
+    }
+}
+
+/// `Content-Length` or `Transfer-Encoding`: how a body is framed, which only the client that
+/// writes the body can say truly.
+pub fn is_framing_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+}
+
+/// An RFC 9110 `tchar`.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// What `http::HeaderValue::from_str` accepts in a value: visible ASCII, space and tab.
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..0x7f).contains(&b)
+}
+
+/// A response read whole (or up to the cap).
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header fields in the order received, names lower-cased, values as text (bytes that are
+    /// not UTF-8 replaced).
+    pub headers: Vec<(String, String)>,
+    /// The body, at most the cap.
+    pub body: Vec<u8>,
+    /// The body was longer than the cap (the rest was not read).
+    pub truncated: bool,
+    /// The connection can carry another request: HTTP/1.1, no `Connection: close`, a body
+    /// framed by its length or chunks and read to its end, nothing after it.
+    pub reusable: bool,
+}
+
+impl Response {
+    /// The first value of header `name` (lower-case) that is visible ASCII, as
+    /// `HeaderValue::to_str` would give it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| v.bytes().all(is_value_byte))
+    }
+}
+
+/// How a response's body ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    /// No body (`HEAD`, 204, 304).
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// The chunked coding.
+    Chunked,
+    /// The connection's end.
+    Close,
+}
+
+/// What the head says, read off before the buffer is touched again.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+    len: usize,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Write `request` on `stream` (`WireError::NotSent` when not a byte of it was taken).
+pub async fn write_request(stream: &mut TcpStream, request: &[u8]) -> Result<(), WireError> {
+    let first = match stream.write(request).await {
+        Ok(0) => return Err(WireError::NotSent(std::io::ErrorKind::WriteZero.into())),
+        Err(e) => return Err(WireError::NotSent(e)),
+        Ok(n) => n,
+    };
+    stream.write_all(&request[first..]).await?;
+    Ok(())
+}
+
+/// Read one response from `stream` through `buf` (empty on entry; left empty when the
+/// connection is reusable). `head_request`: the request was `HEAD`, so no body follows.
+pub async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+    cap: usize,
+) -> Result<Response, WireError> {
+    let head = loop {
+        match parse_head(buf, head_request)? {
+            Some(h) if (100..200).contains(&h.status) => {
+                if h.status == 101 {
+                    return Err(WireError::Upgrade);
+                }
+                // An interim answer (100 Continue, 103 Early Hints): the real one follows.
+                buf.drain(..h.len);
+            }
+            Some(h) => break h,
+            None => {
+                if buf.len() >= MAX_HEAD {
+                    return Err(WireError::HeadTooLarge);
+                }
+                fill(stream, buf).await?;
+            }
+        }
+    };
+    let mut body = Body {
+        stream,
+        buf,
+        pos: head.len,
+    };
+    let (bytes, truncated, ended) = match head.framing {
+        Framing::Empty => (Vec::new(), false, true),
+        Framing::Length(n) => body.length(n, cap).await?,
+        Framing::Chunked => body.chunked(cap).await?,
+        Framing::Close => body.until_close(cap).await?,
+    };
+    let reusable = head.keep_alive && ended && !truncated && body.rest().is_empty();
+    buf.clear();
+    Ok(Response {
+        status: head.status,
+        headers: head.headers,
+        body: bytes,
+        truncated,
+        reusable,
+    })
+}
+
+/// The head at the start of `buf`, if it is all there.
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, WireError> {
+    // Left uninitialised: writing 100 empty fields first cost more than parsing a usual head.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(WireError::Parse(e)),
+    };
+    let status = resp.code.unwrap_or(0);
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    let mut close = resp.version != Some(1);
+    let mut headers = Vec::with_capacity(resp.headers.len());
+    for f in resp.headers.iter() {
+        let name = f.name.to_ascii_lowercase();
+        match name.as_str() {
+            "content-length" => {
+                for part in f.value.split(|&b| b == b',') {
+                    let n = parse_length(part.trim_ascii()).ok_or(WireError::Length)?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(WireError::Length);
+                    }
+                    length = Some(n);
+                }
+            }
+            "transfer-encoding" => {
+                transfer_encoding = true;
+                // Only the last coding of the last field counts: chunked must be final.
+                chunked = f
+                    .value
+                    .split(|&b| b == b',')
+                    .next_back()
+                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            "connection" => {
+                close |= f
+                    .value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            }
+            _ => {}
+        }
+        let value = match std::str::from_utf8(f.value) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(f.value).into_owned(),
+        };
+        headers.push((name, value));
+    }
+    let framing = if head_request || matches!(status, 100..=199 | 204 | 304) {
+        Framing::Empty
+    } else if transfer_encoding {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        match length {
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    // Both framings at once is how responses get smuggled: read this one as chunked (RFC 9112
+    // §6.3) and never put the connection back.
+    let keep_alive = !(close || transfer_encoding && length.is_some()) && framing != Framing::Close;
+    Ok(Some(Head {
+        status,
+        headers,
+        len,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// A `Content-Length` value: digits only, at most 19 of them.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Read more of the response into `buf`; the connection's end here is an incomplete response.
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), WireError> {
+    buf.reserve(READ_CHUNK);
+    if stream.read_buf(buf).await? == 0 {
+        return Err(WireError::Incomplete);
+    }
+    Ok(())
+}
+
+/// What a body is read from: the connection, and its buffer with what was read of the body
+/// from `pos` on. Each reader returns (body, truncated, read to its end).
+struct Body<'a> {
+    stream: &'a mut TcpStream,
+    buf: &'a mut Vec<u8>,
+    pos: usize,
+}
+
+/// A body read: its bytes, whether it was cut at the cap, whether it was read to its end.
+type BodyRead = (Vec<u8>, bool, bool);
+
+impl Body<'_> {
+    /// The bytes read and not yet taken.
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Take `n` bytes of what was read.
+    fn take(&mut self, n: usize, into: &mut Vec<u8>) {
+        into.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+    }
+
+    /// Read more, first dropping what was taken.
+    async fn refill(&mut self) -> Result<(), WireError> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        fill(self.stream, self.buf).await
+    }
+
+    /// A body of `n` bytes.
+    async fn length(&mut self, n: u64, cap: usize) -> Result<BodyRead, WireError> {
+        let want = usize::try_from(n).map_or(cap, |n| n.min(cap));
+        let truncated = n > want as u64;
+        let ready = want.min(self.rest().len());
+        // Grown as bytes come: a length is only what the upstream says.
+        let mut body = Vec::with_capacity(want.min(ready + READ_CHUNK));
+        self.take(ready, &mut body);
+        // The rest straight into the body, never past it: nothing after the body is read.
+        while body.len() < want {
+            let filled = body.len();
+            body.resize(filled + (want - filled).min(8 * READ_CHUNK), 0);
+            match self.stream.read(&mut body[filled..]).await? {
+                0 => return Err(WireError::Incomplete),
+                k => body.truncate(filled + k),
+            }
+        }
+        Ok((body, truncated, !truncated))
+    }
+
+    /// A chunked body, its trailer read past.
+    async fn chunked(&mut self, cap: usize) -> Result<BodyRead, WireError> {
+        let mut body = Vec::new();
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(self.rest()) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.pos += used;
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) if self.rest().len() <= MAX_CHUNK_LINE => {
+                        self.refill().await?
+                    }
+                    _ => return Err(WireError::Chunk),
+                }
+            };
+            if size == 0 {
+                self.skip_trailer().await?;
+                return Ok((body, false, true));
+            }
+            let mut left = size;
+            while left > 0 {
+                if self.rest().is_empty() {
+                    self.refill().await?;
+                }
+                let ready = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(self.rest().len());
+                let room = cap - body.len();
+                if ready > room {
+                    self.take(room, &mut body);
+                    return Ok((body, true, false));
+                }
+                self.take(ready, &mut body);
+                left -= ready as u64;
+            }
+            while self.rest().len() < 2 {
+                self.refill().await?;
+            }
+            if !self.rest().starts_with(b"\r\n") {
+                return Err(WireError::Chunk);
+            }
+            self.pos += 2;
+        }
+    }
+
+    /// The trailer section after the last chunk, up to its empty line; its fields are not kept.
+    async fn skip_trailer(&mut self) -> Result<(), WireError> {
+        let mut seen = 0;
+        loop {
+            match memchr::memmem::find(self.rest(), b"\r\n") {
+                Some(0) => {
+                    self.pos += 2;
+                    return Ok(());
+                }
+                Some(i) => {
+                    seen += i + 2;
+                    self.pos += i + 2;
+                }
+                None => self.refill().await?,
+            }
+            if seen + self.rest().len() > MAX_HEAD {
+                return Err(WireError::HeadTooLarge);
+            }
+        }
+    }
+
+    /// A body that ends with the connection (never reused after it).
+    async fn until_close(&mut self, cap: usize) -> Result<BodyRead, WireError> {
+        let mut body = Vec::new();
+        loop {
+            let room = cap - body.len();
+            if self.rest().len() > room {
+                self.take(room, &mut body);
+                return Ok((body, true, false));
+            }
+            self.take(self.rest().len(), &mut body);
+            self.buf.clear();
+            self.pos = 0;
+            self.buf.reserve(READ_CHUNK);
+            if self.stream.read_buf(self.buf).await? == 0 {
+                return Ok((body, false, false));
+            }
+        }
+    }
+}
