@@ -971,3 +971,35 @@ async fn plain_calls_send_the_default_headers_and_https_goes_through_reqwest() {
     assert!(!text.contains("https://"), "{text}");
     assert_eq!(up.count(), 1, "the TLS attempt never reached the handler");
 }
+
+#[tokio::test]
+async fn the_body_is_framed_by_toolgate_whatever_framing_headers_a_definition_sets() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let wid = s
+        .webhook(
+            json!({"name": "Framed", "method": "POST", "url": format!("{}/framed", up.base),
+            "headers": [{"name": "Content-Length", "value_type": "static", "value": "999"},
+                        {"name": "Transfer-Encoding", "value_type": "static", "value": "chunked"},
+                        {"name": "X-Kept", "value_type": "static", "value": "yes"}],
+            "body": [{"name": "note", "value_type": "dynamic"}]}),
+        )
+        .await;
+    s.tool("framed", &wid).await;
+    for round in 0..3 {
+        let note = "n".repeat(round * 40);
+        let (status, v) = s.invoke("framed", json!({"note": note}), json!({})).await;
+        assert_eq!((status, &v["outcome"]), (200, &json!("success")), "{v}");
+        let r = up.last();
+        let sent = serde_json::to_vec(&json!({"note": note})).expect("json");
+        assert_eq!(r.body, sent, "round {round}: the whole body arrived");
+        assert_eq!(
+            r.header("content-length"),
+            Some(sent.len().to_string().as_str())
+        );
+        assert_eq!(r.header("transfer-encoding"), None);
+        assert_eq!(r.header("x-kept"), Some("yes"));
+        // The next round goes over the same kept-alive connection: it was left clean.
+    }
+    assert_eq!(up.count(), 3);
+}

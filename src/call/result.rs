@@ -93,7 +93,7 @@ impl CallResult {
         out.extend_from_slice(b",\"response\":");
         out.extend_from_slice(self.content.as_bytes());
         out.extend_from_slice(b",\"content\":");
-        serde_json::to_writer(&mut *out, &self.content)?;
+        super::compact_json::write_string(out, &self.content)?;
         out.push(b'}');
         Ok(())
     }

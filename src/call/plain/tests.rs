@@ -406,3 +406,23 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     }
     assert_eq!(server.await.expect("server"), 2);
 }
+
+#[test]
+fn header_bytes_are_classed_as_http_and_the_http_crate_class_them() {
+    for b in 0u8..=0x7f {
+        let c = char::from(b);
+        let name = format!("a{c}");
+        let value = format!("a{c}");
+        let mut w = RequestWriter::new("GET", "/", 1).expect("writer");
+        assert_eq!(
+            w.header(&name, "v").is_ok(),
+            http::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+            "name byte {b:#x}"
+        );
+        assert_eq!(
+            w.header("x", &value).is_ok(),
+            http::HeaderValue::from_str(&value).is_ok(),
+            "value byte {b:#x}"
+        );
+    }
+}

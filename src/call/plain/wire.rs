@@ -123,14 +123,40 @@ pub fn is_framing_header(name: &str) -> bool {
     name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
 }
 
+/// Byte classes, looked up once per byte of every header written: `TOKEN` for an RFC 9110
+/// `tchar`, `VALUE` for what `http::HeaderValue::from_str` accepts (visible ASCII, space, tab).
+const TOKEN: u8 = 1;
+const VALUE: u8 = 2;
+static CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c == b'\t' || (c >= b' ' && c < 0x7f) {
+            t[b] |= VALUE;
+        }
+        if c.is_ascii_alphanumeric() {
+            t[b] |= TOKEN;
+        }
+        b += 1;
+    }
+    let specials = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < specials.len() {
+        t[specials[i] as usize] |= TOKEN;
+        i += 1;
+    }
+    t
+};
+
 /// An RFC 9110 `tchar`.
 fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    CLASSES[usize::from(b)] & TOKEN != 0
 }
 
 /// What `http::HeaderValue::from_str` accepts in a value: visible ASCII, space and tab.
 fn is_value_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..0x7f).contains(&b)
+    CLASSES[usize::from(b)] & VALUE != 0
 }
 
 /// A response read whole (or up to the cap).
