@@ -27,6 +27,8 @@ use super::policy::NetworkPolicy;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept per destination (and sender) on one thread (reqwest's too).
 pub const MAX_IDLE_PER_HOST: usize = 64;
+/// Largest read buffer an idle connection keeps.
+const KEPT_BUFFER: usize = 64 * 1024;
 /// How long connecting may take, every address of the host included (reqwest's too).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -147,6 +149,10 @@ pub async fn send(
         .await
         .map_err(PlainError::Request)?;
     if resp.reusable {
+        // A large chunked body grew the buffer: an idle connection keeps a small one.
+        if conn.buf.capacity() > KEPT_BUFFER {
+            conn.buf = Vec::new();
+        }
         release(key, conn);
     }
     Ok(resp)

@@ -426,3 +426,31 @@ fn header_bytes_are_classed_as_http_and_the_http_crate_class_them() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_redirect_body_is_read_only_while_short() {
+    let short = exchange(
+        vec![b"HTTP/1.1 302 Found\r\nLocation: /b\r\nContent-Length: 5\r\n\r\nmoved"],
+        false,
+        false,
+        1 << 20,
+    )
+    .await
+    .expect("short");
+    assert_eq!(
+        (short.status, short.header("location"), short.reusable),
+        (302, Some("/b"), true)
+    );
+    let long_body = vec![b'x'; 64 * 1024];
+    let mut long =
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: /c\r\nContent-Length: 65536\r\n\r\n".to_vec();
+    long.extend_from_slice(&long_body);
+    let long = exchange(vec![&long], false, false, 1 << 20)
+        .await
+        .expect("long");
+    assert_eq!(
+        (long.status, long.truncated, long.reusable),
+        (301, true, false)
+    );
+    assert_eq!(long.body.len(), 16 * 1024);
+}

@@ -19,6 +19,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) of a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Most of a redirect's body read.
+const REDIRECT_BODY: usize = 16 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -246,6 +248,13 @@ pub async fn read_response(
                 fill(stream, buf).await?;
             }
         }
+    };
+    // A redirect's body is never used (the redirect is followed or the call fails): a short one
+    // is read so that the connection can be kept, a longer one is not read on.
+    let cap = if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+        cap.min(REDIRECT_BODY)
+    } else {
+        cap
     };
     let mut body = Body {
         stream,
