@@ -240,14 +240,13 @@ impl Sender {
         let port = url.port_or_known_default().unwrap_or(80);
         let request = plain_request(req, hop)
             .map_err(|e| failed(Outcome::NetworkError, describe("the request failed", &e), 0))?;
-        let head = hop.method == reqwest::Method::HEAD;
         match plain::send(
             self.id,
             &self.policy,
             host,
             port,
             &request,
-            head,
+            &hop.method,
             self.read_cap,
         )
         .await

@@ -110,52 +110,81 @@ fn checkout(key: &Key) -> Option<Connection> {
     .flatten()
 }
 
-/// Send `request` (the bytes of `wire::RequestWriter`) to `host:port` and read its response
-/// (the body up to `cap` bytes): on an idle pooled connection when one is open, else on a new
-/// one to an address the policy allows. `head_request`: it is a `HEAD` request.
+/// Send `request` (the bytes of `wire::RequestWriter`, for `method`) to `host:port` and read
+/// its response (the body up to `cap` bytes): on an idle pooled connection when one is open,
+/// else on a new one to an address the policy allows.
+///
+/// A kept connection can be closed by the upstream just as a request goes out on it (its idle
+/// timeout): then not a byte of an answer comes back. An idempotent request (RFC 9110 §9.2.2)
+/// is then sent once more on a new connection; any other fails, as it may have been acted on.
 pub async fn send(
     sender: u64,
     policy: &NetworkPolicy,
     host: &str,
     port: u16,
     request: &[u8],
-    head_request: bool,
+    method: &http::Method,
     cap: usize,
 ) -> Result<wire::Response, PlainError> {
+    use http::Method;
     let key = Key {
         sender,
         host: host.to_string(),
         port,
     };
-    let mut conn = loop {
-        match checkout(&key) {
-            Some(mut conn) => match wire::write_request(&mut conn.stream, request).await {
-                Ok(()) => break conn,
-                // A connection the upstream closed while idle refuses the first write: then
-                // nothing was sent, and the next connection may carry the request.
-                Err(wire::WireError::NotSent(_)) => continue,
-                Err(e) => return Err(PlainError::Request(e)),
-            },
-            None => {
-                let mut conn = connect(policy, host, port).await?;
-                wire::write_request(&mut conn.stream, request)
-                    .await
-                    .map_err(PlainError::Request)?;
-                break conn;
+    let idempotent = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let mut pooled = true;
+    loop {
+        let (mut conn, reused) = sent_on(&key, pooled, policy, request).await?;
+        let read = wire::read_response(
+            &mut conn.stream,
+            &mut conn.buf,
+            *method == Method::HEAD,
+            cap,
+        )
+        .await;
+        let resp = match read {
+            Err(wire::WireError::NoResponse) if reused && idempotent => {
+                pooled = false;
+                continue;
             }
+            other => other.map_err(PlainError::Request)?,
+        };
+        if resp.reusable {
+            // A large chunked body grew the buffer: an idle connection keeps a small one.
+            if conn.buf.capacity() > KEPT_BUFFER {
+                conn.buf = Vec::new();
+            }
+            release(key, conn);
         }
-    };
-    let resp = wire::read_response(&mut conn.stream, &mut conn.buf, head_request, cap)
+        return Ok(resp);
+    }
+}
+
+/// A connection that took `request`, and whether it came from the pool (only when `pooled`).
+async fn sent_on(
+    key: &Key,
+    pooled: bool,
+    policy: &NetworkPolicy,
+    request: &[u8],
+) -> Result<(Connection, bool), PlainError> {
+    while let Some(mut conn) = pooled.then(|| checkout(key)).flatten() {
+        match wire::write_request(&mut conn.stream, request).await {
+            Ok(()) => return Ok((conn, true)),
+            // A connection the upstream closed while idle refuses the first write: then nothing
+            // was sent, and the next connection may carry the request.
+            Err(wire::WireError::NotSent(_)) => continue,
+            Err(e) => return Err(PlainError::Request(e)),
+        }
+    }
+    let mut conn = connect(policy, &key.host, key.port).await?;
+    wire::write_request(&mut conn.stream, request)
         .await
         .map_err(PlainError::Request)?;
-    if resp.reusable {
-        // A large chunked body grew the buffer: an idle connection keeps a small one.
-        if conn.buf.capacity() > KEPT_BUFFER {
-            conn.buf = Vec::new();
-        }
-        release(key, conn);
-    }
-    Ok(resp)
+    Ok((conn, false))
 }
 
 /// A new connection to the first address of `host` that accepts, under `CONNECT_TIMEOUT`.

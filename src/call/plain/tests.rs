@@ -314,9 +314,12 @@ async fn broken_heads_and_early_ends_fail_the_exchange() {
         .await
         .expect_err("HTTP/2");
     assert!(matches!(e, WireError::Parse(_)), "{e:?}");
+    let e = exchange(vec![], true, false, 1024)
+        .await
+        .expect_err("no answer");
+    assert!(matches!(e, WireError::NoResponse), "{e:?}");
     for early in [
-        &b""[..],
-        b"HTTP/1.1 200 OK\r\nContent-Le",
+        &b"HTTP/1.1 200 OK\r\nContent-Le"[..],
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: x\r\n",
@@ -395,9 +398,17 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
         .expect("writer")
         .finish(b"");
     for round in 0..2 {
-        let r = send(u64::MAX, &policy, "127.0.0.1", port, &request, false, 1024)
-            .await
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let r = send(
+            u64::MAX,
+            &policy,
+            "127.0.0.1",
+            port,
+            &request,
+            &http::Method::GET,
+            1024,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(
             (r.status, r.body.as_slice(), r.reusable),
             (200, &b"ok"[..], true)
@@ -453,4 +464,98 @@ async fn a_redirect_body_is_read_only_while_short() {
         (301, true, false)
     );
     assert_eq!(long.body.len(), 16 * 1024);
+}
+
+/// An upstream whose first connection answers one request and then closes on the next without
+/// a word (its idle timeout striking as the request arrives); later connections answer. Returns
+/// its port and how many connections it accepted.
+async fn closing_upstream() -> (u16, tokio::task::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let mut connections = 0;
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (mut first, _) = listener.accept().await.expect("accept");
+        connections += 1;
+        read_head(&mut first).await;
+        first.write_all(answer).await.expect("write");
+        read_head(&mut first).await;
+        drop(first);
+        while let Ok(Ok((mut s, _))) =
+            tokio::time::timeout(Duration::from_millis(500), listener.accept()).await
+        {
+            connections += 1;
+            read_head(&mut s).await;
+            let _ = s.write_all(answer).await;
+        }
+        connections
+    });
+    (port, server)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_lost_on_a_closing_kept_connection_is_sent_again() {
+    let (port, server) = closing_upstream().await;
+    let policy = NetworkPolicy::default();
+    let request = RequestWriter::new("GET", "/", 0)
+        .expect("writer")
+        .finish(b"");
+    for round in 0..2 {
+        let r = send(
+            u64::MAX - 1,
+            &policy,
+            "127.0.0.1",
+            port,
+            &request,
+            &http::Method::GET,
+            1024,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(r.body, b"ok", "round {round}");
+    }
+    assert_eq!(
+        server.await.expect("server"),
+        2,
+        "the second GET went on a new connection"
+    );
+}
+
+#[tokio::test]
+async fn a_post_lost_on_a_closing_kept_connection_is_not_sent_again() {
+    let (port, server) = closing_upstream().await;
+    let policy = NetworkPolicy::default();
+    let get = RequestWriter::new("GET", "/", 0)
+        .expect("writer")
+        .finish(b"");
+    send(
+        u64::MAX - 2,
+        &policy,
+        "127.0.0.1",
+        port,
+        &get,
+        &http::Method::GET,
+        1024,
+    )
+    .await
+    .expect("first");
+    let post = RequestWriter::new("POST", "/", 0)
+        .expect("writer")
+        .finish(b"");
+    let e = send(
+        u64::MAX - 2,
+        &policy,
+        "127.0.0.1",
+        port,
+        &post,
+        &http::Method::POST,
+        1024,
+    )
+    .await
+    .expect_err("a POST may have been acted on");
+    assert!(
+        matches!(e, super::PlainError::Request(WireError::NoResponse)),
+        "{e:?}"
+    );
+    assert_eq!(server.await.expect("server"), 1);
 }

@@ -36,6 +36,9 @@ pub enum WireError {
     /// A request target with a space or control character (a `Url` never has one).
     #[error("the request target holds a character HTTP does not allow")]
     Target,
+    /// The connection ended (or was reset) before a byte of a response arrived.
+    #[error("the connection closed without a response")]
+    NoResponse,
     /// The connection ended before the response did.
     #[error("the connection closed before the response was complete")]
     Incomplete,
@@ -231,6 +234,7 @@ pub async fn read_response(
     head_request: bool,
     cap: usize,
 ) -> Result<Response, WireError> {
+    let mut interim = false;
     let head = loop {
         match parse_head(buf, head_request)? {
             Some(h) if (100..200).contains(&h.status) => {
@@ -239,13 +243,22 @@ pub async fn read_response(
                 }
                 // An interim answer (100 Continue, 103 Early Hints): the real one follows.
                 buf.drain(..h.len);
+                interim = true;
             }
             Some(h) => break h,
             None => {
                 if buf.len() >= MAX_HEAD {
                     return Err(WireError::HeadTooLarge);
                 }
-                fill(stream, buf).await?;
+                let nothing_yet = buf.is_empty() && !interim;
+                match fill(stream, buf).await {
+                    Ok(()) => {}
+                    Err(WireError::Incomplete) if nothing_yet => return Err(WireError::NoResponse),
+                    Err(WireError::Io(e)) if nothing_yet && is_reset(&e) => {
+                        return Err(WireError::NoResponse);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     };
@@ -276,6 +289,16 @@ pub async fn read_response(
         truncated,
         reusable,
     })
+}
+
+/// A connection the peer reset or aborted (what a closed keep-alive connection answers).
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 /// The head at the start of `buf`, if it is all there.
