@@ -375,6 +375,20 @@ fn requests_are_written_as_hyper_wrote_them_and_nothing_can_be_smuggled_in() {
     }
 }
 
+/// `send` a request without a body to a loopback `port`, as sender `sender` (each test its own
+/// pool).
+async fn send_to(
+    sender: u64,
+    port: u16,
+    method: http::Method,
+) -> Result<wire::Response, super::PlainError> {
+    let request = RequestWriter::new(method.as_str(), "/", 0)
+        .expect("writer")
+        .finish(b"");
+    let policy = NetworkPolicy::default();
+    send(sender, &policy, "127.0.0.1", port, &request, &method, 1024).await
+}
+
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -393,22 +407,10 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
         }
         connections
     });
-    let policy = NetworkPolicy::default();
-    let request = RequestWriter::new("GET", "/", 0)
-        .expect("writer")
-        .finish(b"");
     for round in 0..2 {
-        let r = send(
-            u64::MAX,
-            &policy,
-            "127.0.0.1",
-            port,
-            &request,
-            &http::Method::GET,
-            1024,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let r = send_to(u64::MAX, port, http::Method::GET)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(
             (r.status, r.body.as_slice(), r.reusable),
             (200, &b"ok"[..], true)
@@ -496,22 +498,10 @@ async fn closing_upstream() -> (u16, tokio::task::JoinHandle<usize>) {
 #[tokio::test]
 async fn an_idempotent_request_lost_on_a_closing_kept_connection_is_sent_again() {
     let (port, server) = closing_upstream().await;
-    let policy = NetworkPolicy::default();
-    let request = RequestWriter::new("GET", "/", 0)
-        .expect("writer")
-        .finish(b"");
     for round in 0..2 {
-        let r = send(
-            u64::MAX - 1,
-            &policy,
-            "127.0.0.1",
-            port,
-            &request,
-            &http::Method::GET,
-            1024,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let r = send_to(u64::MAX - 1, port, http::Method::GET)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(r.body, b"ok", "round {round}");
     }
     assert_eq!(
@@ -524,35 +514,12 @@ async fn an_idempotent_request_lost_on_a_closing_kept_connection_is_sent_again()
 #[tokio::test]
 async fn a_post_lost_on_a_closing_kept_connection_is_not_sent_again() {
     let (port, server) = closing_upstream().await;
-    let policy = NetworkPolicy::default();
-    let get = RequestWriter::new("GET", "/", 0)
-        .expect("writer")
-        .finish(b"");
-    send(
-        u64::MAX - 2,
-        &policy,
-        "127.0.0.1",
-        port,
-        &get,
-        &http::Method::GET,
-        1024,
-    )
-    .await
-    .expect("first");
-    let post = RequestWriter::new("POST", "/", 0)
-        .expect("writer")
-        .finish(b"");
-    let e = send(
-        u64::MAX - 2,
-        &policy,
-        "127.0.0.1",
-        port,
-        &post,
-        &http::Method::POST,
-        1024,
-    )
-    .await
-    .expect_err("a POST may have been acted on");
+    send_to(u64::MAX - 2, port, http::Method::GET)
+        .await
+        .expect("first");
+    let e = send_to(u64::MAX - 2, port, http::Method::POST)
+        .await
+        .expect_err("a POST may have been acted on");
     assert!(
         matches!(e, super::PlainError::Request(WireError::NoResponse)),
         "{e:?}"
