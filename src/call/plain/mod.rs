@@ -56,7 +56,14 @@ struct Connection {
 thread_local! {
     /// This thread's idle connections.
     static POOL: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
+    /// When this thread's pool was last swept (`sweep`).
+    static SWEPT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
+
+/// How often a thread that releases connections drops its idle ones that expired or that the
+/// upstream closed. Nothing watches an idle connection (no task per connection any more), so
+/// without this a closed one would hold its socket until a call to the same place checked it out.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a plain request failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +83,32 @@ pub enum PlainError {
 fn release(key: Key, conn: Connection) {
     let _ = POOL.try_with(|p| {
         let mut pool = p.borrow_mut();
+        let now = Instant::now();
         let idle = pool.entry(key).or_default();
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            idle.push(Idle { conn, since: now });
         }
+        let due = SWEPT
+            .try_with(|s| match s.get() {
+                Some(last) if now.duration_since(last) < SWEEP_EVERY => false,
+                _ => {
+                    s.set(Some(now));
+                    true
+                }
+            })
+            .unwrap_or(false);
+        if due {
+            sweep(&mut pool);
+        }
+    });
+}
+
+/// Drop every idle connection that expired or that the upstream closed, and every destination
+/// left with none.
+fn sweep(pool: &mut HashMap<Key, Vec<Idle>>) {
+    pool.retain(|_, idle| {
+        idle.retain(|i| i.since.elapsed() < IDLE_TIMEOUT && still_open(&i.conn.stream));
+        !idle.is_empty()
     });
 }
 
@@ -221,6 +247,24 @@ async fn connect(policy: &NetworkPolicy, host: &str, port: u16) -> Result<Connec
         stream,
         buf: Vec::new(),
     })
+}
+
+/// How many idle connections this thread keeps for `sender` (tests).
+#[cfg(test)]
+fn idle_for(sender: u64) -> usize {
+    POOL.with(|p| {
+        p.borrow()
+            .iter()
+            .filter(|(k, _)| k.sender == sender)
+            .map(|(_, v)| v.len())
+            .sum()
+    })
+}
+
+/// Sweep this thread's pool now (tests).
+#[cfg(test)]
+fn sweep_now() {
+    POOL.with(|p| sweep(&mut p.borrow_mut()));
 }
 
 #[cfg(test)]

@@ -418,6 +418,10 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(server.await.expect("server"), 2);
+    // The second connection, closed too, is dropped by a sweep without a call asking for it.
+    assert_eq!(super::idle_for(u64::MAX), 1);
+    super::sweep_now();
+    assert_eq!(super::idle_for(u64::MAX), 0);
 }
 
 #[test]
