@@ -143,18 +143,35 @@ fn length(n: usize) -> Result<u32, StoreError> {
     u32::try_from(n).map_err(|_| too_long())
 }
 
+// Most strings, arrays and maps of a record are short: their one-byte marker (rmp's `Marker`)
+// is pushed here, since whether the compiler inlines rmp's general writers changes from build
+// to build, by about 1.8k instructions a call when it does not (BENCHMARKS.md, issue 16,
+// twenty-fourth session).
+
 fn str(out: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
-    rmp::encode::write_str_len(out, length(s.len())?).map_err(|_| too_long())?;
+    if s.len() < 32 {
+        out.push(rmp::Marker::FixStr(s.len() as u8).to_u8());
+    } else {
+        rmp::encode::write_str_len(out, length(s.len())?).map_err(|_| too_long())?;
+    }
     out.extend_from_slice(s.as_bytes());
     Ok(())
 }
 
 fn array_len(out: &mut Vec<u8>, n: usize) -> Result<(), StoreError> {
+    if n < 16 {
+        out.push(rmp::Marker::FixArray(n as u8).to_u8());
+        return Ok(());
+    }
     rmp::encode::write_array_len(out, length(n)?).map_err(|_| too_long())?;
     Ok(())
 }
 
 fn map_len(out: &mut Vec<u8>, n: usize) -> Result<(), StoreError> {
+    if n < 16 {
+        out.push(rmp::Marker::FixMap(n as u8).to_u8());
+        return Ok(());
+    }
     rmp::encode::write_map_len(out, length(n)?).map_err(|_| too_long())?;
     Ok(())
 }
