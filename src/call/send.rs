@@ -223,7 +223,7 @@ impl Sender {
             for &i in &hop.headers {
                 let (k, v) = &req.headers[i];
                 // The body's framing is the client's to write, as on plain HTTP.
-                if plain::wire::is_framing_header(k) {
+                if plain::request::is_framing_header(k) {
                     continue;
                 }
                 b = b.header(k, v);
@@ -401,7 +401,7 @@ impl Hop<'_> {
 /// same request over either client.
 fn plain_request(req: &PreparedRequest, hop: &Hop<'_>) -> Result<Vec<u8>, plain::wire::WireError> {
     let url = &hop.url;
-    let mut w = plain::wire::RequestWriter::new(
+    let mut w = plain::request::RequestWriter::new(
         hop.method.as_str(),
         &url[url::Position::BeforePath..url::Position::AfterQuery],
         hop.headers.len() + 4,

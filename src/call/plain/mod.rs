@@ -11,6 +11,7 @@
 //! around the whole attempt (a connection dropped mid-response never returns to the pool).
 //! `https://` upstreams still go through reqwest, for its TLS.
 
+pub mod request;
 pub mod wire;
 
 use std::cell::RefCell;

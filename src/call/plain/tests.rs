@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::wire::{self, RequestWriter, WireError};
+use super::request::RequestWriter;
+use super::wire::{self, WireError};
 use super::{NetworkPolicy, send};
 
 /// Read one request head (requests here have no body).
@@ -331,50 +332,6 @@ async fn broken_heads_and_early_ends_fail_the_exchange() {
     }
 }
 
-#[test]
-fn requests_are_written_as_hyper_wrote_them_and_nothing_can_be_smuggled_in() {
-    let mut w = RequestWriter::new("POST", "/a/b%20c?x=1", 3).expect("writer");
-    w.header("Host", "127.0.0.1:8080").expect("host");
-    w.header("X-Api-Key", "k\tv").expect("key");
-    w.header("Content-Length", "999").expect("dropped");
-    w.header("transfer-encoding", "chunked").expect("dropped");
-    let bytes = w.finish(b"{}");
-    assert_eq!(
-        bytes,
-        b"POST /a/b%20c?x=1 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nx-api-key: k\tv\r\ncontent-length: 2\r\n\r\n{}"
-    );
-    let empty = RequestWriter::new("GET", "/", 0)
-        .expect("writer")
-        .finish(b"");
-    assert_eq!(empty, b"GET / HTTP/1.1\r\n\r\n");
-    let mut w = RequestWriter::new("GET", "/", 1).expect("writer");
-    for value in [
-        "a\r\nX-Injected: 1",
-        "a\nb",
-        "a\rb",
-        "nul\0",
-        "del\x7f",
-        "café",
-    ] {
-        assert!(
-            matches!(w.header("X-V", value), Err(WireError::HeaderValue)),
-            "{value:?}"
-        );
-    }
-    for name in ["", "X V", "X:V", "X\r\nY", "é"] {
-        assert!(
-            matches!(w.header(name, "v"), Err(WireError::HeaderName)),
-            "{name:?}"
-        );
-    }
-    for target in ["", "/a b", "/a\r\nX: y", "/\x7f"] {
-        assert!(
-            matches!(RequestWriter::new("GET", target, 0), Err(WireError::Target)),
-            "{target:?}"
-        );
-    }
-}
-
 /// `send` a request without a body to a loopback `port`, as sender `sender` (each test its own
 /// pool).
 async fn send_to(
@@ -422,26 +379,6 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced() {
     assert_eq!(super::idle_for(u64::MAX), 1);
     super::sweep_now();
     assert_eq!(super::idle_for(u64::MAX), 0);
-}
-
-#[test]
-fn header_bytes_are_classed_as_http_and_the_http_crate_class_them() {
-    for b in 0u8..=0x7f {
-        let c = char::from(b);
-        let name = format!("a{c}");
-        let value = format!("a{c}");
-        let mut w = RequestWriter::new("GET", "/", 1).expect("writer");
-        assert_eq!(
-            w.header(&name, "v").is_ok(),
-            http::HeaderName::from_bytes(name.as_bytes()).is_ok(),
-            "name byte {b:#x}"
-        );
-        assert_eq!(
-            w.header("x", &value).is_ok(),
-            http::HeaderValue::from_str(&value).is_ok(),
-            "value byte {b:#x}"
-        );
-    }
 }
 
 #[tokio::test]

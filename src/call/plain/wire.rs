@@ -1,5 +1,5 @@
-//! HTTP/1.1 on the wire for plain upstreams: the request written as bytes, the response's head
-//! parsed by httparse (the parser hyper itself uses) and its body framed as RFC 9112 §6.3 says,
+//! HTTP/1.1 on the wire for plain upstreams: the request's bytes (`request`) written, the
+//! response's head parsed by httparse (the parser hyper itself uses) and its body framed as RFC 9112 §6.3 says,
 //! all in the calling task.
 //!
 //! hyper's client connection is a task of its own, fed through a channel: per call its dispatch,
@@ -11,6 +11,8 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::request::is_value_byte;
 
 /// Largest response head (status line and headers) read; hyper's default allows about 400 KB,
 /// nginx's proxy 4–8 KB per line.
@@ -33,7 +35,7 @@ pub enum WireError {
     /// A header value with a control character or a non-ASCII one.
     #[error("a header value holds a character HTTP does not allow")]
     HeaderValue,
-    /// A request target with a space or control character (a `Url` never has one).
+    /// A request target with a space, a control or a non-ASCII character (a `Url` has none).
     #[error("the request target holds a character HTTP does not allow")]
     Target,
     /// The connection ended (or was reset) before a byte of a response arrived.
@@ -64,104 +66,6 @@ pub enum WireError {
     /// Reading or writing the socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-/// A request's bytes, put together field by field.
-pub struct RequestWriter {
-    out: Vec<u8>,
-}
-
-impl RequestWriter {
-    /// Start a request: `method` (an `http::Method`, so a token) and an origin-form `target`.
-    pub fn new(method: &str, target: &str, fields: usize) -> Result<Self, WireError> {
-        if target.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(WireError::Target);
-        }
-        let mut out = Vec::with_capacity(64 + target.len() + fields * 40);
-        out.extend_from_slice(method.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        Ok(RequestWriter { out })
-    }
-
-    /// Add a header field, its name lower-cased (as hyper writes names). The framing fields
-    /// (`Content-Length`, `Transfer-Encoding`) are toolgate's to write: one set by a definition
-    /// is left out, so that the body is always framed by its real length.
-    pub fn header(&mut self, name: &str, value: &str) -> Result<(), WireError> {
-        if name.is_empty() || !name.bytes().all(is_token) {
-            return Err(WireError::HeaderName);
-        }
-        if !value.bytes().all(is_value_byte) {
-            return Err(WireError::HeaderValue);
-        }
-        if is_framing_header(name) {
-            return Ok(());
-        }
-        let start = self.out.len();
-        self.out.extend_from_slice(name.as_bytes());
-        self.out[start..].make_ascii_lowercase();
-        self.out.extend_from_slice(b": ");
-        self.out.extend_from_slice(value.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-        Ok(())
-    }
-
-    /// The request's bytes, with `body` framed by its length (an empty body is sent without
-    /// one, as hyper does).
-    pub fn finish(mut self, body: &[u8]) -> Vec<u8> {
-        if !body.is_empty() {
-            self.out.extend_from_slice(b"content-length: ");
-            self.out
-                .extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-            self.out.extend_from_slice(b"\r\n");
-        }
-        self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(body);
-        self.out
-    }
-}
-
-/// `Content-Length` or `Transfer-Encoding`: how a body is framed, which only the client that
-/// writes the body can say truly.
-pub fn is_framing_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
-}
-
-/// Byte classes, looked up once per byte of every header written: `TOKEN` for an RFC 9110
-/// `tchar`, `VALUE` for what `http::HeaderValue::from_str` accepts (visible ASCII, space, tab).
-const TOKEN: u8 = 1;
-const VALUE: u8 = 2;
-static CLASSES: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        if c == b'\t' || (c >= b' ' && c < 0x7f) {
-            t[b] |= VALUE;
-        }
-        if c.is_ascii_alphanumeric() {
-            t[b] |= TOKEN;
-        }
-        b += 1;
-    }
-    let specials = b"!#$%&'*+-.^_`|~";
-    let mut i = 0;
-    while i < specials.len() {
-        t[specials[i] as usize] |= TOKEN;
-        i += 1;
-    }
-    t
-};
-
-/// An RFC 9110 `tchar`.
-fn is_token(b: u8) -> bool {
-    CLASSES[usize::from(b)] & TOKEN != 0
-}
-
-/// What `http::HeaderValue::from_str` accepts in a value: visible ASCII, space and tab.
-fn is_value_byte(b: u8) -> bool {
-    CLASSES[usize::from(b)] & VALUE != 0
 }
 
 /// A response read whole (or up to the cap).
