@@ -274,7 +274,7 @@ impl Sender {
             let resp = loop {
                 let resp = self.send_hop(req, &hop).await?;
                 let status = resp.status();
-                if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                if !plain::wire::is_redirect(status) {
                     break resp;
                 }
                 redirects += 1;

@@ -48,6 +48,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still fresh, and neither closed by the upstream nor holding anything unasked.
+    fn usable(&self) -> bool {
+        self.since.elapsed() < IDLE_TIMEOUT && still_open(&self.conn.stream)
+    }
+}
+
 /// A connection to an upstream and the buffer its responses are read through.
 struct Connection {
     stream: TcpStream,
@@ -108,7 +115,7 @@ fn release(key: Key, conn: Connection) {
 /// left with none.
 fn sweep(pool: &mut HashMap<Key, Vec<Idle>>) {
     pool.retain(|_, idle| {
-        idle.retain(|i| i.since.elapsed() < IDLE_TIMEOUT && still_open(&i.conn.stream));
+        idle.retain(Idle::usable);
         !idle.is_empty()
     });
 }
@@ -127,7 +134,7 @@ fn checkout(key: &Key) -> Option<Connection> {
         let mut pool = p.borrow_mut();
         let idle = pool.get_mut(key)?;
         while let Some(i) = idle.pop() {
-            if i.since.elapsed() < IDLE_TIMEOUT && still_open(&i.conn.stream) {
+            if i.usable() {
                 return Some(i.conn);
             }
         }

@@ -97,6 +97,11 @@ impl Response {
     }
 }
 
+/// Whether `status` is a redirect that is followed (`Location` names where to).
+pub fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
 /// How a response's body ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Framing {
@@ -168,7 +173,7 @@ pub async fn read_response(
     };
     // A redirect's body is never used (the redirect is followed or the call fails): a short one
     // is read so that the connection can be kept, a longer one is not read on.
-    let cap = if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+    let cap = if is_redirect(head.status) {
         cap.min(REDIRECT_BODY)
     } else {
         cap
@@ -434,11 +439,10 @@ impl Body<'_> {
                 return Ok((body, true, false));
             }
             self.take(self.rest().len(), &mut body);
-            self.buf.clear();
-            self.pos = 0;
-            self.buf.reserve(READ_CHUNK);
-            if self.stream.read_buf(self.buf).await? == 0 {
-                return Ok((body, false, false));
+            match self.refill().await {
+                // Here the connection's end is the body's.
+                Err(WireError::Incomplete) => return Ok((body, false, false)),
+                other => other?,
             }
         }
     }
