@@ -172,7 +172,7 @@ pub async fn send(
     );
     let mut pooled = true;
     loop {
-        let (mut conn, reused) = sent_on(&key, pooled, policy, request).await?;
+        let (mut conn, reused, sent) = sent_on(&key, pooled, policy, request).await?;
         let read = wire::read_response(
             &mut conn.stream,
             &mut conn.buf,
@@ -180,13 +180,16 @@ pub async fn send(
             cap,
         )
         .await;
-        let resp = match read {
+        let mut resp = match read {
             Err(wire::WireError::NoResponse) if reused && idempotent => {
                 pooled = false;
                 continue;
             }
             other => other.map_err(PlainError::Request)?,
         };
+        // The upstream answered before it took the whole request: what it made of the rest
+        // is unknown.
+        resp.reusable &= sent == wire::Sent::Whole;
         if resp.reusable {
             // A large chunked body grew the buffer: an idle connection keeps a small one.
             if conn.buf.capacity() > KEPT_BUFFER {
@@ -198,16 +201,17 @@ pub async fn send(
     }
 }
 
-/// A connection that took `request`, and whether it came from the pool (only when `pooled`).
+/// A connection that took `request`, whether it came from the pool (only when `pooled`), and
+/// how much of the request went out.
 async fn sent_on(
     key: &Key,
     pooled: bool,
     policy: &NetworkPolicy,
     request: &[u8],
-) -> Result<(Connection, bool), PlainError> {
+) -> Result<(Connection, bool, wire::Sent), PlainError> {
     while let Some(mut conn) = pooled.then(|| checkout(key)).flatten() {
-        match wire::write_request(&mut conn.stream, request).await {
-            Ok(()) => return Ok((conn, true)),
+        match wire::write_request(&mut conn.stream, &mut conn.buf, request).await {
+            Ok(sent) => return Ok((conn, true, sent)),
             // A connection the upstream closed while idle refuses the first write: then nothing
             // was sent, and the next connection may carry the request.
             Err(wire::WireError::NotSent(_)) => continue,
@@ -215,10 +219,10 @@ async fn sent_on(
         }
     }
     let mut conn = connect(policy, &key.host, key.port).await?;
-    wire::write_request(&mut conn.stream, request)
+    let sent = wire::write_request(&mut conn.stream, &mut conn.buf, request)
         .await
         .map_err(PlainError::Request)?;
-    Ok((conn, false))
+    Ok((conn, false, sent))
 }
 
 /// A new connection to the first address of `host` that accepts, under `CONNECT_TIMEOUT`.

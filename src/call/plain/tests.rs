@@ -54,8 +54,8 @@ async fn exchange(
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let method = if head { "HEAD" } else { "GET" };
     let req = RequestWriter::new(method, "/x", 1)?.finish(b"");
-    wire::write_request(&mut stream, &req).await?;
     let mut buf = Vec::new();
+    wire::write_request(&mut stream, &mut buf, &req).await?;
     let resp = wire::read_response(&mut stream, &mut buf, head, cap).await;
     drop(stream);
     server.await.expect("server");
@@ -466,4 +466,125 @@ async fn a_post_lost_on_a_closing_kept_connection_is_not_sent_again() {
         "{e:?}"
     );
     assert_eq!(server.await.expect("server"), 1);
+}
+
+/// How an upstream treats a request whose body it does not want.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// Answers 413 with `Connection: close` at once and closes, the body unread.
+    AnswerAndClose,
+    /// Answers 413 at once, keeps the connection open and reads no more for a while.
+    AnswerAndStall,
+    /// Sends `100 Continue` at once, reads the whole body, then answers 200 with its length.
+    ContinueThenRead,
+}
+
+/// `send` a POST with a body of `BIG` bytes (far more than the sockets' buffers hold) to an
+/// upstream behaving as `how`.
+async fn post_big_body(sender: u64, how: Refusal) -> Result<wire::Response, super::PlainError> {
+    const BIG: usize = 8 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        // The head and the start of the body (read_head waits for a head at the end).
+        let mut head = Vec::new();
+        let mut piece = vec![0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut piece).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&piece[..n]),
+            }
+        }
+        match how {
+            Refusal::AnswerAndClose => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 4\r\n\r\nnope")
+                    .await;
+            }
+            Refusal::AnswerAndStall => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nnope")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            Refusal::ContinueThenRead => {
+                s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .expect("continue");
+                // What came with the head counts too.
+                let at = head
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(head.len(), |i| i + 4);
+                let mut got = head.len() - at;
+                let mut piece = vec![0u8; 64 * 1024];
+                while got < BIG {
+                    match s.read(&mut piece).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+                let body = got.to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).await.expect("answer");
+                let mut rest = [0u8; 64];
+                while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+            }
+        }
+    });
+    let mut writer = RequestWriter::new("POST", "/upload", 1).expect("writer");
+    writer
+        .header("content-type", "application/octet-stream")
+        .expect("header");
+    let request = writer.finish(&vec![b'x'; BIG]);
+    let policy = NetworkPolicy::default();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(2),
+        send(
+            sender,
+            &policy,
+            "127.0.0.1",
+            port,
+            &request,
+            &http::Method::POST,
+            1024,
+        ),
+    )
+    .await
+    .expect("the answer arrives while the body is still being written, not after a timeout");
+    server.abort();
+    resp
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_a_body_before_reading_it_is_heard() {
+    for how in [Refusal::AnswerAndClose, Refusal::AnswerAndStall] {
+        let r = post_big_body(u64::MAX - 3, how)
+            .await
+            .expect("the upstream's answer, not a write error");
+        assert_eq!((r.status, r.body.as_slice()), (413, &b"nope"[..]));
+        assert!(
+            !r.reusable,
+            "the body was not all sent: the connection is not kept"
+        );
+    }
+    assert_eq!(super::idle_for(u64::MAX - 3), 0);
+}
+
+#[tokio::test]
+async fn an_interim_answer_while_a_body_is_written_does_not_stop_it() {
+    let r = post_big_body(u64::MAX - 4, Refusal::ContinueThenRead)
+        .await
+        .expect("response");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        (8usize << 20).to_string().as_bytes(),
+        "the whole body arrived"
+    );
+    assert!(r.reusable);
 }

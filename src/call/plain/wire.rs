@@ -124,19 +124,89 @@ struct Head {
     keep_alive: bool,
 }
 
+/// How much of a request went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// All of it.
+    Whole,
+    /// Part of it: the upstream answered, closed or reset the connection before it took the
+    /// rest. What it said (if anything) is in the read buffer; the connection is not reused.
+    Cut,
+}
+
 /// Write `request` on `stream` (`WireError::NotSent` when not a byte of it was taken).
-pub async fn write_request(stream: &mut TcpStream, request: &[u8]) -> Result<(), WireError> {
+///
+/// A request that does not go out in one write (a large body) is written while the
+/// connection is watched for an answer: an upstream may refuse a body before reading it
+/// (413, 401) and then stop reading or close. Its answer is read into `buf` and the rest of the
+/// request is not sent (`Sent::Cut`), as hyper's client does; an interim answer (100 Continue)
+/// is passed over and the writing goes on.
+pub async fn write_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    request: &[u8],
+) -> Result<Sent, WireError> {
     let first = match stream.write(request).await {
         Ok(0) => return Err(WireError::NotSent(std::io::ErrorKind::WriteZero.into())),
         Err(e) => return Err(WireError::NotSent(e)),
         Ok(n) => n,
     };
-    stream.write_all(&request[first..]).await?;
-    Ok(())
+    let mut rest = &request[first..];
+    while !rest.is_empty() {
+        tokio::select! {
+            biased;
+            ready = stream.readable() => {
+                ready?;
+                if spoke_early(stream, buf)? {
+                    return Ok(Sent::Cut);
+                }
+            }
+            ready = stream.writable() => {
+                ready?;
+                match stream.try_write(rest) {
+                    Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // Closed on us: whatever it said before that is read next.
+                    Err(e) if is_reset(&e) => return Ok(Sent::Cut),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(Sent::Whole)
 }
 
-/// Read one response from `stream` through `buf` (empty on entry; left empty when the
-/// connection is reusable). `head_request`: the request was `HEAD`, so no body follows.
+/// What the upstream sent while its request was still being written, read into `buf`: whether
+/// that ends the writing (an answer or the start of one that is not interim, the connection's
+/// end, a reset). A whole interim answer is dropped from `buf`.
+fn spoke_early(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<bool, WireError> {
+    buf.reserve(READ_CHUNK);
+    match stream.try_read_buf(buf) {
+        Ok(0) => return Ok(true),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+        Err(e) if is_reset(&e) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    }
+    loop {
+        match parse_head(buf, false) {
+            Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
+                buf.drain(..h.len);
+            }
+            // The start of a head: wait for the rest of it while writing on.
+            Ok(None) => return Ok(buf.len() >= MAX_HEAD),
+            // An answer, or something `read_response` will refuse.
+            Ok(Some(_)) | Err(_) => return Ok(true),
+        }
+        if buf.is_empty() {
+            return Ok(false);
+        }
+    }
+}
+
+/// Read one response from `stream` through `buf` (empty on entry, or holding what the
+/// upstream sent while the request was written; left empty when the connection is reusable). `head_request`: the request was `HEAD`, so no body follows.
 pub async fn read_response(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
