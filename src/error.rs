@@ -185,16 +185,14 @@ pub fn status_code_name(status: StatusCode) -> &'static str {
 /// Whether a `Content-Type` value names JSON (`application/json`, `application/*+json`, any
 /// parameters).
 pub fn is_json_content_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || essence
-            .strip_prefix("application/")
-            .is_some_and(|sub| sub.ends_with("+json"))
+    // Compared without a lower-cased copy: every JSON request asks this.
+    let essence = value.split(';').next().unwrap_or_default().trim().as_bytes();
+    let Some((kind, sub)) = essence.split_at_checked(12) else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case(b"application/")
+        && (sub.eq_ignore_ascii_case(b"json")
+            || sub.len() >= 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 impl IntoResponse for ApiError {
@@ -348,7 +346,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::scrub_serde_message;
+    use super::{is_json_content_type, scrub_serde_message};
+
+    #[test]
+    fn json_media_types_are_told_apart_whatever_their_case_and_parameters() {
+        for yes in [
+            "application/json",
+            "Application/JSON",
+            " application/json ; charset=utf-8",
+            "application/problem+json",
+            "application/vnd.api+JSON;v=1",
+            "application/+json",
+            "application/é+json",
+        ] {
+            assert!(is_json_content_type(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "application/",
+            "application/jso",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "text/json",
+            "application/json+xml",
+            "applicatio/json",
+            "appl\u{e9}cation/json",
+        ] {
+            assert!(!is_json_content_type(no), "{no}");
+        }
+    }
 
     #[test]
     fn scrubs_values() {

@@ -4,7 +4,7 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
-use super::resolve::{Resolved, scalar_text};
+use super::resolve::{Resolved, scalar_str, scalar_text};
 use crate::catalog::CompiledWebhook;
 use crate::model::template::UrlSegment;
 use crate::model::{BodyEncoding, Method};
@@ -47,7 +47,7 @@ pub struct RenderError {
 }
 
 fn segment(name: &str, v: &Value) -> Result<String, RenderError> {
-    let text = scalar_text(v);
+    let text = scalar_str(v);
     if text.is_empty() || text == "." || text == ".." {
         return Err(RenderError {
             field: name.to_string(),
@@ -55,6 +55,12 @@ fn segment(name: &str, v: &Value) -> Result<String, RenderError> {
         });
     }
     Ok(utf8_percent_encode(&text, SEGMENT).to_string())
+}
+
+/// Whether `http::HeaderValue::from_str` would take `text` (checked without building one):
+/// no control character but tab, no DEL.
+fn can_be_header_value(text: &str) -> bool {
+    text.bytes().all(|b| (b >= 32 && b != 127) || b == b'\t')
 }
 
 fn insert_nested(root: &mut Map<String, Value>, dotted: &str, v: Value) {
@@ -108,7 +114,7 @@ pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, R
     let spec = &hook.webhook.spec;
     let mut segments: Vec<(&str, String)> = Vec::with_capacity(r.path.len());
     for (name, v) in &r.path {
-        segments.push((name.as_str(), segment(name, v)?));
+        segments.push((*name, segment(name, v)?));
     }
     let mut url = String::with_capacity(spec.url.len() + 32);
     for part in &hook.url.segments {
@@ -148,7 +154,7 @@ pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, R
     if !r.query.is_empty() {
         let mut q = url.query_pairs_mut();
         for (name, v) in &r.query {
-            q.append_pair(name, &scalar_text(v));
+            q.append_pair(name, &scalar_str(v));
         }
     }
     let mut headers = Vec::with_capacity(r.headers.len());
@@ -159,13 +165,13 @@ pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, R
         .collect();
     for (name, v) in &r.headers {
         let text = scalar_text(v);
-        if reqwest::header::HeaderValue::from_str(&text).is_err() {
+        if !can_be_header_value(&text) {
             return Err(RenderError {
-                field: name.clone(),
+                field: name.to_string(),
                 message: "value cannot be sent in an HTTP header".into(),
             });
         }
-        headers.push((name.clone(), text));
+        headers.push((name.to_string(), text));
     }
     let (body, recorded_body) = if let Some(t) = &r.template_body {
         (
@@ -188,7 +194,7 @@ pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, R
                 let pairs: Vec<(&str, String)> = r
                     .body
                     .iter()
-                    .map(|(n, v)| (n.as_str(), scalar_text(v)))
+                    .map(|(n, v)| (*n, scalar_text(v)))
                     .collect();
                 let text = serde_urlencoded::to_string(&pairs).map_err(|e| RenderError {
                     field: "body".into(),
@@ -219,6 +225,19 @@ pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, R
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn header_values_are_checked_as_the_http_crate_checks_them() {
+        let mut texts: Vec<String> = (0u8..=127).map(|b| format!("a{}b", b as char)).collect();
+        texts.extend(["", "café", "\u{7f}", "tab\tok", "line\nbreak", "nul\0"].map(String::from));
+        for text in texts {
+            assert_eq!(
+                can_be_header_value(&text),
+                reqwest::header::HeaderValue::from_str(&text).is_ok(),
+                "{text:?}"
+            );
+        }
+    }
 
     fn spec(url: &str, method: &str) -> crate::model::WebhookSpec {
         serde_json::from_value(json!({"name": "t", "method": method, "url": url})).unwrap()

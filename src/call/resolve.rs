@@ -43,23 +43,24 @@ pub enum ResolveError {
     Store(#[from] StoreError),
 }
 
-/// Field values per list, in definition order; absent optional values are left out.
+/// Field values per list, in definition order; absent optional values are left out. Names are
+/// the webhook's own (borrowed: a call copies none).
 #[derive(Debug, Default)]
-pub struct Resolved {
+pub struct Resolved<'a> {
     /// Header name and value.
-    pub headers: Vec<(String, Value)>,
+    pub headers: Vec<(&'a str, Value)>,
     /// Query name and value.
-    pub query: Vec<(String, Value)>,
+    pub query: Vec<(&'a str, Value)>,
     /// Path param name and value.
-    pub path: Vec<(String, Value)>,
+    pub path: Vec<(&'a str, Value)>,
     /// Body name (maybe dotted) and value.
-    pub body: Vec<(String, Value)>,
+    pub body: Vec<(&'a str, Value)>,
     /// The rendered `body_template`, when the webhook has one.
     pub template_body: Option<Value>,
     /// Secret values used, for redaction.
     pub secrets: Vec<String>,
     /// Names of headers whose value came from a secret or the context.
-    pub sensitive_headers: Vec<String>,
+    pub sensitive_headers: Vec<&'a str>,
     /// Whether the body carries a secret or context value.
     pub body_sensitive: bool,
 }
@@ -73,7 +74,7 @@ pub fn lookup_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
-pub use crate::model::template::scalar_text;
+pub use crate::model::template::{scalar_str, scalar_text};
 
 struct Ctx<'a> {
     args: &'a Map<String, Value>,
@@ -168,7 +169,7 @@ impl Ctx<'_> {
                 for seg in &t.segments {
                     match seg {
                         Segment::Literal(text) => out.push_str(text),
-                        Segment::Hole(p) => out.push_str(&scalar_text(&self.placeholder(p)?)),
+                        Segment::Hole(p) => out.push_str(&scalar_str(&self.placeholder(p)?)),
                     }
                 }
                 typed(Value::String(out)).map(Some)
@@ -195,12 +196,12 @@ pub fn subject_of(context: &Value, path: &str) -> Result<String, ResolveError> {
 
 /// Fill in every field of `hook` for one call; `opened` holds the values of the secrets it uses
 /// (a missing one fails the call).
-pub fn resolve(
-    hook: &CompiledWebhook,
+pub fn resolve<'a>(
+    hook: &'a CompiledWebhook,
     args: &Map<String, Value>,
     context: &Value,
     opened: &HashMap<String, Arc<str>>,
-) -> Result<Resolved, ResolveError> {
+) -> Result<Resolved<'a>, ResolveError> {
     let mut ctx = Ctx {
         args,
         context,
@@ -221,7 +222,7 @@ pub fn resolve(
             if let Some(v) = ctx.field(list, i, f)? {
                 if f.source.carries_secret_or_context() {
                     match list {
-                        "headers" => out.sensitive_headers.push(f.name.clone()),
+                        "headers" => out.sensitive_headers.push(&f.name),
                         "body" => out.body_sensitive = true,
                         _ => {}
                     }
@@ -233,12 +234,12 @@ pub fn resolve(
                     // comma-joined value.
                     Value::Array(items) if flat && f.style == QueryStyle::Comma => {
                         let joined: Vec<String> = items.iter().map(scalar_text).collect();
-                        dest.push((f.name.clone(), Value::String(joined.join(","))));
+                        dest.push((&f.name, Value::String(joined.join(","))));
                     }
                     Value::Array(items) if flat => {
-                        dest.extend(items.into_iter().map(|x| (f.name.clone(), x)));
+                        dest.extend(items.into_iter().map(|x| (f.name.as_str(), x)));
                     }
-                    v => dest.push((f.name.clone(), v)),
+                    v => dest.push((&f.name, v)),
                 }
             }
         }

@@ -216,7 +216,7 @@ pub fn render_text<E>(
     for s in &t.segments {
         match s {
             Segment::Literal(text) => out.push_str(text),
-            Segment::Hole(p) => out.push_str(&scalar_text(&fill(p)?)),
+            Segment::Hole(p) => out.push_str(&scalar_str(&fill(p)?)),
         }
     }
     Ok(Value::String(out))
@@ -224,10 +224,15 @@ pub fn render_text<E>(
 
 /// A scalar as text, the way it goes into URLs, headers and templates.
 pub fn scalar_text(v: &Value) -> String {
+    scalar_str(v).into_owned()
+}
+
+/// `scalar_text` borrowed from a string value (no copy where the text is only read).
+pub fn scalar_str(v: &Value) -> std::borrow::Cow<'_, str> {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        Value::Null => std::borrow::Cow::Borrowed(""),
+        other => std::borrow::Cow::Owned(other.to_string()),
     }
 }
 
