@@ -186,7 +186,12 @@ pub fn status_code_name(status: StatusCode) -> &'static str {
 /// parameters).
 pub fn is_json_content_type(value: &str) -> bool {
     // Compared without a lower-cased copy: every JSON request asks this.
-    let essence = value.split(';').next().unwrap_or_default().trim().as_bytes();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .as_bytes();
     let Some((kind, sub)) = essence.split_at_checked(12) else {
         return false;
     };

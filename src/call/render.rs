@@ -191,11 +191,8 @@ pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, R
                 (Some((v.to_string().into_bytes(), "application/json")), v)
             }
             BodyEncoding::Form => {
-                let pairs: Vec<(&str, String)> = r
-                    .body
-                    .iter()
-                    .map(|(n, v)| (*n, scalar_text(v)))
-                    .collect();
+                let pairs: Vec<(&str, String)> =
+                    r.body.iter().map(|(n, v)| (*n, scalar_text(v))).collect();
                 let text = serde_urlencoded::to_string(&pairs).map_err(|e| RenderError {
                     field: "body".into(),
                     message: format!("the form body cannot be encoded: {e}"),
