@@ -295,9 +295,9 @@ mod tests {
         let s = spec("https://api.example/orders/{id}/items", "GET");
         let r = Resolved {
             path: vec![
-                ("id".into(), json!("a/b c é")),
-                ("extra".into(), json!(7)),
-                ("more".into(), json!("x?y")),
+                ("id", json!("a/b c é")),
+                ("extra", json!(7)),
+                ("more", json!("x?y")),
             ],
             ..Default::default()
         };
@@ -312,8 +312,8 @@ mod tests {
     fn appended_before_query_and_dot_segments_refused() {
         let s = spec("https://api.example/v1?fmt=json", "GET");
         let r = Resolved {
-            path: vec![("a".into(), json!("x"))],
-            query: vec![("q".into(), json!("1 2"))],
+            path: vec![("a", json!("x"))],
+            query: vec![("q", json!("1 2"))],
             ..Default::default()
         };
         assert_eq!(
@@ -321,7 +321,7 @@ mod tests {
             "https://api.example/v1/x?fmt=json&q=1+2"
         );
         let r = Resolved {
-            path: vec![("a".into(), json!(".."))],
+            path: vec![("a", json!(".."))],
             ..Default::default()
         };
         assert!(render(&compiled(s.clone()), &r).is_err());
@@ -335,9 +335,9 @@ mod tests {
                 .unwrap();
         let r = Resolved {
             body: vec![
-                ("customer.email".into(), json!("a@b.c")),
-                ("customer.id".into(), json!(4)),
-                ("urgent".into(), json!(true)),
+                ("customer.email", json!("a@b.c")),
+                ("customer.id", json!(4)),
+                ("urgent", json!(true)),
             ],
             ..Default::default()
         };
@@ -352,7 +352,7 @@ mod tests {
     fn header_injection_refused() {
         let s = spec("https://api.example/t", "GET");
         let r = Resolved {
-            headers: vec![("X-A".into(), json!("a\r\nInjected: 1"))],
+            headers: vec![("X-A", json!("a\r\nInjected: 1"))],
             ..Default::default()
         };
         assert!(render(&compiled(s.clone()), &r).is_err());
