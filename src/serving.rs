@@ -94,6 +94,7 @@ pub async fn serve(
                         loop {
                             every.tick().await;
                             crate::allocator::return_what_is_due();
+                            crate::call::plain::sweep_if_due();
                         }
                     });
                     axum::serve(listener, ServiceExt::<Request>::into_make_service(front))

@@ -4,6 +4,8 @@
 //! (`callgrind_control -z`), N sequential invokes are sent, and the counters are dumped
 //! (`callgrind_control -d`): start-up and set-up are left out, and an idle gateway's background
 //! work is a few hundred thousand instructions in 5 s against the hundreds of millions counted.
+//! Counted twice: with history (what a call costs in all) and without (the call path alone,
+//! which does not move between runs as history's batching does).
 
 use super::*;
 
@@ -17,9 +19,16 @@ fn callgrind_control(flag: &str, pid: u32) {
     assert!(ok, "callgrind_control {flag} failed");
 }
 
-/// Instructions the gateway spent on `n` sequential invokes, after `warm` unmeasured ones.
-async fn count(tmp: &Path, client: &reqwest::Client, up_port: u16, warm: usize, n: usize) -> u64 {
-    let data = tmp.join("data-callgrind");
+/// Instructions the gateway (started with `extra` arguments) spent on `n` sequential invokes,
+/// after `warm` unmeasured ones.
+async fn count(
+    tmp: &Path,
+    client: &reqwest::Client,
+    up_port: u16,
+    (warm, n): (usize, usize),
+    extra: &[&str],
+) -> u64 {
+    let data = tmp.join(format!("data-callgrind{}", extra.join("")));
     let out = tmp.join("callgrind.out");
     let port = free_port();
     let mut cmd = Command::new("valgrind");
@@ -28,6 +37,7 @@ async fn count(tmp: &Path, client: &reqwest::Client, up_port: u16, warm: usize, 
         .arg(toolgate_bin());
     serve_args(&mut cmd, &data, port);
     let child = cmd
+        .args(extra)
         // Busy polling spins for a wall-clock budget, which under valgrind spans many more
         // instructions than on a CPU: they would measure valgrind's slowness, not the call.
         // (An environment variable, so an older build under `BENCH_TOOLGATE_BIN` still starts.)
@@ -71,7 +81,11 @@ async fn count(tmp: &Path, client: &reqwest::Client, up_port: u16, warm: usize, 
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .expect("callgrind dump");
     // For `callgrind_annotate`: where the time went, not only how much.
-    if let Some(keep) = std::env::var_os("BENCH_CALLGRIND_OUT") {
+    // The count with extra arguments (without history) is kept beside it, as `….bare`.
+    if let Some(mut keep) = std::env::var_os("BENCH_CALLGRIND_OUT") {
+        if !extra.is_empty() {
+            keep.push(".bare");
+        }
         std::fs::copy(dump.path(), &keep).expect("copy the callgrind dump");
     }
     let text = std::fs::read_to_string(dump.path()).expect("callgrind dump");
@@ -89,9 +103,17 @@ async fn count(tmp: &Path, client: &reqwest::Client, up_port: u16, warm: usize, 
 pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     let n: usize = env_or("BENCH_CALLGRIND_N", 1000);
     let (_upstream, up_port) = upstream(tmp, "callgrind-upstream");
-    let total = count(tmp, client, up_port, 100, n).await;
+    let total = count(tmp, client, up_port, (100, n), &[]).await;
+    // History's share moves between runs by thousands of instructions a call: whether its
+    // writer or its guard writes a batch, and how many records a batch holds, depend on how
+    // valgrind (which runs one thread at a time) schedules them. Without history the figure is
+    // the call path's alone, the same from run to run.
+    let bare = count(tmp, client, up_port, (100, n), &["--no-history"]).await;
+    let per = |t: u64| t as f64 / n as f64;
     format!(
-        "Instructions per invoke (callgrind, {n} sequential invokes after 100 unmeasured, history on, busy polling off): {:.0}\n\n",
-        total as f64 / n as f64
+        "Instructions per invoke (callgrind, {n} sequential invokes after 100 unmeasured, busy polling off): {:.0} with history, {:.0} without (the call path alone; history's share {:.0})\n\n",
+        per(total),
+        per(bare),
+        per(total) - per(bare)
     )
 }

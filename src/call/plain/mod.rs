@@ -68,8 +68,9 @@ thread_local! {
     static SWEPT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
-/// How often a thread that releases connections drops its idle ones that expired or that the
-/// upstream closed. Nothing watches an idle connection (no task per connection any more), so
+/// How often a thread drops its idle connections that expired or that the upstream closed: on
+/// releasing a connection, and from a serving thread's periodic chores (`sweep_if_due`) when it
+/// makes no calls. Nothing watches an idle connection (no task per connection any more), so
 /// without this a closed one would hold its socket until a call to the same place checked it out.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -96,16 +97,34 @@ fn release(key: Key, conn: Connection) {
         if idle.len() < MAX_IDLE_PER_HOST {
             idle.push(Idle { conn, since: now });
         }
-        let due = SWEPT
-            .try_with(|s| match s.get() {
-                Some(last) if now.duration_since(last) < SWEEP_EVERY => false,
-                _ => {
-                    s.set(Some(now));
-                    true
-                }
-            })
-            .unwrap_or(false);
-        if due {
+        if sweep_due(now) {
+            sweep(&mut pool);
+        }
+    });
+}
+
+/// Whether this thread's pool is due a sweep (`SWEEP_EVERY` since the last, or never swept);
+/// if so, the sweep is taken as done now.
+fn sweep_due(now: Instant) -> bool {
+    SWEPT
+        .try_with(|s| match s.get() {
+            Some(last) if now.saturating_duration_since(last) < SWEEP_EVERY => false,
+            _ => {
+                s.set(Some(now));
+                true
+            }
+        })
+        .unwrap_or(false)
+}
+
+/// Sweep this thread's pool if it is due: for a serving thread's periodic chores, so that a
+/// thread that makes no more calls does not hold the sockets its upstreams closed.
+pub fn sweep_if_due() {
+    let _ = POOL.try_with(|p| {
+        let Ok(mut pool) = p.try_borrow_mut() else {
+            return;
+        };
+        if !pool.is_empty() && sweep_due(Instant::now()) {
             sweep(&mut pool);
         }
     });

@@ -588,3 +588,36 @@ async fn an_interim_answer_while_a_body_is_written_does_not_stop_it() {
     );
     assert!(r.reusable);
 }
+
+#[tokio::test]
+async fn an_idle_thread_drops_what_its_upstreams_closed_when_its_sweep_is_due() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (close, closing) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .expect("write");
+        // Kept alive by its headers, closed anyway while idle, when the test says.
+        let _ = closing.await;
+        drop(s);
+    });
+    let sender = u64::MAX - 5;
+    // The first release on this thread sweeps (never swept before); the connection is open.
+    send_to(sender, port, http::Method::GET)
+        .await
+        .expect("first");
+    assert_eq!(super::idle_for(sender), 1);
+    let _ = close.send(());
+    server.await.expect("server");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Swept moments ago: not due yet, the closed connection stays until the next sweep.
+    super::sweep_if_due();
+    assert_eq!(super::idle_for(sender), 1, "not due yet");
+    // Once due (as if SWEEP_EVERY had passed), the chore drops it without any call.
+    super::SWEPT.with(|s| s.set(None));
+    super::sweep_if_due();
+    assert_eq!(super::idle_for(sender), 0);
+}
