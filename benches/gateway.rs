@@ -69,11 +69,13 @@ fn nginx_bin() -> String {
     }
 }
 
-fn start_nginx(dir: &Path, name: &str, server_block: &str) -> Proc {
+/// Write the configuration of a one-worker nginx named `name` under `dir` serving
+/// `server_block` (with `top` before its `events` block); returns its file and directory.
+fn nginx_conf(dir: &Path, name: &str, top: &str, server_block: &str) -> (PathBuf, PathBuf) {
     let d = dir.join(name);
     std::fs::create_dir_all(d.join("logs")).expect("nginx dir");
     let conf = format!(
-        "worker_processes 1;\ndaemon off;\nerror_log {d}/logs/error.log warn;\npid {d}/nginx.pid;\n\
+        "worker_processes 1;\ndaemon off;\n{top}error_log {d}/logs/error.log warn;\npid {d}/nginx.pid;\n\
          events {{ worker_connections 1024; }}\n\
          http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
@@ -82,6 +84,19 @@ fn start_nginx(dir: &Path, name: &str, server_block: &str) -> Proc {
     );
     let path = d.join("nginx.conf");
     std::fs::write(&path, conf).expect("write nginx.conf");
+    (path, d)
+}
+
+/// The proxy's `server` block: a keep-alive pool to the upstream on `up_port`.
+fn proxy_block(listen: u16, up_port: u16) -> String {
+    format!(
+        "upstream u {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
+         server {{ listen 127.0.0.1:{listen}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+    )
+}
+
+fn start_nginx(dir: &Path, name: &str, server_block: &str) -> Proc {
+    let (path, d) = nginx_conf(dir, name, "", server_block);
     let child = Command::new(nginx_bin())
         .arg("-c")
         .arg(&path)

@@ -5,7 +5,8 @@
 //! (`callgrind_control -d`): start-up and set-up are left out, and an idle gateway's background
 //! work is a few hundred thousand instructions in 5 s against the hundreds of millions counted.
 //! Counted twice: with history (what a call costs in all) and without (the call path alone,
-//! which does not move between runs as history's batching does).
+//! which does not move between runs as history's batching does); and the one-worker nginx
+//! proxy of the latency comparison, per proxied request, counted the same way.
 
 use super::*;
 
@@ -60,33 +61,51 @@ async fn count(
     setup_tool(client, &base, up_port).await;
     let url = format!("{base}/v1/tools/bench_order/invoke");
     let body = json!({"arguments": {"order_number": "A-1001"}});
+    sequential(client, &url, Some(&body), pid, (warm, n)).await;
+    drop(proc);
+    // The count with extra arguments (without history) is kept beside it, as `….bare`.
+    let keep = if extra.is_empty() { "" } else { ".bare" };
+    dump_total(tmp, "callgrind.out.", keep)
+}
+
+/// `warm` unmeasured requests to `url` (a POST of `body`, or a GET), the counters of the
+/// process `pid` zeroed, `n` measured requests, the counters dumped.
+async fn sequential(
+    client: &reqwest::Client,
+    url: &str,
+    body: Option<&Value>,
+    pid: u32,
+    (warm, n): (usize, usize),
+) {
     for i in 0..warm + n {
         if i == warm {
             callgrind_control("-z", pid);
         }
-        let r = client.post(&url).json(&body).send().await.expect("invoke");
-        assert!(r.status().is_success(), "invoke failed: {}", r.status());
+        let r = match body {
+            Some(b) => client.post(url).json(b),
+            None => client.get(url),
+        }
+        .send()
+        .await
+        .expect("request");
+        assert!(r.status().is_success(), "request failed: {}", r.status());
         r.bytes().await.expect("body");
     }
     callgrind_control("-d", pid);
-    drop(proc);
+}
+
+/// The total of the latest dump in `tmp` whose name starts with `prefix`; kept for
+/// `callgrind_annotate` at `BENCH_CALLGRIND_OUT` + `keep` when that is set.
+fn dump_total(tmp: &Path, prefix: &str, keep: &str) -> u64 {
     let dump = std::fs::read_dir(tmp)
         .expect("tmp")
         .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("callgrind.out.")
-        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .expect("callgrind dump");
-    // For `callgrind_annotate`: where the time went, not only how much.
-    // The count with extra arguments (without history) is kept beside it, as `….bare`.
-    if let Some(mut keep) = std::env::var_os("BENCH_CALLGRIND_OUT") {
-        if !extra.is_empty() {
-            keep.push(".bare");
-        }
-        std::fs::copy(dump.path(), &keep).expect("copy the callgrind dump");
+    if let Some(mut to) = std::env::var_os("BENCH_CALLGRIND_OUT") {
+        to.push(keep);
+        std::fs::copy(dump.path(), &to).expect("copy the callgrind dump");
     }
     let text = std::fs::read_to_string(dump.path()).expect("callgrind dump");
     text.lines()
@@ -99,6 +118,49 @@ async fn count(
         .expect("callgrind totals")
 }
 
+/// Instructions the one-worker nginx proxy of the latency comparison spent on `n` sequential
+/// requests through it (after `warm`), its worker run in the master's process under valgrind.
+async fn count_proxy(
+    tmp: &Path,
+    client: &reqwest::Client,
+    up_port: u16,
+    (warm, n): (usize, usize),
+) -> u64 {
+    let port = free_port();
+    let (conf, dir) = nginx_conf(
+        tmp,
+        "callgrind-proxy",
+        "master_process off;\n",
+        &proxy_block(port, up_port),
+    );
+    let out = tmp.join("nginx-callgrind.out");
+    let child = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(nginx_bin())
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx under valgrind");
+    let proc = Proc(child);
+    let url = format!("http://127.0.0.1:{port}/api/orders/A-1001?format=json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http_status(&url).map_or(true, |s| s != 200) {
+        assert!(
+            Instant::now() < deadline,
+            "nginx under valgrind did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sequential(client, &url, None, proc.0.id(), (warm, n)).await;
+    drop(proc);
+    dump_total(tmp, "nginx-callgrind.out.", ".proxy")
+}
+
 /// Run the count and return its report section.
 pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     let n: usize = env_or("BENCH_CALLGRIND_N", 1000);
@@ -109,11 +171,16 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     // valgrind (which runs one thread at a time) schedules them. Without history the figure is
     // the call path's alone, the same from run to run.
     let bare = count(tmp, client, up_port, (100, n), &["--no-history"]).await;
+    // The proxy hop the latency comparison holds toolgate against, counted the same way.
+    let proxy = count_proxy(tmp, client, up_port, (100, n)).await;
     let per = |t: u64| t as f64 / n as f64;
     format!(
-        "Instructions per invoke (callgrind, {n} sequential invokes after 100 unmeasured, busy polling off): {:.0} with history, {:.0} without (the call path alone; history's share {:.0})\n\n",
+        "Instructions per invoke (callgrind, {n} sequential invokes after 100 unmeasured, busy polling off): {:.0} with history, {:.0} without (the call path alone; history's share {:.0}); the one-worker nginx proxy: {:.0} per proxied request ({:.1}× / {:.1}×)\n\n",
         per(total),
         per(bare),
-        per(total) - per(bare)
+        per(total) - per(bare),
+        per(proxy),
+        per(total) / per(proxy),
+        per(bare) / per(proxy)
     )
 }

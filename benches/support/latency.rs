@@ -53,14 +53,7 @@ pub fn measure(url: &str, conns: u32, script: Option<&Path>, pids: &[u32]) -> Me
 pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     let (upstream_proc, up_port) = upstream(tmp, "upstream");
     let proxy_port = free_port();
-    let proxy = start_nginx(
-        tmp,
-        "proxy",
-        &format!(
-            "upstream u {{ server 127.0.0.1:{up_port}; keepalive 64; }}\n\
-             server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-        ),
-    );
+    let proxy = start_nginx(tmp, "proxy", &proxy_block(proxy_port, up_port));
     wait_http(&format!("http://127.0.0.1:{proxy_port}/api/orders/A-1001"));
     let up_pids = with_children(upstream_proc.0.id());
     let proxy_pids = with_children(proxy.0.id());
