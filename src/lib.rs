@@ -295,6 +295,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serve on `listener` until `shutdown` resolves, then drain history and flush the store.
+/// When it returns, the serving threads and history threads have ended and let go of the store
+/// (another process, or `run` again, can open the same data dir at once).
 pub async fn run(
     config: ServeConfig,
     listener: tokio::net::TcpListener,

@@ -101,6 +101,10 @@ pub async fn serve(
                         .with_graceful_shutdown(stop.cancelled_owned())
                         .await
                 });
+                // Its tasks (connections, chores) hold the gateway's state, and with it the
+                // store: gone before this thread says it is done, so that a gateway that has
+                // stopped holds its data dir no more.
+                drop(runtime);
                 let _ = done_tx.send(served);
             })?;
         senders.push(tx);

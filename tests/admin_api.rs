@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, assert_error, get_hook};
+use common::{Server, Upstream, assert_error, get_hook};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -439,6 +439,29 @@ async fn data_survives_a_restart() {
         before_schema
     );
     assert_eq!(s.get(&format!("/v1/secrets/{sid}")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_stopped_server_has_let_go_of_its_data_dir() {
+    // What `toolgate mcp` started on the same data dir right after needs (tests/mcp.rs): the
+    // store's lock is released by the time the server has stopped, though its serving threads
+    // and history threads were busy with calls just before.
+    let up = Upstream::start().await;
+    for round in 0..3 {
+        let mut s = Server::start().await;
+        let wid = s
+            .webhook(get_hook("Order", &format!("{}/orders/1", up.base)))
+            .await;
+        s.tool("order", &wid).await;
+        for _ in 0..5 {
+            let (status, body) = s.invoke("order", json!({}), json!({})).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let data = s.data_dir();
+        s.stop().await;
+        let db = sled::open(data.join("db"));
+        assert!(db.is_ok(), "round {round}: {:?}", db.err());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

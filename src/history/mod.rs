@@ -38,6 +38,9 @@ pub use crate::redact::{REDACTED, Redactor};
 /// (`idle::move_off_its_cpu`), and a writer that gets to a batch `writer::LATE` hands it over.
 pub struct Recorder {
     shared: Arc<Shared>,
+    /// One per history thread, sent when it has ended and let go of the store: `close`
+    /// returns only then, so a gateway that has stopped holds its data dir no more.
+    ended: std::sync::Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
 struct Shared {
@@ -210,8 +213,11 @@ impl Recorder {
             ("toolgate-history", Role::Writer),
             ("toolgate-hist-guard", Role::Guard),
         ];
+        let mut ended = Vec::with_capacity(threads.len());
         for (name, role) in threads {
             let (shared_here, store, runtime) = (shared.clone(), store.clone(), runtime.clone());
+            let (ends, end) = oneshot::channel();
+            ended.push(end);
             let spawned = std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
@@ -237,6 +243,8 @@ impl Recorder {
                         }
                         Role::Guard => shared_here.guard_until_closed(&io),
                     }
+                    drop(store);
+                    let _ = ends.send(());
                 });
             if let Err(e) = spawned {
                 // The writer, if it started, ends without writing.
@@ -245,7 +253,10 @@ impl Recorder {
                 return Err(e);
             }
         }
-        Ok(Recorder { shared })
+        Ok(Recorder {
+            shared,
+            ended: std::sync::Mutex::new(ended),
+        })
     }
 
     /// Queue a record under a fresh call id, which it returns (the record's own id is replaced);
@@ -378,6 +389,14 @@ impl Recorder {
         }
         self.shared.ring_both();
         let _ = rx.await;
+        // The last batch is stored and the queue marked closed: a thread asleep since before
+        // that (the guard) is woken to see it and end.
+        self.shared.end();
+        let ended = std::mem::take(&mut *self.ended.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in ended {
+            // An error: the thread ended without a word (it never started, or it panicked).
+            let _ = thread.await;
+        }
     }
 }
 
