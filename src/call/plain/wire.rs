@@ -206,7 +206,8 @@ fn spoke_early(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<bool, WireError>
 }
 
 /// Read one response from `stream` through `buf` (empty on entry, or holding what the
-/// upstream sent while the request was written; left empty when the connection is reusable). `head_request`: the request was `HEAD`, so no body follows.
+/// upstream sent while the request was written; left empty when the connection is reusable).
+/// `head_request`: the request was `HEAD`, so no body follows.
 pub async fn read_response(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
