@@ -5,7 +5,7 @@
 //! (`callgrind_control -d`): start-up and set-up are left out, and an idle gateway's background
 //! work is a few hundred thousand instructions in 5 s against the hundreds of millions counted.
 //! Counted twice: with history (what a call costs in all) and without (the call path alone,
-//! which does not move between runs as history's batching does); and the one-worker nginx
+//! which moves far less between runs than history's batching does); and the one-worker nginx
 //! proxy of the latency comparison, per proxied request, counted the same way.
 
 use super::*;
@@ -169,13 +169,13 @@ pub async fn run(tmp: &Path, client: &reqwest::Client) -> String {
     // History's share moves between runs by thousands of instructions a call: whether its
     // writer or its guard writes a batch, and how many records a batch holds, depend on how
     // valgrind (which runs one thread at a time) schedules them. Without history the figure is
-    // the call path's alone, the same from run to run.
+    // the call path's alone, which moves by about a thousand between runs (clock-driven chores).
     let bare = count(tmp, client, up_port, (100, n), &["--no-history"]).await;
     // The proxy hop the latency comparison holds toolgate against, counted the same way.
     let proxy = count_proxy(tmp, client, up_port, (100, n)).await;
     let per = |t: u64| t as f64 / n as f64;
     format!(
-        "Instructions per invoke (callgrind, {n} sequential invokes after 100 unmeasured, busy polling off): {:.0} with history, {:.0} without (the call path alone; history's share {:.0}); the one-worker nginx proxy: {:.0} per proxied request ({:.1}× / {:.1}×)\n\n",
+        "Instructions per invoke (callgrind, {n} sequential invokes after 100 unmeasured, busy polling off): {:.0} with history, {:.0} without (the call path alone; history's share {:.0}); the one-worker nginx proxy: {:.0} per proxied request (toolgate {:.1}× that with history, {:.1}× without)\n\n",
         per(total),
         per(bare),
         per(total) - per(bare),
