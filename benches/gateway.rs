@@ -96,12 +96,18 @@ fn proxy_block(listen: u16, up_port: u16) -> String {
 }
 
 fn start_nginx(dir: &Path, name: &str, server_block: &str) -> Proc {
-    let (path, d) = nginx_conf(dir, name, "", server_block);
-    let child = Command::new(nginx_bin())
+    let (conf, d) = nginx_conf(dir, name, "", server_block);
+    spawn_nginx(Command::new(nginx_bin()), &conf, &d)
+}
+
+/// Run `launcher` (nginx itself, or a tool that runs the nginx binary named last) on the
+/// configuration `conf` with prefix `dir`.
+fn spawn_nginx(mut launcher: Command, conf: &Path, dir: &Path) -> Proc {
+    let child = launcher
         .arg("-c")
-        .arg(&path)
+        .arg(conf)
         .arg("-p")
-        .arg(&d)
+        .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

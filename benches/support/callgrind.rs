@@ -134,19 +134,12 @@ async fn count_proxy(
         &proxy_block(port, up_port),
     );
     let out = tmp.join("nginx-callgrind.out");
-    let child = Command::new("valgrind")
+    let mut valgrind = Command::new("valgrind");
+    valgrind
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg(nginx_bin())
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx under valgrind");
-    let proc = Proc(child);
+        .arg(nginx_bin());
+    let proc = spawn_nginx(valgrind, &conf, &dir);
     let url = format!("http://127.0.0.1:{port}/api/orders/A-1001?format=json");
     let deadline = Instant::now() + Duration::from_secs(120);
     while http_status(&url).map_or(true, |s| s != 200) {
