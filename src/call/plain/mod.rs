@@ -185,10 +185,8 @@ pub async fn send(
         host: host.to_string(),
         port,
     };
-    let idempotent = matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
+    // GET, HEAD, OPTIONS, TRACE, PUT, DELETE (and QUERY, which no webhook can use).
+    let idempotent = method.is_idempotent();
     let mut pooled = true;
     loop {
         let (mut conn, reused, sent) = sent_on(&key, pooled, policy, request).await?;
