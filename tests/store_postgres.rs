@@ -525,7 +525,6 @@ async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones()
     // The deleted records left a gap in the seq range: the cap now finds its cut by walking
     // the records, and still keeps exactly the newest.
     let more: Vec<_> = (0..cap).map(|_| call("more")).collect();
-    let checked = std::time::Instant::now();
     s.insert_calls(&more, cap, 86_400).await.unwrap();
     let seen = visible(&s).await;
     let expect: Vec<String> = more.iter().rev().map(|r| r.id.to_string()).collect();
@@ -533,6 +532,11 @@ async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones()
     assert_eq!(layout(&db).await.2, cap as i64);
     // A node applies the age limit at most once a second (each check is planned over every
     // partition): old records written just after a check stay, counted, until the next one.
+    // The steps above take about a second in a debug build: wait until a check is surely due,
+    // so that the next batch runs one and the clock starts there.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let checked = std::time::Instant::now();
+    s.insert_calls(&[call("due")], cap, 86_400).await.unwrap();
     let late: Vec<_> = (0..5).map(|i| old(10_000 + i)).collect();
     let late_ids: Vec<String> = late.iter().map(|r| r.id.to_string()).collect();
     s.insert_calls(&late, cap, 0).await.unwrap();
@@ -553,7 +557,7 @@ async fn the_age_limit_removes_hidden_records_too_and_counts_only_visible_ones()
     assert!(late_ids.iter().all(|id| !seen.contains(id)), "{seen:?}");
     assert_eq!(layout(&db).await.2, seen.len() as i64);
     if quick {
-        // The cap hid one record for each of the two, then the check took the five.
+        // The cap hid one record for each of the three, then the check took the five.
         assert_eq!(seen.len(), cap - late.len());
     }
 }
