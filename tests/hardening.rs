@@ -405,6 +405,61 @@ async fn a_secret_echoed_with_some_characters_escaped_is_redacted() {
     }
 }
 
+/// What is kept of a call (its record, a dry run) holds the model's arguments, the body sent and
+/// the caller's context: trees that can hold a secret laid across their structure too, though
+/// no string or number of them does. Each is kept as redacted text then.
+#[tokio::test]
+async fn a_secret_laid_across_arguments_body_and_context_is_not_kept() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let secret = "1,2";
+    s.secret("pw_lines", secret).await;
+    let wid = s
+        .webhook(
+            json!({"name": "Lines", "method": "POST", "url": format!("{}/echo", up.base),
+            "headers": [{"name": "X-Key", "value_type": "secret", "secret": "pw_lines"}],
+            "body": [{"name": "lines", "data_type": "array", "value_type": "dynamic",
+                      "schema": {"type": "array", "items": {"type": "integer"}}}]}),
+        )
+        .await;
+    s.tool("lines", &wid).await;
+    let (st, r) = s
+        .invoke("lines", json!({"lines": [1, 2]}), json!({"n": [1, 2]}))
+        .await;
+    assert_eq!((st, r["outcome"].as_str()), (200, Some("success")), "{r}");
+    // The upstream got what the model asked for.
+    assert_eq!(up.last().json()["lines"], json!([1, 2]));
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
+        .await;
+    let text = rec.to_string();
+    assert!(!text.contains(secret), "{text}");
+    for kept in [&rec["arguments"], &rec["request"]["body"], &rec["context"]] {
+        assert!(
+            kept.as_str().is_some_and(|t| t.contains("[REDACTED]")),
+            "{kept} in {rec}"
+        );
+    }
+    // A dry run shows the body it would send the same way.
+    let (st, dry) = s
+        .post(
+            &format!("/v1/webhooks/{wid}/test"),
+            json!({"arguments": {"lines": [1, 2]}, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(st, 200, "{dry}");
+    let text = dry.to_string();
+    assert!(!text.contains(secret), "{text}");
+    assert!(dry["request"]["body"].is_string(), "{dry}");
+    // A tree that holds no secret across its structure is kept as the tree.
+    let (_, r) = s.invoke("lines", json!({"lines": [2, 1]}), json!({})).await;
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(rec["arguments"], json!({"lines": [2, 1]}), "{rec}");
+    assert_eq!(rec["request"]["body"], json!({"lines": [2, 1]}), "{rec}");
+}
+
 #[tokio::test]
 async fn a_cut_never_keeps_part_of_a_secret() {
     let s = Server::start_with(|c| {

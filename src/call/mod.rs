@@ -195,12 +195,12 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         duration_ms,
         outcome,
         error: error.map(|e| r.into_text(e)),
-        arguments: r.into_value(arguments),
+        arguments: r.into_kept_value(arguments),
         request: request.map(|q| RecordedRequest {
             method: q.method,
             url: r.into_text(q.url),
             headers: r.into_headers(q.headers),
-            body: r.into_value(q.body),
+            body: r.into_kept_value(q.body),
         }),
         response: recorded_response,
         attempts,
@@ -208,7 +208,7 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
         conversation_id: req.conversation_id.map(str::to_string),
         caller: req.caller.map(|c| c.actor.clone()),
         context: match req.context {
-            Value::Object(m) if !m.is_empty() => Some(r.value(req.context)),
+            Value::Object(m) if !m.is_empty() => Some(r.kept_value(req.context)),
             _ => None,
         },
     };
@@ -451,7 +451,7 @@ pub async fn dry_run(state: &Pipeline, req: CallRequest<'_>) -> DryRun {
                 method: p.method.as_str().to_string(),
                 url: r.text(p.url.as_str()),
                 headers: r.headers(&p.headers),
-                body: r.value(&p.recorded_body),
+                body: r.kept_value(&p.recorded_body),
             };
             let body = ready
                 .prepared

@@ -174,7 +174,7 @@ async fn deliver(state: &AppState, mut d: Delivery) -> Result<(), StoreError> {
                 .await;
             let r = &out.redactor;
             let request = json!({"url": out.request.url.as_str(), "headers": r.headers(&out.request.headers),
-                                 "body": r.value(&out.request.recorded_body)});
+                                 "body": r.kept_value(&out.request.recorded_body)});
             (Some(sent), request, out.redactor)
         }
         Err(e) => {

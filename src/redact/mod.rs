@@ -476,6 +476,26 @@ impl Redactor {
         v
     }
 
+    /// `into_value` for a value that is kept (recorded, or shown in a dry run): should the value
+    /// written out still hold a secret laid across its structure (`is_clean_value`), it is kept
+    /// as its written text, redacted, in a JSON string instead: the tree itself would hand the
+    /// secret on to whoever reads it back.
+    pub fn into_kept_value(&self, v: Value) -> Value {
+        let v = self.into_value(v);
+        if self.is_clean_value(&v) {
+            return v;
+        }
+        // Writing a `Value` cannot fail; were it to, nothing of it is kept.
+        Value::String(
+            serde_json::to_string(&v).map_or_else(|_| self.marker.into(), |t| self.into_text(t)),
+        )
+    }
+
+    /// `into_kept_value` of a value still needed as it was, in a copy.
+    pub fn kept_value(&self, v: &Value) -> Value {
+        self.into_kept_value(v.clone())
+    }
+
     /// Redact the values of headers no longer needed as they were (copied only where a secret is).
     pub fn into_headers(&self, h: Vec<(String, String)>) -> Vec<(String, String)> {
         h.into_iter().map(|(k, v)| (k, self.into_text(v))).collect()

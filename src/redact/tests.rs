@@ -37,6 +37,27 @@ fn a_value_is_redacted_in_its_strings_keys_and_numbers_and_nothing_else_changes(
     assert_eq!(Redactor::default().into_value(v.clone()), v);
 }
 
+/// A kept value that holds a secret only across its structure is kept as its redacted text; a
+/// clean one as the tree, redacted string by string.
+#[test]
+fn a_kept_value_never_holds_a_secret_across_its_structure() {
+    let r = Redactor::new(&["1,2".to_string(), "s3cr3t".to_string()]);
+    let spanning = json!({"lines": [1, 2], "note": "s3cr3t"});
+    let kept = r.kept_value(&spanning);
+    let text = kept.as_str().expect("kept as text");
+    assert!(!text.contains("1,2") && !text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("[REDACTED]"), "{text}");
+    assert_eq!(r.into_kept_value(spanning), kept);
+    assert_eq!(
+        r.into_kept_value(json!({"lines": [2, 1], "note": "s3cr3t"})),
+        json!({"lines": [2, 1], "note": "[REDACTED]"})
+    );
+    let k = Redactor::new(&["7,\"k\":8".to_string()]);
+    assert!(k.kept_value(&json!({"a": 7, "k": 8})).is_string());
+    let none = Redactor::default();
+    assert_eq!(none.kept_value(&json!([1, 2])), json!([1, 2]));
+}
+
 /// A redactor as `Redactor::new` builds it when aho-corasick refuses the needles.
 fn red_plain(secrets: &[&str]) -> Redactor {
     let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
