@@ -43,6 +43,24 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'(')
     .remove(b')');
 
+/// Whether needle `n` could lie across JSON structure (`Redactor::could_span`): it holds JSON's
+/// punctuation, a quote or a backslash, or lies within a literal.
+fn crosses_structure(n: &str) -> bool {
+    n.contains(['"', '[', ']', '{', '}', ',', ':', '\\'])
+        || ["true", "false", "null"].iter().any(|l| l.contains(n))
+}
+
+/// Whether some string or key of `v` is written out with an escape.
+fn has_escapes(v: &Value) -> bool {
+    let escaped = |s: &str| s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    match v {
+        Value::String(s) => escaped(s),
+        Value::Array(a) => a.iter().any(has_escapes),
+        Value::Object(m) => m.iter().any(|(k, x)| escaped(k) || has_escapes(x)),
+        Value::Number(_) | Value::Bool(_) | Value::Null => false,
+    }
+}
+
 /// RFC 3986 unreserved characters stay, everything else is encoded.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -70,6 +88,8 @@ pub struct Redactor {
     /// Length of the shortest needle: a shorter text holds none, and is not scanned (most
     /// header values are shorter than any form of a secret).
     shortest: usize,
+    /// Whether some needle could lie across JSON structure (`could_span`).
+    structural: bool,
 }
 
 impl Default for Redactor {
@@ -264,6 +284,7 @@ impl Redactor {
             .unwrap_or_default();
         Redactor {
             marker,
+            structural: needles.iter().any(|n| crosses_structure(n)),
             replacements: vec![marker; needles.len()],
             shortest: needles.iter().map(String::len).min().unwrap_or(usize::MAX),
             needles,
@@ -417,11 +438,23 @@ impl Redactor {
     /// written out. A secret can span the value's structure (`1,2` in `[1,2]`, `7,"k":8` in
     /// `{"a":7,"k":8}`): no string, key or number holds it, yet the written value does.
     pub fn is_clean_value(&self, v: &Value) -> bool {
-        if self.needles.is_empty() {
+        if self.needles.is_empty() || !self.could_span(v) {
             return true;
         }
         // Writing a `Value` cannot fail; were it to, the value is not called clean.
         serde_json::to_string(v).is_ok_and(|text| self.is_clean_json(&text))
+    }
+
+    /// Whether `v`, redacted string by string, could still hold a needle once written out.
+    ///
+    /// Compact JSON puts punctuation or a quote between any two tokens, so a needle found in the
+    /// text but in no string, key or number either holds one of `"[]{},:\\`, or lies in a
+    /// `true`/`false`/`null`, or overlaps an escape that a string's writing added (a quote,
+    /// backslash or control character in the string: `\n` then `abc` in the text for a newline
+    /// and `abc` in the string, which holds no `nabc`). Neither: the text is not scanned (the
+    /// usual case, keys and tokens free of JSON's syntax, saves writing the value out).
+    fn could_span(&self, v: &Value) -> bool {
+        self.structural || has_escapes(v)
     }
 
     /// Redact a string that is no longer needed as it was: handed back untouched, with no copy,

@@ -56,6 +56,30 @@ fn a_kept_value_never_holds_a_secret_across_its_structure() {
     assert!(k.kept_value(&json!({"a": 7, "k": 8})).is_string());
     let none = Redactor::default();
     assert_eq!(none.kept_value(&json!([1, 2])), json!([1, 2]));
+    // Writing a string adds escapes, and a needle can overlap one: `\n` written for a newline,
+    // then `abc`, holds `nabc`, which the string does not.
+    let n = Redactor::new(&["nabc".to_string()]);
+    let kept = n.kept_value(&json!({"k": "\nabc"}));
+    assert!(kept.as_str().is_some_and(|t| !t.contains("nabc")), "{kept}");
+    assert_eq!(n.kept_value(&json!({"k": "abc"})), json!({"k": "abc"}));
+    // A needle within a literal.
+    assert!(
+        Redactor::new(&["ru".to_string()])
+            .kept_value(&json!([true]))
+            .is_string()
+    );
+}
+
+/// Only needles with JSON's punctuation, a quote or a backslash, or within a literal, can lie
+/// across structure; any other needle is found in a string, key or number if at all.
+#[test]
+fn a_needle_crosses_structure_only_with_json_syntax_in_it() {
+    for n in ["1,2", "a:b", "[x", "x}", "\"k", "a\\b", "ull", "true", "e"] {
+        assert!(super::crosses_structure(n), "{n}");
+    }
+    for n in ["s3cr3t", "sk-live_9f/+=", "12", "truex", "A-1001"] {
+        assert!(!super::crosses_structure(n), "{n}");
+    }
 }
 
 /// A redactor as `Redactor::new` builds it when aho-corasick refuses the needles.
