@@ -224,6 +224,36 @@ async fn http_errors_and_refused_connections_are_results() {
             .contains("could not be reached"),
         "{v}"
     );
+    // An upstream that sends a whole head, then closes halfway through the body it announced.
+    let cut = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cut_port = cut.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = cut.accept().unwrap();
+        let mut req = [0u8; 4096];
+        let _ = conn.read(&mut req).unwrap();
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf")
+            .unwrap();
+    });
+    let wid = s
+        .webhook(get_hook("Cut", &format!("http://127.0.0.1:{cut_port}/x")))
+        .await;
+    s.tool("cut", &wid).await;
+    let (st, v) = s.invoke("cut", json!({}), json!({})).await;
+    server.join().unwrap();
+    assert_eq!(
+        (st, v["outcome"].as_str()),
+        (200, Some("network_error")),
+        "{v}"
+    );
+    let (_, rec) = s
+        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        rec["error"],
+        "the response body could not be read: the connection closed before the response was complete",
+        "{rec}"
+    );
 }
 
 #[tokio::test]

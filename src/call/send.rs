@@ -472,6 +472,11 @@ fn classify_plain(e: &plain::PlainError) -> Sent {
         plain::PlainError::Connect(_) => {
             failed(Outcome::NetworkError, describe("could not connect", e), 0)
         }
+        plain::PlainError::Request(plain::wire::WireError::Body(_)) => failed(
+            Outcome::NetworkError,
+            describe("the response body could not be read", e),
+            0,
+        ),
         plain::PlainError::Request(_) => {
             failed(Outcome::NetworkError, describe("the request failed", e), 0)
         }

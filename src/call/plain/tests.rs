@@ -209,7 +209,8 @@ async fn ambiguous_framing_is_never_reused_and_conflicts_fail() {
         let e = exchange(vec![bad], true, false, 1024)
             .await
             .expect_err("bad chunk");
-        assert!(matches!(e, WireError::Chunk), "{e:?}");
+        assert!(matches!(e.cause(), WireError::Chunk), "{e:?}");
+        assert!(matches!(e, WireError::Body(_)), "{e:?}");
     }
 }
 
@@ -319,16 +320,24 @@ async fn broken_heads_and_early_ends_fail_the_exchange() {
         .await
         .expect_err("no answer");
     assert!(matches!(e, WireError::NoResponse), "{e:?}");
-    for early in [
-        &b"HTTP/1.1 200 OK\r\nContent-Le"[..],
-        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: x\r\n",
+    // Ended in the head, then in the body: the latter is said to be the body's failure.
+    for (early, in_body) in [
+        (&b"HTTP/1.1 200 OK\r\nContent-Le"[..], false),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", true),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: x\r\n",
+            true,
+        ),
     ] {
         let e = exchange(vec![early], true, false, 1024)
             .await
             .expect_err("early end");
-        assert!(matches!(e, WireError::Incomplete), "{e:?}");
+        assert!(matches!(e.cause(), WireError::Incomplete), "{e:?}");
+        assert_eq!(matches!(e, WireError::Body(_)), in_body, "{e:?}");
     }
 }
 

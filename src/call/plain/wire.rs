@@ -66,6 +66,20 @@ pub enum WireError {
     /// Reading or writing the socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The head arrived whole and the body then failed as the error inside says: the caller is
+    /// told the body could not be read, as for an HTTPS upstream.
+    #[error("the response body could not be read")]
+    Body(#[source] Box<WireError>),
+}
+
+impl WireError {
+    /// The failure itself, whether or not it came while reading a body.
+    pub fn cause(&self) -> &WireError {
+        match self {
+            WireError::Body(inner) => inner,
+            other => other,
+        }
+    }
 }
 
 /// A response read whole (or up to the cap).
@@ -254,12 +268,13 @@ pub async fn read_response(
         buf,
         pos: head.len,
     };
-    let (bytes, truncated, ended) = match head.framing {
-        Framing::Empty => (Vec::new(), false, true),
-        Framing::Length(n) => body.length(n, cap).await?,
-        Framing::Chunked => body.chunked(cap).await?,
-        Framing::Close => body.until_close(cap).await?,
+    let read = match head.framing {
+        Framing::Empty => Ok((Vec::new(), false, true)),
+        Framing::Length(n) => body.length(n, cap).await,
+        Framing::Chunked => body.chunked(cap).await,
+        Framing::Close => body.until_close(cap).await,
     };
+    let (bytes, truncated, ended) = read.map_err(|e| WireError::Body(Box::new(e)))?;
     let reusable = head.keep_alive && ended && !truncated && body.rest().is_empty();
     buf.clear();
     Ok(Response {
