@@ -246,9 +246,7 @@ async fn http_errors_and_refused_connections_are_results() {
         (200, Some("network_error")),
         "{v}"
     );
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", v["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&v).await;
     assert_eq!(
         rec["error"],
         "the response body could not be read: the connection closed before the response was complete",

@@ -429,9 +429,7 @@ async fn a_secret_laid_across_arguments_body_and_context_is_not_kept() {
     assert_eq!((st, r["outcome"].as_str()), (200, Some("success")), "{r}");
     // The upstream got what the model asked for.
     assert_eq!(up.last().json()["lines"], json!([1, 2]));
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&r).await;
     let text = rec.to_string();
     assert!(!text.contains(secret), "{text}");
     for kept in [&rec["arguments"], &rec["request"]["body"], &rec["context"]] {
@@ -453,9 +451,7 @@ async fn a_secret_laid_across_arguments_body_and_context_is_not_kept() {
     assert!(dry["request"]["body"].is_string(), "{dry}");
     // A tree that holds no secret across its structure is kept as the tree.
     let (_, r) = s.invoke("lines", json!({"lines": [2, 1]}), json!({})).await;
-    let (_, rec) = s
-        .get(&format!("/v1/calls/{}", r["call_id"].as_str().unwrap()))
-        .await;
+    let rec = s.record_of(&r).await;
     assert_eq!(rec["arguments"], json!({"lines": [2, 1]}), "{rec}");
     assert_eq!(rec["request"]["body"], json!({"lines": [2, 1]}), "{rec}");
 }
