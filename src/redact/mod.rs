@@ -534,11 +534,6 @@ impl Redactor {
         h.into_iter().map(|(k, v)| (k, self.into_text(v))).collect()
     }
 
-    /// Redact every string (keys included) of a JSON value, in a copy.
-    pub fn value(&self, v: &Value) -> Value {
-        self.into_value(v.clone())
-    }
-
     /// Redact header values, in a copy.
     pub fn headers(&self, h: &[(String, String)]) -> Vec<(String, String)> {
         self.into_headers(h.to_vec())
