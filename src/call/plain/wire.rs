@@ -72,6 +72,7 @@ pub enum WireError {
     Body(#[source] Box<WireError>),
 }
 
+#[cfg(test)]
 impl WireError {
     /// The failure itself, whether or not it came while reading a body.
     pub fn cause(&self) -> &WireError {
