@@ -150,6 +150,58 @@ async fn cross_site_requests_are_refused_without_a_token() {
     assert_eq!(st, 200, "{v}");
 }
 
+/// The tool-call route is answered by the serving threads' front, not the router: it refuses
+/// the same browser requests, reading each field as a lookup would (the first of its name), and
+/// never reaches the upstream for them.
+#[tokio::test]
+async fn the_tool_call_route_refuses_cross_site_requests_too() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    echo_tool(&s, &up).await;
+    let url = format!("{}/v1/tools/echo/invoke", s.base);
+    let body = r#"{"arguments":{"a_pad":"p"}}"#;
+    let json = ("content-type", "application/json");
+    for (headers, what) in [
+        (
+            vec![json, ("origin", "http://evil.example")],
+            "foreign origin",
+        ),
+        (vec![json, ("origin", "null")], "sandboxed page"),
+        (
+            vec![json, ("sec-fetch-site", "cross-site")],
+            "cross-site fetch",
+        ),
+        (vec![json, ("host", "evil.example:8080")], "rebound host"),
+        (
+            vec![("origin", "http://evil.example"), json, ("origin", &s.base)],
+            "foreign origin first of two",
+        ),
+        (
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                json,
+                ("sec-fetch-site", "same-origin"),
+            ],
+            "cross-site first of two",
+        ),
+    ] {
+        let (st, v) = raw(reqwest::Method::POST, &url, &headers, Some(body)).await;
+        assert_eq!(st, 403, "{what}: {v}");
+        assert_envelope(st, &v, "forbidden");
+    }
+    assert_eq!(up.count(), 0, "a refused call reached the upstream");
+    // The gateway's own page, and a same-site fetch, are served.
+    for headers in [
+        vec![json, ("origin", s.base.as_str())],
+        vec![("sec-fetch-site", "same-origin"), json],
+    ] {
+        let (st, v) = raw(reqwest::Method::POST, &url, &headers, Some(body)).await;
+        assert_eq!(st, 200, "{headers:?}: {v}");
+        assert_eq!(v["outcome"], "success", "{v}");
+    }
+    assert_eq!(up.count(), 2);
+}
+
 /// `echo_tool_with` a secret holding a quote, which the tests look for in every form.
 async fn echo_tool(s: &Server, up: &Upstream) {
     echo_tool_with(s, up, "hunter2\"x-fragment-check").await;

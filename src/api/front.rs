@@ -5,7 +5,7 @@
 //! edge layer, the authentication layer, the route layer, the path and body extractors and a
 //! clone of the handler's state, each a boxed future moved from layer to layer: about a tenth of
 //! the call's CPU. Here the same checks run in one function, in the same order, with the same
-//! code (`guard::cross_site_refusal`, `auth::Gate::caller`, the route's permission, the body
+//! code (`guard::BrowserFields`, `auth::Gate::caller`, the route's permission, the body
 //! limit, `CallBody`, `check_context`, `call::invoke`, `tools::call_response`).
 //!
 //! Only the common case is answered here. Whatever would be refused or needs more than the
@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use tower::Service;
 
 use super::auth::Gate;
+use super::guard::BrowserFields;
 use super::webhooks::CallBody;
 use crate::AppState;
 use crate::access::Permission;
@@ -114,17 +115,26 @@ impl Parts {
 
     /// Answer a tool call, or hand it to the router when anything about it is not plain.
     async fn invoke(&self, mut req: Request) -> Response {
-        if self.browser_guard && super::guard::cross_site_refusal(req.headers()).is_some() {
+        // The fields read here, in one pass (each the first of its name, as a lookup gives).
+        let mut browser = BrowserFields::default();
+        let (mut content_type, mut content_length) = (None, None);
+        for (name, value) in req.headers() {
+            if browser.take(name, value) {
+                continue;
+            }
+            if name == header::CONTENT_TYPE {
+                content_type.get_or_insert(value);
+            } else if name == header::CONTENT_LENGTH {
+                content_length.get_or_insert(value);
+            }
+        }
+        if self.browser_guard && browser.refusal().is_some() {
             return self.route(req).await;
         }
-        let json_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
+        let json_type = content_type
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json_content_type);
-        let length = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
+        let length = content_length
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let max = self.state.config.max_body_bytes;

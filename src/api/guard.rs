@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -43,44 +43,89 @@ fn is_loopback_name(host: &str) -> bool {
 /// runs).
 const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
 
-/// Why a request must be refused in the no-token mode, if it must: a `Host` that is not a
-/// loopback name (DNS rebinding), an `Origin` other than the gateway's own, or a browser saying
-/// the request is cross-site.
-pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
-    let text = |name: header::HeaderName| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
-    // Only a browser's request is in question, and every browser sends Host.
-    let own = match text(header::HOST) {
-        None => None,
-        Some(h) => match host_and_port(h, 80) {
-            Some(hp) if is_loopback_name(hp.0) => Some(hp),
-            _ => {
+/// The fields the browser guard reads, each the first of its name, gathered in one pass over
+/// a request's fields: a lookup by name hashes the name, and three of them (with the two the
+/// tool-call route reads beside them) cost more than the rest of the guard.
+#[derive(Default)]
+pub struct BrowserFields<'a> {
+    host: Option<&'a HeaderValue>,
+    origin: Option<&'a HeaderValue>,
+    fetch_site: Option<&'a HeaderValue>,
+}
+
+impl<'a> BrowserFields<'a> {
+    /// The guard's fields of `headers`.
+    pub fn of(headers: &'a HeaderMap) -> Self {
+        let mut fields = BrowserFields::default();
+        for (name, value) in headers {
+            fields.take(name, value);
+        }
+        fields
+    }
+
+    /// Keep `value` if `name` is one of the guard's fields not seen yet (a map yields the
+    /// values of one name in order, so the first kept is what a lookup would give). Whether it
+    /// was one of them.
+    pub fn take(&mut self, name: &HeaderName, value: &'a HeaderValue) -> bool {
+        let slot = if name == header::HOST {
+            &mut self.host
+        } else if name == header::ORIGIN {
+            &mut self.origin
+        } else if name == SEC_FETCH_SITE {
+            &mut self.fetch_site
+        } else {
+            return false;
+        };
+        slot.get_or_insert(value);
+        true
+    }
+
+    /// Why the request must be refused in the no-token mode, if it must: a `Host` that is not
+    /// a loopback name (DNS rebinding), an `Origin` other than the gateway's own, or a browser
+    /// saying the request is cross-site.
+    pub fn refusal(&self) -> Option<String> {
+        fn text(v: Option<&HeaderValue>) -> Option<&str> {
+            v.map(|v| v.to_str().unwrap_or("\u{0}"))
+        }
+        // Only a browser's request is in question, and every browser sends Host.
+        let own = match text(self.host) {
+            None => None,
+            Some(h) => match host_and_port(h, 80) {
+                Some(hp) if is_loopback_name(hp.0) => Some(hp),
+                _ => {
+                    return Some(
+                        "the Host header is not a loopback address: without an admin token the API answers only requests addressed to localhost".into(),
+                    );
+                }
+            },
+        };
+        if let Some(origin) = text(self.origin) {
+            let same = url::Url::parse(origin).ok().and_then(|u| {
+                let port = u.port_or_known_default()?;
+                let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+                Some((host.to_string(), port))
+            });
+            let ok = match (&same, &own) {
+                (Some(o), Some(h)) => o.0.eq_ignore_ascii_case(h.0) && o.1 == h.1,
+                (Some(o), None) => is_loopback_name(&o.0),
+                (None, _) => false,
+            };
+            if !ok {
                 return Some(
-                    "the Host header is not a loopback address: without an admin token the API answers only requests addressed to localhost".into(),
+                    "cross-origin requests are refused: without an admin token only pages served by this gateway may call its API".into(),
                 );
             }
-        },
-    };
-    if let Some(origin) = text(header::ORIGIN) {
-        let same = url::Url::parse(origin).ok().and_then(|u| {
-            let port = u.port_or_known_default()?;
-            let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_string(), port))
-        });
-        let ok = match (&same, &own) {
-            (Some(o), Some(h)) => o.0.eq_ignore_ascii_case(h.0) && o.1 == h.1,
-            (Some(o), None) => is_loopback_name(&o.0),
-            (None, _) => false,
-        };
-        if !ok {
-            return Some(
-                "cross-origin requests are refused: without an admin token only pages served by this gateway may call its API".into(),
-            );
         }
+        if text(self.fetch_site) == Some("cross-site") {
+            return Some("cross-site requests are refused".into());
+        }
+        None
     }
-    if text(SEC_FETCH_SITE) == Some("cross-site") {
-        return Some("cross-site requests are refused".into());
-    }
-    None
+}
+
+/// Why a request must be refused in the no-token mode, if it must (`BrowserFields::refusal`).
+pub fn cross_site_refusal(headers: &HeaderMap) -> Option<String> {
+    BrowserFields::of(headers).refusal()
 }
 
 /// The layer every request passes: refuse cross-site and DNS-rebound browser requests when no

@@ -1,20 +1,23 @@
 //! Step 1 of a call: parse the model's arguments, coerce unambiguous scalars, validate.
 //! A refusal here means nothing is sent.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 use crate::catalog::CompiledWebhook;
 use crate::model::DataType;
 use crate::model::validate::FieldError;
 
-/// Arguments as an object: models send either an object or a JSON string holding one.
-pub fn parse_arguments(raw: &Value) -> Result<Map<String, Value>, FieldError> {
+/// Arguments as an object: models send either an object or a JSON string holding one. An object
+/// is borrowed: `check_arguments` copies only the values it keeps.
+pub fn parse_arguments(raw: &Value) -> Result<Cow<'_, Map<String, Value>>, FieldError> {
     match raw {
-        Value::Null => Ok(Map::new()),
-        Value::Object(m) => Ok(m.clone()),
-        Value::String(s) if s.trim().is_empty() => Ok(Map::new()),
+        Value::Null => Ok(Cow::Owned(Map::new())),
+        Value::Object(m) => Ok(Cow::Borrowed(m)),
+        Value::String(s) if s.trim().is_empty() => Ok(Cow::Owned(Map::new())),
         Value::String(s) => match serde_json::from_str::<Value>(s) {
-            Ok(Value::Object(m)) => Ok(m),
+            Ok(Value::Object(m)) => Ok(Cow::Owned(m)),
             Ok(_) => Err(FieldError::new(
                 "arguments",
                 "arguments must be a JSON object of named values",
@@ -105,12 +108,12 @@ fn article(dt: DataType) -> &'static str {
 /// Check and coerce arguments against a webhook's dynamic fields; every problem is reported.
 pub fn check_arguments(
     hook: &CompiledWebhook,
-    mut args: Map<String, Value>,
+    args: &Map<String, Value>,
 ) -> Result<Map<String, Value>, Vec<FieldError>> {
     let mut errs = Vec::new();
     let mut out = Map::new();
     for f in &hook.dynamic {
-        match args.remove(&f.name) {
+        match args.get(&f.name) {
             None | Some(Value::Null) => {
                 if let Some(d) = &f.default {
                     out.insert(f.name.clone(), d.clone());
@@ -122,9 +125,9 @@ pub fn check_arguments(
             // whatever is still wrong, with its full path.
             Some(v) if !f.data_type.is_scalar() => {
                 let schema = &hook.parameters()["properties"][&f.name];
-                out.insert(f.name.clone(), crate::schema::coerce(schema, &v));
+                out.insert(f.name.clone(), crate::schema::coerce(schema, v));
             }
-            Some(v) => match coerce(f.data_type, &v) {
+            Some(v) => match coerce(f.data_type, v) {
                 Ok(c) => {
                     out.insert(f.name.clone(), c);
                 }
@@ -132,8 +135,10 @@ pub fn check_arguments(
             },
         }
     }
-    let mut unknown: Vec<String> = args.into_iter().map(|(k, _)| k).collect();
-    unknown.sort();
+    // A map's keys come sorted.
+    let unknown = args
+        .keys()
+        .filter(|k| !hook.dynamic.iter().any(|f| &f.name == *k));
     for k in unknown {
         let expected: Vec<&str> = hook.dynamic.iter().map(|f| f.name.as_str()).collect();
         errs.push(FieldError::new(

@@ -138,11 +138,12 @@ pub async fn invoke(state: &Pipeline, req: CallRequest<'_>) -> CallResult {
     let started_at = now_rfc3339();
     let start = Instant::now();
     let draft = run(state, &req).instrument(span.clone()).await;
-    let duration_ms = start.elapsed().as_millis() as u64;
+    let elapsed = start.elapsed();
+    let duration_ms = elapsed.as_millis() as u64;
     state.metrics.observe(
         req.tool.unwrap_or(""),
         draft.outcome.as_str(),
-        start.elapsed().as_secs_f64(),
+        elapsed.as_secs_f64(),
     );
 
     let Draft {
@@ -310,7 +311,7 @@ async fn prepare(state: &Pipeline, req: &CallRequest<'_>) -> Result<Ready, Box<D
     let hook = &req.hook;
     let args = match args::parse_arguments(req.arguments)
         .map_err(|e| vec![e])
-        .and_then(|a| args::check_arguments(hook, a))
+        .and_then(|a| args::check_arguments(hook, &a))
     {
         Ok(a) => a,
         Err(details) => {
