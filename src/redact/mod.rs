@@ -306,6 +306,17 @@ impl Redactor {
 
     /// `s` redacted, or `None` when it holds no secret (each text is scanned once for that).
     fn redacted(&self, s: &str) -> Option<String> {
+        // A text that is one form of a secret whole (a header holding just a key) is the marker:
+        // the leftmost-longest match is the whole text, and the marker holds no needle. Said
+        // without three scans of the automaton and a copy.
+        if s.len() >= self.shortest && self.needles.iter().any(|n| n.as_str() == s) {
+            return Some(self.marker.to_string());
+        }
+        self.scanned(s)
+    }
+
+    /// `redacted`, by scanning `s` whatever it is.
+    fn scanned(&self, s: &str) -> Option<String> {
         let mut plain = self.finds_plain(s);
         if !plain && !self.finds_escaped(s) {
             return None;

@@ -167,6 +167,25 @@ fn a_text_as_short_as_the_shortest_form_is_still_scanned() {
     assert!(!Redactor::default().finds(""));
 }
 
+/// A text that is one form of a secret whole is redacted as scanning it would redact it: to the
+/// marker.
+#[test]
+fn a_text_that_is_a_whole_form_of_a_secret_becomes_the_marker() {
+    for secret in [
+        "hunter2\"x/é+ &\t",
+        "tok_3n-9.Zq",
+        "a/b+c=",
+        "pässwörd",
+        "[REDACTED]",
+    ] {
+        let r = red(secret);
+        for n in &r.needles {
+            assert_eq!(r.redacted(n), r.scanned(n), "{secret}: {n}");
+            assert_eq!(r.redacted(n).as_deref(), Some(r.marker), "{secret}: {n}");
+        }
+    }
+}
+
 /// Every form of a secret, held by a string or a key of a JSON value, is found in the value's
 /// compact text: what `redact_value` would touch, `is_clean_json` never calls clean.
 #[test]

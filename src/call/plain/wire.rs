@@ -231,7 +231,13 @@ pub async fn read_response(
 ) -> Result<Response, WireError> {
     let mut interim = false;
     let head = loop {
-        match parse_head(buf, head_request)? {
+        // Nothing to parse before the first read (the usual case: the request went out whole).
+        let parsed = if buf.is_empty() {
+            None
+        } else {
+            parse_head(buf, head_request)?
+        };
+        match parsed {
             Some(h) if (100..200).contains(&h.status) => {
                 if h.status == 101 {
                     return Err(WireError::Upgrade);
