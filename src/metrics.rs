@@ -29,13 +29,27 @@ impl Hist {
     }
 }
 
+/// One tool's counters: calls by outcome and the latency histogram, kept together so that a
+/// call takes one lock and one lookup.
+#[derive(Default)]
+struct ToolStats {
+    by_outcome: BTreeMap<&'static str, u64>,
+    latency: Hist,
+}
+
+impl ToolStats {
+    fn add(&mut self, outcome: &'static str, seconds: f64) {
+        *self.by_outcome.entry(outcome).or_default() += 1;
+        self.latency.add(seconds);
+    }
+}
+
 /// In-memory counters, rendered on `GET /metrics`.
 #[derive(Default)]
 pub struct Metrics {
-    /// Tool → outcome → count: looked up by `&str`, so a call allocates no key once its tool
-    /// has been seen.
-    calls: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
-    latency: Mutex<BTreeMap<String, Hist>>,
+    /// Tool → its counters: looked up by `&str`, so a call allocates no key once its tool has
+    /// been seen.
+    tools: Mutex<BTreeMap<String, ToolStats>>,
 }
 
 fn escape(s: &str) -> String {
@@ -47,68 +61,61 @@ fn escape(s: &str) -> String {
 impl Metrics {
     /// Count one finished call.
     pub fn observe(&self, tool: &str, outcome: &'static str, seconds: f64) {
-        if let Ok(mut c) = self.calls.lock() {
-            match c.get_mut(tool) {
-                Some(by_outcome) => *by_outcome.entry(outcome).or_default() += 1,
-                None => {
-                    c.insert(tool.to_string(), BTreeMap::from([(outcome, 1)]));
-                }
-            }
+        let Ok(mut tools) = self.tools.lock() else {
+            return;
+        };
+        if let Some(stats) = tools.get_mut(tool) {
+            stats.add(outcome, seconds);
+            return;
         }
-        if let Ok(mut l) = self.latency.lock() {
-            match l.get_mut(tool) {
-                Some(h) => h.add(seconds),
-                None => {
-                    let mut h = Hist::default();
-                    h.add(seconds);
-                    l.insert(tool.to_string(), h);
-                }
-            }
-        }
+        tools
+            .entry(tool.to_string())
+            .or_default()
+            .add(outcome, seconds);
     }
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP toolgate_calls_total Tool calls by tool and outcome.\n# TYPE toolgate_calls_total counter\n");
-        if let Ok(c) = self.calls.lock() {
-            for (tool, by_outcome) in c.iter() {
-                let t = escape(tool);
-                for (outcome, n) in by_outcome {
-                    let _ = writeln!(
-                        out,
-                        "toolgate_calls_total{{tool=\"{t}\",outcome=\"{outcome}\"}} {n}"
-                    );
-                }
+        let Ok(tools) = self.tools.lock() else {
+            return out;
+        };
+        for (tool, stats) in tools.iter() {
+            let t = escape(tool);
+            for (outcome, n) in &stats.by_outcome {
+                let _ = writeln!(
+                    out,
+                    "toolgate_calls_total{{tool=\"{t}\",outcome=\"{outcome}\"}} {n}"
+                );
             }
         }
         out.push_str("# HELP toolgate_call_duration_seconds Tool call latency.\n# TYPE toolgate_call_duration_seconds histogram\n");
-        if let Ok(l) = self.latency.lock() {
-            for (tool, h) in l.iter() {
-                let t = escape(tool);
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "toolgate_call_duration_seconds_bucket{{tool=\"{t}\",le=\"{b}\"}} {}",
-                        h.counts[i]
-                    );
-                }
+        for (tool, stats) in tools.iter() {
+            let t = escape(tool);
+            let h = &stats.latency;
+            for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "toolgate_call_duration_seconds_bucket{{tool=\"{t}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "toolgate_call_duration_seconds_sum{{tool=\"{t}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "toolgate_call_duration_seconds_count{{tool=\"{t}\"}} {}",
-                    h.count
+                    "toolgate_call_duration_seconds_bucket{{tool=\"{t}\",le=\"{b}\"}} {}",
+                    h.counts[i]
                 );
             }
+            let _ = writeln!(
+                out,
+                "toolgate_call_duration_seconds_bucket{{tool=\"{t}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "toolgate_call_duration_seconds_sum{{tool=\"{t}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "toolgate_call_duration_seconds_count{{tool=\"{t}\"}} {}",
+                h.count
+            );
         }
         out
     }
@@ -129,5 +136,22 @@ mod tests {
             "toolgate_call_duration_seconds_bucket{tool=\"lookup_order\",le=\"0.025\"} 1"
         ));
         assert!(text.contains("toolgate_call_duration_seconds_count{tool=\"lookup_order\"} 2"));
+        // A second tool: each family's lines stay together, counters before the histograms.
+        m.observe("book", "success", 2.0);
+        let text = m.render();
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {text}"))
+        };
+        let histograms = at("# HELP toolgate_call_duration_seconds");
+        assert!(at("toolgate_calls_total{tool=\"book\",outcome=\"success\"} 1") < histograms);
+        assert!(
+            at("toolgate_calls_total{tool=\"lookup_order\",outcome=\"timeout\"} 1") < histograms
+        );
+        assert!(
+            at("toolgate_call_duration_seconds_bucket{tool=\"book\",le=\"2.5\"} 1") > histograms
+        );
+        assert!(text.contains("toolgate_call_duration_seconds_bucket{tool=\"book\",le=\"1\"} 0"));
+        assert!(text.contains("toolgate_call_duration_seconds_sum{tool=\"book\"} 2"));
     }
 }

@@ -35,7 +35,9 @@ fn host_and_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
 /// `localhost` (any case) or a loopback IP: names a DNS-rebinding page cannot make the browser
 /// send.
 fn is_loopback_name(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
+    // The two names nearly every local request uses, before the general parse.
+    host == "127.0.0.1"
+        || host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 

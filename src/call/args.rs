@@ -97,6 +97,21 @@ pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
     }
 }
 
+/// `coerce` of a value no longer needed as it was: one that already has the type is moved, not
+/// copied (a secret's or a context's value on every call).
+pub fn coerce_owned(dt: DataType, v: Value) -> Result<Value, String> {
+    let kept = match (dt, &v) {
+        (DataType::String, Value::String(_))
+        | (DataType::Number, Value::Number(_))
+        | (DataType::Boolean, Value::Bool(_))
+        | (DataType::Array, Value::Array(_))
+        | (DataType::Object, Value::Object(_)) => true,
+        (DataType::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+        _ => false,
+    };
+    if kept { Ok(v) } else { coerce(dt, &v) }
+}
+
 fn article(dt: DataType) -> &'static str {
     if matches!(dt, DataType::Integer | DataType::Array | DataType::Object) {
         "an"
@@ -199,6 +214,39 @@ pub fn field_path(instance: &Value, pointer: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn coercing_an_owned_value_gives_what_coercing_a_borrowed_one_gives() {
+        let values = [
+            json!("42"),
+            json!(" 7 "),
+            json!("x"),
+            json!("true"),
+            json!("[1]"),
+            json!("{}"),
+            json!(42),
+            json!(-3),
+            json!(1.5),
+            json!(2.0),
+            json!(u64::MAX),
+            json!(true),
+            json!([1, "a"]),
+            json!({"a": 1}),
+            json!(null),
+        ];
+        for dt in [
+            DataType::String,
+            DataType::Integer,
+            DataType::Number,
+            DataType::Boolean,
+            DataType::Array,
+            DataType::Object,
+        ] {
+            for v in &values {
+                assert_eq!(coerce_owned(dt, v.clone()), coerce(dt, v), "{dt:?} {v}");
+            }
+        }
+    }
 
     #[test]
     fn coercion_table() {

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::args::coerce;
+use super::args::coerce_owned;
 use crate::catalog::{CompiledField, CompiledWebhook, FieldSource};
 use crate::model::template::{Placeholder, Segment};
 use crate::model::{BodyEncoding, QueryStyle};
@@ -118,7 +118,7 @@ impl Ctx<'_> {
         f: &CompiledField,
     ) -> Result<Option<Value>, ResolveError> {
         let typed = |v: Value| {
-            coerce(f.data_type, &v).map_err(|m| ResolveError::BadValue {
+            coerce_owned(f.data_type, v).map_err(|m| ResolveError::BadValue {
                 field: format!("{list}[{i}]"),
                 message: m,
             })
