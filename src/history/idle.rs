@@ -37,6 +37,28 @@ pub fn run_only_when_idle() {
     }
 }
 
+/// Put thread `tid` of this process back in the normal scheduling class, for the one batch it
+/// is late with. An idle-class thread that has taken a batch (and holds the writing turn, so
+/// the guard cannot write either) gets 3 parts in 1,027 of a CPU that normal threads keep busy:
+/// at 32 connections it took up to 0.4 s to finish a batch, while the queue filled and calls
+/// waited for room (BENCHMARKS.md, issue 16, twenty-seventh session). At normal priority it
+/// finishes in its share of a few milliseconds; it returns to the idle class itself
+/// (`run_only_when_idle`) once the batch is stored. Returns whether the class changed.
+pub fn run_normally(tid: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `sched_setscheduler` reads `param` during the call only; `tid` is a thread of
+        // this process (a stale id fails with ESRCH).
+        unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = tid;
+        false
+    }
+}
+
 /// The calling thread's kernel id, for the guard to move it (`move_off_its_cpu`); 0 where
 /// threads cannot be moved.
 pub fn this_thread_id() -> i32 {

@@ -61,6 +61,11 @@ struct Shared {
     /// The writer's kernel thread id, once it runs (0 before, or where threads cannot be
     /// moved): the guard moves it off a CPU it cannot get (`idle::move_off_its_cpu`).
     writer_tid: std::sync::atomic::AtomicI32,
+    /// The writer runs in the idle class (`idle::run_only_when_idle`).
+    idle_writer: bool,
+    /// The guard put the idle-class writer back in the normal class for the batch it is late
+    /// with (`idle::run_normally`); the writer returns to the idle class after that batch.
+    boosted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -101,6 +106,8 @@ struct Queue {
     handed_over: bool,
     /// How often the writer has handed the writing over.
     hand_overs: u64,
+    /// How often the guard has put the late writer in the normal class for a batch.
+    boosts: u64,
     /// A test holds the writer back (`writer::Queue::writer_held`).
     #[cfg(test)]
     hold_writer: bool,
@@ -182,7 +189,47 @@ impl Shared {
         // The queue holds plain data: a panic elsewhere while it was held leaves it usable.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The queue, for a call. Calls, the guard and the writer hold it for a few hundred
+    /// nanoseconds at a time; held for longer, it is held by the idle-class writer, preempted
+    /// while holding it and then getting 3 parts in 1,027 of a CPU that normal threads keep
+    /// busy: at 32 connections every call waited behind it, up to 0.4 s (BENCHMARKS.md,
+    /// issue 16, twenty-seventh session). Its guard cannot help (it waits for the lock too), so
+    /// the call that finds it held puts the writer in the normal class (`boost_writer`), which
+    /// lets it finish and let go within its share of a CPU.
+    fn lock_for_call(&self) -> std::sync::MutexGuard<'_, Queue> {
+        for _ in 0..LOCK_SPINS {
+            match self.queue.try_lock() {
+                Ok(q) => return q,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        let boosted = self.boost_writer();
+        let mut q = self.lock();
+        if boosted {
+            q.boosts += 1;
+        }
+        q
+    }
+
+    /// Put the idle-class writer in the normal class until it has stored its next batch or
+    /// finds nothing to write (`writer::settle_writer`). Whether it was put there now.
+    fn boost_writer(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let tid = self.writer_tid.load(Ordering::Relaxed);
+        // Marked first, so that a writer finishing in between still returns to the idle class
+        // after its next batch; once marked, later callers leave it be.
+        if !self.idle_writer || tid == 0 || self.boosted.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        idle::run_normally(tid)
+    }
 }
+
+/// Tries at the queue's lock before a call takes it as held by a starved writer: its longest
+/// holds by others (a record's bytes appended) take well under a microsecond.
+const LOCK_SPINS: u32 = 200;
 
 impl Recorder {
     /// Start the writer. `queue` bounds records waiting to be written; a full queue makes callers
@@ -207,6 +254,8 @@ impl Recorder {
             capacity: queue.max(1),
             short_linger: short_linger.clamp(std::time::Duration::from_millis(1), LINGER),
             writer_tid: std::sync::atomic::AtomicI32::new(0),
+            idle_writer,
+            boosted: std::sync::atomic::AtomicBool::new(false),
         });
         let runtime = tokio::runtime::Handle::current();
         let threads = [
@@ -320,7 +369,7 @@ impl Recorder {
         e: &Encoded<'_>,
         room: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>,
     ) -> Pushed {
-        let mut q = self.shared.lock();
+        let mut q = self.shared.lock_for_call();
         if q.closed || q.closing.is_some() {
             return Pushed::Closed;
         }

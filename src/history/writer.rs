@@ -273,6 +273,10 @@ impl Shared {
         }
         drop(q);
         let moved = idle::move_off_its_cpu(tid);
+        // Another CPU helps only if it has room: with every CPU busy the idle-class writer
+        // waits on either, holding the turn if it took a batch. Until that batch is stored it
+        // runs in the normal class.
+        let boosted = self.boost_writer();
         let mut q = self.lock();
         if moved {
             q.moves += 1;
@@ -281,7 +285,25 @@ impl Shared {
                 "call history writer waited past its time; moved to another CPU"
             );
         }
+        if boosted {
+            q.boosts += 1;
+            tracing::debug!(
+                queued = q.records.len(),
+                "call history writer waited past its time; normal priority for this batch"
+            );
+        }
         q
+    }
+
+    /// Back to the idle class after the batch the guard boosted the writer for (called by the
+    /// writer after each batch it stored or handed over).
+    fn settle_writer(&self) {
+        if self
+            .boosted
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            idle::run_only_when_idle();
+        }
     }
 
     /// Wake both threads so that each sees the recorder closed or dropped and ends.
@@ -350,6 +372,11 @@ impl Shared {
                     since = None;
                     q.due = None;
                     q.parked = true;
+                    // Nothing to be late with any more (the guard may have written the batch
+                    // it was boosted for): idle class again before sleeping.
+                    if role == Role::Writer {
+                        self.settle_writer();
+                    }
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                     q.parked = false;
                 }
@@ -390,6 +417,9 @@ impl Shared {
                 q.handed_over = true;
                 q.hand_overs += 1;
                 self.guard_wake.notify_one();
+                drop(q);
+                self.settle_writer();
+                q = self.lock();
                 continue;
             }
             // Batches reach the store in the order they leave the queue: whoever takes one
@@ -403,6 +433,9 @@ impl Shared {
             }
             let stop = self.write_one(role, q, batch, io);
             drop(turn);
+            if role == Role::Writer {
+                self.settle_writer();
+            }
             if stop {
                 return None;
             }
