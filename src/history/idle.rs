@@ -37,6 +37,21 @@ pub fn run_only_when_idle() {
     }
 }
 
+/// Whether the calling thread is in the idle class (`run_only_when_idle`); `true` where the
+/// class does not exist, so that nothing tries to put it there.
+pub fn runs_only_when_idle() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `sched_getscheduler` takes a thread id (0: the calling thread) only.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        policy == libc::SCHED_IDLE || policy < 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
+}
+
 /// Put thread `tid` of this process back in the normal scheduling class, for the one batch it
 /// is late with. An idle-class thread that has taken a batch (and holds the writing turn, so
 /// the guard cannot write either) gets 3 parts in 1,027 of a CPU that normal threads keep busy:

@@ -220,7 +220,7 @@ impl Shared {
         let tid = self.writer_tid.load(Ordering::Relaxed);
         // Marked first, so that a writer finishing in between still returns to the idle class
         // after its next batch; once marked, later callers leave it be.
-        if !self.idle_writer || tid == 0 || self.boosted.swap(true, Ordering::AcqRel) {
+        if !self.idle_writer || tid == 0 || self.boosted.swap(true, Ordering::SeqCst) {
             return false;
         }
         idle::run_normally(tid)

@@ -295,14 +295,24 @@ impl Shared {
         q
     }
 
-    /// Back to the idle class after the batch the guard boosted the writer for (called by the
-    /// writer after each batch it stored or handed over).
+    /// Back to the idle class after a batch it was boosted for (called by the writer after each
+    /// batch it stored or handed over, and before it parks). The class is read back rather than
+    /// trusted to the flag: a boost racing this one (its mark cleared here, its class change
+    /// landing after) would otherwise leave the writer in the normal class for good, and one
+    /// landing in between, marked but in the idle class, where no later boost would move it
+    /// (`boost_writer` leaves a marked writer be) while it starved holding the queue or the turn.
     fn settle_writer(&self) {
-        if self
-            .boosted
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
+        if !self.idle_writer {
+            return;
+        }
+        use std::sync::atomic::Ordering;
+        self.boosted.store(false, Ordering::SeqCst);
+        if !idle::runs_only_when_idle() {
             idle::run_only_when_idle();
+        }
+        // Marked again meanwhile: that boost stands.
+        if self.boosted.load(Ordering::SeqCst) {
+            idle::run_normally(idle::this_thread_id());
         }
     }
 
