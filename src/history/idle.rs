@@ -53,12 +53,12 @@ pub fn runs_only_when_idle() -> bool {
 }
 
 /// Put thread `tid` of this process back in the normal scheduling class, for the one batch it
-/// is late with. An idle-class thread that has taken a batch (and holds the writing turn, so
-/// the guard cannot write either) gets 3 parts in 1,027 of a CPU that normal threads keep busy:
-/// at 32 connections it took up to 0.4 s to finish a batch, while the queue filled and calls
-/// waited for room (BENCHMARKS.md, issue 16, twenty-seventh session). At normal priority it
-/// finishes in its share of a few milliseconds; it returns to the idle class itself
-/// (`run_only_when_idle`) once the batch is stored. Returns whether the class changed.
+/// is late with. An idle-class thread gets 3 parts in 1,027 of a CPU that normal threads keep
+/// busy, as one slice every 250 ms or so: holding the writing turn (a batch in hand) or the
+/// queue's lock meanwhile, it kept the guard and every call waiting, up to 0.4 s at 32
+/// connections (BENCHMARKS.md, issue 16, twenty-seventh session). In the normal class it gets
+/// its share within milliseconds; it returns to the idle class itself (`run_only_when_idle`)
+/// once the batch is stored. Returns whether the class was set.
 pub fn run_normally(tid: i32) -> bool {
     #[cfg(target_os = "linux")]
     {

@@ -63,8 +63,10 @@ struct Shared {
     writer_tid: std::sync::atomic::AtomicI32,
     /// The writer runs in the idle class (`idle::run_only_when_idle`).
     idle_writer: bool,
-    /// The guard put the idle-class writer back in the normal class for the batch it is late
-    /// with (`idle::run_normally`); the writer returns to the idle class after that batch.
+    /// The idle-class writer was put in the normal class (`idle::run_normally`) by the guard,
+    /// finding it late with a batch, or by a call, finding the queue's lock held long
+    /// (`lock_for_call`); it returns to the idle class after its next batch
+    /// (`writer::settle_writer`).
     boosted: std::sync::atomic::AtomicBool,
 }
 
@@ -106,7 +108,7 @@ struct Queue {
     handed_over: bool,
     /// How often the writer has handed the writing over.
     hand_overs: u64,
-    /// How often the guard has put the late writer in the normal class for a batch.
+    /// How often the writer was put in the normal class for a batch (`Shared::boosted`).
     boosts: u64,
     /// A test holds the writer back (`writer::Queue::writer_held`).
     #[cfg(test)]
