@@ -157,19 +157,54 @@ async fn the_writer_runs_in_the_idle_class_and_its_guard_does_not() {
         .shared
         .writer_tid
         .load(std::sync::atomic::Ordering::Relaxed);
+    in_the_idle_class_within_5_s(writer).await;
+    recorder.close().await;
+}
+
+/// Wait until thread `tid` is in the idle class (Linux's `SCHED_IDLE`, 5): a writer put in the
+/// normal class for a late batch is back once it has stored it or sleeps.
+async fn in_the_idle_class_within_5_s(tid: i32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let policy = policy_of(writer);
+        let policy = policy_of(tid);
         if policy == Some(5) {
-            break;
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "writer policy {policy:?}"
+            "the writer stayed at policy {policy:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    recorder.close().await;
+}
+
+/// A thread keeping the CPU the calling thread runs on busy at normal priority, as other work
+/// keeps every CPU of a busy host, until `stop`.
+struct Spinner {
+    cpu: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Spinner {
+    fn on_this_cpu() -> Spinner {
+        // SAFETY: `sched_getcpu` takes nothing.
+        let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning = stop.clone();
+        let thread = std::thread::spawn(move || {
+            pin(0, cpu);
+            while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        Spinner { cpu, stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("spinner");
+    }
 }
 
 /// The scheduling policy of thread `tid` of this process.
@@ -197,19 +232,8 @@ async fn a_starved_writer_runs_at_normal_priority_for_its_late_batch() {
         Some(5),
         "the writer starts in the idle class"
     );
-    // SAFETY: `sched_getcpu` takes nothing.
-    let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let spinner = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            pin(0, cpu);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-        })
-    };
-    pin(writer, cpu);
+    let spinner = Spinner::on_this_cpu();
+    pin(writer, spinner.cpu);
     let started = std::time::Instant::now();
     let mut queued = 0;
     let mut slowest_call = std::time::Duration::ZERO;
@@ -230,8 +254,7 @@ async fn a_starved_writer_runs_at_normal_priority_for_its_late_batch() {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     };
     let boosts = recorder.shared.lock().boosts;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    spinner.join().expect("spinner");
+    spinner.stop();
     assert!(boosts >= 1, "never boosted (stored after {stored:?})");
     // Boosted a linger and `KICK_AFTER` past the first record at the latest.
     assert!(stored < WATCH * 2, "stored after {stored:?}");
@@ -241,15 +264,7 @@ async fn a_starved_writer_runs_at_normal_priority_for_its_late_batch() {
     );
     recorder.sync().await;
     assert_eq!(count(&store).await, queued);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while policy_of(writer) != Some(5) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer stayed at {:?}",
-            policy_of(writer)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    in_the_idle_class_within_5_s(writer).await;
     recorder.close().await;
 }
 
@@ -289,19 +304,9 @@ async fn the_guard_writes_when_the_writer_gets_no_cpu() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     };
-    let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let spinner = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            pin(0, cpu);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-        })
-    };
+    let spinner = Spinner::on_this_cpu();
     for tid in ours {
-        pin(tid, cpu);
+        pin(tid, spinner.cpu);
     }
     let mut ids = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -326,8 +331,7 @@ async fn the_guard_writes_when_the_writer_gets_no_cpu() {
     let started = std::time::Instant::now();
     recorder.sync().await;
     let taken_over = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    spinner.join().expect("spinner");
+    spinner.stop();
     // With its CPU free again the writer answers the guard's pings at once, and after three
     // such slices (under a second) the guard hands the writing back.
     let back = std::time::Instant::now() + std::time::Duration::from_secs(10);
