@@ -38,22 +38,19 @@ pub fn parse_arguments(raw: &Value) -> Result<Cow<'_, Map<String, Value>>, Field
 
 /// Coerce a value to `dt` when that is unambiguous (`"42"`→42, `"true"`→true, 1001→`"1001"`).
 pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
+    if already_typed(dt, v) {
+        return Ok(v.clone());
+    }
     match (dt, v) {
-        (DataType::String, Value::String(_)) => Ok(v.clone()),
         (DataType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
         (DataType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
-        (DataType::Integer, Value::Number(n)) => {
-            if n.is_i64() || n.is_u64() {
-                Ok(v.clone())
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                        Ok(Value::Number(Number::from(f as i64)))
-                    }
-                    _ => Err("expected an integer".into()),
-                }
+        // Not an `i64` or `u64` (those are `already_typed`): a float with nothing after the point.
+        (DataType::Integer, Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                Ok(Value::Number(Number::from(f as i64)))
             }
-        }
+            _ => Err("expected an integer".into()),
+        },
         (DataType::Integer, Value::String(s)) => {
             let t = s.trim();
             if let Ok(i) = t.parse::<i64>() {
@@ -64,7 +61,6 @@ pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
                 Err("expected an integer".into())
             }
         }
-        (DataType::Number, Value::Number(_)) => Ok(v.clone()),
         (DataType::Number, Value::String(s)) => {
             let t = s.trim();
             if let Ok(i) = t.parse::<i64>() {
@@ -80,8 +76,6 @@ pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
                 None => Err("expected a number".into()),
             }
         }
-        (DataType::Boolean, Value::Bool(_)) => Ok(v.clone()),
-        (DataType::Array, Value::Array(_)) | (DataType::Object, Value::Object(_)) => Ok(v.clone()),
         (DataType::Array | DataType::Object, Value::String(s)) => {
             match serde_json::from_str::<Value>(s.trim()) {
                 Ok(parsed) if coerce(dt, &parsed).is_ok() && !parsed.is_string() => Ok(parsed),
@@ -100,7 +94,16 @@ pub fn coerce(dt: DataType, v: &Value) -> Result<Value, String> {
 /// `coerce` of a value no longer needed as it was: one that already has the type is moved, not
 /// copied (a secret's or a context's value on every call).
 pub fn coerce_owned(dt: DataType, v: Value) -> Result<Value, String> {
-    let kept = match (dt, &v) {
+    if already_typed(dt, &v) {
+        Ok(v)
+    } else {
+        coerce(dt, &v)
+    }
+}
+
+/// Whether `v` already is a `dt`, which coercing leaves as it is.
+fn already_typed(dt: DataType, v: &Value) -> bool {
+    match (dt, v) {
         (DataType::String, Value::String(_))
         | (DataType::Number, Value::Number(_))
         | (DataType::Boolean, Value::Bool(_))
@@ -108,8 +111,7 @@ pub fn coerce_owned(dt: DataType, v: Value) -> Result<Value, String> {
         | (DataType::Object, Value::Object(_)) => true,
         (DataType::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
         _ => false,
-    };
-    if kept { Ok(v) } else { coerce(dt, &v) }
+    }
 }
 
 fn article(dt: DataType) -> &'static str {
