@@ -1031,3 +1031,48 @@ async fn the_body_is_framed_by_toolgate_whatever_framing_headers_a_definition_se
     }
     assert_eq!(up.count(), 3);
 }
+
+/// Stopping the gateway answers the call in flight, closes idle kept-alive connections rather
+/// than waiting for their clients, and refuses nothing half-way.
+#[tokio::test]
+async fn stopping_answers_the_call_in_flight_and_closes_idle_connections() {
+    let mut s = Server::start().await;
+    let up = Upstream::start().await;
+    let wid = s
+        .webhook(get_hook("Slow", &format!("{}/slow/700", up.base)))
+        .await;
+    s.tool("slow", &wid).await;
+    // An idle kept-alive connection: opened by a request, then left open.
+    let idle = common::client();
+    let health = idle.get(format!("{}/healthz", s.base)).send().await;
+    assert!(health.expect("health").status().is_success());
+    let (base, http) = (s.base.clone(), common::client());
+    let in_flight = tokio::spawn(async move {
+        http.post(format!("{base}/v1/tools/slow/invoke"))
+            .json(&json!({"arguments": {}}))
+            .send()
+            .await
+    });
+    common::eventually(5, || {
+        let up = up.clone();
+        async move { (up.count() == 1).then_some(()) }
+    })
+    .await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("the gateway stopped although a client kept an idle connection open");
+    let stopped_after = started.elapsed();
+    let answer = in_flight
+        .await
+        .expect("task")
+        .expect("the call in flight was answered");
+    assert_eq!(answer.status(), 200);
+    let v: Value = answer.json().await.expect("json");
+    assert_eq!(v["outcome"], "success", "{v}");
+    assert!(
+        stopped_after >= Duration::from_millis(400),
+        "the stop waited for the call in flight ({stopped_after:?})"
+    );
+    drop(idle);
+}

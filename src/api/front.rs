@@ -20,7 +20,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
@@ -75,16 +74,13 @@ fn tool_name_in(path: &str) -> Option<&str> {
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-impl Service<Request> for Front {
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
     type Response = Response;
     type Error = Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Answer {
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Answer {
+        let req = req.map(Body::new);
         // In flight until the answer is made or the caller goes away (`busy_poll`).
         let flight = crate::busy_poll::begin();
         if invoke_target(&req).is_some() && !tracing::enabled!(tracing::Level::DEBUG) {

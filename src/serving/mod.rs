@@ -5,45 +5,57 @@
 //! that read it, the one that polled the upstream connection, the ones stealing work), and on
 //! two cores those wake-ups cost more CPU than the call itself.
 
-use std::net::SocketAddr;
+mod closing;
 
-use axum::ServiceExt;
-use axum::extract::Request;
+use std::sync::Arc;
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::front::Front;
 use crate::listener::EnvelopeIo;
+use closing::{Closing, Watched};
 
-/// The connections handed to one serving thread, as an `axum::serve` listener.
-struct Handed {
-    connections: mpsc::UnboundedReceiver<std::net::TcpStream>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for Handed {
-    type Io = EnvelopeIo<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            // The acceptor is gone only at shutdown, which ends this listener's server anyway.
-            let Some(std) = self.connections.recv().await else {
-                std::future::pending::<()>().await;
+/// Serve the connections handed to this thread until `stop` is cancelled or the acceptor is
+/// gone, then let each finish the request it has in flight (hyper's `graceful_shutdown`) and
+/// return once all have ended.
+///
+/// HTTP/1.1 only, as before (`axum::serve` without its `http2` feature): hyper's HTTP/1 server
+/// directly, not `hyper_util`'s auto builder, which read every connection through a buffer that
+/// first looked for an HTTP/2 preface.
+async fn serve_handed(
+    mut handed: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    front: Front,
+    stop: CancellationToken,
+) {
+    let closing = Arc::new(Closing::default());
+    loop {
+        let std = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            c = handed.recv() => match c {
+                Some(std) => std,
+                None => break,
+            },
+        };
+        let io = match TcpStream::from_std(std) {
+            Ok(io) => hyper_util::rt::TokioIo::new(EnvelopeIo::new(io)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take over a connection");
                 continue;
-            };
-            let peer = std.peer_addr().unwrap_or(self.local);
-            match TcpStream::from_std(std) {
-                Ok(io) => return (EnvelopeIo::new(io), peer),
-                Err(e) => tracing::warn!(error = %e, "could not take over a connection"),
             }
-        }
+        };
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, front.clone());
+        let watched = Watched::new(conn, closing.clone());
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
     }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+    closing.close();
+    closing.all_ended().await;
 }
 
 /// How many serving threads `configured` asks for (0: one per core).
@@ -64,7 +76,6 @@ pub async fn serve(
     busy_poll: std::time::Duration,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let local = listener.local_addr()?;
     // Dropping this future (a test's runtime going away) stops the threads too.
     let _stop_on_drop = stop.clone().drop_guard();
     let mut senders = Vec::with_capacity(threads);
@@ -80,11 +91,7 @@ pub async fn serve(
         std::thread::Builder::new()
             .name(format!("toolgate-http-{i}"))
             .spawn(move || {
-                let listener = Handed {
-                    connections: rx,
-                    local,
-                };
-                let served = runtime.block_on(async move {
+                runtime.block_on(async move {
                     if !busy_poll.is_zero() {
                         tokio::spawn(crate::busy_poll::poll_while_busy(busy_poll));
                     }
@@ -97,15 +104,13 @@ pub async fn serve(
                             crate::call::plain::sweep_if_due();
                         }
                     });
-                    axum::serve(listener, ServiceExt::<Request>::into_make_service(front))
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
+                    serve_handed(rx, front, stop).await;
                 });
                 // Its tasks (connections, chores) hold the gateway's state, and with it the
                 // store: gone before this thread says it is done, so that a gateway that has
                 // stopped holds its data dir no more.
                 drop(runtime);
-                let _ = done_tx.send(served);
+                let _ = done_tx.send(());
             })?;
         senders.push(tx);
         finished.push(done_rx);
@@ -141,10 +146,8 @@ pub async fn serve(
     drop(senders);
     let mut result = Ok(());
     for done in finished {
-        match done.await {
-            Ok(Err(e)) => result = Err(e),
-            Ok(Ok(())) => {}
-            Err(_) => result = Err(std::io::Error::other("a serving thread panicked")),
+        if done.await.is_err() {
+            result = Err(std::io::Error::other("a serving thread panicked"));
         }
     }
     result
