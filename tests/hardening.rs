@@ -202,6 +202,89 @@ async fn the_tool_call_route_refuses_cross_site_requests_too() {
     assert_eq!(up.count(), 2);
 }
 
+/// A tool call's body that arrives in pieces is read whole; one that ends before its
+/// `Content-Length` is refused and never called; one that says it is longer than the body limit
+/// is refused unread.
+#[tokio::test]
+async fn a_tool_call_body_in_pieces_is_read_whole_and_a_short_one_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start_with(|c| c.max_body_bytes = 4096).await;
+    let up = Upstream::start().await;
+    echo_tool(&s, &up).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let body = format!(r#"{{"arguments":{{"a_pad":"{}"}}}}"#, "p".repeat(600));
+    let head = |length: usize| {
+        format!(
+            "POST /v1/tools/echo/invoke HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let answer = |mut conn: tokio::net::TcpStream| async move {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            conn.read_to_end(&mut buf),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let v: Value = text
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::String(text.clone()));
+        (status, v)
+    };
+
+    // In three pieces, the head alone first, with pauses between.
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    conn.write_all(head(body.len()).as_bytes())
+        .await
+        .expect("head");
+    for piece in [&body[..10], &body[10..300], &body[300..]] {
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        conn.write_all(piece.as_bytes()).await.expect("piece");
+    }
+    let (st, v) = answer(conn).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["outcome"], "success", "{v}");
+    let sent = up.last().json();
+    assert_eq!(sent["a_pad"].as_str().map(str::len), Some(600), "{sent}");
+    assert_eq!(up.count(), 1);
+
+    // Ten bytes short, then the client stops sending.
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    conn.write_all(head(body.len() + 10).as_bytes())
+        .await
+        .expect("head");
+    conn.write_all(body.as_bytes()).await.expect("body");
+    conn.shutdown().await.expect("shutdown");
+    let (st, v) = answer(conn).await;
+    assert!(st == 400 || st == 0, "{st}: {v}");
+    if st == 400 {
+        assert_envelope(st, &v, "bad_request");
+    }
+    assert_eq!(up.count(), 1, "a cut-short call reached the upstream");
+
+    // Longer than the limit: refused by the router, whatever follows.
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    conn.write_all(head(5000).as_bytes()).await.expect("head");
+    let _ = conn.write_all(&[b' '; 5000]).await;
+    let (st, v) = answer(conn).await;
+    assert_eq!(st, 413, "{v}");
+    assert_envelope(st, &v, "payload_too_large");
+    assert_eq!(up.count(), 1);
+}
+
 /// `echo_tool_with` a secret holding a quote, which the tests look for in every form.
 async fn echo_tool(s: &Server, up: &Upstream) {
     echo_tool_with(s, up, "hunter2\"x-fragment-check").await;

@@ -32,8 +32,8 @@ pub struct Gate {
     pub store: Arc<dyn Store>,
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -46,10 +46,14 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Gate {
-    /// The caller of `req`, or why it is refused. `extra` is a token also accepted (the MCP
-    /// token on `/mcp`), as a caller of its own.
-    pub(super) fn caller(&self, req: &Request, extra: Option<&str>) -> Result<Caller, ApiError> {
-        let token = bearer(req);
+    /// The caller of a request with these `headers`, or why it is refused. `extra` is a token
+    /// also accepted (the MCP token on `/mcp`), as a caller of its own.
+    pub(super) fn caller(
+        &self,
+        headers: &axum::http::HeaderMap,
+        extra: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        let token = bearer(headers);
         if let (Some(t), Some(admin)) = (token, &self.admin_token)
             && same(t, admin)
         {
@@ -106,7 +110,7 @@ impl Gate {
 /// code only): it is not authenticated, nor counted against its key's rate limit, again.
 pub async fn authenticate(gate: Gate, mut req: Request, next: Next) -> Result<Response, ApiError> {
     if req.extensions().get::<Caller>().is_none() {
-        let caller = gate.caller(&req, None)?;
+        let caller = gate.caller(req.headers(), None)?;
         req.extensions_mut().insert(caller);
     }
     Ok(next.run(req).await)
@@ -119,7 +123,7 @@ pub async fn authenticate_mcp(
     next: Next,
 ) -> Result<Response, ApiError> {
     let extra = gate.mcp_token.clone();
-    let caller = gate.caller(&req, extra.as_deref())?;
+    let caller = gate.caller(req.headers(), extra.as_deref())?;
     if !caller.role.grants(Permission::Invoke) {
         return Err(refusal(&caller, Permission::Invoke));
     }

@@ -26,6 +26,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::body::{Body as _, Incoming};
 use tower::Service;
 
 use super::auth::Gate;
@@ -59,7 +61,7 @@ impl Front {
 }
 
 /// The tool name of a `POST /v1/tools/{name}/invoke`, when it needs no decoding.
-fn invoke_target(req: &Request) -> Option<&str> {
+fn invoke_target<B>(req: &http::Request<B>) -> Option<&str> {
     if req.method() != Method::POST {
         return None;
     }
@@ -79,8 +81,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
     type Error = Infallible;
     type Future = Answer;
 
-    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Answer {
-        let req = req.map(Body::new);
+    fn call(&self, req: hyper::Request<Incoming>) -> Answer {
         // In flight until the answer is made or the caller goes away (`busy_poll`).
         let flight = crate::busy_poll::begin();
         if invoke_target(&req).is_some() && !tracing::enabled!(tracing::Level::DEBUG) {
@@ -91,7 +92,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
                 Ok(answer)
             });
         }
-        let routed = self.0.router.clone().call(req);
+        let routed = self.0.router.clone().call(req.map(Body::new));
         Box::pin(async move {
             let answer = routed.await;
             drop(flight);
@@ -100,17 +101,51 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
     }
 }
 
+/// The body of a request that said it is `length` bytes long (at most the body limit, checked
+/// before): hyper holds it to that length, so the first frame is usually all of it and is taken
+/// as it is. What `axum::body::to_bytes` did through a boxed body, a length limit and a list of
+/// buffers, at about 1,000 instructions a call. `None`: the connection broke, or more came than
+/// was said.
+async fn read_body(mut body: Incoming, length: usize) -> Option<Bytes> {
+    let mut whole: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame.ok()?.into_data() else {
+            continue; // trailers: none on a body with a length
+        };
+        let had = whole.as_ref().map_or(joined.len(), Bytes::len);
+        if had + data.len() > length {
+            return None;
+        }
+        match whole.take() {
+            None if joined.is_empty() => whole = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(first) => {
+                joined.reserve_exact(length);
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    let bytes = whole.unwrap_or_else(|| Bytes::from(joined));
+    (bytes.len() == length).then_some(bytes)
+}
+
 impl Parts {
     /// Hand `req` to the router, as it came.
-    async fn route(&self, req: Request) -> Response {
-        match self.router.clone().call(req).await {
+    async fn route<B>(&self, req: http::Request<B>) -> Response
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        match self.router.clone().call(req.map(Body::new)).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
     }
 
     /// Answer a tool call, or hand it to the router when anything about it is not plain.
-    async fn invoke(&self, mut req: Request) -> Response {
+    async fn invoke(&self, mut req: hyper::Request<Incoming>) -> Response {
         // The fields read here, in one pass (each the first of its name, as a lookup gives).
         let mut browser = BrowserFields::default();
         let (mut content_type, mut content_length) = (None, None);
@@ -137,7 +172,7 @@ impl Parts {
         if !json_type || !length.is_some_and(|n| n > 0 && n <= max) {
             return self.route(req).await;
         }
-        let caller = match self.gate.caller(&req, None) {
+        let caller = match self.gate.caller(req.headers(), None) {
             Ok(c) => c,
             Err(_) => return self.route(req).await,
         };
@@ -146,9 +181,9 @@ impl Parts {
             return self.route(req).await;
         }
         let (mut head, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, max).await {
-            Ok(b) => b,
-            Err(_) => {
+        let bytes = match read_body(body, length.unwrap_or(0)).await {
+            Some(b) => b,
+            None => {
                 return ApiError::BadRequest("could not read the request body".into())
                     .into_response();
             }
