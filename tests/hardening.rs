@@ -41,11 +41,17 @@ async fn raw(
 /// Send `request` as written and read the answer (the server closes after an error it answers
 /// itself).
 async fn raw_tcp(base: &str, request: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let addr = base.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     // The server may answer and close before it has read everything.
     let _ = conn.write_all(request.as_bytes()).await;
+    read_answer(conn).await
+}
+
+/// Read the connection to its end (or 5 s): the answer's status (0 if none) and JSON body.
+async fn read_answer(mut conn: tokio::net::TcpStream) -> (u16, Value) {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -207,7 +213,7 @@ async fn the_tool_call_route_refuses_cross_site_requests_too() {
 /// is refused unread.
 #[tokio::test]
 async fn a_tool_call_body_in_pieces_is_read_whole_and_a_short_one_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let s = Server::start_with(|c| c.max_body_bytes = 4096).await;
     let up = Upstream::start().await;
     echo_tool(&s, &up).await;
@@ -218,27 +224,6 @@ async fn a_tool_call_body_in_pieces_is_read_whole_and_a_short_one_refused() {
             "POST /v1/tools/echo/invoke HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
         )
     };
-    let answer = |mut conn: tokio::net::TcpStream| async move {
-        let mut buf = Vec::new();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            conn.read_to_end(&mut buf),
-        )
-        .await;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let status: u16 = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let v: Value = text
-            .split("\r\n\r\n")
-            .nth(1)
-            .and_then(|b| serde_json::from_str(b).ok())
-            .unwrap_or(Value::String(text.clone()));
-        (status, v)
-    };
-
     // In three pieces, the head alone first, with pauses between.
     let mut conn = tokio::net::TcpStream::connect(&addr)
         .await
@@ -250,7 +235,7 @@ async fn a_tool_call_body_in_pieces_is_read_whole_and_a_short_one_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(40)).await;
         conn.write_all(piece.as_bytes()).await.expect("piece");
     }
-    let (st, v) = answer(conn).await;
+    let (st, v) = read_answer(conn).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["outcome"], "success", "{v}");
     let sent = up.last().json();
@@ -266,7 +251,7 @@ async fn a_tool_call_body_in_pieces_is_read_whole_and_a_short_one_refused() {
         .expect("head");
     conn.write_all(body.as_bytes()).await.expect("body");
     conn.shutdown().await.expect("shutdown");
-    let (st, v) = answer(conn).await;
+    let (st, v) = read_answer(conn).await;
     assert!(st == 400 || st == 0, "{st}: {v}");
     if st == 400 {
         assert_envelope(st, &v, "bad_request");
@@ -279,7 +264,7 @@ async fn a_tool_call_body_in_pieces_is_read_whole_and_a_short_one_refused() {
         .expect("connect");
     conn.write_all(head(5000).as_bytes()).await.expect("head");
     let _ = conn.write_all(&[b' '; 5000]).await;
-    let (st, v) = answer(conn).await;
+    let (st, v) = read_answer(conn).await;
     assert_eq!(st, 413, "{v}");
     assert_envelope(st, &v, "payload_too_large");
     assert_eq!(up.count(), 1);
