@@ -378,15 +378,7 @@ async fn no_route_returns_a_secret_value() {
     record(&v);
     let (_, v) = s.get("/v1/tools/openai").await;
     record(&v);
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     bodies.push(metrics);
     for b in &bodies {
         assert!(!b.contains(secret), "secret leaked in a response: {b}");

@@ -607,15 +607,7 @@ async fn history_filters_pages_and_survives_restart() {
     assert_eq!(s.get("/v1/calls?outcome=nope").await.0, 400);
     // The same kind of mistake answers the same status on every filter.
     assert_eq!(s.get("/v1/calls?source=nope").await.0, 400);
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     assert!(metrics.contains("# TYPE toolgate_calls_total counter"));
 }
 
@@ -628,15 +620,7 @@ async fn metrics_count_calls_by_tool_and_outcome() {
     s.invoke("measured", json!({}), json!({})).await;
     s.invoke("measured", json!({}), json!({})).await;
     s.invoke("measured", json!({"nope": 1}), json!({})).await;
-    let m = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.get_text("/metrics").await;
     assert!(
         m.contains("toolgate_calls_total{tool=\"measured\",outcome=\"success\"} 2"),
         "{m}"
@@ -649,6 +633,21 @@ async fn metrics_count_calls_by_tool_and_outcome() {
         m.contains("toolgate_call_duration_seconds_count{tool=\"measured\"} 3"),
         "{m}"
     );
+    // The history recorder's own counters: reading the history waits for the records queued.
+    let (st, _) = s.get("/v1/calls").await;
+    assert_eq!(st, 200);
+    let m = s.get_text("/metrics").await;
+    let sample = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    assert_eq!(sample("toolgate_history_records_total"), 3.0, "{m}");
+    assert_eq!(sample("toolgate_history_queued_records"), 0.0);
+    assert_eq!(sample("toolgate_history_queue_capacity_records"), 4096.0);
+    assert_eq!(sample("toolgate_history_room_waits_total"), 0.0);
+    assert_eq!(sample("toolgate_history_failed_batches_total"), 0.0);
+    assert!(sample("toolgate_history_batches_total") >= 1.0);
 }
 
 #[tokio::test]

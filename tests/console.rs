@@ -107,15 +107,7 @@ async fn the_console_is_embedded_small_and_locked_down() {
         total += r.bytes().await.unwrap().len();
     }
     assert!(total < 200 * 1024, "first load is {total} bytes");
-    let index = s
-        .http
-        .get(format!("{}/", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = s.get_text("/").await;
     assert!(
         !index.contains("http://") && !index.contains("https://"),
         "no CDN: {index}"

@@ -2,6 +2,7 @@
 //! path (bounded queue with back-pressure, batched writer, drained on shutdown).
 
 mod idle;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -16,6 +17,7 @@ use crate::store::history_codec::{Encoded, PackedBatch};
 use writer::Role;
 
 pub use crate::redact::{REDACTED, Redactor};
+pub use stats::HistoryStats;
 
 /// Sends call records to a background writer that stores them in batches.
 ///
@@ -68,6 +70,8 @@ struct Shared {
     /// (`lock_for_call`); it returns to the idle class after its next batch
     /// (`writer::settle_writer`).
     boosted: std::sync::atomic::AtomicBool,
+    /// What has been written, and how long calls waited for room.
+    written: stats::Written,
 }
 
 #[derive(Default)]
@@ -110,6 +114,8 @@ struct Queue {
     hand_overs: u64,
     /// How often the writer was put in the normal class for a batch (`Shared::boosted`).
     boosts: u64,
+    /// Calls that found the queue full (each counted once, however long it waited).
+    room_waits: u64,
     /// A test holds the writer back (`writer::Queue::writer_held`).
     #[cfg(test)]
     hold_writer: bool,
@@ -258,6 +264,7 @@ impl Recorder {
             writer_tid: std::sync::atomic::AtomicI32::new(0),
             idle_writer,
             boosted: std::sync::atomic::AtomicBool::new(false),
+            written: stats::Written::default(),
         });
         let runtime = tokio::runtime::Handle::current();
         let threads = [
@@ -352,14 +359,41 @@ impl Recorder {
                 return CallId::new();
             }
         };
-        loop {
+        let waiting = std::time::Instant::now();
+        let pushed = loop {
             let room = self.shared.room.notified();
             tokio::pin!(room);
             match self.try_push(&e, Some(room.as_mut())) {
-                Pushed::Queued(id) => return id,
-                Pushed::Closed => return stopped(),
+                Pushed::Queued(id) => break id,
+                Pushed::Closed => break stopped(),
                 Pushed::Full => room.await,
             }
+        };
+        let waited = u64::try_from(waiting.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .written
+            .waited_us
+            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        pushed
+    }
+
+    /// What the recorder has done so far (`GET /metrics`).
+    pub fn stats(&self) -> HistoryStats {
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let w = &self.shared.written;
+        let q = self.shared.lock();
+        HistoryStats {
+            queued: q.records.len() as u64,
+            capacity: self.shared.capacity as u64,
+            waits_for_room: q.room_waits,
+            waited_us: w.waited_us.load(relaxed),
+            batches: w.batches.load(relaxed),
+            records: w.records.load(relaxed),
+            failed_batches: w.failed_batches.load(relaxed),
+            take_overs: q.take_overs,
+            hand_overs: q.hand_overs,
+            moves: q.moves,
+            boosts: q.boosts,
         }
     }
 
@@ -376,8 +410,12 @@ impl Recorder {
             return Pushed::Closed;
         }
         if q.records.len() >= self.shared.capacity {
-            if let Some(room) = room {
-                room.enable();
+            match room {
+                Some(room) => {
+                    room.enable();
+                }
+                // A call's first try: it is about to wait.
+                None => q.room_waits += 1,
             }
             return Pushed::Full;
         }

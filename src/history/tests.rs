@@ -104,12 +104,23 @@ async fn every_record_is_written_under_back_pressure() {
     }
     recorder.sync().await;
     assert_eq!(count(&store).await, 1000);
+    // 1,000 records through a queue of 4: callers waited, and the counters say so.
+    let stats = recorder.stats();
+    assert_eq!((stats.records, stats.queued, stats.capacity), (1000, 0, 4));
+    assert!(stats.batches >= 250, "{stats:?}");
+    assert!(stats.waits_for_room > 0 && stats.waited_us > 0, "{stats:?}");
+    assert!(
+        stats.waits_for_room <= 1000,
+        "a call counted twice: {stats:?}"
+    );
+    assert_eq!(stats.failed_batches, 0);
     // A lone record is written after the linger even with nobody syncing.
     recorder.record(&record(1000), None).await;
     written_within_5_s(&store, 1001, "a lone record").await;
     recorder.record(&record(1001), None).await;
     recorder.close().await;
     assert_eq!(count(&store).await, 1002, "close writes what is queued");
+    assert_eq!(recorder.stats().records, 1002);
     recorder.record(&record(1002), None).await;
     recorder.sync().await;
     recorder.close().await;

@@ -483,6 +483,7 @@ impl Shared {
                 io.max_records,
                 io.max_age_secs,
             ));
+            self.written.batch(records.len(), written.is_ok());
             match written {
                 Ok(()) => tracing::debug!(
                     records = batch.len(),

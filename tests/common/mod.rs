@@ -203,6 +203,17 @@ impl Server {
         )
     }
 
+    /// The body of `GET path` as text (Prometheus metrics, a page), whatever its status.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
