@@ -217,20 +217,68 @@ async fn alternating_history_rounds(
     let mut out = String::new();
     for conns in [1u32, 32] {
         let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+        let mut waits = Vec::new();
         for _ in 0..rounds {
             for (i, gw) in gateways.iter().enumerate() {
                 let url = format!("{}/v1/tools/bench_order/invoke", gw.base);
+                let before = if i == 0 {
+                    Some(history_counters(client, &gw.base).await)
+                } else {
+                    None
+                };
                 runs[i].push(measure(&url, conns, Some(script), &[gw.proc.0.id()]));
+                if let Some(before) = before {
+                    let after = history_counters(client, &gw.base).await;
+                    waits.push(after.since(&before));
+                }
             }
         }
-        out.push_str(&rounds_report(conns, &runs));
+        out.push_str(&rounds_report(conns, &runs, &waits));
     }
     out
 }
 
+/// The history recorder's counters of interest here, from `GET /metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+struct HistoryCounters {
+    /// Calls that found the queue full.
+    room_waits: f64,
+    /// Seconds they waited.
+    waited_s: f64,
+    /// Guard take-overs.
+    take_overs: f64,
+}
+
+impl HistoryCounters {
+    fn since(&self, before: &HistoryCounters) -> HistoryCounters {
+        HistoryCounters {
+            room_waits: self.room_waits - before.room_waits,
+            waited_s: self.waited_s - before.waited_s,
+            take_overs: self.take_overs - before.take_overs,
+        }
+    }
+}
+
+async fn history_counters(client: &reqwest::Client, base: &str) -> HistoryCounters {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    HistoryCounters {
+        room_waits: sample("toolgate_history_room_waits_total"),
+        waited_s: sample("toolgate_history_room_wait_seconds_total"),
+        take_overs: sample("toolgate_history_guard_take_overs_total"),
+    }
+}
+
 /// The report's line for one connection count's alternating rounds (`runs[0]` with history,
-/// `runs[1]` without).
-fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2]) -> String {
+/// `runs[1]` without; `waits`, the history recorder's counters over each round with history).
+fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2], waits: &[HistoryCounters]) -> String {
     let rounds = runs[0].len();
     let med = |i: usize, f: Stat| median(runs[i].iter().map(f).collect());
     let p50: Stat = |m| m.run.p50_us;
@@ -248,8 +296,20 @@ fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2]) -> String {
     let others: Stat = Measured::others_ms;
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     let errors: u64 = runs.iter().flatten().map(|m| m.run.errors).sum();
+    let waited = waits
+        .iter()
+        .map(|w| {
+            format!(
+                "{:.0} ({:.1} ms, {:.0} take-overs)",
+                w.room_waits,
+                w.waited_s * 1000.0,
+                w.take_overs
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" / ");
     format!(
-        "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; CPU time of other work in each round with history {} ms, without {} ms; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
+        "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; CPU time of other work in each round with history {} ms, without {} ms; calls that waited for room in the history queue in each round with history {waited}; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
         secs(),
         med(0, p50),
         med(1, p50),
