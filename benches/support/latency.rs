@@ -296,18 +296,23 @@ fn rounds_report(conns: u32, runs: &[Vec<Measured>; 2], waits: &[HistoryCounters
     let others: Stat = Measured::others_ms;
     let pct = |a: f64, b: f64| (a / b - 1.0) * 100.0;
     let errors: u64 = runs.iter().flatten().map(|m| m.run.errors).sum();
-    let waited = waits
-        .iter()
-        .map(|w| {
-            format!(
-                "{:.0} ({:.1} ms, {:.0} take-overs)",
-                w.room_waits,
-                w.waited_s * 1000.0,
-                w.take_overs
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" / ");
+    let waited = if waits.iter().any(|w| w.room_waits.is_nan()) {
+        // `BENCH_TOOLGATE_BIN` an earlier build, without the counters.
+        "not counted by this build".to_string()
+    } else {
+        waits
+            .iter()
+            .map(|w| {
+                format!(
+                    "{:.0} ({:.1} ms, {:.0} take-overs)",
+                    w.room_waits,
+                    w.waited_s * 1000.0,
+                    w.take_overs
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     format!(
         "History on against off at {conns} connection(s), {rounds} alternating rounds of {}s (medians, with / without): p50 {:.0} / {:.0} µs ({:+.1} %), p99 {:.0} / {:.0} µs ({:+.1} %), req/s {:.0} / {:.0} ({:+.1} %), CPU per call {:.1} / {:.1} µs, context switches per call {:.2} / {:.2}; each round's p99 with history {} µs, without {} µs; CPU time of other work in each round with history {} ms, without {} ms; calls that waited for room in the history queue in each round with history {waited}; {errors} errors (target within 25 %; p99/p50 with history {:.1}×, target ≤ 3× at 1 connection)\n\n",
         secs(),
