@@ -1075,3 +1075,26 @@ async fn stopping_answers_the_call_in_flight_and_closes_idle_connections() {
     );
     drop(idle);
 }
+
+/// A tool call's answer says what it is: JSON, with its length (the front builds it directly).
+#[tokio::test]
+async fn a_tool_call_answer_is_json_with_its_length() {
+    let s = Server::start().await;
+    let up = Upstream::start().await;
+    let wid = s.webhook(get_hook("J", &format!("{}/j", up.base))).await;
+    s.tool("answered", &wid).await;
+    let r = s
+        .http
+        .post(format!("{}/v1/tools/answered/invoke", s.base))
+        .json(&json!({"arguments": {}}))
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(r.status(), 200);
+    let headers = r.headers().clone();
+    let body = r.bytes().await.expect("body");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["content-length"], body.len().to_string().as_str());
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["outcome"], "success", "{v}");
+}

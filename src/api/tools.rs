@@ -164,14 +164,14 @@ pub(super) fn call_response(result: CallResult) -> Result<Response, ApiError> {
     result
         .write_json(&mut body)
         .map_err(|e| ApiError::Internal(format!("could not encode the call result: {e}")))?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    // Built directly: through `([(CONTENT_TYPE, …)], body).into_response()` the body's own
+    // conversion set `application/octet-stream` first, for the tuple to replace.
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 async fn invoke(
