@@ -76,7 +76,7 @@ fn tool_name_in(path: &str) -> Option<&str> {
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
+impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     type Response = Response;
     type Error = Infallible;
     type Future = Answer;

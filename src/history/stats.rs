@@ -7,14 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Counters the writing threads keep without the queue's lock.
 #[derive(Default)]
 pub(super) struct Written {
+    /// Batches stored.
     pub batches: AtomicU64,
+    /// Records in them.
     pub records: AtomicU64,
+    /// Batches the store refused.
     pub failed_batches: AtomicU64,
     /// Microseconds calls spent waiting for room in a full queue.
     pub waited_us: AtomicU64,
 }
 
 impl Written {
+    /// Count a batch of `records` the store took (`ok`) or refused.
     pub(super) fn batch(&self, records: usize, ok: bool) {
         if ok {
             self.batches.fetch_add(1, Ordering::Relaxed);
