@@ -1031,8 +1031,8 @@ async fn the_body_is_framed_by_toolgate_whatever_framing_headers_a_definition_se
     assert_eq!(up.count(), 3);
 }
 
-/// Stopping the gateway answers the call in flight, closes idle kept-alive connections rather
-/// than waiting for their clients, and refuses nothing half-way.
+/// Stopping the gateway answers the call in flight, and closes idle kept-alive connections
+/// rather than waiting for their clients to.
 #[tokio::test]
 async fn stopping_answers_the_call_in_flight_and_closes_idle_connections() {
     let mut s = Server::start().await;
@@ -1060,7 +1060,7 @@ async fn stopping_answers_the_call_in_flight_and_closes_idle_connections() {
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), s.stop())
         .await
-        .expect("the gateway stopped although a client kept an idle connection open");
+        .expect("the stop waited on a client's idle kept-alive connection");
     let stopped_after = started.elapsed();
     let answer = in_flight
         .await
