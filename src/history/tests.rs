@@ -164,10 +164,7 @@ async fn the_writer_runs_in_the_idle_class_and_its_guard_does_not() {
     let guards = policies_of("toolgate-hist-g");
     assert!(!guards.is_empty(), "threads not found");
     assert!(guards.iter().all(|p| *p == 0), "guard policies {guards:?}");
-    let writer = recorder
-        .shared
-        .writer_tid
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let writer = writer_tid(&recorder);
     in_the_idle_class_within_5_s(writer).await;
     recorder.close().await;
 }
@@ -218,6 +215,14 @@ impl Spinner {
     }
 }
 
+/// The kernel id of `recorder`'s writer thread (0 before it runs).
+fn writer_tid(recorder: &Recorder) -> i32 {
+    recorder
+        .shared
+        .writer_tid
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The scheduling policy of thread `tid` of this process.
 fn policy_of(tid: i32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
@@ -234,10 +239,7 @@ fn policy_of(tid: i32) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_writer_runs_at_normal_priority_for_its_late_batch() {
     let (_dir, store, recorder) = parked_recorder(2_000).await;
-    let writer = recorder
-        .shared
-        .writer_tid
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let writer = writer_tid(&recorder);
     assert_eq!(
         policy_of(writer),
         Some(5),
@@ -394,10 +396,7 @@ async fn the_guard_writes_what_a_held_back_writer_leaves_waiting() {
     let (_dir, store, recorder) = parked_recorder(2_000).await;
     // Once the writer sleeps until a record comes, the record that wakes it sets when it is
     // due: a held writer (as one that never gets a CPU) leaves it past due.
-    let writer = recorder
-        .shared
-        .writer_tid
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let writer = writer_tid(&recorder);
     let cpus = allowed_cpus(writer);
     recorder.shared.lock().hold_writer = true;
     let started = std::time::Instant::now();
