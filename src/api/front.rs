@@ -165,13 +165,14 @@ impl Parts {
         let json_type = content_type
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json_content_type);
+        let max = self.state.config.max_body_bytes;
         let length = content_length
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let max = self.state.config.max_body_bytes;
-        if !json_type || !length.is_some_and(|n| n > 0 && n <= max) {
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0 && n <= max);
+        let (true, Some(length)) = (json_type, length) else {
             return self.route(req).await;
-        }
+        };
         let caller = match self.gate.caller(req.headers(), None) {
             Ok(c) => c,
             Err(_) => return self.route(req).await,
@@ -181,7 +182,7 @@ impl Parts {
             return self.route(req).await;
         }
         let (mut head, body) = req.into_parts();
-        let bytes = match read_body(body, length.unwrap_or(0)).await {
+        let bytes = match read_body(body, length).await {
             Some(b) => b,
             None => {
                 return ApiError::BadRequest("could not read the request body".into())
