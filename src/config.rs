@@ -45,6 +45,12 @@ pub mod defaults {
     pub const HTTP_THREADS: usize = 0;
     /// Default of `--busy-poll-us`.
     pub const BUSY_POLL_US: u64 = 100;
+    /// Default of `--client-timeout-secs`.
+    pub const CLIENT_TIMEOUT_SECS: u64 = 30;
+    /// Longest `--client-timeout-secs`.
+    pub const CLIENT_TIMEOUT_MAX_SECS: u64 = 3600;
+    /// Default of `--max-client-connections` (0: derived from the open-file limit).
+    pub const MAX_CLIENT_CONNECTIONS: usize = 0;
 }
 
 /// Everything `toolgate serve` can be told.
@@ -157,6 +163,25 @@ pub struct ServeConfig {
     /// upstreams are not polled for.
     #[arg(long, env = "TOOLGATE_BUSY_POLL_US", default_value_t = defaults::BUSY_POLL_US)]
     pub busy_poll_us: u64,
+    /// Seconds a client has to send a request (1 to 3600): its head, counted from when the
+    /// gateway starts waiting for it (on a kept-alive connection from the previous answer, so
+    /// this is also how long an idle connection stays open), then its body, counted from when
+    /// the gateway first waits for it. A head too slow: disconnected; a body: answered 408.
+    #[arg(
+        long,
+        env = "TOOLGATE_CLIENT_TIMEOUT_SECS",
+        default_value_t = defaults::CLIENT_TIMEOUT_SECS
+    )]
+    pub client_timeout_secs: u64,
+    /// Most client connections open at once; while that many are, new ones wait in the listen
+    /// backlog (0: half of what the process's open-file limit leaves after 256, since a call in
+    /// flight holds an upstream connection too).
+    #[arg(
+        long,
+        env = "TOOLGATE_MAX_CLIENT_CONNECTIONS",
+        default_value_t = defaults::MAX_CLIENT_CONNECTIONS
+    )]
+    pub max_client_connections: usize,
 }
 
 impl ServeConfig {
@@ -188,6 +213,8 @@ impl ServeConfig {
             tool_concurrency: defaults::TOOL_CONCURRENCY,
             http_threads: defaults::HTTP_THREADS,
             busy_poll_us: defaults::BUSY_POLL_US,
+            client_timeout_secs: defaults::CLIENT_TIMEOUT_SECS,
+            max_client_connections: defaults::MAX_CLIENT_CONNECTIONS,
             event_retry_schedule: defaults::EVENT_RETRY_SCHEDULE.into(),
             event_timeout_ms: defaults::EVENT_TIMEOUT_MS,
         }
@@ -216,6 +243,13 @@ impl ServeConfig {
                 "--busy-poll-us {} is above the {} µs a poll can usefully last: past that a sleep is cheaper",
                 self.busy_poll_us,
                 crate::busy_poll::MAX_BUDGET_US
+            ));
+        }
+        let most = defaults::CLIENT_TIMEOUT_MAX_SECS;
+        if self.client_timeout_secs == 0 || self.client_timeout_secs > most {
+            return Err(format!(
+                "--client-timeout-secs {} is outside 1 to {most}: without it a client could hold a connection open forever",
+                self.client_timeout_secs
             ));
         }
         Ok(())

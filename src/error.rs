@@ -311,6 +311,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if crate::serving::body_deadline::ClientTooSlow::in_chain(&e) {
+                crate::api::front::client_too_slow()
             } else {
                 ApiError::BadRequest("could not read the request body".into())
             }

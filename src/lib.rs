@@ -80,6 +80,8 @@ pub struct AppParts {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every API key (hashes), for authentication.
     pub keys: Arc<access::keys::Keys>,
+    /// The cap on open client connections, and how many are open.
+    pub admission: Arc<serving::Admission>,
 }
 
 impl AppParts {
@@ -223,6 +225,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
     });
     let keys = Arc::new(access::keys::Keys::default());
     keys.reload(store.as_ref()).await?;
+    let admission = serving::Admission::new(config.max_client_connections);
     let state = AppState(Arc::new(AppParts {
         config: Arc::new(config),
         store,
@@ -235,6 +238,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
         shutdown: tokio_util::sync::CancellationToken::new(),
         events: Arc::new(events_settings),
         keys,
+        admission,
     }));
     follow_store_changes(&state);
     Ok(state)
@@ -316,9 +320,13 @@ pub async fn run(
         shutdown.await;
         cancel.cancel();
     });
-    let threads = serving::thread_count(state.config.http_threads);
-    let busy_poll = std::time::Duration::from_micros(state.config.busy_poll_us);
-    let served = serving::serve(listener, front, threads, busy_poll, state.shutdown.clone()).await;
+    let settings = serving::Settings {
+        threads: serving::thread_count(state.config.http_threads),
+        busy_poll: std::time::Duration::from_micros(state.config.busy_poll_us),
+        header_timeout: std::time::Duration::from_secs(state.config.client_timeout_secs),
+        admission: state.admission.clone(),
+    };
+    let served = serving::serve(listener, front, settings, state.shutdown.clone()).await;
     state.shutdown.cancel();
     let _ = worker.await;
     if let Some(w) = watcher {

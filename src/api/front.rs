@@ -27,7 +27,7 @@ use axum::extract::Request;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use tower::Service;
 
 use super::auth::Gate;
@@ -36,6 +36,7 @@ use super::webhooks::CallBody;
 use crate::AppState;
 use crate::access::Permission;
 use crate::error::{ApiError, is_json_content_type};
+use crate::serving::body_deadline::{DeadlineBody, Failed, poll_in_time};
 
 /// The service every serving thread runs: cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -46,6 +47,8 @@ struct Parts {
     state: AppState,
     gate: Gate,
     browser_guard: bool,
+    /// How long a request's body may take to arrive (`--client-timeout-secs`).
+    body_deadline: std::time::Duration,
 }
 
 impl Front {
@@ -54,6 +57,7 @@ impl Front {
         Front(Arc::new(Parts {
             gate: super::gate(&state),
             browser_guard: state.config.admin_token.is_none(),
+            body_deadline: std::time::Duration::from_secs(state.config.client_timeout_secs),
             router,
             state,
         }))
@@ -92,7 +96,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
                 Ok(answer)
             });
         }
-        let routed = self.0.router.clone().call(req.map(Body::new));
+        let deadline = self.0.body_deadline;
+        let routed =
+            (self.0.router.clone()).call(req.map(|b| Body::new(DeadlineBody::new(b, deadline))));
         Box::pin(async move {
             let answer = routed.await;
             drop(flight);
@@ -104,18 +110,31 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
 /// The body of a request that said it is `length` bytes long (at most the body limit, checked
 /// before): hyper holds it to that length, so the first frame is usually all of it and is taken
 /// as it is. What `axum::body::to_bytes` did through a boxed body, a length limit and a list of
-/// buffers, at about 1,000 instructions a call. `None`: the connection broke, or more came than
-/// was said.
-async fn read_body(mut body: Incoming, length: usize) -> Option<Bytes> {
+/// buffers, at about 1,000 instructions a call. Refused: the rest did not arrive within
+/// `deadline` of the first read that found it missing (408), the connection broke or more came
+/// than was said (400).
+async fn read_body(
+    mut body: Incoming,
+    length: usize,
+    deadline: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let broken = || ApiError::BadRequest("could not read the request body".into());
     let mut whole: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let Ok(data) = frame.ok()?.into_data() else {
+    let mut timer = None;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| poll_in_time(&mut body, &mut timer, deadline, cx)).await
+    {
+        let frame = frame.map_err(|e| match e {
+            Failed::TooSlow => client_too_slow(),
+            Failed::Body(_) => broken(),
+        })?;
+        let Ok(data) = frame.into_data() else {
             continue; // trailers: none on a body with a length
         };
         let had = whole.as_ref().map_or(joined.len(), Bytes::len);
         if had + data.len() > length {
-            return None;
+            return Err(broken());
         }
         match whole.take() {
             None if joined.is_empty() => whole = Some(data),
@@ -128,17 +147,31 @@ async fn read_body(mut body: Incoming, length: usize) -> Option<Bytes> {
         }
     }
     let bytes = whole.unwrap_or_else(|| Bytes::from(joined));
-    (bytes.len() == length).then_some(bytes)
+    if bytes.len() == length {
+        Ok(bytes)
+    } else {
+        Err(broken())
+    }
+}
+
+/// The answer to a client that did not send its request body in time.
+pub fn client_too_slow() -> ApiError {
+    ApiError::Http {
+        status: axum::http::StatusCode::REQUEST_TIMEOUT,
+        message: "the request body did not arrive in time".into(),
+    }
 }
 
 impl Parts {
-    /// Hand `req` to the router, as it came.
+    /// Hand `req` to the router, as it came (its body under the client timeout).
     async fn route<B>(&self, req: http::Request<B>) -> Response
     where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        match self.router.clone().call(req.map(Body::new)).await {
+        let deadline = self.body_deadline;
+        let req = req.map(|b| Body::new(DeadlineBody::new(b, deadline)));
+        match self.router.clone().call(req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         }
@@ -182,12 +215,9 @@ impl Parts {
             return self.route(req).await;
         }
         let (mut head, body) = req.into_parts();
-        let bytes = match read_body(body, length).await {
-            Some(b) => b,
-            None => {
-                return ApiError::BadRequest("could not read the request body".into())
-                    .into_response();
-            }
+        let bytes = match read_body(body, length, self.body_deadline).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
         };
         let parsed = serde_json::from_slice::<CallBody>(&bytes)
             .ok()

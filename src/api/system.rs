@@ -35,6 +35,6 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.metrics.render() + &s.recorder.stats().render(),
+        s.metrics.render() + &s.recorder.stats().render() + &s.admission.render(),
     )
 }

@@ -5,9 +5,13 @@
 //! that read it, the one that polled the upstream connection, the ones stealing work), and on
 //! two cores those wake-ups cost more CPU than the call itself.
 
+mod admission;
+pub mod body_deadline;
 mod closing;
+mod coarse_timer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -15,7 +19,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::front::Front;
 use crate::listener::EnvelopeIo;
+pub use admission::Admission;
 use closing::{Closing, Watched};
+
+/// How the serving threads treat their clients' connections.
+#[derive(Clone)]
+pub struct Settings {
+    /// Serving threads.
+    pub threads: usize,
+    /// How long a thread keeps polling after a request (`busy_poll`).
+    pub busy_poll: Duration,
+    /// How long a client may take to send a request's head, counted from when the gateway
+    /// starts waiting for it: on a kept-alive connection, from the previous answer, so this
+    /// is also how long an idle connection stays open.
+    pub header_timeout: Duration,
+    /// The cap on open client connections.
+    pub admission: Arc<Admission>,
+}
 
 /// Serve the connections handed to this thread until `stop` is cancelled or the acceptor is
 /// gone, then let each finish the request it has in flight (hyper's `graceful_shutdown`) and
@@ -24,14 +44,23 @@ use closing::{Closing, Watched};
 /// HTTP/1.1 only, as before (`axum::serve` without its `http2` feature): hyper's HTTP/1 server
 /// directly, not `hyper_util`'s auto builder, which read every connection through a buffer that
 /// first looked for an HTTP/2 preface.
+///
+/// A client that does not send a whole request head within `header_timeout` of the gateway
+/// starting to wait for it is disconnected (hyper's own timeout, on this thread's
+/// `coarse_timer`), so a connection trickling header bytes, or left idle, cannot stay open;
+/// the body has its own deadline (`body_deadline`).
 async fn serve_handed(
-    mut handed: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    mut handed: mpsc::UnboundedReceiver<(std::net::TcpStream, admission::Admitted)>,
     front: Front,
+    header_timeout: Duration,
     stop: CancellationToken,
 ) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(coarse_timer::CoarseTimer)
+        .header_read_timeout(header_timeout);
     let closing = Arc::new(Closing::default());
     loop {
-        let std = tokio::select! {
+        let (std, admitted) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             c = handed.recv() => match c {
@@ -46,12 +75,13 @@ async fn serve_handed(
                 continue;
             }
         };
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, front.clone());
+        let conn = http.serve_connection(io, front.clone());
         let watched = Watched::new(conn, closing.clone());
         tokio::spawn(async move {
             if let Err(e) = watched.await {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
+            drop(admitted);
         });
     }
     closing.close();
@@ -66,16 +96,23 @@ pub fn thread_count(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Serve `front` on `threads` serving threads until `stop` is cancelled (or this future is
-/// dropped), then let each thread finish the requests it has in flight. Each thread keeps
-/// polling for `busy_poll` after a request before it sleeps (`busy_poll` module).
+/// Serve `front` on `settings.threads` serving threads until `stop` is cancelled (or this
+/// future is dropped), then let each thread finish the requests it has in flight. Each thread
+/// keeps polling for `settings.busy_poll` after a request before it sleeps (`busy_poll`
+/// module). While `settings.admission`'s cap of open connections is reached, no connection is
+/// accepted.
 pub async fn serve(
     listener: TcpListener,
     front: Front,
-    threads: usize,
-    busy_poll: std::time::Duration,
+    settings: Settings,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let Settings {
+        threads,
+        busy_poll,
+        header_timeout,
+        admission,
+    } = settings;
     // Dropping this future (a test's runtime going away) stops the threads too.
     let _stop_on_drop = stop.clone().drop_guard();
     let mut senders = Vec::with_capacity(threads);
@@ -102,9 +139,10 @@ pub async fn serve(
                             every.tick().await;
                             crate::allocator::return_what_is_due();
                             crate::call::plain::sweep_if_due();
+                            coarse_timer::sweep();
                         }
                     });
-                    serve_handed(rx, front, stop).await;
+                    serve_handed(rx, front, header_timeout, stop).await;
                 });
                 // Its tasks (connections, chores) hold the gateway's state, and with it the
                 // store: gone before this thread says it is done, so that a gateway that has
@@ -119,7 +157,10 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
-            a = listener.accept() => a,
+            a = async {
+                admission.room().await;
+                listener.accept().await
+            } => a,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -132,9 +173,10 @@ pub async fn serve(
         };
         // A request and its answer are small writes that must not wait for an ACK.
         let _ = stream.set_nodelay(true);
+        let admitted = admission.admit();
         match stream.into_std() {
             Ok(std) => {
-                if senders[next % senders.len()].send(std).is_err() {
+                if senders[next % senders.len()].send((std, admitted)).is_err() {
                     tracing::error!("a serving thread has stopped");
                     stop.cancel();
                 }
