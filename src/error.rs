@@ -101,6 +101,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The answer to a client that did not send its request body within the client timeout
+    /// (`serving::body_deadline`).
+    pub fn body_too_slow() -> ApiError {
+        ApiError::Http {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: "the request body did not arrive in time".into(),
+        }
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -312,7 +321,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else if crate::serving::body_deadline::ClientTooSlow::in_chain(&e) {
-                crate::api::front::client_too_slow()
+                ApiError::body_too_slow()
             } else {
                 ApiError::BadRequest("could not read the request body".into())
             }

@@ -97,8 +97,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
             });
         }
         let deadline = self.0.body_deadline;
-        let routed =
-            (self.0.router.clone()).call(req.map(|b| Body::new(DeadlineBody::new(b, deadline))));
+        let req = req.map(|b| Body::new(DeadlineBody::new(b, deadline)));
+        let routed = self.0.router.clone().call(req);
         Box::pin(async move {
             let answer = routed.await;
             drop(flight);
@@ -126,7 +126,7 @@ async fn read_body(
         std::future::poll_fn(|cx| poll_in_time(&mut body, &mut timer, deadline, cx)).await
     {
         let frame = frame.map_err(|e| match e {
-            Failed::TooSlow => client_too_slow(),
+            Failed::TooSlow => ApiError::body_too_slow(),
             Failed::Body(_) => broken(),
         })?;
         let Ok(data) = frame.into_data() else {
@@ -151,14 +151,6 @@ async fn read_body(
         Ok(bytes)
     } else {
         Err(broken())
-    }
-}
-
-/// The answer to a client that did not send its request body in time.
-pub fn client_too_slow() -> ApiError {
-    ApiError::Http {
-        status: axum::http::StatusCode::REQUEST_TIMEOUT,
-        message: "the request body did not arrive in time".into(),
     }
 }
 
