@@ -174,8 +174,8 @@ pub struct ServeConfig {
     )]
     pub client_timeout_secs: u64,
     /// Most client connections open at once; while that many are, new ones wait in the listen
-    /// backlog (0: half of what the process's open-file limit leaves after 256, since a call in
-    /// flight holds an upstream connection too).
+    /// backlog (0: half of what the process's open-file limit, raised to its hard limit, leaves
+    /// after 256, since a call in flight holds an upstream connection too).
     #[arg(
         long,
         env = "TOOLGATE_MAX_CLIENT_CONNECTIONS",

@@ -150,11 +150,33 @@ impl Admission {
 }
 
 /// Half of what the open-file limit leaves after `RESERVED_FDS`: a client connection whose call
-/// is in flight holds an upstream connection too.
+/// is in flight holds an upstream connection too. The soft limit is raised to the hard one
+/// first (as Go's runtime and nginx's `worker_rlimit_nofile` do): a service manager's soft
+/// default of 1,024 would otherwise cap the gateway at 384 connections.
 pub fn default_max() -> usize {
+    raise_open_file_limit();
     let limit = open_file_limit().unwrap_or(1024);
     let half = limit.saturating_sub(RESERVED_FDS) / 2;
     usize::try_from(half).unwrap_or(usize::MAX).max(FLOOR)
+}
+
+/// Raise the process's soft limit on open files to its hard limit, where it is lower.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let from = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!(from, to = lim.rlim_max, "open-file limit raised");
+        }
+    }
 }
 
 /// The process's soft limit on open files (`RLIMIT_NOFILE`), if it has one.
@@ -228,7 +250,23 @@ mod tests {
 
     #[test]
     fn the_derived_cap_leaves_room_for_upstream_connections() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write only the struct they are given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        // A soft limit one below the hard one (harmless to the other tests running) is raised.
+        if lim.rlim_max != libc::RLIM_INFINITY && lim.rlim_max > 1024 {
+            let lowered = libc::rlimit {
+                rlim_cur: lim.rlim_max - 1,
+                rlim_max: lim.rlim_max,
+            };
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        }
         let max = default_max();
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, lim.rlim_max, "the soft limit was not raised");
         assert!(max >= FLOOR);
         if let Some(limit) = open_file_limit() {
             let limit = usize::try_from(limit).unwrap_or(usize::MAX);
