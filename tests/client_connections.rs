@@ -54,11 +54,10 @@ async fn answer_within(conn: &mut TcpStream, wait: Duration) -> Option<(u16, Str
 /// what it sent, as text.
 async fn closed_within(conn: &mut TcpStream, wait: Duration) -> (bool, String) {
     let mut got = Vec::new();
-    let read = conn.read_to_end(&mut got);
-    let closed = matches!(
-        tokio::time::timeout(wait, read).await,
-        Ok(Ok(_)) | Ok(Err(_))
-    );
+    // Ended either way (an orderly close, or a reset for bytes it never read) within `wait`.
+    let closed = tokio::time::timeout(wait, conn.read_to_end(&mut got))
+        .await
+        .is_ok();
     (closed, String::from_utf8_lossy(&got).to_string())
 }
 
@@ -114,10 +113,17 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_client_timeout() {
             .expect("answered");
         assert_eq!(status, 200);
     }
-    let answered = Instant::now();
     // The busy one asks every 300 ms, each time well within the timeout.
-    for _ in 0..6 {
+    for i in 0..6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
+        if i == 0 {
+            // Not closed before its time: nothing to read and no end yet. (The serving
+            // thread's timer ticks every 100 ms and counts from its last tick, so the timeout
+            // may end a tick early, not 700 ms early.)
+            let mut byte = [0u8; 1];
+            let peeked = tokio::time::timeout(Duration::from_millis(10), idle.peek(&mut byte));
+            assert!(peeked.await.is_err(), "the idle connection closed early");
+        }
         busy.write_all(HEALTH.as_bytes()).await.expect("write");
         let (status, _) = answer_within(&mut busy, Duration::from_secs(5))
             .await
@@ -129,13 +135,6 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_client_timeout() {
     assert!(
         sent.is_empty(),
         "an idle connection is closed without an answer: {sent}"
-    );
-    // The serving thread's timer ticks every 100 ms and counts from its last tick, so the
-    // timeout may end a tick early (more if the thread's chores ran late).
-    assert!(
-        answered.elapsed() >= Duration::from_millis(600),
-        "closed well before the timeout ({:?})",
-        answered.elapsed()
     );
 }
 
