@@ -27,6 +27,10 @@ pub mod defaults {
     pub const HISTORY_MAX_AGE_DAYS: u64 = 30;
     /// Default of `--history-linger-ms`: the longest linger (`history::LINGER`).
     pub const HISTORY_LINGER_MS: u64 = 50;
+    /// Default of `--history-queue-records`.
+    pub const HISTORY_QUEUE_RECORDS: usize = 4096;
+    /// Bounds of `--history-queue-records`.
+    pub const HISTORY_QUEUE_RECORDS_RANGE: std::ops::RangeInclusive<usize> = 64..=1_048_576;
     /// Default of `--llm-base-url`.
     pub const LLM_BASE_URL: &str = "https://api.openai.com/v1";
     /// Default of `--llm-model`.
@@ -113,6 +117,18 @@ pub struct ServeConfig {
     /// 50 ms after its first, whatever this says; lower values write smaller batches more often.
     #[arg(long, env = "TOOLGATE_HISTORY_LINGER_MS", default_value_t = defaults::HISTORY_LINGER_MS)]
     pub history_linger_ms: u64,
+    /// Call records queued for the history writer before calls wait for room (64 to 1048576).
+    /// The queue covers the store's stalls: at 40,000 calls a second the default holds about
+    /// 100 ms of calls; a disk whose syncs stall longer makes calls wait (counted in
+    /// `toolgate_history_room_waits_total`). A larger queue holds more memory while it is full
+    /// (a record keeps up to --max-response-bytes of the response), and a `kill -9` loses what
+    /// it holds.
+    #[arg(
+        long,
+        env = "TOOLGATE_HISTORY_QUEUE_RECORDS",
+        default_value_t = defaults::HISTORY_QUEUE_RECORDS
+    )]
+    pub history_queue_records: usize,
     /// Run the history writer at the serving threads' priority instead of Linux's idle class.
     /// The idle class keeps its batches from delaying calls; on a host whose CPUs other work
     /// keeps busy, a guard thread writes in its place, with an occasional stall of tens of
@@ -204,6 +220,7 @@ impl ServeConfig {
             history_max_records: defaults::HISTORY_MAX_RECORDS,
             history_max_age_days: defaults::HISTORY_MAX_AGE_DAYS,
             history_linger_ms: defaults::HISTORY_LINGER_MS,
+            history_queue_records: defaults::HISTORY_QUEUE_RECORDS,
             history_writer_normal_priority: false,
             llm_base_url: defaults::LLM_BASE_URL.into(),
             llm_api_key: None,
@@ -243,6 +260,14 @@ impl ServeConfig {
                 "--busy-poll-us {} is above the {} µs a poll can usefully last: past that a sleep is cheaper",
                 self.busy_poll_us,
                 crate::busy_poll::MAX_BUDGET_US
+            ));
+        }
+        if !defaults::HISTORY_QUEUE_RECORDS_RANGE.contains(&self.history_queue_records) {
+            return Err(format!(
+                "--history-queue-records {} is outside {} to {}",
+                self.history_queue_records,
+                defaults::HISTORY_QUEUE_RECORDS_RANGE.start(),
+                defaults::HISTORY_QUEUE_RECORDS_RANGE.end()
             ));
         }
         let most = defaults::CLIENT_TIMEOUT_MAX_SECS;

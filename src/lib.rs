@@ -192,7 +192,7 @@ pub async fn build_state(config: ServeConfig) -> Result<AppState, StartError> {
     let max_age = config.history_max_age_days.saturating_mul(86_400);
     let recorder = Arc::new(Recorder::start(
         store.clone(),
-        4096,
+        config.history_queue_records,
         config.history_max_records,
         max_age,
         std::time::Duration::from_millis(config.history_linger_ms),

@@ -617,7 +617,8 @@ async fn history_filters_pages_and_survives_restart() {
 
 #[tokio::test]
 async fn metrics_count_calls_by_tool_and_outcome() {
-    let s = Server::start().await;
+    // A history queue larger than the default (`--history-queue-records`), told in the metrics.
+    let s = Server::start_with(|c| c.history_queue_records = 20_000).await;
     let up = Upstream::start().await;
     let wid = s.webhook(get_hook("M", &format!("{}/m", up.base))).await;
     s.tool("measured", &wid).await;
@@ -648,7 +649,7 @@ async fn metrics_count_calls_by_tool_and_outcome() {
     };
     assert_eq!(sample("toolgate_history_records_total"), 3.0, "{m}");
     assert_eq!(sample("toolgate_history_queued_records"), 0.0);
-    assert_eq!(sample("toolgate_history_queue_capacity_records"), 4096.0);
+    assert_eq!(sample("toolgate_history_queue_capacity_records"), 20_000.0);
     assert_eq!(sample("toolgate_history_room_waits_total"), 0.0);
     assert_eq!(sample("toolgate_history_failed_batches_total"), 0.0);
     assert!(sample("toolgate_history_batches_total") >= 1.0);

@@ -136,6 +136,19 @@ fn serve_refuses_a_history_linger_outside_its_range() {
     }
 }
 
+#[test]
+fn serve_refuses_client_and_queue_settings_outside_their_ranges() {
+    for (flag, value) in [
+        ("--client-timeout-secs", "0"),
+        ("--client-timeout-secs", "3601"),
+        ("--history-queue-records", "63"),
+        ("--history-queue-records", "1048577"),
+    ] {
+        let err = refused_serve(&["--listen", "127.0.0.1:0", flag, value]);
+        assert!(err.contains(&format!("{flag} {value}")), "{err}");
+    }
+}
+
 /// The scheduling policy (`/proc`'s field 41) of the history writer's thread in process `pid`.
 fn history_writer_policy(pid: u32) -> Option<u32> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -29,6 +29,9 @@ pub(super) const KICK_AFTER: Duration = Duration::from_millis(5);
 /// moved off a CPU it could not get writes its batch itself.
 const LATE: Duration = Duration::from_millis(10);
 
+/// Most queued records `Shared::behind` waits for: half the default queue.
+const BEHIND_MOST: usize = crate::config::defaults::HISTORY_QUEUE_RECORDS / 2;
+
 /// How long the guard writes before it looks again whether the writer would get the CPU.
 const SLICE: Duration = Duration::from_millis(250);
 
@@ -127,9 +130,11 @@ impl Shared {
             || (overflow <= self.capacity && q.records.len() >= overflow)
     }
 
-    /// Queued records that mean the writer is falling behind: half the queue.
+    /// Queued records that mean the writer is falling behind: half the queue, and at most
+    /// `BEHIND_MOST` however large the queue is set (a larger queue is room for the store's
+    /// stalls, not a reason to tell the guard later).
     pub(super) fn behind(&self) -> usize {
-        (self.capacity / 2).max(1)
+        (self.capacity / 2).clamp(1, BEHIND_MOST)
     }
 
     /// The condition variable the thread in `role` waits on.
