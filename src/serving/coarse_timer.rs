@@ -130,7 +130,12 @@ impl Future for CoarseSleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let polled = WATCH.try_with(|w| {
-            let mut w = w.borrow_mut();
+            // Never held across a poll (`sweep` wakes once it has let go); should that change,
+            // ask to be polled again rather than panic.
+            let Ok(mut w) = w.try_borrow_mut() else {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            };
             if let Some(key) = this.key {
                 return match w.waiting(key) {
                     Some(slot) => {
