@@ -4,6 +4,20 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+/// One family of a single unlabelled sample: name, type (`gauge` or `counter`), help, value.
+pub type Family<'a> = (&'a str, &'a str, &'a str, f64);
+
+/// `families` in the Prometheus text exposition format, each with its `HELP` and `TYPE` lines.
+/// Counts up to 2^53 print exactly as f64 (`3`, not `3.0`).
+pub fn render_families(families: &[Family<'_>]) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -96,13 +96,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
                 Ok(answer)
             });
         }
-        let deadline = self.0.body_deadline;
-        let req = req.map(|b| Body::new(DeadlineBody::new(b, deadline)));
-        let routed = self.0.router.clone().call(req);
+        let parts = self.0.clone();
         Box::pin(async move {
-            let answer = routed.await;
+            let answer = parts.route(req).await;
             drop(flight);
-            answer
+            Ok(answer)
         })
     }
 }

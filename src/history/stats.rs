@@ -1,7 +1,6 @@
 //! What the history recorder has done, for `GET /metrics`: whether calls waited for it (the one
 //! way history can slow calls down), and how its threads shared the writing.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters the writing threads keep without the queue's lock.
@@ -59,9 +58,7 @@ pub struct HistoryStats {
 impl HistoryStats {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Counts up to 2^53 print exactly as f64 (`3`, not `3.0`).
-        let families: [(&str, &str, &str, f64); 11] = [
+        crate::metrics::render_families(&[
             (
                 "toolgate_history_queued_records",
                 "gauge",
@@ -128,12 +125,7 @@ impl HistoryStats {
                 "Batches the writer ran in the normal scheduling class.",
                 self.boosts as f64,
             ),
-        ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        }
-        out
+        ])
     }
 }
 

@@ -78,9 +78,7 @@ impl Admission {
 
     /// The client connection families of `GET /metrics` (Prometheus text exposition format).
     pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let families: [(&str, &str, &str, f64); 3] = [
+        crate::metrics::render_families(&[
             (
                 "toolgate_client_connections_open",
                 "gauge",
@@ -99,12 +97,7 @@ impl Admission {
                 "Times the connection limit was reached and accepting paused until one closed.",
                 self.waits() as f64,
             ),
-        ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        }
-        out
+        ])
     }
 
     /// Wait until fewer than the cap are open. Called by the acceptor before each accept: one
@@ -161,35 +154,35 @@ pub fn default_max() -> usize {
 
 /// Raise the process's soft limit on open files to its hard limit, where it is lower.
 fn raise_open_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(mut lim) = open_file_limits() else {
+        return;
     };
-    // SAFETY: getrlimit and setrlimit read and write only the struct they are given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
-            return;
-        }
-        let from = lim.rlim_cur;
-        lim.rlim_cur = lim.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-            tracing::debug!(from, to = lim.rlim_max, "open-file limit raised");
-        }
+    if lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let from = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads only the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        tracing::debug!(from, to = lim.rlim_max, "open-file limit raised");
     }
 }
 
 /// The process's soft limit on open files (`RLIMIT_NOFILE`), if it has one.
 fn open_file_limit() -> Option<u64> {
+    open_file_limits()
+        .map(|lim| lim.rlim_cur)
+        .filter(|&cur| cur != libc::RLIM_INFINITY)
+}
+
+/// The process's soft and hard limits on open files.
+fn open_file_limits() -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes only into the struct it is given.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(lim.rlim_cur)
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
 }
 
 #[cfg(test)]
@@ -249,22 +242,18 @@ mod tests {
 
     #[test]
     fn the_derived_cap_leaves_room_for_upstream_connections() {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit read and write only the struct they are given.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let lim = open_file_limits().expect("getrlimit");
         // A soft limit one below the hard one (harmless to the other tests running) is raised.
         if lim.rlim_max != libc::RLIM_INFINITY && lim.rlim_max > 1024 {
             let lowered = libc::rlimit {
                 rlim_cur: lim.rlim_max - 1,
                 rlim_max: lim.rlim_max,
             };
+            // SAFETY: setrlimit reads only the struct it is given.
             assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
         }
         let max = default_max();
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let lim = open_file_limits().expect("getrlimit");
         assert_eq!(lim.rlim_cur, lim.rlim_max, "the soft limit was not raised");
         assert!(max >= FLOOR);
         if let Some(limit) = open_file_limit() {
