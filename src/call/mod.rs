@@ -10,6 +10,7 @@ pub mod render;
 pub mod resolve;
 pub mod result;
 pub mod send;
+pub mod target;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use super::resolve::{Resolved, scalar_str, scalar_text};
+use super::target::Target;
 use crate::catalog::CompiledWebhook;
 use crate::model::template::UrlSegment;
 use crate::model::{BodyEncoding, Method};
@@ -22,7 +23,7 @@ pub struct PreparedRequest {
     /// Method.
     pub method: Method,
     /// Full URL.
-    pub url: reqwest::Url,
+    pub url: Target,
     /// Headers in order.
     pub headers: Vec<(String, String)>,
     /// Per header: whether its value came from a secret or the context (never re-sent to
@@ -84,18 +85,23 @@ fn insert_nested(root: &mut Map<String, Value>, dotted: &str, v: Value) {
     }
 }
 
-/// `url` (rendered from `hook`'s template) parsed: what follows the webhook's origin is parsed
-/// against it when that gives the same URL as parsing the whole text, which is when it starts a
-/// path (not `//`, which would name another authority), a query or a fragment, and holds no tab or
-/// newline (the parser drops those, which could make `/<tab>/` a `//`).
-fn parse_url(hook: &CompiledWebhook, url: &str) -> Result<reqwest::Url, url::ParseError> {
+/// `url` (rendered from `hook`'s template) as a target: what follows the webhook's origin is
+/// put after it as it is when the parser would keep it so (`Target::join_verbatim`), else
+/// parsed against it when that gives the same URL as parsing the whole text, which is when it
+/// starts a path (not `//`, which would name another authority), a query or a fragment, and
+/// holds no tab or newline (the parser drops those, which could make `/<tab>/` a `//`).
+fn parse_url(hook: &CompiledWebhook, url: &str) -> Result<Target, url::ParseError> {
     if let Some((origin, len)) = hook.origin()
         && let Some(rest) = url.get(len..)
-        && joins_to_the_same(rest)
     {
-        return origin.join(rest);
+        if let Some(joined) = Target::join_verbatim(origin, rest) {
+            return Ok(joined);
+        }
+        if joins_to_the_same(rest) {
+            return origin.join(rest).map(Target::Parsed);
+        }
     }
-    reqwest::Url::parse(url)
+    Target::parse(url)
 }
 
 /// Whether `rest`, joined to an origin, parses as it would at the end of the origin's text.
@@ -152,10 +158,7 @@ pub fn render(hook: &CompiledWebhook, r: &Resolved) -> Result<PreparedRequest, R
         message: format!("rendered URL is invalid: {e}"),
     })?;
     if !r.query.is_empty() {
-        let mut q = url.query_pairs_mut();
-        for (name, v) in &r.query {
-            q.append_pair(name, &scalar_str(v));
-        }
+        url.append_query_pairs(r.query.iter().map(|(name, v)| (*name, scalar_str(v))));
     }
     let mut headers = Vec::with_capacity(r.headers.len());
     let sensitive_headers = r
@@ -276,7 +279,7 @@ mod tests {
             for value in ["v1", "a%2Fb", "..", ""] {
                 let rendered = t.replace("{id}", value);
                 let whole = reqwest::Url::parse(&rendered).map(|u| u.to_string());
-                let parsed = parse_url(&hook, &rendered).map(|u| u.to_string());
+                let parsed = parse_url(&hook, &rendered).map(|u| u.as_str().to_string());
                 assert_eq!(parsed, whole, "{t} with {value:?}");
             }
             joined += usize::from(hook.origin().is_some());

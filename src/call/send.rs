@@ -1,6 +1,7 @@
 //! Step 4: send the request on the shared pooled client, under the webhook's timeout, through the
 //! network policy, with the optional retry policy (transient failures only, `Retry-After` honoured).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 use super::plain;
 use super::policy::{NetworkPolicy, PolicyResolver, find_blocked};
 use super::render::PreparedRequest;
+use super::target::Target;
 use crate::model::{Outcome, RetryPolicy};
 
 /// At most this many redirect hops are followed, each re-checked against the policy.
@@ -63,7 +65,8 @@ const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authori
 
 /// What one hop sends: redirects may change the method, drop the body and drop headers.
 struct Hop<'a> {
-    url: reqwest::Url,
+    /// The request's own URL on the first hop, a redirect's after.
+    url: Cow<'a, Target>,
     method: reqwest::Method,
     /// Indexes into the prepared request's headers still sent.
     headers: Vec<usize>,
@@ -130,7 +133,7 @@ impl Sender {
         timeout: Duration,
         retry: Option<RetryPolicy>,
     ) -> Sent {
-        if let Err(b) = self.policy.check_url(&req.url) {
+        if let Err(b) = self.policy.check_url(req.url.host_url()) {
             return failed(Outcome::Blocked, b.to_string(), 0);
         }
         let deadline = Instant::now() + timeout;
@@ -173,7 +176,8 @@ impl Sender {
             location.ok_or_else(|| redirect_failure("a redirect without a Location header"))?;
         let url = hop
             .url
-            .join(location)
+            .to_url()
+            .and_then(|base| base.join(location))
             .map_err(|_| redirect_failure("a redirect to an invalid location"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(redirect_failure(
@@ -184,7 +188,7 @@ impl Sender {
             return Err(failed(Outcome::Blocked, b.to_string(), 0));
         }
         let mut next = Hop {
-            url,
+            url: Cow::Owned(Target::Parsed(url)),
             method: hop.method.clone(),
             headers: hop.headers.clone(),
             body: hop.body,
@@ -217,9 +221,12 @@ impl Sender {
     /// Credentials in a URL (refused in a definition, possible in a redirect's `Location`) are
     /// ignored on plain HTTP; reqwest turns them into a Basic `Authorization`, as it did before.
     async fn send_hop(&self, req: &PreparedRequest, hop: &Hop<'_>) -> Result<Answer, Sent> {
-        let url = &hop.url;
+        let url = hop.url.host_url();
         if url.scheme() != "http" {
-            let mut b = self.client().request(hop.method.clone(), url.clone());
+            let whole = hop.url.to_url().map_err(|e| {
+                failed(Outcome::NetworkError, format!("the URL is invalid: {e}"), 0)
+            })?;
+            let mut b = self.client().request(hop.method.clone(), whole);
             for &i in &hop.headers {
                 let (k, v) = &req.headers[i];
                 // The body's framing is the client's to write, as on plain HTTP.
@@ -265,7 +272,7 @@ impl Sender {
         let cap = self.read_cap;
         let work = async move {
             let mut hop = Hop {
-                url: req.url.clone(),
+                url: Cow::Borrowed(&req.url),
                 method: req.method.as_http(),
                 headers: (0..req.headers.len()).collect(),
                 body: req.body.as_ref(),
@@ -400,17 +407,13 @@ impl Hop<'_> {
 /// `Accept`, the body's `Content-Type`) where the request has none, so an upstream sees the
 /// same request over either client.
 fn plain_request(req: &PreparedRequest, hop: &Hop<'_>) -> Result<Vec<u8>, plain::wire::WireError> {
-    let url = &hop.url;
     let mut w = plain::request::RequestWriter::new(
         hop.method.as_str(),
-        &url[url::Position::BeforePath..url::Position::AfterQuery],
+        hop.url.path_and_query(),
         hop.headers.len() + 4,
     )?;
     if !hop.has_header(req, "host") {
-        w.header(
-            "host",
-            &url[url::Position::BeforeHost..url::Position::AfterPort],
-        )?;
+        w.header("host", hop.url.authority())?;
     }
     for &i in &hop.headers {
         let (k, v) = &req.headers[i];

@@ -97,7 +97,7 @@ pub struct CompiledWebhook {
     validator: OnceLock<Result<jsonschema::Validator, String>>,
     /// The URL's scheme and authority parsed, and how long their text is, on the first call
     /// (`None` when a parameter stands in them): see `origin()`.
-    origin: OnceLock<Option<(url::Url, usize)>>,
+    origin: OnceLock<Option<(Arc<url::Url>, usize)>>,
     /// Dynamic fields in definition order.
     pub dynamic: Vec<DynamicField>,
     /// Every secret the webhook uses, sorted: opened before the fields are filled in.
@@ -143,7 +143,7 @@ impl CompiledWebhook {
     /// rendered URL starts with that text, so the rest can be parsed against it, and the host
     /// (IDNA and IP address checks and all) is not parsed again on every call. `None` when the
     /// first literal part of the URL does not hold the whole authority.
-    pub fn origin(&self) -> Option<(&url::Url, usize)> {
+    pub fn origin(&self) -> Option<(&Arc<url::Url>, usize)> {
         self.origin
             .get_or_init(|| origin_of(&self.url))
             .as_ref()
@@ -166,7 +166,7 @@ impl CompiledWebhook {
 }
 
 /// The scheme and authority at the start of `url`'s first literal part, parsed, and their length.
-fn origin_of(url: &UrlTemplate) -> Option<(url::Url, usize)> {
+fn origin_of(url: &UrlTemplate) -> Option<(Arc<url::Url>, usize)> {
     let first = match url.segments.first()? {
         UrlSegment::Literal(t) => t,
         UrlSegment::Param(_) => return None,
@@ -179,7 +179,8 @@ fn origin_of(url: &UrlTemplate) -> Option<(url::Url, usize)> {
         None => return None,
     };
     let origin = url::Url::parse(&first[..end]).ok()?;
-    (origin.has_host() && matches!(origin.scheme(), "http" | "https")).then_some((origin, end))
+    (origin.has_host() && matches!(origin.scheme(), "http" | "https"))
+        .then(|| (Arc::new(origin), end))
 }
 
 /// A linked tool ready to be offered and called.

@@ -117,7 +117,7 @@ fn build(
     Ok(Outgoing {
         request: PreparedRequest {
             method: Method::Post,
-            url,
+            url: url.into(),
             sensitive_headers: (0..headers.len()).map(|i| i < auth_headers).collect(),
             headers,
             body_sensitive,
