@@ -85,8 +85,9 @@ fn insert_nested(root: &mut Map<String, Value>, dotted: &str, v: Value) {
     }
 }
 
-/// `url` (rendered from `hook`'s template) as a target: what follows the webhook's origin is
-/// put after it as it is when the parser would keep it so (`Target::join_verbatim`), else
+/// `url` (rendered from `hook`'s template) as a target: on plain HTTP what follows the webhook's
+/// origin is put after it as it is when the parser would keep it so (`Target::join_verbatim`;
+/// HTTPS goes through reqwest, which needs the URL parsed anyway), else
 /// parsed against it when that gives the same URL as parsing the whole text, which is when it
 /// starts a path (not `//`, which would name another authority), a query or a fragment, and
 /// holds no tab or newline (the parser drops those, which could make `/<tab>/` a `//`).
@@ -94,7 +95,9 @@ fn parse_url(hook: &CompiledWebhook, url: &str) -> Result<Target, url::ParseErro
     if let Some((origin, len)) = hook.origin()
         && let Some(rest) = url.get(len..)
     {
-        if let Some(joined) = Target::join_verbatim(origin, rest) {
+        if origin.scheme() == "http"
+            && let Some(joined) = Target::join_verbatim(origin, rest)
+        {
             return Ok(joined);
         }
         if joins_to_the_same(rest) {
@@ -291,6 +294,24 @@ mod tests {
                 .origin()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn plain_http_urls_are_joined_as_text_and_https_ones_parsed() {
+        let joined = |t: &str, rendered: &str| {
+            matches!(
+                parse_url(&compiled(spec(t, "GET")), rendered),
+                Ok(Target::Joined { .. })
+            )
+        };
+        let t = "http://127.0.0.1:8080/api/orders/{id}";
+        assert!(joined(t, "http://127.0.0.1:8080/api/orders/A-1001"));
+        // What the parser would change is parsed.
+        assert!(!joined(t, "http://127.0.0.1:8080/api/orders/a%2e"));
+        assert!(!joined(
+            "https://api.example/orders/{id}",
+            "https://api.example/orders/A-1001"
+        ));
     }
 
     #[test]

@@ -7,10 +7,11 @@ use url::{Position, Url};
 
 /// A request's URL.
 ///
-/// Most calls go to their webhook's origin (scheme and authority, parsed once per webhook)
-/// followed by a path and query that the URL parser would keep byte for byte: those are put
-/// together as text instead of parsed, which cost about 2,000 instructions a call, 4 % of a
-/// call's work (BENCHMARKS.md, issue 16, thirtieth session). Anything else is parsed whole.
+/// Most plain-HTTP calls go to their webhook's origin (scheme and authority, parsed once per
+/// webhook) followed by a path and query that the URL parser would keep byte for byte: those
+/// are put together as text instead of parsed, which cost about 2,000 instructions a call, 4 %
+/// of a call's work (BENCHMARKS.md, issue 16, thirtieth session). Anything else is parsed
+/// (HTTPS too: reqwest takes a parsed URL).
 #[derive(Debug, Clone)]
 pub enum Target {
     /// Parsed whole.
