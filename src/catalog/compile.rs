@@ -140,9 +140,10 @@ impl CompiledWebhook {
     }
 
     /// The URL's scheme and authority, parsed once, with the length of their text: every
-    /// rendered URL starts with that text, so the rest can be parsed against it, and the host
-    /// (IDNA and IP address checks and all) is not parsed again on every call. `None` when the
-    /// first literal part of the URL does not hold the whole authority.
+    /// rendered URL starts with that text, so the rest can be put after it as text or parsed
+    /// against it (`call::target`), and the host (IDNA and IP address checks and all) is not
+    /// parsed again on every call. Shared, so a request's URL can hold it without a copy.
+    /// `None` when the first literal part of the URL does not hold the whole authority.
     pub fn origin(&self) -> Option<(&Arc<url::Url>, usize)> {
         self.origin
             .get_or_init(|| origin_of(&self.url))
