@@ -101,7 +101,7 @@ fn parse_url(hook: &CompiledWebhook, url: &str) -> Result<Target, url::ParseErro
             return Ok(joined);
         }
         if joins_to_the_same(rest) {
-            return origin.join(rest).map(Target::Parsed);
+            return origin.join(rest).map(Target::from);
         }
     }
     Target::parse(url)
@@ -301,7 +301,7 @@ mod tests {
         let joined = |t: &str, rendered: &str| {
             matches!(
                 parse_url(&compiled(spec(t, "GET")), rendered),
-                Ok(Target::Joined { .. })
+                Ok(t) if t.is_joined()
             )
         };
         let t = "http://127.0.0.1:8080/api/orders/{id}";

@@ -188,7 +188,7 @@ impl Sender {
             return Err(failed(Outcome::Blocked, b.to_string(), 0));
         }
         let mut next = Hop {
-            url: Cow::Owned(Target::Parsed(url)),
+            url: Cow::Owned(Target::from(url)),
             method: hop.method.clone(),
             headers: hop.headers.clone(),
             body: hop.body,

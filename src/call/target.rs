@@ -12,8 +12,14 @@ use url::{Position, Url};
 /// are put together as text instead of parsed, which cost about 2,000 instructions a call, 4 %
 /// of a call's work (BENCHMARKS.md, issue 16, thirtieth session). Anything else is parsed
 /// (HTTPS too: reqwest takes a parsed URL).
+///
+/// Its parts are private: a joined URL is only ever made by `join_verbatim`, which checks that
+/// its text is what the parser would make of it.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub struct Target(Kind);
+
+#[derive(Debug, Clone)]
+enum Kind {
     /// Parsed whole.
     Parsed(Url),
     /// The origin's text, then a path (and maybe a query) the parser keeps as it is.
@@ -103,7 +109,12 @@ fn verbatim_path(path: &[u8]) -> bool {
 impl Target {
     /// `text` parsed whole.
     pub fn parse(text: &str) -> Result<Target, url::ParseError> {
-        Url::parse(text).map(Target::Parsed)
+        Url::parse(text).map(Target::from)
+    }
+
+    /// Whether the URL was put together as text (`join_verbatim`) rather than parsed.
+    pub fn is_joined(&self) -> bool {
+        matches!(self.0, Kind::Joined { .. })
     }
 
     /// `rest` after `origin` (a URL of scheme and authority only) when the parser would give
@@ -130,35 +141,35 @@ impl Target {
         let mut text = String::with_capacity(head.len() + rest.len() + 32);
         text.push_str(head);
         text.push_str(rest);
-        Some(Target::Joined {
+        Some(Target(Kind::Joined {
             origin: origin.clone(),
             text,
             path_at: head.len(),
-        })
+        }))
     }
 
     /// The whole URL.
     pub fn as_str(&self) -> &str {
-        match self {
-            Target::Parsed(u) => u.as_str(),
-            Target::Joined { text, .. } => text,
+        match &self.0 {
+            Kind::Parsed(u) => u.as_str(),
+            Kind::Joined { text, .. } => text,
         }
     }
 
     /// A URL with this one's scheme, host and port (its own, or its origin's): what the
     /// network policy and the connection need.
     pub fn host_url(&self) -> &Url {
-        match self {
-            Target::Parsed(u) => u,
-            Target::Joined { origin, .. } => origin,
+        match &self.0 {
+            Kind::Parsed(u) => u,
+            Kind::Joined { origin, .. } => origin,
         }
     }
 
     /// The path and query, as sent in a request line.
     pub fn path_and_query(&self) -> &str {
-        match self {
-            Target::Parsed(u) => &u[Position::BeforePath..Position::AfterQuery],
-            Target::Joined { text, path_at, .. } => &text[*path_at..],
+        match &self.0 {
+            Kind::Parsed(u) => &u[Position::BeforePath..Position::AfterQuery],
+            Kind::Joined { text, path_at, .. } => &text[*path_at..],
         }
     }
 
@@ -174,9 +185,9 @@ impl Target {
 
     /// The URL parsed (redirects and HTTPS need one): a copy, or the text parsed.
     pub fn to_url(&self) -> Result<Url, url::ParseError> {
-        match self {
-            Target::Parsed(u) => Ok(u.clone()),
-            Target::Joined { text, .. } => Url::parse(text),
+        match &self.0 {
+            Kind::Parsed(u) => Ok(u.clone()),
+            Kind::Joined { text, .. } => Url::parse(text),
         }
     }
 
@@ -185,14 +196,14 @@ impl Target {
         &mut self,
         pairs: impl IntoIterator<Item = (N, V)>,
     ) {
-        match self {
-            Target::Parsed(u) => {
+        match &mut self.0 {
+            Kind::Parsed(u) => {
                 let mut q = u.query_pairs_mut();
                 for (name, value) in pairs {
                     q.append_pair(name.as_ref(), value.as_ref());
                 }
             }
-            Target::Joined { text, path_at, .. } => {
+            Kind::Joined { text, path_at, .. } => {
                 // No fragment here: `join_verbatim` takes none.
                 let start = match text[*path_at..].find('?') {
                     Some(i) => *path_at + i + 1,
@@ -212,15 +223,15 @@ impl Target {
 
 impl From<Url> for Target {
     fn from(u: Url) -> Target {
-        Target::Parsed(u)
+        Target(Kind::Parsed(u))
     }
 }
 
 impl From<Target> for String {
     fn from(t: Target) -> String {
-        match t {
-            Target::Parsed(u) => u.into(),
-            Target::Joined { text, .. } => text,
+        match t.0 {
+            Kind::Parsed(u) => u.into(),
+            Kind::Joined { text, .. } => text,
         }
     }
 }
