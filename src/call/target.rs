@@ -112,8 +112,10 @@ impl Target {
         Url::parse(text).map(Target::from)
     }
 
-    /// Whether the URL was put together as text (`join_verbatim`) rather than parsed.
-    pub fn is_joined(&self) -> bool {
+    /// Whether the URL was put together as text (`join_verbatim`) rather than parsed: for the
+    /// tests that check the fast path is taken.
+    #[cfg(test)]
+    pub(crate) fn is_joined(&self) -> bool {
         matches!(self.0, Kind::Joined { .. })
     }
 
